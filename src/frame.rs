@@ -1,0 +1,420 @@
+//! The protomux framing that JavaScript hypercore 10 speaks inside the encrypted stream.
+//!
+//! One decrypted frame is either a control message (`00 01` open, `00 02` reject, `00 03`
+//! close), a batch (`00 00`) of channel messages, or a single channel message
+//! (`channel type body`). Hypercore message bodies use the `hypercore-protocol` schema types;
+//! extension messages (type 9) are encoded here, because JavaScript writes the payload raw to
+//! the end of the message while the crate length-prefixes it.
+//!
+//! Pure: no I/O. Each message of a batch is decoded within its own declared length, so a bad
+//! message is reported alone and its neighbours still arrive.
+
+use compact_encoding::CompactEncoding;
+use hypercore_protocol::{schema, Message};
+
+/// The protomux protocol name of hypercore channels.
+pub const PROTOCOL_NAME: &str = "hypercore/alpha";
+/// Largest plaintext frame the transport carries (3-byte length).
+pub const MAX_FRAME_BYTES: usize = 0xFF_FFFF;
+
+const TYPE_EXTENSION: u64 = 9;
+
+/// A message carried on a channel.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Msg {
+    /// One of the hypercore replication messages (types 0–8).
+    Core(Message),
+    /// An extension message: a name and a raw payload.
+    Extension {
+        /// Extension name; an empty name means "the same as the previous one on this channel".
+        name: String,
+        /// Payload bytes, to the end of the message.
+        payload: Vec<u8>,
+    },
+}
+
+impl Msg {
+    /// A short name for display: the message type or the extension name.
+    pub fn kind(&self) -> String {
+        match self {
+            Msg::Core(m) => m.name().to_string(),
+            Msg::Extension { name, .. } => format!("Extension({name})"),
+        }
+    }
+}
+
+/// One decoded plaintext frame.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame {
+    /// The remote opens a channel with its id, protocol, discovery key and capability.
+    Open {
+        /// The sender's channel id.
+        channel: u64,
+        /// Protocol name, `hypercore/alpha` for cores.
+        protocol: String,
+        /// Channel id bytes: the core's discovery key.
+        discovery_key: Vec<u8>,
+        /// Proof that the sender knows the key (BLAKE2b keyed by the handshake hash).
+        capability: Option<[u8; 32]>,
+    },
+    /// The remote refuses the channel we opened with this id (it does not know the key).
+    Reject {
+        /// Our channel id that was refused.
+        channel: u64,
+    },
+    /// The remote closes its channel with this id.
+    Close {
+        /// The sender's channel id.
+        channel: u64,
+    },
+    /// Channel messages, each with the sender's channel id; a message that failed to decode
+    /// is an `Err` in its place.
+    Messages(Vec<(u64, Result<Msg, FrameError>)>),
+}
+
+/// Why a frame or a message in it could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// The frame ended before a field was complete.
+    #[error("truncated {0}")]
+    Truncated(&'static str),
+    /// A control message with an unknown type byte.
+    #[error("unknown control message type {0}")]
+    UnknownControl(u64),
+    /// A channel message with an unknown type.
+    #[error("unknown message type {0}")]
+    UnknownType(u64),
+    /// The body of a known message type did not decode.
+    #[error("malformed {kind}: {reason}")]
+    Malformed {
+        /// Message type name.
+        kind: &'static str,
+        /// What the decoder said.
+        reason: String,
+    },
+    /// A frame larger than the transport can carry.
+    #[error("frame of {0} bytes is over the {MAX_FRAME_BYTES}-byte limit")]
+    TooLarge(usize),
+}
+
+fn uint(buf: &mut &[u8], what: &'static str) -> Result<u64, FrameError> {
+    let (v, rest) = u64::decode(buf).map_err(|_| FrameError::Truncated(what))?;
+    *buf = rest;
+    Ok(v)
+}
+
+fn bytes<'a>(buf: &mut &'a [u8], what: &'static str) -> Result<&'a [u8], FrameError> {
+    let len = uint(buf, what)? as usize;
+    if buf.len() < len {
+        return Err(FrameError::Truncated(what));
+    }
+    let (head, rest) = buf.split_at(len);
+    *buf = rest;
+    Ok(head)
+}
+
+/// Decodes one decrypted frame. An empty frame (a keep-alive) decodes to no messages.
+pub fn decode(frame: &[u8]) -> Result<Frame, FrameError> {
+    if frame.is_empty() {
+        return Ok(Frame::Messages(Vec::new()));
+    }
+    if frame[0] == 0 {
+        let mut buf = &frame[1..];
+        let typ = uint(&mut buf, "control type")?;
+        return match typ {
+            0 => decode_batch(buf),
+            1 => {
+                let channel = uint(&mut buf, "open channel id")?;
+                let protocol = bytes(&mut buf, "open protocol")?;
+                let protocol = String::from_utf8_lossy(protocol).into_owned();
+                let discovery_key = bytes(&mut buf, "open id")?.to_vec();
+                let capability = if buf.is_empty() {
+                    None
+                } else {
+                    let _flags = uint(&mut buf, "open handshake flags")?;
+                    if buf.len() < 32 {
+                        return Err(FrameError::Truncated("open capability"));
+                    }
+                    let mut cap = [0u8; 32];
+                    cap.copy_from_slice(&buf[..32]);
+                    Some(cap)
+                };
+                Ok(Frame::Open {
+                    channel,
+                    protocol,
+                    discovery_key,
+                    capability,
+                })
+            }
+            2 => Ok(Frame::Reject {
+                channel: uint(&mut buf, "reject channel id")?,
+            }),
+            3 => Ok(Frame::Close {
+                channel: uint(&mut buf, "close channel id")?,
+            }),
+            other => Err(FrameError::UnknownControl(other)),
+        };
+    }
+    let mut buf = frame;
+    let channel = uint(&mut buf, "channel id")?;
+    Ok(Frame::Messages(vec![(channel, decode_msg(buf))]))
+}
+
+fn decode_batch(mut buf: &[u8]) -> Result<Frame, FrameError> {
+    let mut channel = uint(&mut buf, "batch channel id")?;
+    let mut out = Vec::new();
+    while !buf.is_empty() {
+        let len = uint(&mut buf, "batch message length")? as usize;
+        if len == 0 {
+            channel = uint(&mut buf, "batch channel id")?;
+            continue;
+        }
+        if buf.len() < len {
+            out.push((channel, Err(FrameError::Truncated("batched message"))));
+            break;
+        }
+        let (msg, rest) = buf.split_at(len);
+        out.push((channel, decode_msg(msg)));
+        buf = rest;
+    }
+    Ok(Frame::Messages(out))
+}
+
+/// Decodes a channel message (type and body) that spans exactly `buf`.
+pub fn decode_msg(mut buf: &[u8]) -> Result<Msg, FrameError> {
+    let whole = buf;
+    let typ = uint(&mut buf, "message type")?;
+    if typ == TYPE_EXTENSION {
+        let name = bytes(&mut buf, "extension name")?;
+        return Ok(Msg::Extension {
+            name: String::from_utf8_lossy(name).into_owned(),
+            payload: buf.to_vec(),
+        });
+    }
+    if typ > TYPE_EXTENSION {
+        return Err(FrameError::UnknownType(typ));
+    }
+    let (message, _rest) = Message::decode(whole).map_err(|e| FrameError::Malformed {
+        kind: type_name(typ),
+        reason: e.to_string(),
+    })?;
+    Ok(Msg::Core(message))
+}
+
+fn type_name(typ: u64) -> &'static str {
+    match typ {
+        0 => "Synchronize",
+        1 => "Request",
+        2 => "Cancel",
+        3 => "Data",
+        4 => "NoData",
+        5 => "Want",
+        6 => "Unwant",
+        7 => "Bitfield",
+        8 => "Range",
+        _ => "Extension",
+    }
+}
+
+fn put_uint(out: &mut Vec<u8>, v: u64) {
+    let mut tmp = [0u8; 10];
+    let len = v.encoded_size().expect("u64 has a size");
+    let rest_len = {
+        let rest = v.encode(&mut tmp[..len]).expect("buffer sized for u64");
+        rest.len()
+    };
+    debug_assert_eq!(rest_len, 0);
+    out.extend_from_slice(&tmp[..len]);
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    put_uint(out, b.len() as u64);
+    out.extend_from_slice(b);
+}
+
+/// Encodes an open frame for our channel `channel`.
+pub fn encode_open(channel: u64, discovery_key: &[u8; 32], capability: &[u8; 32]) -> Vec<u8> {
+    let mut out = vec![0, 1];
+    put_uint(&mut out, channel);
+    put_bytes(&mut out, PROTOCOL_NAME.as_bytes());
+    put_bytes(&mut out, discovery_key);
+    put_uint(&mut out, 0);
+    out.extend_from_slice(capability);
+    out
+}
+
+/// Encodes a close frame for our channel `channel`.
+pub fn encode_close(channel: u64) -> Vec<u8> {
+    let mut out = vec![0, 3];
+    put_uint(&mut out, channel);
+    out
+}
+
+/// Encodes a reject frame for the remote's channel `channel`.
+pub fn encode_reject(channel: u64) -> Vec<u8> {
+    let mut out = vec![0, 2];
+    put_uint(&mut out, channel);
+    out
+}
+
+/// Appends the type and body of `msg` to `out`.
+pub fn encode_msg_into(out: &mut Vec<u8>, msg: &Msg) {
+    match msg {
+        Msg::Extension { name, payload } => {
+            put_uint(out, TYPE_EXTENSION);
+            put_bytes(out, name.as_bytes());
+            out.extend_from_slice(payload);
+        }
+        Msg::Core(m) => {
+            let len = m.encoded_size().expect("hypercore messages have a size");
+            let start = out.len();
+            out.resize(start + len, 0);
+            let rest = m
+                .encode(&mut out[start..])
+                .expect("buffer sized by encoded_size");
+            debug_assert!(rest.is_empty());
+        }
+    }
+}
+
+/// Encodes messages as one frame: a single message alone, several as a batch.
+pub fn encode_messages(messages: &[(u64, Msg)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    match messages {
+        [] => {}
+        [(channel, msg)] => {
+            put_uint(&mut out, *channel);
+            encode_msg_into(&mut out, msg);
+        }
+        many => {
+            out.extend_from_slice(&[0, 0]);
+            let mut current = many[0].0;
+            put_uint(&mut out, current);
+            let mut body = Vec::new();
+            for (channel, msg) in many {
+                if *channel != current {
+                    out.push(0);
+                    put_uint(&mut out, *channel);
+                    current = *channel;
+                }
+                body.clear();
+                encode_msg_into(&mut body, msg);
+                put_bytes(&mut out, &body);
+            }
+        }
+    }
+    out
+}
+
+/// Builds a hypercore message wrapper; a shorthand for `Msg::Core(m.into())`.
+pub fn core(m: impl Into<Message>) -> Msg {
+    Msg::Core(m.into())
+}
+
+/// Re-exported so callers name message bodies through one module.
+pub use schema::{Data, NoData, Range, Request, Synchronize};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ext(name: &str, payload: &[u8]) -> Msg {
+        Msg::Extension {
+            name: name.into(),
+            payload: payload.to_vec(),
+        }
+    }
+
+    #[test]
+    fn extension_payload_is_raw_to_the_end() {
+        let frame = encode_messages(&[(1, ext("MULTIFEED_HANDSHAKE", b"{\"a\":1}"))]);
+        // channel 1, type 9, name length 19, name, then the JSON with no length prefix.
+        let mut expected = vec![1, 9, 19];
+        expected.extend_from_slice(b"MULTIFEED_HANDSHAKE");
+        expected.extend_from_slice(b"{\"a\":1}");
+        assert_eq!(frame, expected);
+        assert_eq!(
+            decode(&frame).unwrap(),
+            Frame::Messages(vec![(1, Ok(ext("MULTIFEED_HANDSHAKE", b"{\"a\":1}")))])
+        );
+    }
+
+    #[test]
+    fn batch_round_trips_across_channels() {
+        let sync = core(Synchronize {
+            fork: 0,
+            length: 5,
+            remote_length: 0,
+            downloading: true,
+            uploading: true,
+            can_upgrade: true,
+        });
+        let msgs = vec![
+            (1, ext("MULTIFEED_MANIFEST", b"{\"keys\":[]}")),
+            (1, ext("", b"{\"keys\":[]}")),
+            (2, sync.clone()),
+            (1, ext("X", b"")),
+        ];
+        let frame = encode_messages(&msgs);
+        assert_eq!(&frame[..2], &[0, 0]);
+        let Frame::Messages(got) = decode(&frame).unwrap() else {
+            panic!("not messages")
+        };
+        let got: Vec<(u64, Msg)> = got.into_iter().map(|(c, m)| (c, m.unwrap())).collect();
+        assert_eq!(got, msgs);
+    }
+
+    #[test]
+    fn a_bad_message_in_a_batch_does_not_take_its_neighbours() {
+        let good = {
+            let mut b = Vec::new();
+            encode_msg_into(&mut b, &ext("A", b"1"));
+            b
+        };
+        let mut frame = vec![0, 0, 1];
+        put_bytes(&mut frame, &good);
+        put_bytes(&mut frame, &[3, 0xff]); // a Data message with a truncated body
+        put_bytes(&mut frame, &good);
+        let Frame::Messages(got) = decode(&frame).unwrap() else {
+            panic!()
+        };
+        assert_eq!(got.len(), 3);
+        assert!(got[0].1.is_ok());
+        assert!(got[1].1.is_err());
+        assert!(got[2].1.is_ok());
+    }
+
+    #[test]
+    fn control_frames_round_trip() {
+        let dk = [7u8; 32];
+        let cap = [9u8; 32];
+        assert_eq!(
+            decode(&encode_open(3, &dk, &cap)).unwrap(),
+            Frame::Open {
+                channel: 3,
+                protocol: PROTOCOL_NAME.into(),
+                discovery_key: dk.to_vec(),
+                capability: Some(cap)
+            }
+        );
+        assert_eq!(
+            decode(&encode_close(4)).unwrap(),
+            Frame::Close { channel: 4 }
+        );
+        assert_eq!(
+            decode(&encode_reject(5)).unwrap(),
+            Frame::Reject { channel: 5 }
+        );
+        assert_eq!(decode(&[0, 9]), Err(FrameError::UnknownControl(9)));
+    }
+
+    #[test]
+    fn truncated_and_empty_frames_are_errors_or_nothing() {
+        assert_eq!(decode(&[]).unwrap(), Frame::Messages(vec![]));
+        assert!(decode(&[0, 1, 1]).is_err());
+        let Frame::Messages(m) = decode(&[1, 42]).unwrap() else {
+            panic!()
+        };
+        assert_eq!(m[0].1, Err(FrameError::UnknownType(42)));
+    }
+}

@@ -1,0 +1,12 @@
+//! feedscope: watch, curate and debug multifeed replication on the hypercore v10 wire.
+//!
+//! Layers, from the bytes up: [`frame`] (protomux framing), [`wire`] (the four multifeed
+//! messages), [`session`] (the exchange as a state machine without I/O), [`store`] (cores on
+//! disk), [`net`] (transport and per-peer tasks), [`engine`] (listen, dial, route commands),
+//! and [`event`] (the one schema every front end reads).
+
+pub mod event;
+pub mod frame;
+pub mod session;
+pub mod store;
+pub mod wire;

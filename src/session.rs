@@ -1,0 +1,608 @@
+//! The per-peer multifeed exchange as a state machine without I/O.
+//!
+//! Feed it received extension messages, local feeds and decisions; it returns [`Action`]s for
+//! the engine to perform (messages to send, feeds to start replicating, things to report).
+//! Every rule of the exchange lives here, so each is a unit test that needs no runtime:
+//!
+//! - the offerer serves only what it offered; other requested keys are refused and reported;
+//! - the requester replicates only what it requested; other keys are ignored and reported;
+//! - no feed is replicated twice on one connection; declined feeds are never requested;
+//! - an incompatible handshake ends the session; nothing is offered before a compatible one.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::wire::{self, FeedKey, FeedMeta, Handshake, KeyList, WireError};
+
+/// How remote offers are answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Policy {
+    /// Classic multifeed: request every offered feed at once.
+    AcceptAll,
+    /// Queue offers until a person approves or declines each.
+    Manual,
+}
+
+/// A multifeed message to send on the root channel.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outgoing {
+    /// `MULTIFEED_HANDSHAKE`.
+    Handshake(Handshake),
+    /// `MULTIFEED_MANIFEST` offering these keys.
+    Manifest(Vec<FeedKey>),
+    /// `MULTIFEED_REQUEST_FEEDS`.
+    Request(Vec<FeedKey>),
+    /// `MULTIFEED_REPLICATE_FEEDS`.
+    Replicate(Vec<FeedKey>),
+}
+
+/// Something the engine must do or report after an input.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Send this message to the peer.
+    Send(Outgoing),
+    /// The peer's handshake arrived and is compatible.
+    HandshakeReceived(Handshake),
+    /// The peer offered these feeds (valid keys only, with their metadata).
+    OfferReceived {
+        /// Offered keys, new and old.
+        keys: Vec<FeedKey>,
+        /// Offer metadata, for display only.
+        meta: BTreeMap<FeedKey, FeedMeta>,
+    },
+    /// The peer asked for these feeds (before filtering).
+    RequestReceived(Vec<FeedKey>),
+    /// The peer said it will replicate these feeds (before filtering).
+    ReplicateReceived(Vec<FeedKey>),
+    /// These offers wait for a decision (manual policy).
+    Pending(Vec<FeedKey>),
+    /// A decision was taken on an offered key.
+    Decided {
+        /// The key decided.
+        key: FeedKey,
+        /// `true` for approve.
+        approved: bool,
+    },
+    /// Start replicating these feeds on this connection; each is new to the active set.
+    Replicate(Vec<FeedKey>),
+    /// Something the peer did wrong that the session survives.
+    Warn {
+        /// Stable machine-readable kind.
+        kind: &'static str,
+        /// What happened, for a person.
+        message: String,
+    },
+    /// The session cannot go on; the engine closes the connection.
+    Fail {
+        /// Stable machine-readable kind.
+        kind: &'static str,
+        /// What happened, for a person.
+        message: String,
+    },
+}
+
+/// State of one peer's exchange: the four sets the user sees, plus decisions.
+#[derive(Debug, Clone)]
+pub struct Session {
+    policy: Policy,
+    local_feeds: BTreeMap<FeedKey, FeedMeta>,
+    /// Keys we offered to this peer.
+    pub local_offer: BTreeSet<FeedKey>,
+    /// Keys this peer offered us, with their metadata.
+    pub remote_offer: BTreeMap<FeedKey, FeedMeta>,
+    /// Keys we requested from this peer.
+    pub requested: BTreeSet<FeedKey>,
+    /// Keys replicating on this connection.
+    pub active: BTreeSet<FeedKey>,
+    /// Offers waiting for a decision.
+    pub pending: BTreeSet<FeedKey>,
+    /// Offers declined on this connection.
+    pub declined: BTreeSet<FeedKey>,
+    remote_handshake: Option<Handshake>,
+    failed: bool,
+    last_extension: String,
+}
+
+impl Session {
+    /// A session with the given policy and the feeds we hold now (with their offer metadata).
+    pub fn new(policy: Policy, local_feeds: BTreeMap<FeedKey, FeedMeta>) -> Self {
+        Session {
+            policy,
+            local_feeds,
+            local_offer: BTreeSet::new(),
+            remote_offer: BTreeMap::new(),
+            requested: BTreeSet::new(),
+            active: BTreeSet::new(),
+            pending: BTreeSet::new(),
+            declined: BTreeSet::new(),
+            remote_handshake: None,
+            failed: false,
+            last_extension: String::new(),
+        }
+    }
+
+    /// Whether a compatible handshake arrived.
+    pub fn is_ready(&self) -> bool {
+        self.remote_handshake.is_some() && !self.failed
+    }
+
+    /// Whether the session failed and must be closed.
+    pub fn is_failed(&self) -> bool {
+        self.failed
+    }
+
+    /// The root channel opened: say hello.
+    pub fn on_open(&mut self) -> Vec<Action> {
+        vec![Action::Send(Outgoing::Handshake(Handshake::ours()))]
+    }
+
+    /// An extension message arrived on the root channel.
+    pub fn on_extension(&mut self, name: &str, payload: &[u8]) -> Vec<Action> {
+        if self.failed {
+            return Vec::new();
+        }
+        // Senders compress a repeated name to "": it means the last name on this channel.
+        let name = if name.is_empty() {
+            self.last_extension.clone()
+        } else {
+            self.last_extension = name.to_string();
+            name.to_string()
+        };
+        match name.as_str() {
+            wire::EXT_HANDSHAKE => self.on_handshake(payload),
+            wire::EXT_MANIFEST => self.after_handshake(wire::EXT_MANIFEST, |s| {
+                match wire::decode_manifest(payload) {
+                    Ok(list) => s.on_manifest(list),
+                    Err(e) => vec![malformed(e)],
+                }
+            }),
+            wire::EXT_REQUEST_FEEDS => self.after_handshake(wire::EXT_REQUEST_FEEDS, |s| {
+                match wire::decode_keys(wire::EXT_REQUEST_FEEDS, payload) {
+                    Ok(list) => s.on_request(list),
+                    Err(e) => vec![malformed(e)],
+                }
+            }),
+            wire::EXT_REPLICATE_FEEDS => self.after_handshake(wire::EXT_REPLICATE_FEEDS, |s| {
+                match wire::decode_keys(wire::EXT_REPLICATE_FEEDS, payload) {
+                    Ok(list) => s.on_replicate(list),
+                    Err(e) => vec![malformed(e)],
+                }
+            }),
+            "" => vec![warn(
+                "protocol",
+                "extension message with an empty name and no earlier name on the channel".into(),
+            )],
+            other => vec![warn(
+                "unknown_extension",
+                format!("ignored unknown extension {other:?}"),
+            )],
+        }
+    }
+
+    fn after_handshake(
+        &mut self,
+        name: &str,
+        f: impl FnOnce(&mut Self) -> Vec<Action>,
+    ) -> Vec<Action> {
+        if self.remote_handshake.is_none() {
+            return vec![warn(
+                "protocol",
+                format!("ignored {name} received before the peer's handshake"),
+            )];
+        }
+        f(self)
+    }
+
+    fn on_handshake(&mut self, payload: &[u8]) -> Vec<Action> {
+        let h = match wire::decode_handshake(payload) {
+            Ok(h) => h,
+            Err(e) => {
+                self.failed = true;
+                return vec![Action::Fail {
+                    kind: "malformed",
+                    message: format!("{e}; cannot tell whether the peer is compatible"),
+                }];
+            }
+        };
+        if self.remote_handshake.is_some() {
+            return vec![warn("protocol", "ignored a second handshake".into())];
+        }
+        if let Some(why) = h.incompatibility() {
+            self.failed = true;
+            return vec![Action::Fail {
+                kind: "incompatible",
+                message: why,
+            }];
+        }
+        self.remote_handshake = Some(h.clone());
+        let keys: Vec<FeedKey> = self.local_feeds.keys().copied().collect();
+        self.local_offer.extend(keys.iter().copied());
+        vec![
+            Action::HandshakeReceived(h),
+            Action::Send(Outgoing::Manifest(keys)),
+        ]
+    }
+
+    fn on_manifest(&mut self, list: KeyList) -> Vec<Action> {
+        let mut out = Vec::new();
+        report_rejected(&mut out, wire::EXT_MANIFEST, &list.rejected);
+        out.push(Action::OfferReceived {
+            keys: list.keys.clone(),
+            meta: list.meta.clone(),
+        });
+        let mut fresh = Vec::new();
+        for key in list.keys {
+            let meta = list.meta.get(&key).cloned().unwrap_or(FeedMeta::Null);
+            let known = self.remote_offer.insert(key, meta).is_some();
+            if !known
+                && !self.requested.contains(&key)
+                && !self.active.contains(&key)
+                && !self.declined.contains(&key)
+            {
+                fresh.push(key);
+            }
+        }
+        match self.policy {
+            Policy::AcceptAll => out.extend(self.request(fresh)),
+            Policy::Manual => {
+                fresh.retain(|k| self.pending.insert(*k));
+                if !fresh.is_empty() {
+                    out.push(Action::Pending(fresh));
+                }
+            }
+        }
+        out
+    }
+
+    fn request(&mut self, keys: Vec<FeedKey>) -> Vec<Action> {
+        let keys: Vec<FeedKey> = keys
+            .into_iter()
+            .filter(|k| self.requested.insert(*k))
+            .collect();
+        if keys.is_empty() {
+            Vec::new()
+        } else {
+            vec![Action::Send(Outgoing::Request(keys))]
+        }
+    }
+
+    fn on_request(&mut self, list: KeyList) -> Vec<Action> {
+        let mut out = Vec::new();
+        report_rejected(&mut out, wire::EXT_REQUEST_FEEDS, &list.rejected);
+        out.push(Action::RequestReceived(list.keys.clone()));
+        let (served, refused): (Vec<FeedKey>, Vec<FeedKey>) = list
+            .keys
+            .into_iter()
+            .partition(|k| self.local_offer.contains(k));
+        if !refused.is_empty() {
+            out.push(warn(
+                "refused_request",
+                format!(
+                    "refused a request for {} feed(s) never offered to this peer: {}",
+                    refused.len(),
+                    short_list(&refused)
+                ),
+            ));
+        }
+        out.push(Action::Send(Outgoing::Replicate(served.clone())));
+        out.extend(self.activate(served));
+        out
+    }
+
+    fn on_replicate(&mut self, list: KeyList) -> Vec<Action> {
+        let mut out = Vec::new();
+        report_rejected(&mut out, wire::EXT_REPLICATE_FEEDS, &list.rejected);
+        out.push(Action::ReplicateReceived(list.keys.clone()));
+        let (wanted, unwanted): (Vec<FeedKey>, Vec<FeedKey>) = list
+            .keys
+            .into_iter()
+            .partition(|k| self.requested.contains(k));
+        if !unwanted.is_empty() {
+            out.push(warn(
+                "unrequested_feed",
+                format!(
+                    "ignored {} feed(s) the peer offered to replicate without a request: {}",
+                    unwanted.len(),
+                    short_list(&unwanted)
+                ),
+            ));
+        }
+        out.extend(self.activate(wanted));
+        out
+    }
+
+    fn activate(&mut self, keys: Vec<FeedKey>) -> Vec<Action> {
+        let fresh: Vec<FeedKey> = keys.into_iter().filter(|k| self.active.insert(*k)).collect();
+        if fresh.is_empty() {
+            Vec::new()
+        } else {
+            vec![Action::Replicate(fresh)]
+        }
+    }
+
+    /// A feed appeared locally (created, or downloaded from someone): offer it if the peer
+    /// does not know it yet.
+    pub fn on_local_feed(&mut self, key: FeedKey, meta: FeedMeta) -> Vec<Action> {
+        self.local_feeds.insert(key, meta);
+        if !self.is_ready() || self.local_offer.contains(&key) || self.remote_offer.contains_key(&key)
+        {
+            return Vec::new();
+        }
+        self.local_offer.insert(key);
+        vec![Action::Send(Outgoing::Manifest(vec![key]))]
+    }
+
+    /// A person (or a rule) decided on an offered key.
+    pub fn on_decision(&mut self, key: FeedKey, approve: bool) -> Vec<Action> {
+        if !self.remote_offer.contains_key(&key) {
+            return vec![warn(
+                "unknown_offer",
+                format!("{} was not offered by this peer", key.short()),
+            )];
+        }
+        self.pending.remove(&key);
+        let mut out = vec![Action::Decided {
+            key,
+            approved: approve,
+        }];
+        if approve {
+            self.declined.remove(&key);
+            out.extend(self.request(vec![key]));
+        } else if !self.requested.contains(&key) {
+            self.declined.insert(key);
+        }
+        out
+    }
+}
+
+fn warn(kind: &'static str, message: String) -> Action {
+    Action::Warn { kind, message }
+}
+
+fn malformed(e: WireError) -> Action {
+    let kind = match e {
+        WireError::TooLarge(_) | WireError::TooManyKeys(_) => "oversized",
+        _ => "malformed",
+    };
+    warn(kind, e.to_string())
+}
+
+fn report_rejected(out: &mut Vec<Action>, name: &str, rejected: &[String]) {
+    if !rejected.is_empty() {
+        out.push(warn(
+            "invalid_key",
+            format!(
+                "dropped {} invalid key(s) from {name} (a key is 64 hex characters): {}",
+                rejected.len(),
+                rejected
+                    .iter()
+                    .take(3)
+                    .map(|s| format!("{s:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+}
+
+fn short_list(keys: &[FeedKey]) -> String {
+    let mut s = keys
+        .iter()
+        .take(5)
+        .map(|k| k.short())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if keys.len() > 5 {
+        s.push_str(&format!(" and {} more", keys.len() - 5));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{encode_handshake, encode_keys, encode_manifests};
+
+    fn key(n: u8) -> FeedKey {
+        FeedKey([n; 32])
+    }
+
+    fn feeds(keys: &[u8]) -> BTreeMap<FeedKey, FeedMeta> {
+        keys.iter().map(|n| (key(*n), FeedMeta::Null)).collect()
+    }
+
+    fn handshake() -> Vec<u8> {
+        encode_handshake(&Handshake::ours())
+    }
+
+    fn manifest(keys: &[u8]) -> Vec<u8> {
+        let keys: Vec<FeedKey> = keys.iter().map(|n| key(*n)).collect();
+        encode_manifests(&keys, &BTreeMap::new()).remove(0)
+    }
+
+    fn list(keys: &[u8]) -> Vec<u8> {
+        encode_keys(&keys.iter().map(|n| key(*n)).collect::<Vec<_>>())
+    }
+
+    fn ready(policy: Policy, local: &[u8]) -> Session {
+        let mut s = Session::new(policy, feeds(local));
+        s.on_open();
+        s.on_extension(wire::EXT_HANDSHAKE, &handshake());
+        s
+    }
+
+    fn sent(actions: &[Action]) -> Vec<Outgoing> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send(o) => Some(o.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn replicated(actions: &[Action]) -> Vec<FeedKey> {
+        actions
+            .iter()
+            .flat_map(|a| match a {
+                Action::Replicate(k) => k.clone(),
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
+    fn warned(actions: &[Action], kind: &str) -> bool {
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Warn { kind: k, .. } if *k == kind))
+    }
+
+    #[test]
+    fn open_sends_handshake_and_compatible_handshake_sends_manifest() {
+        let mut s = Session::new(Policy::AcceptAll, feeds(&[1, 2]));
+        assert_eq!(
+            sent(&s.on_open()),
+            vec![Outgoing::Handshake(Handshake::ours())]
+        );
+        let out = s.on_extension(wire::EXT_HANDSHAKE, &handshake());
+        assert_eq!(sent(&out), vec![Outgoing::Manifest(vec![key(1), key(2)])]);
+        assert!(s.is_ready());
+    }
+
+    #[test]
+    fn version_mismatch_fails_the_session() {
+        let mut s = Session::new(Policy::AcceptAll, feeds(&[1]));
+        let out = s.on_extension(
+            wire::EXT_HANDSHAKE,
+            br#"{"client":"MULTIFEED","version":"4.0.0"}"#,
+        );
+        assert!(matches!(&out[0], Action::Fail { kind: "incompatible", message } if message.contains("4.0.0")));
+        assert!(s.is_failed());
+        assert!(sent(&out).is_empty(), "nothing is offered to an incompatible peer");
+        assert!(s.on_extension(wire::EXT_MANIFEST, &manifest(&[9])).is_empty());
+    }
+
+    #[test]
+    fn client_mismatch_fails_the_session() {
+        let mut s = Session::new(Policy::AcceptAll, feeds(&[]));
+        let out = s.on_extension(
+            wire::EXT_HANDSHAKE,
+            br#"{"client":"OTHER","version":"5.0.0"}"#,
+        );
+        assert!(matches!(&out[0], Action::Fail { kind: "incompatible", .. }));
+    }
+
+    #[test]
+    fn accept_all_requests_every_new_offer_once() {
+        let mut s = ready(Policy::AcceptAll, &[]);
+        let out = s.on_extension(wire::EXT_MANIFEST, &manifest(&[5, 6]));
+        assert_eq!(sent(&out), vec![Outgoing::Request(vec![key(5), key(6)])]);
+        let out = s.on_extension(wire::EXT_MANIFEST, &manifest(&[6, 7]));
+        assert_eq!(sent(&out), vec![Outgoing::Request(vec![key(7)])]);
+    }
+
+    #[test]
+    fn request_for_unoffered_key_is_refused() {
+        let mut s = ready(Policy::AcceptAll, &[1]);
+        let out = s.on_extension(wire::EXT_REQUEST_FEEDS, &list(&[1, 2]));
+        assert_eq!(sent(&out), vec![Outgoing::Replicate(vec![key(1)])]);
+        assert_eq!(replicated(&out), vec![key(1)]);
+        assert!(warned(&out, "refused_request"));
+    }
+
+    #[test]
+    fn unrequested_key_in_replicate_is_ignored() {
+        let mut s = ready(Policy::AcceptAll, &[]);
+        s.on_extension(wire::EXT_MANIFEST, &manifest(&[3]));
+        let out = s.on_extension(wire::EXT_REPLICATE_FEEDS, &list(&[3, 4]));
+        assert_eq!(replicated(&out), vec![key(3)]);
+        assert!(warned(&out, "unrequested_feed"));
+    }
+
+    #[test]
+    fn active_feed_is_not_replicated_twice() {
+        let mut s = ready(Policy::AcceptAll, &[1]);
+        s.on_extension(wire::EXT_MANIFEST, &manifest(&[1]));
+        let first = s.on_extension(wire::EXT_REQUEST_FEEDS, &list(&[1]));
+        assert_eq!(replicated(&first), vec![key(1)]);
+        let second = s.on_extension(wire::EXT_REPLICATE_FEEDS, &list(&[1]));
+        assert!(replicated(&second).is_empty());
+        let third = s.on_extension(wire::EXT_REQUEST_FEEDS, &list(&[1]));
+        assert!(replicated(&third).is_empty());
+    }
+
+    #[test]
+    fn invalid_keys_are_dropped_with_a_warning() {
+        let mut s = ready(Policy::AcceptAll, &[]);
+        let body = format!(r#"{{"keys":["{}","nothex"]}}"#, key(8));
+        let out = s.on_extension(wire::EXT_MANIFEST, body.as_bytes());
+        assert!(warned(&out, "invalid_key"));
+        assert_eq!(sent(&out), vec![Outgoing::Request(vec![key(8)])]);
+    }
+
+    #[test]
+    fn malformed_json_is_a_warning_and_the_session_goes_on() {
+        let mut s = ready(Policy::AcceptAll, &[]);
+        let out = s.on_extension(wire::EXT_MANIFEST, b"\x00garbage");
+        assert!(warned(&out, "malformed"));
+        assert!(!s.is_failed());
+        let out = s.on_extension(wire::EXT_MANIFEST, &manifest(&[2]));
+        assert_eq!(sent(&out), vec![Outgoing::Request(vec![key(2)])]);
+    }
+
+    #[test]
+    fn empty_name_means_the_previous_extension() {
+        let mut s = ready(Policy::AcceptAll, &[]);
+        s.on_extension(wire::EXT_MANIFEST, &manifest(&[1]));
+        let out = s.on_extension("", &manifest(&[2]));
+        assert_eq!(sent(&out), vec![Outgoing::Request(vec![key(2)])]);
+    }
+
+    #[test]
+    fn nothing_is_processed_before_the_handshake() {
+        let mut s = Session::new(Policy::AcceptAll, feeds(&[1]));
+        let out = s.on_extension(wire::EXT_REQUEST_FEEDS, &list(&[1]));
+        assert!(warned(&out, "protocol"));
+        assert!(replicated(&out).is_empty());
+    }
+
+    #[test]
+    fn manual_policy_waits_for_a_decision() {
+        let mut s = ready(Policy::Manual, &[]);
+        let out = s.on_extension(wire::EXT_MANIFEST, &manifest(&[1, 2]));
+        assert!(sent(&out).is_empty());
+        assert!(out.contains(&Action::Pending(vec![key(1), key(2)])));
+        let out = s.on_decision(key(1), true);
+        assert_eq!(sent(&out), vec![Outgoing::Request(vec![key(1)])]);
+        let out = s.on_decision(key(2), false);
+        assert!(sent(&out).is_empty());
+        // A re-offer of a declined key is not queued again and never requested.
+        let out = s.on_extension(wire::EXT_MANIFEST, &manifest(&[2]));
+        assert!(sent(&out).is_empty());
+        assert!(!out.iter().any(|a| matches!(a, Action::Pending(_))));
+        // The peer cannot push a declined key on us.
+        let out = s.on_extension(wire::EXT_REPLICATE_FEEDS, &list(&[2]));
+        assert!(replicated(&out).is_empty());
+    }
+
+    #[test]
+    fn new_local_feed_is_offered_once_and_not_back_to_its_source() {
+        let mut s = ready(Policy::AcceptAll, &[]);
+        s.on_extension(wire::EXT_MANIFEST, &manifest(&[4]));
+        assert_eq!(
+            sent(&s.on_local_feed(key(3), FeedMeta::Null)),
+            vec![Outgoing::Manifest(vec![key(3)])]
+        );
+        assert!(s.on_local_feed(key(3), FeedMeta::Null).is_empty());
+        assert!(s.on_local_feed(key(4), FeedMeta::Null).is_empty());
+    }
+
+    #[test]
+    fn feeds_added_before_the_handshake_go_in_the_first_manifest() {
+        let mut s = Session::new(Policy::AcceptAll, feeds(&[1]));
+        s.on_open();
+        assert!(s.on_local_feed(key(2), FeedMeta::Null).is_empty());
+        let out = s.on_extension(wire::EXT_HANDSHAKE, &handshake());
+        assert_eq!(sent(&out), vec![Outgoing::Manifest(vec![key(1), key(2)])]);
+    }
+}

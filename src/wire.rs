@@ -1,0 +1,404 @@
+//! The four multifeed extension messages: names, JSON bodies, key validation and size limits.
+//!
+//! Pure: no I/O. Every decoder takes untrusted bytes and returns either a value or a
+//! [`WireError`] that says what was wrong; invalid keys inside an otherwise valid list are
+//! dropped and reported, never fatal.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Extension name of the handshake message.
+pub const EXT_HANDSHAKE: &str = "MULTIFEED_HANDSHAKE";
+/// Extension name of the manifest (offer) message.
+pub const EXT_MANIFEST: &str = "MULTIFEED_MANIFEST";
+/// Extension name of the request message.
+pub const EXT_REQUEST_FEEDS: &str = "MULTIFEED_REQUEST_FEEDS";
+/// Extension name of the replicate (answer) message.
+pub const EXT_REPLICATE_FEEDS: &str = "MULTIFEED_REPLICATE_FEEDS";
+
+/// The client name every compatible peer sends in its handshake.
+pub const CLIENT: &str = "MULTIFEED";
+/// The protocol version feedscope speaks; peers must share the major number.
+pub const PROTOCOL_VERSION: &str = "5.0.0";
+
+/// Largest extension payload accepted from a peer, in bytes.
+pub const MAX_EXTENSION_BYTES: usize = 4 * 1024 * 1024;
+/// Most keys accepted in one received message.
+pub const MAX_KEYS_PER_MESSAGE: usize = 100_000;
+/// Most keys put in one sent manifest; larger offers are split over several messages.
+pub const KEYS_PER_SENT_MANIFEST: usize = 10_000;
+
+/// The multifeed key shared by every peer that uses multifeed's defaults.
+pub const DEFAULT_MULTIFEED_KEY: &str =
+    "bee80ff3a4ee5e727dc44197cb9d25bf8f19d50b0f3ad2984cfe5b7d14e75de7";
+
+/// A 32-byte hypercore public key, shown and serialised as 64 lowercase hex characters.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FeedKey(pub [u8; 32]);
+
+impl FeedKey {
+    /// Parses 64 hex characters (either case); anything else is an error naming the input.
+    pub fn parse(text: &str) -> Result<Self, WireError> {
+        if text.len() != 64 {
+            return Err(WireError::BadKey(shorten(text)));
+        }
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(text, &mut out).map_err(|_| WireError::BadKey(shorten(text)))?;
+        Ok(FeedKey(out))
+    }
+
+    /// The key as 64 lowercase hex characters.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// The first eight hex characters, for compact display.
+    pub fn short(&self) -> String {
+        hex::encode(&self.0[..4])
+    }
+}
+
+impl fmt::Debug for FeedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FeedKey({})", self.short())
+    }
+}
+
+impl fmt::Display for FeedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl Serialize for FeedKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for FeedKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        FeedKey::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+fn shorten(text: &str) -> String {
+    let mut s: String = text.chars().take(80).collect();
+    if text.chars().count() > 80 {
+        s.push('…');
+    }
+    s
+}
+
+/// Everything that can be wrong with a received multifeed message.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WireError {
+    /// The payload is larger than [`MAX_EXTENSION_BYTES`].
+    #[error("message of {0} bytes is over the limit of {MAX_EXTENSION_BYTES} bytes")]
+    TooLarge(usize),
+    /// The payload is not JSON of the expected shape.
+    #[error("malformed {name} body: {reason}")]
+    Malformed {
+        /// Extension name.
+        name: &'static str,
+        /// What the JSON parser or shape check said.
+        reason: String,
+    },
+    /// A list carries more keys than [`MAX_KEYS_PER_MESSAGE`].
+    #[error("{0} keys in one message, over the limit of {MAX_KEYS_PER_MESSAGE}")]
+    TooManyKeys(usize),
+    /// A key that is not 64 hex characters.
+    #[error("invalid feed key {0:?}: a key is 64 hex characters")]
+    BadKey(String),
+}
+
+/// The body of `MULTIFEED_HANDSHAKE`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Handshake {
+    /// Client name; compatible peers say [`CLIENT`].
+    pub client: String,
+    /// Protocol version; compatible peers share the major number.
+    pub version: String,
+    /// Free-form data the application attached, shown but never interpreted.
+    #[serde(rename = "userData", default, skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<Value>,
+}
+
+impl Handshake {
+    /// The handshake feedscope sends.
+    pub fn ours() -> Self {
+        Handshake {
+            client: CLIENT.to_string(),
+            version: PROTOCOL_VERSION.to_string(),
+            user_data: None,
+        }
+    }
+
+    /// Why this handshake is incompatible with ours, if it is.
+    pub fn incompatibility(&self) -> Option<String> {
+        if self.client != CLIENT {
+            return Some(format!(
+                "client mismatch: peer speaks {:?}, feedscope speaks {CLIENT:?}",
+                self.client
+            ));
+        }
+        let major = |v: &str| v.split('.').next().unwrap_or("").to_string();
+        if major(&self.version) != major(PROTOCOL_VERSION) {
+            return Some(format!(
+                "version mismatch: peer speaks {}, feedscope speaks {PROTOCOL_VERSION} (major versions differ)",
+                self.version
+            ));
+        }
+        None
+    }
+}
+
+/// What an offerer says about one offered feed, for display only.
+pub type FeedMeta = Value;
+
+/// A decoded `MULTIFEED_MANIFEST`, or a key list of `REQUEST_FEEDS` / `REPLICATE_FEEDS`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct KeyList {
+    /// Valid keys in the order received, duplicates removed.
+    pub keys: Vec<FeedKey>,
+    /// Offer metadata per valid key (manifests only).
+    pub meta: BTreeMap<FeedKey, FeedMeta>,
+    /// Entries that were not valid keys, shortened for display.
+    pub rejected: Vec<String>,
+}
+
+/// Decodes the handshake body.
+pub fn decode_handshake(payload: &[u8]) -> Result<Handshake, WireError> {
+    check_size(payload)?;
+    serde_json::from_slice(payload).map_err(|e| WireError::Malformed {
+        name: EXT_HANDSHAKE,
+        reason: e.to_string(),
+    })
+}
+
+/// Decodes a manifest body `{"keys":[…],"meta":{…}}`.
+pub fn decode_manifest(payload: &[u8]) -> Result<KeyList, WireError> {
+    check_size(payload)?;
+    let value: Value = serde_json::from_slice(payload).map_err(|e| WireError::Malformed {
+        name: EXT_MANIFEST,
+        reason: e.to_string(),
+    })?;
+    let Value::Object(mut obj) = value else {
+        return Err(WireError::Malformed {
+            name: EXT_MANIFEST,
+            reason: "expected an object with a \"keys\" array".into(),
+        });
+    };
+    let Some(Value::Array(keys)) = obj.remove("keys") else {
+        return Err(WireError::Malformed {
+            name: EXT_MANIFEST,
+            reason: "missing \"keys\" array".into(),
+        });
+    };
+    let mut list = key_list(keys)?;
+    if let Some(Value::Object(meta)) = obj.remove("meta") {
+        for (k, v) in meta {
+            if let Ok(key) = FeedKey::parse(&k) {
+                if list.keys.contains(&key) {
+                    list.meta.insert(key, v);
+                }
+            }
+        }
+    }
+    Ok(list)
+}
+
+/// Decodes a bare key array, the body of `REQUEST_FEEDS` and `REPLICATE_FEEDS`.
+pub fn decode_keys(name: &'static str, payload: &[u8]) -> Result<KeyList, WireError> {
+    check_size(payload)?;
+    let value: Value =
+        serde_json::from_slice(payload).map_err(|e| WireError::Malformed { name, reason: e.to_string() })?;
+    let Value::Array(keys) = value else {
+        return Err(WireError::Malformed {
+            name,
+            reason: "expected an array of keys".into(),
+        });
+    };
+    key_list(keys)
+}
+
+fn check_size(payload: &[u8]) -> Result<(), WireError> {
+    if payload.len() > MAX_EXTENSION_BYTES {
+        return Err(WireError::TooLarge(payload.len()));
+    }
+    Ok(())
+}
+
+fn key_list(items: Vec<Value>) -> Result<KeyList, WireError> {
+    if items.len() > MAX_KEYS_PER_MESSAGE {
+        return Err(WireError::TooManyKeys(items.len()));
+    }
+    let mut list = KeyList::default();
+    let mut seen = std::collections::HashSet::with_capacity(items.len());
+    for item in items {
+        match item {
+            Value::String(s) => match FeedKey::parse(&s) {
+                Ok(key) => {
+                    if seen.insert(key) {
+                        list.keys.push(key);
+                    }
+                }
+                Err(_) => list.rejected.push(shorten(&s)),
+            },
+            other => list.rejected.push(shorten(&other.to_string())),
+        }
+    }
+    Ok(list)
+}
+
+/// Encodes a handshake body.
+pub fn encode_handshake(h: &Handshake) -> Vec<u8> {
+    serde_json::to_vec(h).expect("a handshake always serialises")
+}
+
+/// Encodes one or more manifest bodies for `keys`, at most [`KEYS_PER_SENT_MANIFEST`] keys each.
+pub fn encode_manifests(keys: &[FeedKey], meta: &BTreeMap<FeedKey, FeedMeta>) -> Vec<Vec<u8>> {
+    keys.chunks(KEYS_PER_SENT_MANIFEST.max(1))
+        .map(|chunk| {
+            let mut m = serde_json::Map::new();
+            for k in chunk {
+                if let Some(v) = meta.get(k) {
+                    m.insert(k.to_hex(), v.clone());
+                }
+            }
+            let mut body = serde_json::Map::new();
+            body.insert(
+                "keys".into(),
+                Value::Array(chunk.iter().map(|k| Value::String(k.to_hex())).collect()),
+            );
+            if !m.is_empty() {
+                body.insert("meta".into(), Value::Object(m));
+            }
+            serde_json::to_vec(&Value::Object(body)).expect("a manifest always serialises")
+        })
+        .collect()
+}
+
+/// Encodes a bare key array.
+pub fn encode_keys(keys: &[FeedKey]) -> Vec<u8> {
+    serde_json::to_vec(keys).expect("keys always serialise")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u8) -> FeedKey {
+        FeedKey([n; 32])
+    }
+
+    #[test]
+    fn handshake_bytes_match_multifeed() {
+        let bytes = encode_handshake(&Handshake::ours());
+        assert_eq!(bytes, br#"{"client":"MULTIFEED","version":"5.0.0"}"#);
+        assert_eq!(bytes.len(), 40);
+    }
+
+    #[test]
+    fn version_major_mismatch_is_incompatible() {
+        let mut h = Handshake::ours();
+        h.version = "4.0.0".into();
+        assert!(h.incompatibility().unwrap().contains("version mismatch"));
+        h.version = "5.9.1".into();
+        assert!(h.incompatibility().is_none());
+        h.client = "OTHER".into();
+        assert!(h.incompatibility().unwrap().contains("client mismatch"));
+    }
+
+    #[test]
+    fn invalid_keys_are_dropped_with_a_report() {
+        let body = format!(
+            r#"{{"keys":["{}","zz","{}",42,"{}"],"meta":{{"{}":{{"name":"a"}},"nothex":1}}}}"#,
+            key(1),
+            "g".repeat(64),
+            key(2),
+            key(1)
+        );
+        let list = decode_manifest(body.as_bytes()).unwrap();
+        assert_eq!(list.keys, vec![key(1), key(2)]);
+        assert_eq!(list.rejected.len(), 3);
+        assert_eq!(list.meta.len(), 1);
+    }
+
+    #[test]
+    fn duplicate_keys_are_listed_once() {
+        let body = encode_keys(&[key(3), key(3), key(4)]);
+        let list = decode_keys(EXT_REQUEST_FEEDS, &body).unwrap();
+        assert_eq!(list.keys, vec![key(3), key(4)]);
+    }
+
+    #[test]
+    fn malformed_json_is_an_error_not_a_panic() {
+        assert!(matches!(
+            decode_manifest(b"{not json"),
+            Err(WireError::Malformed { .. })
+        ));
+        assert!(matches!(
+            decode_manifest(b"[]"),
+            Err(WireError::Malformed { .. })
+        ));
+        assert!(matches!(
+            decode_keys(EXT_REQUEST_FEEDS, br#"{"keys":[]}"#),
+            Err(WireError::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn oversized_messages_are_refused() {
+        let big = vec![b' '; MAX_EXTENSION_BYTES + 1];
+        assert_eq!(
+            decode_manifest(&big),
+            Err(WireError::TooLarge(MAX_EXTENSION_BYTES + 1))
+        );
+        let many: Vec<FeedKey> = (0..=MAX_KEYS_PER_MESSAGE as u32)
+            .map(|i| {
+                let mut k = [0u8; 32];
+                k[..4].copy_from_slice(&i.to_le_bytes());
+                FeedKey(k)
+            })
+            .collect();
+        let body = encode_keys(&many);
+        assert!(body.len() < MAX_EXTENSION_BYTES * 2);
+        // The body is over the byte limit too; either refusal is a clear error.
+        assert!(decode_keys(EXT_REQUEST_FEEDS, &body).is_err());
+    }
+
+    #[test]
+    fn large_offers_are_split_into_several_manifests() {
+        let keys: Vec<FeedKey> = (0..(KEYS_PER_SENT_MANIFEST * 2 + 1))
+            .map(|i| {
+                let mut k = [0u8; 32];
+                k[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                FeedKey(k)
+            })
+            .collect();
+        let bodies = encode_manifests(&keys, &BTreeMap::new());
+        assert_eq!(bodies.len(), 3);
+        let total: usize = bodies
+            .iter()
+            .map(|b| decode_manifest(b).unwrap().keys.len())
+            .sum();
+        assert_eq!(total, keys.len());
+        assert!(bodies.iter().all(|b| b.len() < MAX_EXTENSION_BYTES));
+    }
+
+    #[test]
+    fn feed_key_round_trips_as_hex() {
+        let k = key(0xab);
+        let json = serde_json::to_string(&k).unwrap();
+        assert_eq!(json, format!("\"{}\"", "ab".repeat(32)));
+        let back: FeedKey = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, k);
+        assert!(FeedKey::parse(&"AB".repeat(32)).is_ok());
+        assert!(FeedKey::parse("ab").is_err());
+    }
+}
