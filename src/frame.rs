@@ -43,9 +43,9 @@ impl Msg {
     }
 }
 
-/// One decoded plaintext frame.
+/// One item of a decoded plaintext frame.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Frame {
+pub enum Item {
     /// The remote opens a channel with its id, protocol, discovery key and capability.
     Open {
         /// The sender's channel id.
@@ -67,9 +67,8 @@ pub enum Frame {
         /// The sender's channel id.
         channel: u64,
     },
-    /// Channel messages, each with the sender's channel id; a message that failed to decode
-    /// is an `Err` in its place.
-    Messages(Vec<(u64, Result<Msg, FrameError>)>),
+    /// A channel message with the sender's channel id; `Err` if it failed to decode.
+    Message(u64, Result<Msg, FrameError>),
 }
 
 /// Why a frame or a message in it could not be decoded.
@@ -113,54 +112,66 @@ fn bytes<'a>(buf: &mut &'a [u8], what: &'static str) -> Result<&'a [u8], FrameEr
     Ok(head)
 }
 
-/// Decodes one decrypted frame. An empty frame (a keep-alive) decodes to no messages.
-pub fn decode(frame: &[u8]) -> Result<Frame, FrameError> {
+/// Decodes one decrypted frame into its items. An empty frame (a keep-alive) has none.
+///
+/// A control message that fails to decode fails the whole frame, because it leaves the
+/// channel tables of both sides in doubt; a bad channel message is one `Err` item.
+pub fn decode(frame: &[u8]) -> Result<Vec<Item>, FrameError> {
+    if frame.len() > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge(frame.len()));
+    }
     if frame.is_empty() {
-        return Ok(Frame::Messages(Vec::new()));
+        return Ok(Vec::new());
     }
     if frame[0] == 0 {
         let mut buf = &frame[1..];
         let typ = uint(&mut buf, "control type")?;
-        return match typ {
-            0 => decode_batch(buf),
-            1 => {
-                let channel = uint(&mut buf, "open channel id")?;
-                let protocol = bytes(&mut buf, "open protocol")?;
-                let protocol = String::from_utf8_lossy(protocol).into_owned();
-                let discovery_key = bytes(&mut buf, "open id")?.to_vec();
-                let capability = if buf.is_empty() {
-                    None
-                } else {
-                    let _flags = uint(&mut buf, "open handshake flags")?;
-                    if buf.len() < 32 {
-                        return Err(FrameError::Truncated("open capability"));
-                    }
-                    let mut cap = [0u8; 32];
-                    cap.copy_from_slice(&buf[..32]);
-                    Some(cap)
-                };
-                Ok(Frame::Open {
-                    channel,
-                    protocol,
-                    discovery_key,
-                    capability,
-                })
-            }
-            2 => Ok(Frame::Reject {
-                channel: uint(&mut buf, "reject channel id")?,
-            }),
-            3 => Ok(Frame::Close {
-                channel: uint(&mut buf, "close channel id")?,
-            }),
-            other => Err(FrameError::UnknownControl(other)),
-        };
+        if typ == 0 {
+            return decode_batch(buf);
+        }
+        return Ok(vec![decode_control(typ, buf)?]);
     }
     let mut buf = frame;
     let channel = uint(&mut buf, "channel id")?;
-    Ok(Frame::Messages(vec![(channel, decode_msg(buf))]))
+    Ok(vec![Item::Message(channel, decode_msg(buf))])
 }
 
-fn decode_batch(mut buf: &[u8]) -> Result<Frame, FrameError> {
+fn decode_control(typ: u64, mut buf: &[u8]) -> Result<Item, FrameError> {
+    match typ {
+        1 => {
+            let channel = uint(&mut buf, "open channel id")?;
+            let protocol = bytes(&mut buf, "open protocol")?;
+            let protocol = String::from_utf8_lossy(protocol).into_owned();
+            let discovery_key = bytes(&mut buf, "open id")?.to_vec();
+            let capability = if buf.is_empty() {
+                None
+            } else {
+                let _flags = uint(&mut buf, "open handshake flags")?;
+                if buf.len() < 32 {
+                    return Err(FrameError::Truncated("open capability"));
+                }
+                let mut cap = [0u8; 32];
+                cap.copy_from_slice(&buf[..32]);
+                Some(cap)
+            };
+            Ok(Item::Open {
+                channel,
+                protocol,
+                discovery_key,
+                capability,
+            })
+        }
+        2 => Ok(Item::Reject {
+            channel: uint(&mut buf, "reject channel id")?,
+        }),
+        3 => Ok(Item::Close {
+            channel: uint(&mut buf, "close channel id")?,
+        }),
+        other => Err(FrameError::UnknownControl(other)),
+    }
+}
+
+fn decode_batch(mut buf: &[u8]) -> Result<Vec<Item>, FrameError> {
     let mut channel = uint(&mut buf, "batch channel id")?;
     let mut out = Vec::new();
     while !buf.is_empty() {
@@ -170,14 +181,23 @@ fn decode_batch(mut buf: &[u8]) -> Result<Frame, FrameError> {
             continue;
         }
         if buf.len() < len {
-            out.push((channel, Err(FrameError::Truncated("batched message"))));
+            out.push(Item::Message(
+                channel,
+                Err(FrameError::Truncated("batched message")),
+            ));
             break;
         }
-        let (msg, rest) = buf.split_at(len);
-        out.push((channel, decode_msg(msg)));
+        let (mut msg, rest) = buf.split_at(len);
         buf = rest;
+        if channel == 0 {
+            // Channel 0 inside a batch carries control messages (a corked protomux sends them so).
+            let typ = uint(&mut msg, "control type")?;
+            out.push(decode_control(typ, msg)?);
+        } else {
+            out.push(Item::Message(channel, decode_msg(msg)));
+        }
     }
-    Ok(Frame::Messages(out))
+    Ok(out)
 }
 
 /// Decodes a channel message (type and body) that spans exactly `buf`.
@@ -335,7 +355,10 @@ mod tests {
         assert_eq!(frame, expected);
         assert_eq!(
             decode(&frame).unwrap(),
-            Frame::Messages(vec![(1, Ok(ext("MULTIFEED_HANDSHAKE", b"{\"a\":1}")))])
+            vec![Item::Message(
+                1,
+                Ok(ext("MULTIFEED_HANDSHAKE", b"{\"a\":1}"))
+            )]
         );
     }
 
@@ -357,10 +380,14 @@ mod tests {
         ];
         let frame = encode_messages(&msgs);
         assert_eq!(&frame[..2], &[0, 0]);
-        let Frame::Messages(got) = decode(&frame).unwrap() else {
-            panic!("not messages")
-        };
-        let got: Vec<(u64, Msg)> = got.into_iter().map(|(c, m)| (c, m.unwrap())).collect();
+        let got: Vec<(u64, Msg)> = decode(&frame)
+            .unwrap()
+            .into_iter()
+            .map(|i| match i {
+                Item::Message(c, m) => (c, m.unwrap()),
+                other => panic!("not a message: {other:?}"),
+            })
+            .collect();
         assert_eq!(got, msgs);
     }
 
@@ -375,13 +402,11 @@ mod tests {
         put_bytes(&mut frame, &good);
         put_bytes(&mut frame, &[3, 0xff]); // a Data message with a truncated body
         put_bytes(&mut frame, &good);
-        let Frame::Messages(got) = decode(&frame).unwrap() else {
-            panic!()
-        };
+        let got = decode(&frame).unwrap();
         assert_eq!(got.len(), 3);
-        assert!(got[0].1.is_ok());
-        assert!(got[1].1.is_err());
-        assert!(got[2].1.is_ok());
+        assert!(matches!(got[0], Item::Message(1, Ok(_))));
+        assert!(matches!(got[1], Item::Message(1, Err(_))));
+        assert!(matches!(got[2], Item::Message(1, Ok(_))));
     }
 
     #[test]
@@ -390,31 +415,49 @@ mod tests {
         let cap = [9u8; 32];
         assert_eq!(
             decode(&encode_open(3, &dk, &cap)).unwrap(),
-            Frame::Open {
+            vec![Item::Open {
                 channel: 3,
                 protocol: PROTOCOL_NAME.into(),
                 discovery_key: dk.to_vec(),
                 capability: Some(cap)
-            }
+            }]
         );
         assert_eq!(
             decode(&encode_close(4)).unwrap(),
-            Frame::Close { channel: 4 }
+            vec![Item::Close { channel: 4 }]
         );
         assert_eq!(
             decode(&encode_reject(5)).unwrap(),
-            Frame::Reject { channel: 5 }
+            vec![Item::Reject { channel: 5 }]
         );
         assert_eq!(decode(&[0, 9]), Err(FrameError::UnknownControl(9)));
     }
 
     #[test]
     fn truncated_and_empty_frames_are_errors_or_nothing() {
-        assert_eq!(decode(&[]).unwrap(), Frame::Messages(vec![]));
+        assert_eq!(decode(&[]).unwrap(), vec![]);
         assert!(decode(&[0, 1, 1]).is_err());
-        let Frame::Messages(m) = decode(&[1, 42]).unwrap() else {
-            panic!()
-        };
-        assert_eq!(m[0].1, Err(FrameError::UnknownType(42)));
+        assert_eq!(
+            decode(&[1, 42]).unwrap(),
+            vec![Item::Message(1, Err(FrameError::UnknownType(42)))]
+        );
+    }
+
+    #[test]
+    fn control_messages_inside_a_batch_are_understood() {
+        // What a corked JS protomux sends: a message on channel 1, then a close on channel 0.
+        let mut frame = vec![0, 0, 1];
+        let mut body = Vec::new();
+        encode_msg_into(&mut body, &ext("A", b""));
+        put_bytes(&mut frame, &body);
+        frame.extend_from_slice(&[0, 0]); // switch to channel 0
+        put_bytes(&mut frame, &[3, 7]); // close of channel 7
+        assert_eq!(
+            decode(&frame).unwrap(),
+            vec![
+                Item::Message(1, Ok(ext("A", b""))),
+                Item::Close { channel: 7 }
+            ]
+        );
     }
 }

@@ -5,8 +5,10 @@
 //! disk), [`net`] (transport and per-peer tasks), [`engine`] (listen, dial, route commands),
 //! and [`event`] (the one schema every front end reads).
 
+pub mod engine;
 pub mod event;
 pub mod frame;
+pub mod net;
 pub mod session;
 pub mod store;
 pub mod wire;

@@ -312,7 +312,10 @@ impl Session {
     }
 
     fn activate(&mut self, keys: Vec<FeedKey>) -> Vec<Action> {
-        let fresh: Vec<FeedKey> = keys.into_iter().filter(|k| self.active.insert(*k)).collect();
+        let fresh: Vec<FeedKey> = keys
+            .into_iter()
+            .filter(|k| self.active.insert(*k))
+            .collect();
         if fresh.is_empty() {
             Vec::new()
         } else {
@@ -324,7 +327,9 @@ impl Session {
     /// does not know it yet.
     pub fn on_local_feed(&mut self, key: FeedKey, meta: FeedMeta) -> Vec<Action> {
         self.local_feeds.insert(key, meta);
-        if !self.is_ready() || self.local_offer.contains(&key) || self.remote_offer.contains_key(&key)
+        if !self.is_ready()
+            || self.local_offer.contains(&key)
+            || self.remote_offer.contains_key(&key)
         {
             return Vec::new();
         }
@@ -476,10 +481,17 @@ mod tests {
             wire::EXT_HANDSHAKE,
             br#"{"client":"MULTIFEED","version":"4.0.0"}"#,
         );
-        assert!(matches!(&out[0], Action::Fail { kind: "incompatible", message } if message.contains("4.0.0")));
+        assert!(
+            matches!(&out[0], Action::Fail { kind: "incompatible", message } if message.contains("4.0.0"))
+        );
         assert!(s.is_failed());
-        assert!(sent(&out).is_empty(), "nothing is offered to an incompatible peer");
-        assert!(s.on_extension(wire::EXT_MANIFEST, &manifest(&[9])).is_empty());
+        assert!(
+            sent(&out).is_empty(),
+            "nothing is offered to an incompatible peer"
+        );
+        assert!(s
+            .on_extension(wire::EXT_MANIFEST, &manifest(&[9]))
+            .is_empty());
     }
 
     #[test]
@@ -489,7 +501,13 @@ mod tests {
             wire::EXT_HANDSHAKE,
             br#"{"client":"OTHER","version":"5.0.0"}"#,
         );
-        assert!(matches!(&out[0], Action::Fail { kind: "incompatible", .. }));
+        assert!(matches!(
+            &out[0],
+            Action::Fail {
+                kind: "incompatible",
+                ..
+            }
+        ));
     }
 
     #[test]

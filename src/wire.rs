@@ -215,8 +215,10 @@ pub fn decode_manifest(payload: &[u8]) -> Result<KeyList, WireError> {
 /// Decodes a bare key array, the body of `REQUEST_FEEDS` and `REPLICATE_FEEDS`.
 pub fn decode_keys(name: &'static str, payload: &[u8]) -> Result<KeyList, WireError> {
     check_size(payload)?;
-    let value: Value =
-        serde_json::from_slice(payload).map_err(|e| WireError::Malformed { name, reason: e.to_string() })?;
+    let value: Value = serde_json::from_slice(payload).map_err(|e| WireError::Malformed {
+        name,
+        reason: e.to_string(),
+    })?;
     let Value::Array(keys) = value else {
         return Err(WireError::Malformed {
             name,

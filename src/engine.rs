@@ -1,0 +1,452 @@
+//! The background engine: listens, dials, runs one task per peer, and turns [`Command`]s into
+//! work and work into [`Event`]s.
+//!
+//! The engine never waits on its front end: events go out on an unbounded channel whose rate is
+//! bounded at the source (progress at most every 100 ms per feed and peer). A panic in a peer
+//! task ends that peer only, reported as an error.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::event::{Command, Event, PeerId};
+use crate::net::peer::Peer;
+use crate::net::transport::Transport;
+use crate::session::Policy;
+use crate::store::{Feed, Store, StoreError};
+use crate::wire::{FeedKey, FeedMeta};
+
+/// Most simultaneous peers per process; further connections are refused.
+pub const MAX_PEERS: usize = 256;
+/// First and largest delay between attempts to dial an address that is not up.
+pub const DIAL_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+/// Attempts per dial before giving up.
+pub const DIAL_ATTEMPTS: u32 = 30;
+
+/// What the engine needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Storage folder.
+    pub storage: PathBuf,
+    /// The shared multifeed key (the root core's key).
+    pub key: FeedKey,
+    /// Address to listen on, if any.
+    pub listen: Option<String>,
+    /// Addresses to dial at start.
+    pub connect: Vec<String>,
+    /// How offers are answered.
+    pub policy: Policy,
+}
+
+/// A message from the engine to one peer task.
+#[derive(Debug)]
+pub enum PeerCmd {
+    /// A feed appeared locally; offer it if the peer does not know it.
+    LocalFeed(FeedKey, FeedMeta),
+    /// Our copy of a feed changed; tell the peer if the feed is active with it.
+    FeedChanged(FeedKey),
+    /// Approve or decline a key (`None`: everything pending).
+    Decide {
+        /// The key, or every pending key.
+        key: Option<FeedKey>,
+        /// `true` for approve.
+        approve: bool,
+    },
+    /// End the connection.
+    Close(String),
+}
+
+/// State shared by the engine and its peer tasks.
+#[derive(Debug)]
+pub struct Shared {
+    /// Storage.
+    pub store: Arc<Store>,
+    /// Root key.
+    pub root_key: FeedKey,
+    /// Offer policy.
+    pub policy: Policy,
+    events: mpsc::UnboundedSender<Event>,
+    peers: Mutex<HashMap<PeerId, mpsc::UnboundedSender<PeerCmd>>>,
+    next_peer: AtomicU64,
+}
+
+impl Shared {
+    /// Publishes an event; a front end that went away is not an error.
+    pub fn emit(&self, ev: Event) {
+        let _ = self.events.send(ev);
+    }
+
+    /// Metadata of every local feed, as offered in manifests.
+    pub async fn offer_meta(&self) -> BTreeMap<FeedKey, FeedMeta> {
+        let mut out = BTreeMap::new();
+        for feed in self.store.feeds() {
+            out.insert(feed.entry.key, meta_of(&feed).await);
+        }
+        out
+    }
+
+    /// The feed with `key`, created as an empty replica if absent (and then announced).
+    pub async fn replica(&self, key: FeedKey) -> Result<Feed, StoreError> {
+        let (feed, created) = self.store.get_or_create_replica(key).await?;
+        if created {
+            self.announce(&feed).await;
+        }
+        Ok(feed)
+    }
+
+    /// Reports a new local feed and offers it to every peer.
+    pub async fn announce(&self, feed: &Feed) {
+        self.emit(Event::FeedAdded {
+            key: feed.entry.key,
+            name: feed.entry.name.clone(),
+            writable: feed.entry.writable,
+        });
+        let meta = meta_of(feed).await;
+        for tx in self.peers.lock().unwrap().values() {
+            let _ = tx.send(PeerCmd::LocalFeed(feed.entry.key, meta.clone()));
+        }
+    }
+
+    /// Tells every peer (but `except`) that our copy of `key` changed.
+    pub fn feed_changed(&self, key: FeedKey, except: Option<PeerId>) {
+        for (id, tx) in self.peers.lock().unwrap().iter() {
+            if Some(*id) != except {
+                let _ = tx.send(PeerCmd::FeedChanged(key));
+            }
+        }
+    }
+
+    fn send_to(&self, peer: Option<PeerId>, make: impl Fn() -> PeerCmd) -> bool {
+        let peers = self.peers.lock().unwrap();
+        match peer {
+            Some(id) => peers
+                .get(&id)
+                .map(|tx| tx.send(make()).is_ok())
+                .unwrap_or(false),
+            None => {
+                for tx in peers.values() {
+                    let _ = tx.send(make());
+                }
+                true
+            }
+        }
+    }
+}
+
+async fn meta_of(feed: &Feed) -> FeedMeta {
+    let info = feed.core.lock().await.info();
+    let mut m = json!({ "length": info.length, "byte_length": info.byte_length });
+    if let Some(name) = &feed.entry.name {
+        m["name"] = json!(name);
+    }
+    m
+}
+
+/// A running engine: send it commands, read its events.
+#[derive(Debug)]
+pub struct Engine {
+    /// Commands in.
+    pub commands: mpsc::UnboundedSender<Command>,
+    /// Events out.
+    pub events: mpsc::UnboundedReceiver<Event>,
+    /// Resolves when the engine has stopped (after [`Command::Quit`]).
+    pub done: tokio::task::JoinHandle<()>,
+}
+
+/// Opens the storage and starts the engine. Storage errors are returned at once.
+pub async fn start(config: Config) -> Result<Engine, StoreError> {
+    let store = Arc::new(Store::open(&config.storage).await?);
+    let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared {
+        store,
+        root_key: config.key,
+        policy: config.policy,
+        events: ev_tx,
+        peers: Mutex::new(HashMap::new()),
+        next_peer: AtomicU64::new(1),
+    });
+    for e in &shared.store.broken {
+        shared.emit(Event::Error {
+            peer: None,
+            kind: "storage".into(),
+            message: e.to_string(),
+        });
+    }
+    let done = tokio::spawn(run(shared, config, cmd_rx));
+    Ok(Engine {
+        commands: cmd_tx,
+        events: ev_rx,
+        done,
+    })
+}
+
+async fn run(shared: Arc<Shared>, config: Config, mut commands: mpsc::UnboundedReceiver<Command>) {
+    let mut tasks = JoinSet::new();
+    let (conn_tx, mut conn_rx) = mpsc::unbounded_channel::<(TcpStream, bool)>();
+    if let Some(addr) = &config.listen {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => {
+                let bound = listener
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|_| addr.clone());
+                shared.emit(Event::Listening { addr: bound });
+                let tx = conn_tx.clone();
+                tasks.spawn(async move {
+                    while let Ok((stream, _)) = listener.accept().await {
+                        if tx.send((stream, false)).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            Err(e) => shared.emit(Event::Error {
+                peer: None,
+                kind: "listen".into(),
+                message: format!("cannot listen on {addr}: {e}; pass another --listen address"),
+            }),
+        }
+    }
+    for addr in &config.connect {
+        tasks.spawn(dial(shared.clone(), addr.clone(), conn_tx.clone()));
+    }
+    let mut peer_tasks = JoinSet::new();
+    loop {
+        tokio::select! {
+            cmd = commands.recv() => match cmd {
+                None | Some(Command::Quit) => break,
+                Some(cmd) => {
+                    if let Some(addr) = handle_command(&shared, cmd).await {
+                        tasks.spawn(dial(shared.clone(), addr, conn_tx.clone()));
+                    }
+                }
+            },
+            Some((stream, initiator)) = conn_rx.recv() => {
+                spawn_peer(&shared, &mut peer_tasks, stream, initiator);
+            }
+            Some(_) = peer_tasks.join_next(), if !peer_tasks.is_empty() => {}
+        }
+    }
+    tasks.abort_all();
+    let ids: Vec<PeerId> = shared.peers.lock().unwrap().keys().copied().collect();
+    for id in ids {
+        shared.send_to(Some(id), || PeerCmd::Close("shutting down".into()));
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while peer_tasks.join_next().await.is_some() {}
+    })
+    .await;
+    shared.emit(Event::Stopped);
+}
+
+fn spawn_peer(
+    shared: &Arc<Shared>,
+    peer_tasks: &mut JoinSet<()>,
+    stream: TcpStream,
+    initiator: bool,
+) {
+    let addr = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "?".into());
+    if shared.peers.lock().unwrap().len() >= MAX_PEERS {
+        shared.emit(Event::Warning {
+            peer: None,
+            kind: "limit".into(),
+            message: format!("refused a connection from {addr}: already {MAX_PEERS} peers"),
+        });
+        return;
+    }
+    let id = shared.next_peer.fetch_add(1, Ordering::Relaxed);
+    let shared = shared.clone();
+    peer_tasks.spawn(async move {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let transport = match Transport::handshake(stream, initiator).await {
+            Ok(t) => t,
+            Err(e) => {
+                shared.emit(Event::Error {
+                    peer: Some(id),
+                    kind: "handshake".into(),
+                    message: format!("connection with {addr} failed during the handshake: {e}"),
+                });
+                return;
+            }
+        };
+        shared.emit(Event::PeerConnected {
+            peer: id,
+            addr: addr.clone(),
+            initiator,
+            remote_public_key: hex::encode(transport.remote_public_key()),
+        });
+        shared.peers.lock().unwrap().insert(id, tx);
+        // The peer runs in its own task so that a panic in it (or in a library under it) is
+        // caught here and ends this peer only.
+        let result = tokio::spawn(Peer::run(id, shared.clone(), transport, rx)).await;
+        shared.peers.lock().unwrap().remove(&id);
+        let reason = match result {
+            Ok(reason) => reason,
+            Err(e) => {
+                let reason = if e.is_panic() {
+                    "the peer task panicked; other peers are unaffected".to_string()
+                } else {
+                    "the peer task was cancelled".to_string()
+                };
+                shared.emit(Event::Error {
+                    peer: Some(id),
+                    kind: "panic".into(),
+                    message: reason.clone(),
+                });
+                reason
+            }
+        };
+        shared.emit(Event::PeerDisconnected { peer: id, reason });
+    });
+}
+
+async fn dial(
+    shared: Arc<Shared>,
+    addr: String,
+    conn_tx: mpsc::UnboundedSender<(TcpStream, bool)>,
+) {
+    let mut delay = DIAL_BACKOFF.0;
+    for attempt in 1..=DIAL_ATTEMPTS {
+        let result = match addr.parse::<SocketAddr>() {
+            Ok(sa) => TcpStream::connect(sa).await,
+            Err(_) => TcpStream::connect(addr.as_str()).await,
+        };
+        match result {
+            Ok(stream) => {
+                let _ = conn_tx.send((stream, true));
+                return;
+            }
+            Err(e) => {
+                if attempt == DIAL_ATTEMPTS {
+                    shared.emit(Event::Error {
+                        peer: None,
+                        kind: "connect".into(),
+                        message: format!("gave up dialing {addr} after {attempt} attempts: {e}"),
+                    });
+                    return;
+                }
+                shared.emit(Event::ConnectRetry {
+                    addr: addr.clone(),
+                    attempt,
+                    retry_in_ms: delay.as_millis() as u64,
+                    error: e.to_string(),
+                });
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(DIAL_BACKOFF.1);
+            }
+        }
+    }
+}
+
+/// Carries out one command; returns an address to dial for `connect`.
+async fn handle_command(shared: &Arc<Shared>, cmd: Command) -> Option<String> {
+    let error = |kind: &str, message: String| {
+        shared.emit(Event::Error {
+            peer: None,
+            kind: kind.into(),
+            message,
+        })
+    };
+    match cmd {
+        Command::Connect { addr } => return Some(addr),
+        Command::AddFeed { name } => match shared.store.create_writable(&name).await {
+            Ok((feed, true)) => shared.announce(&feed).await,
+            Ok((_, false)) => error("command", format!("a feed named {name:?} exists already")),
+            Err(e) => error("storage", e.to_string()),
+        },
+        Command::Append {
+            feed,
+            data,
+            data_hex,
+        } => {
+            let block = match (data, data_hex) {
+                (Some(text), None) => text.into_bytes(),
+                (None, Some(h)) => match hex::decode(h.trim()) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        error("command", format!("append: data_hex is not hex: {e}"));
+                        return None;
+                    }
+                },
+                _ => {
+                    error(
+                        "command",
+                        "append needs exactly one of \"data\" or \"data_hex\"".into(),
+                    );
+                    return None;
+                }
+            };
+            match append(shared, &feed, &[block]).await {
+                Ok(key) => shared.feed_changed(key, None),
+                Err(e) => error("command", e.to_string()),
+            }
+        }
+        Command::Approve { peer, key } => decide(shared, peer, &key, true),
+        Command::Decline { peer, key } => decide(shared, peer, &key, false),
+        Command::Quit => {}
+    }
+    None
+}
+
+fn decide(shared: &Shared, peer: Option<PeerId>, key: &str, approve: bool) {
+    let key = if key == "*" {
+        None
+    } else {
+        match FeedKey::parse(key) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                shared.emit(Event::Error {
+                    peer,
+                    kind: "command".into(),
+                    message: format!("{}: {e}", if approve { "approve" } else { "decline" }),
+                });
+                return;
+            }
+        }
+    };
+    if !shared.send_to(peer, || PeerCmd::Decide { key, approve }) {
+        shared.emit(Event::Error {
+            peer,
+            kind: "command".into(),
+            message: format!("no connected peer {}", peer.unwrap_or_default()),
+        });
+    }
+}
+
+/// Appends blocks to the writable feed named `name`; returns its key.
+pub async fn append(
+    shared: &Shared,
+    name: &str,
+    blocks: &[Vec<u8>],
+) -> Result<FeedKey, StoreError> {
+    let feed = shared
+        .store
+        .by_name(name)
+        .ok_or_else(|| StoreError::NoSuchFeed(name.to_string()))?;
+    if !feed.entry.writable {
+        return Err(StoreError::NotWritable(name.to_string()));
+    }
+    feed.core
+        .lock()
+        .await
+        .append_batch(blocks)
+        .await
+        .map_err(|e| StoreError::Core {
+            key: feed.entry.key.to_hex(),
+            name: name.to_string(),
+            reason: e.to_string(),
+        })?;
+    Ok(feed.entry.key)
+}

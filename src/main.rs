@@ -1,0 +1,306 @@
+//! The `feedscope` command line: wires a front end to the engine.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use tokio::io::AsyncBufReadExt;
+
+use feedscope::engine::{self, Config};
+use feedscope::event::{Command, Event};
+use feedscope::session::Policy;
+use feedscope::store::Store;
+use feedscope::wire::{FeedKey, DEFAULT_MULTIFEED_KEY};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "feedscope",
+    version,
+    about = "Watch, curate and debug multifeed replication on the hypercore v10 wire",
+    long_about = "Watch, curate and debug multifeed replication on the hypercore v10 wire.\n\n\
+        Peers that share a multifeed key offer each other their feeds (hypercores), request the \
+        ones they want and replicate them over one encrypted connection. feedscope runs that \
+        exchange and shows every step of it."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    #[command(flatten)]
+    net: NetArgs,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct StorageArg {
+    /// Storage folder (default: feedscope's folder in the platform data dir)
+    #[arg(long, env = "FEEDSCOPE_STORAGE", global = true)]
+    storage: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct NetArgs {
+    #[command(flatten)]
+    storage: StorageArg,
+    /// Shared multifeed key, 64 hex characters (default: multifeed's own key)
+    #[arg(long, default_value = DEFAULT_MULTIFEED_KEY)]
+    key: String,
+    /// Address to accept peers on, e.g. 127.0.0.1:0 for any free port
+    #[arg(long)]
+    listen: Option<String>,
+    /// Peer address to dial (repeatable); retried with backoff until it is up
+    #[arg(long)]
+    connect: Vec<String>,
+    /// How remote offers are answered: request everything, or wait for approve/decline
+    #[arg(long, value_enum)]
+    policy: Option<PolicyArg>,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+enum PolicyArg {
+    AcceptAll,
+    Manual,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the engine headless: events on stdout, commands on stdin (JSON lines with --json)
+    #[command(long_about = "Run the engine headless.\n\n\
+        Events go to stdout, one per line; with --json each is a JSON object whose \"type\" \
+        names it, and the first is {\"type\":\"listening\",\"addr\":…} when listening.\n\
+        Commands are read from stdin, one JSON object per line:\n  \
+        {\"cmd\":\"connect\",\"addr\":\"127.0.0.1:4000\"}\n  \
+        {\"cmd\":\"add_feed\",\"name\":\"photos\"}\n  \
+        {\"cmd\":\"append\",\"feed\":\"notes\",\"data\":\"text\"}   (or \"data_hex\")\n  \
+        {\"cmd\":\"approve\",\"peer\":1,\"key\":\"<hex>|*\"}   (peer optional)\n  \
+        {\"cmd\":\"decline\",\"peer\":1,\"key\":\"<hex>|*\"}\n  \
+        {\"cmd\":\"quit\"}\n\
+        The process exits 0 after quit or at the end of stdin. Policy defaults to accept-all.")]
+    Run {
+        #[command(flatten)]
+        net: NetArgs,
+        /// One JSON event per line instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Append blocks to a writable feed, creating it if needed
+    Append {
+        /// Local name of the feed
+        #[arg(long)]
+        feed: String,
+        /// Blocks to append; without any, each line of stdin is a block
+        data: Vec<String>,
+        #[command(flatten)]
+        storage: StorageArg,
+    },
+    /// List the feeds in storage
+    Feeds {
+        /// JSON array of {key, name, length, byte_length, writable}
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        storage: StorageArg,
+    },
+    /// Write the blocks of a feed to stdout, each followed by a newline
+    Cat {
+        /// Feed key, 64 hex characters
+        #[arg(long)]
+        key: String,
+        #[command(flatten)]
+        storage: StorageArg,
+    },
+}
+
+fn storage_dir(arg: &StorageArg) -> Result<PathBuf> {
+    if let Some(dir) = &arg.storage {
+        return Ok(dir.clone());
+    }
+    let dirs = directories::ProjectDirs::from("", "", "feedscope")
+        .context("cannot find a data directory for this user; pass --storage DIR")?;
+    Ok(dirs.data_dir().join("storage"))
+}
+
+fn config(net: &NetArgs, default_policy: Policy) -> Result<Config> {
+    let key = FeedKey::parse(&net.key).with_context(|| "--key".to_string())?;
+    Ok(Config {
+        storage: storage_dir(&net.storage)?,
+        key,
+        listen: net.listen.clone(),
+        connect: net.connect.clone(),
+        policy: match net.policy {
+            Some(PolicyArg::AcceptAll) => Policy::AcceptAll,
+            Some(PolicyArg::Manual) => Policy::Manual,
+            None => default_policy,
+        },
+    })
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        match cli.command {
+            Some(Cmd::Run { net, json }) => run_headless(config(&net, Policy::AcceptAll)?, json).await,
+            Some(Cmd::Append {
+                feed,
+                data,
+                storage,
+            }) => append(&storage_dir(&storage)?, &feed, data).await,
+            Some(Cmd::Feeds { json, storage }) => feeds(&storage_dir(&storage)?, json).await,
+            Some(Cmd::Cat { key, storage }) => cat(&storage_dir(&storage)?, &key).await,
+            None => {
+                bail!(
+                    "the terminal UI is not available in this build; use `feedscope run --listen 127.0.0.1:0` (see --help)"
+                )
+            }
+        }
+    })
+}
+
+async fn run_headless(config: Config, json: bool) -> Result<()> {
+    let mut engine = engine::start(config).await?;
+    let commands = engine.commands.clone();
+    let stdin_task = tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<Command>(&line) {
+                Ok(cmd) => {
+                    let quit = cmd == Command::Quit;
+                    let _ = commands.send(cmd);
+                    if quit {
+                        return;
+                    }
+                }
+                Err(e) => print_event(
+                    &Event::Error {
+                        peer: None,
+                        kind: "command".into(),
+                        message: format!("cannot read command {line:?}: {e}"),
+                    },
+                    json,
+                ),
+            }
+        }
+        let _ = commands.send(Command::Quit);
+    });
+    while let Some(ev) = engine.events.recv().await {
+        let stopped = ev == Event::Stopped;
+        print_event(&ev, json);
+        if stopped {
+            break;
+        }
+    }
+    stdin_task.abort();
+    let _ = engine.done.await;
+    Ok(())
+}
+
+fn print_event(ev: &Event, json: bool) {
+    let line = if json {
+        serde_json::to_string(ev).expect("events serialise")
+    } else {
+        text_line(ev)
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn text_line(ev: &Event) -> String {
+    let v = serde_json::to_value(ev).expect("events serialise");
+    let mut parts = Vec::new();
+    if let serde_json::Value::Object(map) = v {
+        for (k, v) in map {
+            let shown = match v {
+                serde_json::Value::String(s) => s,
+                serde_json::Value::Array(a) if a.len() > 3 => format!("[{} items]", a.len()),
+                other => other.to_string(),
+            };
+            if k == "type" {
+                parts.insert(0, shown);
+            } else {
+                parts.push(format!("{k}={shown}"));
+            }
+        }
+    }
+    parts.join(" ")
+}
+
+async fn append(dir: &std::path::Path, name: &str, data: Vec<String>) -> Result<()> {
+    let store = Store::open(dir).await?;
+    let (feed, created) = store.create_writable(name).await?;
+    if !feed.entry.writable {
+        bail!("feed {name} is not writable here");
+    }
+    let blocks: Vec<Vec<u8>> = if data.is_empty() {
+        let mut out = Vec::new();
+        for line in std::io::stdin().lock().lines() {
+            out.push(line?.into_bytes());
+        }
+        out
+    } else {
+        data.into_iter().map(String::into_bytes).collect()
+    };
+    let outcome = feed
+        .core
+        .lock()
+        .await
+        .append_batch(&blocks)
+        .await
+        .with_context(|| format!("appending to {name}"))?;
+    eprintln!(
+        "{} {name} ({}): {} block(s) appended, length {}",
+        if created { "created" } else { "feed" },
+        feed.entry.key,
+        blocks.len(),
+        outcome.length
+    );
+    Ok(())
+}
+
+async fn feeds(dir: &std::path::Path, json: bool) -> Result<()> {
+    let store = Store::open(dir).await?;
+    for e in &store.broken {
+        eprintln!("warning: {e}");
+    }
+    let list = store.list().await;
+    if json {
+        println!("{}", serde_json::to_string(&list)?);
+    } else {
+        for f in list {
+            println!(
+                "{}  {:>8} blocks {:>12} bytes  {}{}",
+                f.key,
+                f.length,
+                f.byte_length,
+                f.name.as_deref().unwrap_or("-"),
+                if f.writable { " (writable)" } else { "" }
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn cat(dir: &std::path::Path, key: &str) -> Result<()> {
+    let key = FeedKey::parse(key).context("--key")?;
+    let store = Store::open(dir).await?;
+    let feed = store
+        .get(&key)
+        .with_context(|| format!("no feed {key} in {}", dir.display()))?;
+    let core = feed.core.lock().await;
+    let length = core.info().length;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for i in 0..length {
+        match core.get(i).await? {
+            Some(block) => {
+                out.write_all(&block)?;
+                out.write_all(b"\n")?;
+            }
+            None => bail!("block {i} of {key} is not downloaded yet"),
+        }
+    }
+    out.flush()?;
+    Ok(())
+}

@@ -1,0 +1,635 @@
+//! One task per connection: channels, the multifeed exchange on the root channel, and a
+//! [`FeedChannel`] for every agreed feed.
+//!
+//! Channel rules, as protomux has them: a channel is usable once both sides opened it with a
+//! capability that proves knowledge of the key. A remote open for a key we have not opened
+//! yet waits (its early messages are buffered, bounded) until we open it too. Before the root
+//! channel is up, a remote open for any other key, or a reject of our root open, means the
+//! peer uses a different multifeed key.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use blake2::digest::{FixedOutput, Mac};
+use blake2::Blake2bMac;
+use hypercore_protocol::schema::{NoData, Synchronize};
+use hypercore_protocol::{discovery_key, Message};
+use tokio::sync::mpsc;
+
+use crate::engine::{PeerCmd, Shared};
+use crate::event::{Event, PeerId};
+use crate::frame::{self, core, Item, Msg};
+use crate::net::replicate::FeedChannel;
+use crate::net::transport::{Transport, TransportError};
+use crate::session::{Action, Outgoing, Session};
+use crate::wire::{self, FeedKey, FeedMeta};
+
+/// Time allowed between the Noise handshake and the root channel opening on both sides.
+pub const ROOT_OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+/// After this long without sending, we send an empty keep-alive frame.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// Remote opens we have not matched yet, at most; more are rejected.
+pub const MAX_PENDING_OPENS: usize = 1024;
+/// Messages buffered per not-yet-matched remote channel, at most; more are dropped.
+pub const MAX_EARLY_MESSAGES: usize = 1024;
+/// Channel messages gathered before a frame is sent.
+const FRAME_SOFT_LIMIT: usize = 1 << 20;
+
+const NS_INITIATOR: [u8; 32] = [
+    0x51, 0x81, 0x2a, 0x2a, 0x35, 0x9b, 0x50, 0x36, 0x95, 0x36, 0x77, 0x5d, 0xf8, 0x9e, 0x18, 0xe4,
+    0x77, 0x40, 0xf3, 0xdb, 0x72, 0xac, 0x0a, 0xe7, 0x0b, 0x29, 0x59, 0x4c, 0x19, 0x4d, 0xc3, 0x16,
+];
+const NS_RESPONDER: [u8; 32] = [
+    0x04, 0x38, 0x49, 0x2d, 0x02, 0x97, 0x0c, 0xc1, 0x35, 0x28, 0xac, 0x02, 0x62, 0xbc, 0xa0, 0x07,
+    0x4e, 0x09, 0x26, 0x26, 0x02, 0x56, 0x86, 0x5a, 0xcc, 0xc0, 0xbf, 0x15, 0xbd, 0x79, 0x12, 0x7d,
+];
+
+/// The capability a side sends for `key`: BLAKE2b-256 keyed by the handshake hash over the
+/// side's namespace and the key.
+fn capability(initiator: bool, handshake_hash: &[u8], key: &[u8; 32]) -> [u8; 32] {
+    let mut mac = <Blake2bMac<blake2::digest::consts::U32> as Mac>::new_from_slice(handshake_hash)
+        .expect("a handshake hash is a valid BLAKE2b key");
+    Mac::update(
+        &mut mac,
+        if initiator {
+            &NS_INITIATOR
+        } else {
+            &NS_RESPONDER
+        },
+    );
+    Mac::update(&mut mac, key);
+    mac.finalize_fixed().into()
+}
+
+enum Role {
+    Root,
+    Feed(Box<FeedChannel>),
+}
+
+struct Chan {
+    key: [u8; 32],
+    remote: Option<u64>,
+    role: Role,
+}
+
+struct PendingOpen {
+    remote: u64,
+    capability: Option<[u8; 32]>,
+    early: Vec<Msg>,
+}
+
+enum Out {
+    Control(Vec<u8>),
+    Msg(u64, Msg),
+}
+
+/// Why a peer task ended.
+pub type EndReason = String;
+
+/// State of one connection.
+pub struct Peer {
+    id: PeerId,
+    shared: Arc<Shared>,
+    transport: Transport,
+    session: Session,
+    chans: HashMap<u64, Chan>,
+    by_remote: HashMap<u64, u64>,
+    by_dkey: HashMap<[u8; 32], u64>,
+    pending: HashMap<[u8; 32], PendingOpen>,
+    pending_by_remote: HashMap<u64, [u8; 32]>,
+    rejected: HashMap<[u8; 32], Box<FeedChannel>>,
+    next_local: u64,
+    root_local: u64,
+    root_open: bool,
+    out: Vec<Out>,
+    out_bytes: usize,
+    last_sent: Instant,
+    end: Option<(bool, String)>,
+}
+
+impl Peer {
+    /// Runs the connection until it ends; returns why.
+    pub async fn run(
+        id: PeerId,
+        shared: Arc<Shared>,
+        transport: Transport,
+        mut commands: mpsc::UnboundedReceiver<PeerCmd>,
+    ) -> EndReason {
+        let local_feeds = shared.offer_meta().await;
+        let mut peer = Peer {
+            id,
+            session: Session::new(shared.policy, local_feeds),
+            shared,
+            transport,
+            chans: HashMap::new(),
+            by_remote: HashMap::new(),
+            by_dkey: HashMap::new(),
+            pending: HashMap::new(),
+            pending_by_remote: HashMap::new(),
+            rejected: HashMap::new(),
+            next_local: 1,
+            root_local: 0,
+            root_open: false,
+            out: Vec::new(),
+            out_bytes: 0,
+            last_sent: Instant::now(),
+            end: None,
+        };
+        let root_key = peer.shared.root_key.0;
+        peer.root_local = peer.open_channel(root_key, Role::Root);
+        let started = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while peer.end.is_none() {
+            tokio::select! {
+                frames = peer.transport.recv() => match frames {
+                    Ok(frames) => {
+                        for f in frames {
+                            peer.on_frame(&f).await;
+                        }
+                    }
+                    Err(TransportError::Closed) => peer.finish(false, "connection closed by the peer".into()),
+                    Err(e) => peer.finish(true, e.to_string()),
+                },
+                cmd = commands.recv() => match cmd {
+                    Some(cmd) => peer.on_command(cmd).await,
+                    None => peer.finish(false, "engine shut down".into()),
+                },
+                _ = tick.tick() => {
+                    if !peer.root_open && started.elapsed() > ROOT_OPEN_TIMEOUT {
+                        peer.different_key(format!(
+                            "the root channel did not open within {ROOT_OPEN_TIMEOUT:?}"
+                        ));
+                    }
+                    if peer.last_sent.elapsed() >= KEEPALIVE_INTERVAL {
+                        if let Err(e) = peer.transport.send(Vec::new()) {
+                            peer.finish(true, e.to_string());
+                        }
+                        peer.last_sent = Instant::now();
+                    }
+                }
+            }
+            if let Err(e) = peer.flush() {
+                peer.finish(true, e.to_string());
+            }
+        }
+        let (_, reason) = peer.end.take().unwrap_or_default();
+        reason
+    }
+
+    fn finish(&mut self, error: bool, reason: String) {
+        if self.end.is_none() {
+            self.end = Some((error, reason));
+        }
+    }
+
+    fn emit(&self, ev: Event) {
+        self.shared.emit(ev);
+    }
+
+    fn warn(&self, kind: &str, message: String) {
+        self.emit(Event::Warning {
+            peer: Some(self.id),
+            kind: kind.into(),
+            message,
+        });
+    }
+
+    fn fail(&mut self, kind: &str, message: String) {
+        self.emit(Event::Error {
+            peer: Some(self.id),
+            kind: kind.into(),
+            message: message.clone(),
+        });
+        self.finish(true, message);
+    }
+
+    fn different_key(&mut self, detail: String) {
+        self.fail(
+            "different_multifeed_key",
+            format!(
+                "different multifeed key: the peer does not share our key {} ({detail}); both sides must use the same --key",
+                self.shared.root_key.short()
+            ),
+        );
+    }
+
+    fn push(&mut self, o: Out) {
+        self.out_bytes += match &o {
+            Out::Control(b) => b.len(),
+            Out::Msg(_, Msg::Core(Message::Data(d))) => {
+                d.block.as_ref().map_or(0, |b| b.value.len()) + 256
+            }
+            Out::Msg(_, Msg::Extension { payload, .. }) => payload.len() + 64,
+            Out::Msg(..) => 32,
+        };
+        self.out.push(o);
+        if self.out_bytes >= FRAME_SOFT_LIMIT {
+            if let Err(e) = self.flush() {
+                self.finish(true, e.to_string());
+            }
+        }
+    }
+
+    /// Encodes everything queued: control frames alone, channel messages batched.
+    fn flush(&mut self) -> Result<(), TransportError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let mut batch: Vec<(u64, Msg)> = Vec::new();
+        for o in std::mem::take(&mut self.out) {
+            match o {
+                Out::Control(bytes) => {
+                    if !batch.is_empty() {
+                        self.transport
+                            .send(frame::encode_messages(&std::mem::take(&mut batch)))?;
+                    }
+                    self.transport.send(bytes)?;
+                }
+                Out::Msg(ch, m) => batch.push((ch, m)),
+            }
+        }
+        if !batch.is_empty() {
+            self.transport.send(frame::encode_messages(&batch))?;
+        }
+        self.out_bytes = 0;
+        self.last_sent = Instant::now();
+        Ok(())
+    }
+
+    fn send_msg(&mut self, local: u64, msg: Msg) {
+        self.push(Out::Msg(local, msg));
+    }
+
+    /// Opens our side of a channel; returns its local id.
+    fn open_channel(&mut self, key: [u8; 32], role: Role) -> u64 {
+        let dkey = discovery_key(&key);
+        let local = self.next_local;
+        self.next_local += 1;
+        let cap = capability(
+            self.transport.is_initiator(),
+            self.transport.handshake_hash(),
+            &key,
+        );
+        self.push(Out::Control(frame::encode_open(local, &dkey, &cap)));
+        self.chans.insert(
+            local,
+            Chan {
+                key,
+                remote: None,
+                role,
+            },
+        );
+        self.by_dkey.insert(dkey, local);
+        local
+    }
+
+    async fn try_match(&mut self, dkey: [u8; 32]) {
+        let Some(&local) = self.by_dkey.get(&dkey) else {
+            return;
+        };
+        let Some(p) = self.pending.remove(&dkey) else {
+            return;
+        };
+        self.pending_by_remote.remove(&p.remote);
+        let key = self.chans[&local].key;
+        let expected = capability(
+            !self.transport.is_initiator(),
+            self.transport.handshake_hash(),
+            &key,
+        );
+        if p.capability != Some(expected) {
+            self.fail(
+                "bad_capability",
+                "the peer opened a channel with a capability that does not match the key; closing the connection".into(),
+            );
+            return;
+        }
+        if let Some(c) = self.chans.get_mut(&local) {
+            c.remote = Some(p.remote);
+        }
+        self.by_remote.insert(p.remote, local);
+        self.on_channel_open(local).await;
+        for m in p.early {
+            self.dispatch(local, m).await;
+        }
+    }
+
+    async fn on_channel_open(&mut self, local: u64) {
+        if local == self.root_local {
+            self.root_open = true;
+            // The root core is virtual and empty here; saying so keeps a JS peer's replicator quiet.
+            self.send_msg(
+                local,
+                core(Synchronize {
+                    fork: 0,
+                    length: 0,
+                    remote_length: 0,
+                    downloading: true,
+                    uploading: true,
+                    can_upgrade: false,
+                }),
+            );
+            let actions = self.session.on_open();
+            self.perform(actions).await;
+            return;
+        }
+        let outcome = match self.chans.get_mut(&local).map(|c| &mut c.role) {
+            Some(Role::Feed(fc)) => fc.on_open().await,
+            _ => return,
+        };
+        self.apply_outcome(local, outcome);
+    }
+
+    fn apply_outcome(&mut self, local: u64, outcome: crate::net::replicate::Outcome) {
+        for m in outcome.send {
+            self.send_msg(local, m);
+        }
+        for ev in outcome.events {
+            self.emit(ev);
+        }
+        if let Some(w) = outcome.warning {
+            self.warn("bad_data", w);
+        }
+        if outcome.grew {
+            if let Some(Chan {
+                role: Role::Feed(fc),
+                ..
+            }) = self.chans.get(&local)
+            {
+                self.shared.feed_changed(fc.key, Some(self.id));
+            }
+        }
+    }
+
+    async fn on_frame(&mut self, bytes: &[u8]) {
+        let items = match frame::decode(bytes) {
+            Ok(items) => items,
+            Err(e) => {
+                self.warn("malformed_frame", format!("dropped a frame: {e}"));
+                return;
+            }
+        };
+        for item in items {
+            self.on_item(item).await;
+        }
+    }
+
+    async fn on_item(&mut self, item: Item) {
+        match item {
+            Item::Open {
+                channel,
+                protocol,
+                discovery_key,
+                capability,
+            } => {
+                let Ok(dkey) = <[u8; 32]>::try_from(discovery_key.as_slice()) else {
+                    self.push(Out::Control(frame::encode_reject(channel)));
+                    return;
+                };
+                if protocol != frame::PROTOCOL_NAME {
+                    self.push(Out::Control(frame::encode_reject(channel)));
+                    return;
+                }
+                if !self.root_open && !self.by_dkey.contains_key(&dkey) {
+                    self.push(Out::Control(frame::encode_reject(channel)));
+                    self.different_key("the peer opened a channel for another key first".into());
+                    return;
+                }
+                if self.pending.len() >= MAX_PENDING_OPENS {
+                    self.push(Out::Control(frame::encode_reject(channel)));
+                    self.warn(
+                        "limit",
+                        format!("rejected a channel: over {MAX_PENDING_OPENS} unmatched opens"),
+                    );
+                    return;
+                }
+                self.pending.insert(
+                    dkey,
+                    PendingOpen {
+                        remote: channel,
+                        capability,
+                        early: Vec::new(),
+                    },
+                );
+                self.pending_by_remote.insert(channel, dkey);
+                // A feed whose open the peer rejected earlier (it was not ready for it then)
+                // is opened again now that the peer opens it.
+                if let Some(fc) = self.rejected.remove(&dkey) {
+                    self.open_channel(fc.key.0, Role::Feed(fc));
+                }
+                self.try_match(dkey).await;
+            }
+            Item::Reject { channel } => {
+                if channel == self.root_local {
+                    self.different_key("the peer rejected our root channel".into());
+                } else if let Some(c) = self.chans.remove(&channel) {
+                    let dkey = discovery_key(&c.key);
+                    self.by_dkey.remove(&dkey);
+                    if let Role::Feed(fc) = c.role {
+                        self.rejected.insert(dkey, fc);
+                    }
+                }
+            }
+            Item::Close { channel } => {
+                if let Some(dkey) = self.pending_by_remote.remove(&channel) {
+                    self.pending.remove(&dkey);
+                }
+                if let Some(local) = self.by_remote.remove(&channel) {
+                    if local == self.root_local {
+                        self.finish(false, "the peer closed the multifeed channel".into());
+                    } else if let Some(c) = self.chans.remove(&local) {
+                        self.by_dkey.remove(&discovery_key(&c.key));
+                        self.session.active.remove(&FeedKey(c.key));
+                        self.push(Out::Control(frame::encode_close(local)));
+                    }
+                }
+            }
+            Item::Message(remote, msg) => {
+                let msg = match msg {
+                    Ok(m) => m,
+                    Err(e) => {
+                        self.warn("malformed_message", format!("dropped a message: {e}"));
+                        return;
+                    }
+                };
+                if let Some(&local) = self.by_remote.get(&remote) {
+                    self.dispatch(local, msg).await;
+                } else if let Some(dkey) = self.pending_by_remote.get(&remote) {
+                    let p = self.pending.get_mut(dkey).expect("indexes agree");
+                    if p.early.len() < MAX_EARLY_MESSAGES {
+                        p.early.push(msg);
+                    }
+                }
+                // Messages for channels that are not open are ignored, as protomux does.
+            }
+        }
+    }
+
+    async fn dispatch(&mut self, local: u64, msg: Msg) {
+        if local == self.root_local {
+            match msg {
+                Msg::Extension { name, payload } => {
+                    let actions = self.session.on_extension(&name, &payload);
+                    self.perform(actions).await;
+                }
+                // The root core holds no blocks here.
+                Msg::Core(Message::Request(r)) => {
+                    self.send_msg(local, core(NoData { request: r.id }))
+                }
+                Msg::Core(_) => {}
+            }
+            return;
+        }
+        let outcome = match (self.chans.get_mut(&local).map(|c| &mut c.role), msg) {
+            (Some(Role::Feed(fc)), Msg::Core(m)) => fc.on_message(m).await,
+            _ => return,
+        };
+        self.apply_outcome(local, outcome);
+    }
+
+    async fn perform(&mut self, actions: Vec<Action>) {
+        let id = self.id;
+        for a in actions {
+            match a {
+                Action::Send(o) => self.send_outgoing(o).await,
+                Action::HandshakeReceived(h) => self.emit(Event::HandshakeReceived {
+                    peer: id,
+                    client: h.client,
+                    version: h.version,
+                }),
+                Action::OfferReceived { keys, meta } => self.emit(Event::OfferReceived {
+                    peer: id,
+                    keys,
+                    meta,
+                }),
+                Action::RequestReceived(keys) => {
+                    self.emit(Event::RequestReceived { peer: id, keys })
+                }
+                Action::ReplicateReceived(keys) => {
+                    self.emit(Event::ReplicateReceived { peer: id, keys })
+                }
+                Action::Pending(keys) => self.emit(Event::OfferPending { peer: id, keys }),
+                Action::Decided { key, approved } => self.emit(Event::Decision {
+                    peer: id,
+                    key,
+                    approved,
+                }),
+                Action::Warn { kind, message } => self.warn(kind, message),
+                Action::Fail { kind, message } => self.fail(kind, message),
+                Action::Replicate(keys) => {
+                    for key in keys {
+                        self.start_feed(key).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn send_outgoing(&mut self, o: Outgoing) {
+        let id = self.id;
+        let root = self.root_local;
+        let (name, bodies, event) = match o {
+            Outgoing::Handshake(h) => (wire::EXT_HANDSHAKE, vec![wire::encode_handshake(&h)], None),
+            Outgoing::Manifest(keys) => {
+                let all = self.shared.offer_meta().await;
+                let meta: BTreeMap<FeedKey, FeedMeta> = keys
+                    .iter()
+                    .filter_map(|k| all.get(k).map(|m| (*k, m.clone())))
+                    .collect();
+                let bodies = wire::encode_manifests(&keys, &meta);
+                (
+                    wire::EXT_MANIFEST,
+                    bodies,
+                    Some(Event::OfferSent {
+                        peer: id,
+                        keys,
+                        meta,
+                    }),
+                )
+            }
+            Outgoing::Request(keys) => (
+                wire::EXT_REQUEST_FEEDS,
+                vec![wire::encode_keys(&keys)],
+                Some(Event::RequestSent { peer: id, keys }),
+            ),
+            Outgoing::Replicate(keys) => (
+                wire::EXT_REPLICATE_FEEDS,
+                vec![wire::encode_keys(&keys)],
+                Some(Event::ReplicateSent { peer: id, keys }),
+            ),
+        };
+        for payload in bodies {
+            self.send_msg(
+                root,
+                Msg::Extension {
+                    name: name.to_string(),
+                    payload,
+                },
+            );
+        }
+        if let Some(ev) = event {
+            self.emit(ev);
+        }
+    }
+
+    async fn start_feed(&mut self, key: FeedKey) {
+        let feed = match self.shared.replica(key).await {
+            Ok(feed) => feed,
+            Err(e) => {
+                self.session.active.remove(&key);
+                self.emit(Event::Error {
+                    peer: Some(self.id),
+                    kind: "storage".into(),
+                    message: e.to_string(),
+                });
+                return;
+            }
+        };
+        let dkey = discovery_key(&key.0);
+        if self.by_dkey.contains_key(&dkey) || self.rejected.contains_key(&dkey) {
+            return;
+        }
+        self.open_channel(key.0, Role::Feed(Box::new(FeedChannel::new(feed, self.id))));
+        // Boxed: opening a channel can start the exchange, which can start another feed.
+        Box::pin(self.try_match(dkey)).await;
+    }
+
+    async fn on_command(&mut self, cmd: PeerCmd) {
+        match cmd {
+            PeerCmd::LocalFeed(key, meta) => {
+                let actions = self.session.on_local_feed(key, meta);
+                self.perform(actions).await;
+            }
+            PeerCmd::FeedChanged(key) => {
+                let dkey = discovery_key(&key.0);
+                let Some(&local) = self.by_dkey.get(&dkey) else {
+                    return;
+                };
+                let open = self.chans.get(&local).is_some_and(|c| c.remote.is_some());
+                if !open {
+                    return;
+                }
+                let outcome = match self.chans.get_mut(&local).map(|c| &mut c.role) {
+                    Some(Role::Feed(fc)) => fc.on_local_change().await,
+                    _ => return,
+                };
+                self.apply_outcome(local, outcome);
+            }
+            PeerCmd::Decide { key, approve } => {
+                let keys: Vec<FeedKey> = match key {
+                    Some(k) => vec![k],
+                    None => self.session.pending.iter().copied().collect(),
+                };
+                for k in keys {
+                    if key.is_none() || self.session.remote_offer.contains_key(&k) {
+                        let actions = self.session.on_decision(k, approve);
+                        self.perform(actions).await;
+                    }
+                }
+            }
+            PeerCmd::Close(reason) => self.finish(false, reason),
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! Replication of one feed on one channel, both directions, from the core's proof API.
+//!
+//! Downloading: when the peer's length is ahead of ours, ask for an upgrade (the signed new
+//! length), then keep up to [`WINDOW`] block requests in flight. Uploading: answer each
+//! request with a proof, or `NoData`. Announcing: after a local change, a `Synchronize` with
+//! the new length and a `Range` of what we hold let the peer ask for it (live replication).
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use hypercore::HypercoreError;
+use hypercore_protocol::schema::{NoData, Range, Request, Synchronize};
+use hypercore_protocol::Message;
+use hypercore_schema::{Proof, RequestBlock, RequestUpgrade};
+
+use crate::event::{Event, PeerId};
+use crate::frame::{core, Msg};
+use crate::store::Feed;
+use crate::wire::FeedKey;
+
+/// Block requests kept in flight per feed and connection.
+pub const WINDOW: usize = 256;
+/// Least time between two progress events of one feed on one connection.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Inflight {
+    Upgrade,
+    Block(u64),
+}
+
+/// The outcome of handling one message, for the peer task.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Messages to send on this channel.
+    pub send: Vec<Msg>,
+    /// Events to publish.
+    pub events: Vec<Event>,
+    /// Our copy of the feed grew: other peers should hear of it.
+    pub grew: bool,
+    /// Something the peer did wrong (the session survives).
+    pub warning: Option<String>,
+}
+
+/// State of one feed's replication with one peer.
+#[derive(Debug)]
+pub struct FeedChannel {
+    /// The feed.
+    pub key: FeedKey,
+    feed: Feed,
+    peer: PeerId,
+    remote_length: u64,
+    remote_fork: u64,
+    remote_contiguous: u64,
+    remote_synced: bool,
+    inflight: HashMap<u64, Inflight>,
+    blocks_in_flight: BTreeSet<u64>,
+    unavailable: BTreeSet<u64>,
+    next_request: u64,
+    /// Block bytes received on this channel.
+    pub bytes: u64,
+    last_progress: Option<Instant>,
+    reported_synced: Option<u64>,
+    announced: (u64, u64),
+}
+
+impl FeedChannel {
+    /// A channel for `feed` with `peer`; nothing is sent until [`FeedChannel::on_open`].
+    pub fn new(feed: Feed, peer: PeerId) -> Self {
+        FeedChannel {
+            key: feed.entry.key,
+            feed,
+            peer,
+            remote_length: 0,
+            remote_fork: 0,
+            remote_contiguous: 0,
+            remote_synced: false,
+            inflight: HashMap::new(),
+            blocks_in_flight: BTreeSet::new(),
+            unavailable: BTreeSet::new(),
+            next_request: 1,
+            bytes: 0,
+            last_progress: None,
+            reported_synced: None,
+            announced: (u64::MAX, u64::MAX),
+        }
+    }
+
+    /// Both sides opened the channel: say what we have.
+    pub async fn on_open(&mut self) -> Outcome {
+        let mut out = Outcome::default();
+        self.announce(&mut out, true).await;
+        out
+    }
+
+    /// Our copy changed (a local append, or blocks from another peer): tell this peer.
+    pub async fn on_local_change(&mut self) -> Outcome {
+        let mut out = Outcome::default();
+        self.announce(&mut out, false).await;
+        out
+    }
+
+    async fn announce(&mut self, out: &mut Outcome, force: bool) {
+        let info = self.feed.core.lock().await.info();
+        let now = (info.length, info.contiguous_length);
+        if !force && now == self.announced {
+            return;
+        }
+        self.announced = now;
+        out.send.push(core(Synchronize {
+            fork: info.fork,
+            length: info.length,
+            remote_length: self.remote_length,
+            downloading: true,
+            uploading: true,
+            can_upgrade: true,
+        }));
+        if info.contiguous_length > 0 {
+            out.send.push(core(Range {
+                drop: false,
+                start: 0,
+                length: info.contiguous_length,
+            }));
+        }
+    }
+
+    /// A hypercore message arrived on this channel.
+    pub async fn on_message(&mut self, msg: Message) -> Outcome {
+        let mut out = Outcome::default();
+        match msg {
+            Message::Synchronize(s) => {
+                let changed = !self.remote_synced
+                    || s.length != self.remote_length
+                    || s.fork != self.remote_fork;
+                self.remote_synced = true;
+                if changed {
+                    self.unavailable.clear();
+                }
+                self.remote_fork = s.fork;
+                self.remote_length = s.length;
+                // A JS peer asks us for an upgrade only once our Synchronize confirms its
+                // length, so every change of its length is answered.
+                if changed {
+                    self.announce(&mut out, true).await;
+                }
+            }
+            Message::Range(r) => {
+                if !r.drop && r.start <= self.remote_contiguous {
+                    self.remote_contiguous = self.remote_contiguous.max(r.start + r.length);
+                    self.unavailable.clear();
+                }
+            }
+            Message::Request(r) => self.serve(r, &mut out).await,
+            Message::Data(d) => {
+                let Some(what) = self.inflight.remove(&d.request) else {
+                    out.warning = Some(format!(
+                        "peer sent data for feed {} that was not requested (request id {}); ignored",
+                        self.key.short(),
+                        d.request
+                    ));
+                    return out;
+                };
+                if let Inflight::Block(i) = what {
+                    self.blocks_in_flight.remove(&i);
+                }
+                if d.block.is_none() && d.hash.is_none() && d.seek.is_none() && d.upgrade.is_none()
+                {
+                    // An empty core answers with an empty Data: it has nothing, like NoData.
+                    if let Inflight::Block(i) = what {
+                        self.unavailable.insert(i);
+                    }
+                    self.pump(&mut out).await;
+                    return out;
+                }
+                let block_len = d.block.as_ref().map_or(0, |b| b.value.len() as u64);
+                let proof = Proof {
+                    fork: d.fork,
+                    block: d.block,
+                    hash: d.hash,
+                    seek: d.seek,
+                    upgrade: d.upgrade,
+                };
+                let applied = self
+                    .feed
+                    .core
+                    .lock()
+                    .await
+                    .verify_and_apply_proof(proof)
+                    .await;
+                match applied {
+                    Ok(true) => {
+                        self.bytes += block_len;
+                        out.grew = true;
+                    }
+                    Ok(false) => {}
+                    Err(e) => out.warning = Some(proof_warning(&self.key, e)),
+                }
+            }
+            Message::NoData(n) => {
+                if let Some(Inflight::Block(i)) = self.inflight.remove(&n.request) {
+                    self.blocks_in_flight.remove(&i);
+                    self.unavailable.insert(i);
+                }
+            }
+            // Want, Unwant, Bitfield and Cancel carry hints this replicator does not need:
+            // it asks for what it lacks and answers every request it can.
+            _ => {}
+        }
+        self.pump(&mut out).await;
+        self.progress(&mut out).await;
+        if out.grew {
+            self.announce(&mut out, false).await;
+        }
+        out
+    }
+
+    async fn serve(&mut self, r: Request, out: &mut Outcome) {
+        let hc = self.feed.core.lock().await;
+        let info = hc.info();
+        // Requests a proof cannot answer get NoData before the proof code sees them: the
+        // library can panic on some of them, and a JS peer never sends them to a healthy core.
+        let upgrade_ok = r
+            .upgrade
+            .as_ref()
+            .is_none_or(|u| u.length > 0 && u.start + u.length <= info.length);
+        let block_ok = r.block.as_ref().is_none_or(|b| {
+            b.index < info.length
+                && hc.has(b.index)
+                && r.upgrade
+                    .as_ref()
+                    .is_none_or(|u| b.index < u.start + u.length)
+        });
+        let answerable = r.fork == info.fork
+            && r.seek.is_none()
+            && r.hash.is_none()
+            && (r.block.is_some() || r.upgrade.is_some())
+            && upgrade_ok
+            && block_ok;
+        let proof = if answerable {
+            hc.create_proof(r.block, None, None, r.upgrade).await
+        } else {
+            Ok(None)
+        };
+        drop(hc);
+        match proof {
+            Ok(Some(p)) => out.send.push(core(hypercore_protocol::schema::Data {
+                request: r.id,
+                fork: r.fork,
+                block: p.block,
+                hash: p.hash,
+                seek: p.seek,
+                upgrade: p.upgrade,
+            })),
+            _ => out.send.push(core(NoData { request: r.id })),
+        }
+    }
+
+    /// Sends the requests the window allows.
+    async fn pump(&mut self, out: &mut Outcome) {
+        if !self.remote_synced {
+            return;
+        }
+        let core_handle = self.feed.core.clone();
+        let hc = core_handle.lock().await;
+        let info = hc.info();
+        if info.writeable {
+            return;
+        }
+        let upgrading = self.inflight.values().any(|v| *v == Inflight::Upgrade);
+        if self.remote_length > info.length && !upgrading {
+            let id = self.take_id();
+            self.inflight.insert(id, Inflight::Upgrade);
+            out.send.push(core(Request {
+                id,
+                fork: info.fork,
+                block: None,
+                hash: None,
+                seek: None,
+                upgrade: Some(RequestUpgrade {
+                    start: info.length,
+                    length: self.remote_length - info.length,
+                }),
+                manifest: false,
+                priority: 0,
+            }));
+        }
+        // Ask for what the peer says it has; a peer that sent no Range is asked for every
+        // block below its length, and a NoData answer marks a block as not there.
+        let have_upto = info
+            .length
+            .min(self.remote_contiguous.max(self.remote_length));
+        let mut index = info.contiguous_length;
+        while self.blocks_in_flight.len() < WINDOW && index < have_upto {
+            if !self.blocks_in_flight.contains(&index)
+                && !self.unavailable.contains(&index)
+                && !hc.has(index)
+            {
+                let nodes = hc.missing_nodes(index).await.unwrap_or(0);
+                let id = self.take_id();
+                self.inflight.insert(id, Inflight::Block(index));
+                self.blocks_in_flight.insert(index);
+                out.send.push(core(Request {
+                    id,
+                    fork: info.fork,
+                    block: Some(RequestBlock { index, nodes }),
+                    hash: None,
+                    seek: None,
+                    upgrade: None,
+                    manifest: false,
+                    priority: 0,
+                }));
+            }
+            index += 1;
+        }
+    }
+
+    fn take_id(&mut self) -> u64 {
+        let id = self.next_request;
+        self.next_request += 1;
+        id
+    }
+
+    async fn progress(&mut self, out: &mut Outcome) {
+        let info = self.feed.core.lock().await.info();
+        let synced = self.remote_synced
+            && self.remote_length > 0
+            && info.contiguous_length >= self.remote_length;
+        let due = self
+            .last_progress
+            .is_none_or(|t| t.elapsed() >= PROGRESS_INTERVAL);
+        if out.grew && (due || synced) {
+            self.last_progress = Some(Instant::now());
+            out.events.push(Event::FeedProgress {
+                peer: self.peer,
+                key: self.key,
+                local_length: info.contiguous_length,
+                remote_length: self.remote_length,
+                bytes: self.bytes,
+            });
+        }
+        if synced && self.reported_synced != Some(info.contiguous_length) {
+            self.reported_synced = Some(info.contiguous_length);
+            out.events.push(Event::FeedSynced {
+                peer: self.peer,
+                key: self.key,
+                length: info.contiguous_length,
+            });
+        }
+    }
+}
+
+fn proof_warning(key: &FeedKey, e: HypercoreError) -> String {
+    format!(
+        "rejected data for feed {} that does not verify ({e}); nothing was written",
+        key.short()
+    )
+}

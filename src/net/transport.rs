@@ -1,0 +1,208 @@
+//! TCP with 3-byte little-endian length framing and a Noise XX handshake, as JavaScript
+//! `Hypercore.createProtocolStream` speaks it.
+//!
+//! The cipher is the handshake crate's, driven without I/O: this module owns the socket, so
+//! end of stream, I/O errors and decryption failures all surface as errors here (the crate's
+//! own I/O wrapper swallows end of stream and panics on some errors).
+
+use std::io;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use hypercore_handshake::{Cipher, CipherEvent, HandshakePattern};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+
+use crate::frame::MAX_FRAME_BYTES;
+
+/// How long a peer may take to finish the Noise handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a connection failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The socket failed or closed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The peer closed the connection.
+    #[error("connection closed by the peer")]
+    Closed,
+    /// Noise or decryption failed.
+    #[error("encryption failed: {0}")]
+    Crypto(String),
+    /// No complete handshake within [`HANDSHAKE_TIMEOUT`].
+    #[error("no Noise handshake within {0:?}; is the other side a hypercore peer?")]
+    HandshakeTimeout(Duration),
+}
+
+fn codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .length_field_length(3)
+        .little_endian()
+        .max_frame_length(MAX_FRAME_BYTES)
+        .new_codec()
+}
+
+/// The reading side of an encrypted connection, and the cipher that both sides share.
+pub struct Transport {
+    reader: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+    writer: mpsc::UnboundedSender<Bytes>,
+    cipher: Cipher,
+    initiator: bool,
+    remote_public_key: [u8; 32],
+    handshake_hash: Vec<u8>,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport")
+            .field("initiator", &self.initiator)
+            .finish()
+    }
+}
+
+/// Writes encrypted frames to the socket in order, batching whatever is queued into one flush.
+async fn write_loop(
+    mut sink: FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+) {
+    while let Some(first) = rx.recv().await {
+        if sink.feed(first).await.is_err() {
+            return;
+        }
+        while let Ok(next) = rx.try_recv() {
+            if sink.feed(next).await.is_err() {
+                return;
+            }
+        }
+        if SinkExt::<Bytes>::flush(&mut sink).await.is_err() {
+            return;
+        }
+    }
+    let _ = SinkExt::<Bytes>::close(&mut sink).await;
+}
+
+impl Transport {
+    /// Runs the Noise XX handshake on `stream`; `initiator` is the side that speaks first.
+    pub async fn handshake(stream: TcpStream, initiator: bool) -> Result<Self, TransportError> {
+        let _ = stream.set_nodelay(true);
+        let (read, write) = stream.into_split();
+        let reader = FramedRead::new(read, codec());
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(write_loop(FramedWrite::new(write, codec()), rx));
+
+        let cipher = if initiator {
+            Cipher::new_dht_init_with_pattern(None, HandshakePattern::XX, None, &[])
+        } else {
+            let keypair = hypercore_handshake::state_machine::hc_specific::generate_keypair()
+                .map_err(|e| TransportError::Crypto(e.to_string()))?;
+            Cipher::resp_from_private_with_pattern(None, &keypair, HandshakePattern::XX, &[])
+        }
+        .map_err(|e| TransportError::Crypto(e.to_string()))?;
+
+        let mut t = Transport {
+            reader,
+            writer: tx,
+            cipher,
+            initiator,
+            remote_public_key: [0; 32],
+            handshake_hash: Vec::new(),
+        };
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, t.finish_handshake())
+            .await
+            .map_err(|_| TransportError::HandshakeTimeout(HANDSHAKE_TIMEOUT))??;
+        Ok(t)
+    }
+
+    async fn finish_handshake(&mut self) -> Result<(), TransportError> {
+        loop {
+            self.flush_cipher()?;
+            if let (Some(hash), Some(remote)) = (
+                self.cipher.handshake_hash(),
+                self.cipher.get_remote_static(),
+            ) {
+                self.handshake_hash = hash.to_vec();
+                self.remote_public_key = remote;
+                return Ok(());
+            }
+            let frame = self.read_raw().await?;
+            self.cipher.receive_next(frame);
+            while let Some(ev) = self.decrypt_next()? {
+                // Handshake payloads carry nothing for hypercore; a message this early cannot
+                // happen because the remote has no keys yet.
+                let _ = ev;
+            }
+        }
+    }
+
+    async fn read_raw(&mut self) -> Result<Vec<u8>, TransportError> {
+        loop {
+            match self.reader.next().await {
+                // A zero-length frame carries nothing and would upset the cipher.
+                Some(Ok(frame)) if frame.is_empty() => continue,
+                Some(Ok(frame)) => return Ok(frame.to_vec()),
+                Some(Err(e)) => return Err(TransportError::Io(e)),
+                None => return Err(TransportError::Closed),
+            }
+        }
+    }
+
+    fn decrypt_next(&mut self) -> Result<Option<CipherEvent>, TransportError> {
+        self.cipher
+            .next_decrypted_message()
+            .map_err(|e| TransportError::Crypto(e.to_string()))
+    }
+
+    fn flush_cipher(&mut self) -> Result<(), TransportError> {
+        while let Some(out) = self
+            .cipher
+            .get_next_sendable_message()
+            .map_err(|e| TransportError::Crypto(e.to_string()))?
+        {
+            self.writer
+                .send(Bytes::from(out))
+                .map_err(|_| TransportError::Closed)?;
+        }
+        Ok(())
+    }
+
+    /// Whether we started the Noise handshake.
+    pub fn is_initiator(&self) -> bool {
+        self.initiator
+    }
+
+    /// The peer's Noise static public key.
+    pub fn remote_public_key(&self) -> [u8; 32] {
+        self.remote_public_key
+    }
+
+    /// The Noise handshake hash, the same on both sides; it keys channel capabilities.
+    pub fn handshake_hash(&self) -> &[u8] {
+        &self.handshake_hash
+    }
+
+    /// Encrypts and sends one plaintext frame (an empty one is a keep-alive).
+    pub fn send(&mut self, plaintext: Vec<u8>) -> Result<(), TransportError> {
+        self.cipher.queue_msg(plaintext);
+        self.flush_cipher()
+    }
+
+    /// Waits for the next encrypted frame and returns the plaintext frames it yields.
+    /// Cancel-safe: a frame is either fully read and decrypted or not taken at all.
+    pub async fn recv(&mut self) -> Result<Vec<Vec<u8>>, TransportError> {
+        let frame = self.read_raw().await?;
+        self.cipher.receive_next(frame);
+        let mut out = Vec::new();
+        while let Some(ev) = self.decrypt_next()? {
+            if let CipherEvent::Message(m) = ev {
+                out.push(m);
+            }
+        }
+        // Decrypting can complete the handshake's last step, which has something to send.
+        self.flush_cipher()?;
+        Ok(out)
+    }
+}
