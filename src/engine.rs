@@ -174,6 +174,13 @@ pub async fn start(config: Config) -> Result<Engine, StoreError> {
         peers: Mutex::new(HashMap::new()),
         next_peer: AtomicU64::new(1),
     });
+    for note in &shared.store.rolled_back {
+        shared.emit(Event::Warning {
+            peer: None,
+            kind: "storage".into(),
+            message: note.clone(),
+        });
+    }
     for e in &shared.store.broken {
         shared.emit(Event::Error {
             peer: None,
@@ -245,6 +252,18 @@ async fn run(shared: Arc<Shared>, config: Config, mut commands: mpsc::UnboundedR
         while peer_tasks.join_next().await.is_some() {}
     })
     .await;
+    for feed in shared.store.feeds() {
+        if !shared.store.checkpoint(&feed).await {
+            shared.emit(Event::Warning {
+                peer: None,
+                kind: "storage".into(),
+                message: format!(
+                    "feed {} could not be checkpointed; its newest blocks may be downloaded again next time",
+                    feed.entry.key
+                ),
+            });
+        }
+    }
     shared.emit(Event::Stopped);
 }
 

@@ -134,8 +134,18 @@ fn config(net: &NetArgs, default_policy: Policy) -> Result<Config> {
     })
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("feedscope: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         match cli.command {
@@ -262,6 +272,9 @@ async fn append(dir: &std::path::Path, name: &str, data: Vec<String>) -> Result<
 
 async fn feeds(dir: &std::path::Path, json: bool) -> Result<()> {
     let store = Store::open(dir).await?;
+    for note in &store.rolled_back {
+        eprintln!("warning: {note}");
+    }
     for e in &store.broken {
         eprintln!("warning: {e}");
     }

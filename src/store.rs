@@ -115,6 +115,8 @@ pub struct Store {
     feeds: Mutex<BTreeMap<FeedKey, Feed>>,
     /// Feeds listed in the index that could not be opened, with the reason.
     pub broken: Vec<StoreError>,
+    /// Replicas that were rolled back to their last checkpoint on open, for a warning.
+    pub rolled_back: Vec<String>,
 }
 
 fn unusable(dir: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -154,8 +156,18 @@ impl Store {
         let index = read_index(dir)?;
         let mut feeds = BTreeMap::new();
         let mut broken = Vec::new();
+        let mut rolled_back = Vec::new();
         for entry in index.feeds {
-            match open_core(dir, &entry, false).await {
+            let mut opened = open_core(dir, &entry).await;
+            if opened.is_err() && !entry.writable {
+                if let Some(note) = roll_back_replica(dir, &entry)? {
+                    opened = open_core(dir, &entry).await;
+                    if opened.is_ok() {
+                        rolled_back.push(note);
+                    }
+                }
+            }
+            match opened {
                 Ok(core) => {
                     feeds.insert(
                         entry.key,
@@ -173,6 +185,7 @@ impl Store {
             _lock: lock,
             feeds: Mutex::new(feeds),
             broken,
+            rolled_back,
         })
     }
 
@@ -285,6 +298,40 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Makes everything a replica downloaded durable in the library's checkpoint, so that
+    /// reopening does not depend on its log entries (see [`roll_back_replica`]).
+    ///
+    /// The library checkpoints on every fourth write; re-applying a proof of a block we hold,
+    /// made by our own copy, is a write that changes nothing, so at most four of them reach
+    /// the checkpoint. A replica without any block is left as it is. Returns whether the log
+    /// is clean afterwards.
+    pub async fn checkpoint(&self, feed: &Feed) -> bool {
+        let oplog = core_dir(&self.dir, &feed.entry.key).join("oplog");
+        let clean = || fs::metadata(&oplog).map_or(true, |m| m.len() <= OPLOG_ENTRIES_OFFSET);
+        if feed.entry.writable || clean() {
+            return true;
+        }
+        let core = feed.core.lock().await;
+        let Some(index) = (0..core.info().length).find(|i| core.has(*i)) else {
+            return false;
+        };
+        for _ in 0..4 {
+            let block = hypercore_schema::RequestBlock { index, nodes: 0 };
+            let Ok(Some(proof)) = core.create_proof(Some(block), None, None, None).await else {
+                return false;
+            };
+            if core.verify_and_apply_proof(proof).await.is_err() {
+                return false;
+            }
+            if clean() {
+                return true;
+            }
+        }
+        clean()
+    }
+}
+
 fn core_dir(dir: &Path, key: &FeedKey) -> PathBuf {
     dir.join("cores").join(key.to_hex())
 }
@@ -293,7 +340,42 @@ fn display_name(entry: &FeedEntry) -> String {
     entry.name.clone().unwrap_or_else(|| "unnamed".into())
 }
 
-async fn open_core(dir: &Path, entry: &FeedEntry, _create: bool) -> Result<Hypercore, StoreError> {
+/// Where oplog entries start: after two 4 KiB header slots (hypercore's oplog layout).
+const OPLOG_ENTRIES_OFFSET: u64 = 2 * 4096;
+
+/// Drops the entries written since a replica's last checkpoint, keeping a backup.
+///
+/// hypercore 0.17.0-alpha.1 writes oplog entries it cannot read back when an entry lacks tree
+/// nodes, an upgrade or a bitfield update (its decoder tests one flag for all three). Writers
+/// always write all three; replicas often do not. The library checkpoints every fourth
+/// operation (tree, bitfield and header written, entries cleared), so the checkpoint is
+/// consistent and at most three operations are lost — blocks that are simply downloaded
+/// again. Returns a note for the user, or `None` if there was nothing to roll back.
+fn roll_back_replica(dir: &Path, entry: &FeedEntry) -> Result<Option<String>, StoreError> {
+    let oplog = core_dir(dir, &entry.key).join("oplog");
+    let len = match fs::metadata(&oplog) {
+        Ok(m) => m.len(),
+        Err(_) => return Ok(None),
+    };
+    if len <= OPLOG_ENTRIES_OFFSET {
+        return Ok(None);
+    }
+    let backup = oplog.with_extension("before-rollback");
+    fs::copy(&oplog, &backup).map_err(unusable(&backup))?;
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(&oplog)
+        .map_err(unusable(&oplog))?;
+    f.set_len(OPLOG_ENTRIES_OFFSET).map_err(unusable(&oplog))?;
+    f.sync_all().map_err(unusable(&oplog))?;
+    Ok(Some(format!(
+        "replica {} was rolled back to its last checkpoint (the newest few blocks will be downloaded again); the previous log is kept as {}",
+        entry.key,
+        backup.display()
+    )))
+}
+
+async fn open_core(dir: &Path, entry: &FeedEntry) -> Result<Hypercore, StoreError> {
     let path = core_dir(dir, &entry.key);
     if !path.join("oplog").exists() {
         return Err(StoreError::Core {
@@ -422,5 +504,111 @@ mod tests {
         assert!(store.get(&bad).is_none());
         assert_eq!(store.broken.len(), 1);
         assert!(store.broken[0].to_string().contains(&bad.to_hex()));
+    }
+}
+
+#[cfg(test)]
+mod replica_tests {
+    use super::*;
+    use hypercore_schema::{RequestBlock, RequestUpgrade};
+
+    #[tokio::test]
+    async fn a_checkpointed_replica_reopens_with_every_block() {
+        downloaded_replica_reopens(true).await;
+    }
+
+    #[tokio::test]
+    async fn a_replica_that_missed_its_checkpoint_reopens_and_can_resume() {
+        downloaded_replica_reopens(false).await;
+    }
+
+    async fn downloaded_replica_reopens(checkpoint: bool) {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let src = Store::open(a.path()).await.unwrap();
+        let (w, _) = src.create_writable("w").await.unwrap();
+        w.core
+            .lock()
+            .await
+            .append_batch([b"hello", b"world"])
+            .await
+            .unwrap();
+        let key = w.entry.key;
+        {
+            let dst = Store::open(b.path()).await.unwrap();
+            let (r, _) = dst.get_or_create_replica(key).await.unwrap();
+            let wc = w.core.lock().await;
+            let rc = r.core.lock().await;
+            let p = wc
+                .create_proof(
+                    None,
+                    None,
+                    None,
+                    Some(RequestUpgrade {
+                        start: 0,
+                        length: 2,
+                    }),
+                )
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(rc.verify_and_apply_proof(p).await.unwrap());
+            for i in 0..2 {
+                let nodes = rc.missing_nodes(i).await.unwrap();
+                let p = wc
+                    .create_proof(Some(RequestBlock { index: i, nodes }), None, None, None)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert!(rc.verify_and_apply_proof(p).await.unwrap());
+            }
+            drop(rc);
+            if checkpoint {
+                assert!(dst.checkpoint(&r).await);
+            }
+        }
+        let dst = Store::open(b.path()).await.unwrap();
+        if checkpoint {
+            assert!(dst.rolled_back.is_empty(), "{:?}", dst.rolled_back);
+            let rc = dst.get(&key).unwrap().core.clone();
+            assert_eq!(rc.lock().await.get(1).await.unwrap().unwrap(), b"world");
+        }
+        assert!(dst.broken.is_empty(), "{:?}", dst.broken);
+        let r = dst.get(&key).unwrap();
+        let rc = r.core.lock().await;
+        // Whatever survived is intact, and what was rolled back can be fetched again.
+        let info = rc.info();
+        for i in 0..info.contiguous_length {
+            assert!(rc.get(i).await.unwrap().is_some());
+        }
+        let wc = w.core.lock().await;
+        if info.length < 2 {
+            let p = wc
+                .create_proof(
+                    None,
+                    None,
+                    None,
+                    Some(RequestUpgrade {
+                        start: info.length,
+                        length: 2 - info.length,
+                    }),
+                )
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(rc.verify_and_apply_proof(p).await.unwrap());
+        }
+        for i in 0..2 {
+            if !rc.has(i) {
+                let nodes = rc.missing_nodes(i).await.unwrap();
+                let p = wc
+                    .create_proof(Some(RequestBlock { index: i, nodes }), None, None, None)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert!(rc.verify_and_apply_proof(p).await.unwrap());
+            }
+        }
+        assert_eq!(rc.get(1).await.unwrap().unwrap(), b"world");
     }
 }

@@ -339,12 +339,27 @@ impl Peer {
             Some(Role::Feed(fc)) => fc.on_open().await,
             _ => return,
         };
-        self.apply_outcome(local, outcome);
+        self.apply_outcome(local, outcome).await;
     }
 
-    fn apply_outcome(&mut self, local: u64, outcome: crate::net::replicate::Outcome) {
+    async fn apply_outcome(&mut self, local: u64, outcome: crate::net::replicate::Outcome) {
         for m in outcome.send {
             self.send_msg(local, m);
+        }
+        let synced = outcome
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::FeedSynced { .. }));
+        if synced {
+            if let Some(Chan {
+                role: Role::Feed(fc),
+                ..
+            }) = self.chans.get(&local)
+            {
+                // Make what we hold durable now, not only at a clean shutdown.
+                let feed = fc.feed().clone();
+                self.shared.store.checkpoint(&feed).await;
+            }
         }
         for ev in outcome.events {
             self.emit(ev);
@@ -486,7 +501,7 @@ impl Peer {
             (Some(Role::Feed(fc)), Msg::Core(m)) => fc.on_message(m).await,
             _ => return,
         };
-        self.apply_outcome(local, outcome);
+        self.apply_outcome(local, outcome).await;
     }
 
     async fn perform(&mut self, actions: Vec<Action>) {
@@ -615,7 +630,7 @@ impl Peer {
                     Some(Role::Feed(fc)) => fc.on_local_change().await,
                     _ => return,
                 };
-                self.apply_outcome(local, outcome);
+                self.apply_outcome(local, outcome).await;
             }
             PeerCmd::Decide { key, approve } => {
                 let keys: Vec<FeedKey> = match key {

@@ -86,6 +86,11 @@ impl FeedChannel {
         }
     }
 
+    /// The feed this channel replicates.
+    pub fn feed(&self) -> &Feed {
+        &self.feed
+    }
+
     /// Both sides opened the channel: say what we have.
     pub async fn on_open(&mut self) -> Outcome {
         let mut out = Outcome::default();
