@@ -79,6 +79,8 @@ struct PendingOpen {
     early: Vec<Msg>,
 }
 
+// Queued for one flush only, so the size of the larger variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 enum Out {
     Control(Vec<u8>),
     Msg(u64, Msg),

@@ -149,11 +149,9 @@ impl FeedChannel {
                     self.announce(&mut out, true).await;
                 }
             }
-            Message::Range(r) => {
-                if !r.drop && r.start <= self.remote_contiguous {
-                    self.remote_contiguous = self.remote_contiguous.max(r.start + r.length);
-                    self.unavailable.clear();
-                }
+            Message::Range(r) if !r.drop && r.start <= self.remote_contiguous => {
+                self.remote_contiguous = self.remote_contiguous.max(r.start + r.length);
+                self.unavailable.clear();
             }
             Message::Request(r) => self.serve(r, &mut out).await,
             Message::Data(d) => {

@@ -1,0 +1,236 @@
+//! Fixtures: the real `feedscope` binary as headless peers on loopback, with real storage.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Upper bound for any single wait in the tests.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_feedscope")
+}
+
+/// Runs a one-shot sub-command and returns its output.
+pub fn feedscope(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(bin())
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("feedscope runs");
+    {
+        let mut input = child.stdin.take().unwrap();
+        if let Some(data) = stdin {
+            input.write_all(data).unwrap();
+        }
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Appends blocks (one per line of `lines`) to feed `name`, creating it; returns its key.
+pub fn append_lines(storage: &Path, name: &str, lines: &[String]) -> String {
+    let mut input = lines.join("\n").into_bytes();
+    input.push(b'\n');
+    let out = feedscope(
+        &[
+            "append",
+            "--storage",
+            storage.to_str().unwrap(),
+            "--feed",
+            name,
+        ],
+        Some(&input),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    feed_key(storage, name)
+}
+
+pub fn feeds(storage: &Path) -> Vec<Value> {
+    let out = feedscope(
+        &["feeds", "--storage", storage.to_str().unwrap(), "--json"],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap()
+}
+
+pub fn feed_key(storage: &Path, name: &str) -> String {
+    feeds(storage)
+        .into_iter()
+        .find(|f| f["name"] == name)
+        .unwrap_or_else(|| panic!("no feed {name}"))["key"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The blocks of a feed as `cat` prints them (each block followed by a newline).
+pub fn cat(storage: &Path, key: &str) -> Vec<u8> {
+    let out = feedscope(
+        &["cat", "--storage", storage.to_str().unwrap(), "--key", key],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "cat failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// A headless `feedscope run --json` process.
+pub struct Node {
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+    events: Receiver<Value>,
+    pub seen: Vec<Value>,
+    pub storage: PathBuf,
+}
+
+impl Node {
+    pub fn start(storage: &Path, extra: &[&str]) -> Node {
+        let mut args = vec!["run", "--json", "--storage", storage.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let mut child = Command::new(bin())
+            .args(&args)
+            .env("RUST_BACKTRACE", "0")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("feedscope runs");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let v: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("not a JSON line: {line:?}: {e}"));
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        Node {
+            stdin: child.stdin.take(),
+            child,
+            events: rx,
+            seen: Vec::new(),
+            storage: storage.to_path_buf(),
+        }
+    }
+
+    /// Starts a listening node and returns it with its address.
+    pub fn listen(storage: &Path, extra: &[&str]) -> (Node, String) {
+        let mut args = vec!["--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let mut node = Node::start(storage, &args);
+        let ev = node.wait_for("listening", |_| true);
+        (node, ev["addr"].as_str().unwrap().to_string())
+    }
+
+    pub fn send(&mut self, cmd: Value) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{cmd}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Waits for an event of type `ty` that satisfies `pred`; panics with what was seen.
+    pub fn wait_for(&mut self, ty: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.wait_for_within(ty, WAIT, pred)
+            .unwrap_or_else(|| panic!("no {ty} event within {WAIT:?}; seen: {:#?}", self.tail()))
+    }
+
+    pub fn wait_for_within(
+        &mut self,
+        ty: &str,
+        within: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
+        if let Some(v) = self.seen.iter().find(|v| v["type"] == ty && pred(v)) {
+            return Some(v.clone());
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let v = self.events.recv_timeout(left).ok()?;
+            self.seen.push(v.clone());
+            if v["type"] == ty && pred(&v) {
+                return Some(v);
+            }
+        }
+    }
+
+    /// Waits until this node holds `length` blocks of `key` from some peer.
+    pub fn wait_synced(&mut self, key: &str, length: u64) {
+        self.wait_for("feed_synced", |v| {
+            v["key"] == key && v["length"].as_u64() >= Some(length)
+        });
+    }
+
+    fn tail(&self) -> Vec<Value> {
+        self.seen.iter().rev().take(30).rev().cloned().collect()
+    }
+
+    /// Sends quit and waits for a clean exit; returns every event seen.
+    pub fn quit(mut self) -> Vec<Value> {
+        self.send(serde_json::json!({"cmd": "quit"}));
+        drop(self.stdin.take());
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "exit status {status}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "did not exit after quit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        while let Ok(v) = self.events.recv_timeout(Duration::from_millis(200)) {
+            self.seen.push(v);
+        }
+        self.seen.clone()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `n` lines of `size` bytes each, distinct per feed and block.
+pub fn blocks(label: &str, n: usize, size: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let seed = format!("{label}:{i}:");
+            seed.chars().cycle().take(size).collect()
+        })
+        .collect()
+}
+
+/// What `cat` prints for these blocks.
+pub fn catted(lines: &[String]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for l in lines {
+        out.extend_from_slice(l.as_bytes());
+        out.push(b'\n');
+    }
+    out
+}
