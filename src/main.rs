@@ -149,7 +149,9 @@ fn real_main(cli: Cli) -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         match cli.command {
-            Some(Cmd::Run { net, json }) => run_headless(config(&net, Policy::AcceptAll)?, json).await,
+            Some(Cmd::Run { net, json }) => {
+                run_headless(config(&net, Policy::AcceptAll)?, json).await
+            }
             Some(Cmd::Append {
                 feed,
                 data,
@@ -158,9 +160,13 @@ fn real_main(cli: Cli) -> Result<()> {
             Some(Cmd::Feeds { json, storage }) => feeds(&storage_dir(&storage)?, json).await,
             Some(Cmd::Cat { key, storage }) => cat(&storage_dir(&storage)?, &key).await,
             None => {
-                bail!(
-                    "the terminal UI is not available in this build; use `feedscope run --listen 127.0.0.1:0` (see --help)"
-                )
+                // Until the terminal UI lands, the bare command runs the engine on defaults
+                // and prints events as text.
+                let mut net = cli.net;
+                if net.listen.is_none() {
+                    net.listen = Some("127.0.0.1:0".into());
+                }
+                run_headless(config(&net, Policy::AcceptAll)?, false).await
             }
         }
     })
@@ -260,6 +266,7 @@ async fn append(dir: &std::path::Path, name: &str, data: Vec<String>) -> Result<
         .append_batch(&blocks)
         .await
         .with_context(|| format!("appending to {name}"))?;
+    feed.sync().await?;
     eprintln!(
         "{} {name} ({}): {} block(s) appended, length {}",
         if created { "created" } else { "feed" },

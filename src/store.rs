@@ -16,7 +16,11 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use hypercore::{Hypercore, HypercoreBuilder, PartialKeypair, Storage, VerifyingKey};
+use hypercore::{
+    Hypercore, HypercoreBuilder, PartialKeypair, Storage, Store as CoreFile, VerifyingKey,
+};
+use random_access_disk::RandomAccessDisk;
+use random_access_storage::RandomAccess;
 use serde::{Deserialize, Serialize};
 
 use crate::wire::FeedKey;
@@ -90,6 +94,24 @@ pub struct Feed {
     pub entry: FeedEntry,
     /// The hypercore, serialised: the library is not safe for concurrent writes to one core.
     pub core: Arc<tokio::sync::Mutex<Hypercore>>,
+    files: Arc<Vec<Arc<RandomAccessDisk>>>,
+}
+
+impl Feed {
+    /// Forces the feed's files to disk.
+    ///
+    /// Writes are not synced one by one (that costs several fsyncs per block); a process
+    /// that dies keeps them in the OS, and this makes them survive a machine crash too.
+    pub async fn sync(&self) -> Result<(), StoreError> {
+        for f in self.files.iter() {
+            f.sync_all().await.map_err(|e| StoreError::Core {
+                key: self.entry.key.to_hex(),
+                name: display_name(&self.entry),
+                reason: format!("cannot sync to disk: {e}"),
+            })?;
+        }
+        Ok(())
+    }
 }
 
 /// A listing row, as `feedscope feeds --json` prints it.
@@ -168,12 +190,13 @@ impl Store {
                 }
             }
             match opened {
-                Ok(core) => {
+                Ok((core, files)) => {
                     feeds.insert(
                         entry.key,
                         Feed {
                             entry,
                             core: Arc::new(tokio::sync::Mutex::new(core)),
+                            files: Arc::new(files),
                         },
                     );
                 }
@@ -283,10 +306,15 @@ impl Store {
         Ok((self.insert(entry, core)?, true))
     }
 
-    fn insert(&self, entry: FeedEntry, core: Hypercore) -> Result<Feed, StoreError> {
+    fn insert(
+        &self,
+        entry: FeedEntry,
+        (core, files): (Hypercore, Vec<Arc<RandomAccessDisk>>),
+    ) -> Result<Feed, StoreError> {
         let feed = Feed {
             entry: entry.clone(),
             core: Arc::new(tokio::sync::Mutex::new(core)),
+            files: Arc::new(files),
         };
         let mut feeds = self.feeds.lock().unwrap();
         feeds.insert(entry.key, feed.clone());
@@ -307,6 +335,11 @@ impl Store {
     /// the checkpoint. A replica without any block is left as it is. Returns whether the log
     /// is clean afterwards.
     pub async fn checkpoint(&self, feed: &Feed) -> bool {
+        let clean = self.checkpoint_log(feed).await;
+        feed.sync().await.is_ok() && clean
+    }
+
+    async fn checkpoint_log(&self, feed: &Feed) -> bool {
         let oplog = core_dir(&self.dir, &feed.entry.key).join("oplog");
         let clean = || fs::metadata(&oplog).map_or(true, |m| m.len() <= OPLOG_ENTRIES_OFFSET);
         if feed.entry.writable || clean() {
@@ -375,7 +408,45 @@ fn roll_back_replica(dir: &Path, entry: &FeedEntry) -> Result<Option<String>, St
     )))
 }
 
-async fn open_core(dir: &Path, entry: &FeedEntry) -> Result<Hypercore, StoreError> {
+type OpenCore = (Hypercore, Vec<Arc<RandomAccessDisk>>);
+
+/// Opens a core's four files without a sync per write, keeping handles to sync them later.
+async fn disk_storage(
+    entry: &FeedEntry,
+    path: &Path,
+) -> Result<(Storage, Vec<Arc<RandomAccessDisk>>), StoreError> {
+    let files = Arc::new(Mutex::new(Vec::new()));
+    let collected = files.clone();
+    let dir = path.to_path_buf();
+    let storage = Storage::open(
+        move |which: CoreFile| {
+            let path = dir.join(match which {
+                CoreFile::Tree => "tree",
+                CoreFile::Data => "data",
+                CoreFile::Bitfield => "bitfield",
+                CoreFile::Oplog => "oplog",
+            });
+            let collected = collected.clone();
+            Box::pin(async move {
+                let disk = Arc::new(
+                    RandomAccessDisk::builder(path)
+                        .auto_sync(false)
+                        .build()
+                        .await?,
+                );
+                collected.lock().unwrap().push(disk.clone());
+                Ok(disk as Arc<dyn hypercore::StorageTraits>)
+            })
+        },
+        false,
+    )
+    .await
+    .map_err(|e| core_err(entry, path, e))?;
+    let files = std::mem::take(&mut *files.lock().unwrap());
+    Ok((storage, files))
+}
+
+async fn open_core(dir: &Path, entry: &FeedEntry) -> Result<OpenCore, StoreError> {
     let path = core_dir(dir, &entry.key);
     if !path.join("oplog").exists() {
         return Err(StoreError::Core {
@@ -387,31 +458,32 @@ async fn open_core(dir: &Path, entry: &FeedEntry) -> Result<Hypercore, StoreErro
             ),
         });
     }
-    let storage = Storage::new_disk(&path, false)
-        .await
-        .map_err(|e| core_err(entry, &path, e))?;
-    HypercoreBuilder::new(storage)
+    let (storage, files) = disk_storage(entry, &path).await?;
+    let core = HypercoreBuilder::new(storage)
         .open(true)
         .build()
         .await
-        .map_err(|e| core_err(entry, &path, e))
+        .map_err(|e| core_err(entry, &path, e))?;
+    Ok((core, files))
 }
 
 async fn build_core(
     dir: &Path,
     entry: &FeedEntry,
     key_pair: Option<PartialKeypair>,
-) -> Result<Hypercore, StoreError> {
+) -> Result<OpenCore, StoreError> {
     let path = core_dir(dir, &entry.key);
     fs::create_dir_all(&path).map_err(unusable(&path))?;
-    let storage = Storage::new_disk(&path, false)
-        .await
-        .map_err(|e| core_err(entry, &path, e))?;
+    let (storage, files) = disk_storage(entry, &path).await?;
     let mut builder = HypercoreBuilder::new(storage);
     if let Some(kp) = key_pair {
         builder = builder.key_pair(kp);
     }
-    builder.build().await.map_err(|e| core_err(entry, &path, e))
+    let core = builder
+        .build()
+        .await
+        .map_err(|e| core_err(entry, &path, e))?;
+    Ok((core, files))
 }
 
 fn core_err(entry: &FeedEntry, path: &Path, e: hypercore::HypercoreError) -> StoreError {

@@ -62,6 +62,7 @@ pub struct FeedChannel {
     last_progress: Option<Instant>,
     reported_synced: Option<u64>,
     announced: (u64, u64),
+    last_announce: Option<Instant>,
 }
 
 impl FeedChannel {
@@ -83,6 +84,7 @@ impl FeedChannel {
             last_progress: None,
             reported_synced: None,
             announced: (u64::MAX, u64::MAX),
+            last_announce: None,
         }
     }
 
@@ -211,7 +213,18 @@ impl FeedChannel {
         }
         self.pump(&mut out).await;
         self.progress(&mut out).await;
-        if out.grew {
+        // Tell the peer what we hold now and then, not after every block: it only needs it
+        // to ask us for blocks, and a Range per block doubles the messages of a transfer.
+        let due = self
+            .last_announce
+            .is_none_or(|t| t.elapsed() >= PROGRESS_INTERVAL);
+        if out.grew
+            && (due
+                || self
+                    .reported_synced
+                    .is_some_and(|l| l >= self.remote_length))
+        {
+            self.last_announce = Some(Instant::now());
             self.announce(&mut out, false).await;
         }
         out

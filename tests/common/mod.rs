@@ -37,6 +37,12 @@ pub fn feedscope(args: &[&str], stdin: Option<&[u8]>) -> Output {
 
 /// Appends blocks (one per line of `lines`) to feed `name`, creating it; returns its key.
 pub fn append_lines(storage: &Path, name: &str, lines: &[String]) -> String {
+    append_batch(storage, name, lines);
+    feed_key(storage, name)
+}
+
+/// Appends blocks (one per line of `lines`) to feed `name` in one batch, creating it.
+pub fn append_batch(storage: &Path, name: &str, lines: &[String]) {
     let mut input = lines.join("\n").into_bytes();
     input.push(b'\n');
     let out = feedscope(
@@ -54,7 +60,6 @@ pub fn append_lines(storage: &Path, name: &str, lines: &[String]) -> String {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    feed_key(storage, name)
 }
 
 pub fn feeds(storage: &Path) -> Vec<Value> {
