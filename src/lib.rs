@@ -11,4 +11,5 @@ pub mod frame;
 pub mod net;
 pub mod session;
 pub mod store;
+pub mod tui;
 pub mod wire;

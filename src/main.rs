@@ -28,6 +28,9 @@ struct Cli {
     command: Option<Cmd>,
     #[command(flatten)]
     net: NetArgs,
+    /// Do not capture the mouse (keeps the terminal's own copy and paste working)
+    #[arg(long)]
+    no_mouse: bool,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -160,16 +163,53 @@ fn real_main(cli: Cli) -> Result<()> {
             Some(Cmd::Feeds { json, storage }) => feeds(&storage_dir(&storage)?, json).await,
             Some(Cmd::Cat { key, storage }) => cat(&storage_dir(&storage)?, &key).await,
             None => {
-                // Until the terminal UI lands, the bare command runs the engine on defaults
-                // and prints events as text.
                 let mut net = cli.net;
                 if net.listen.is_none() {
                     net.listen = Some("127.0.0.1:0".into());
                 }
-                run_headless(config(&net, Policy::AcceptAll)?, false).await
+                run_tui(config(&net, Policy::Manual)?, !cli.no_mouse).await
             }
         }
     })
+}
+
+fn log_dir() -> PathBuf {
+    directories::ProjectDirs::from("", "", "feedscope")
+        .map(|d| d.data_dir().join("logs"))
+        .unwrap_or_else(|| std::env::temp_dir().join("feedscope-logs"))
+}
+
+async fn run_tui(config: Config, mouse: bool) -> Result<()> {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() {
+        bail!("the terminal UI needs a terminal; for scripts use `feedscope run --json`");
+    }
+    let dir = log_dir();
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create the log folder {}", dir.display()))?;
+    let appender = tracing_appender::rolling::never(&dir, "feedscope.log");
+    let (writer, _guard) = tracing_appender::non_blocking(appender);
+    tracing_subscriber::fmt()
+        .with_writer(writer)
+        .with_ansi(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "feedscope=info,warn".into()),
+        )
+        .init();
+    let settings = feedscope::tui::app::Settings {
+        key: config.key.short(),
+        policy: match config.policy {
+            Policy::AcceptAll => "accept-all".into(),
+            Policy::Manual => "manual".into(),
+        },
+        storage: config.storage.display().to_string(),
+        log_file: dir.join("feedscope.log").display().to_string(),
+        no_color: std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
+    };
+    let engine = engine::start(config).await?;
+    feedscope::tui::run(engine, feedscope::tui::Options { mouse, settings }).await?;
+    Ok(())
 }
 
 async fn run_headless(config: Config, json: bool) -> Result<()> {

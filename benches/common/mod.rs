@@ -1,0 +1,280 @@
+//! Two in-process feedscope engines on loopback with seeded temporary storage, and their events
+//! stamped as they arrive.
+
+pub mod js;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use feedscope::engine::{self, Config, Engine};
+use feedscope::event::{Command, Event};
+use feedscope::session::Policy;
+use feedscope::store::Store;
+use feedscope::wire::{FeedKey, DEFAULT_MULTIFEED_KEY};
+use tempfile::TempDir;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Blocks per `append_batch` while seeding, to bound the memory a batch holds.
+const SEED_BATCH: usize = 500;
+/// Warnings and errors echoed to stderr before the rest are only counted.
+const MAX_ECHOED_PROBLEMS: usize = 20;
+
+static PROBLEMS: AtomicUsize = AtomicUsize::new(0);
+
+/// Which engine of a [`Pair`] an event came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The listener.
+    A,
+    /// The dialer.
+    B,
+}
+
+/// An event with the side it came from and the moment the bench received it.
+pub struct Stamped {
+    pub side: Side,
+    pub at: Instant,
+    pub event: Event,
+}
+
+/// A feed to create before the engine starts.
+pub struct FeedSpec {
+    pub name: String,
+    pub blocks: usize,
+    pub size: usize,
+}
+
+impl FeedSpec {
+    pub fn new(name: impl Into<String>, blocks: usize, size: usize) -> Self {
+        FeedSpec {
+            name: name.into(),
+            blocks,
+            size,
+        }
+    }
+}
+
+/// Block `index` of feed `name`: its name and index repeated to `size` bytes.
+pub fn block(name: &str, index: usize, size: usize) -> Vec<u8> {
+    format!("{name}:{index}:")
+        .into_bytes()
+        .into_iter()
+        .cycle()
+        .take(size)
+        .collect()
+}
+
+/// A fresh temporary storage folder holding `feeds`; returns it with the feeds' keys in order.
+/// The store is closed again on return, so that an engine can open the folder.
+pub async fn seeded(feeds: &[FeedSpec]) -> (TempDir, Vec<FeedKey>) {
+    let dir = tempfile::tempdir().expect("temporary storage");
+    let keys = seed(dir.path(), feeds).await;
+    (dir, keys)
+}
+
+async fn seed(dir: &Path, feeds: &[FeedSpec]) -> Vec<FeedKey> {
+    let store = Store::open(dir).await.expect("open storage to seed");
+    let mut keys = Vec::with_capacity(feeds.len());
+    for spec in feeds {
+        let (feed, _) = store
+            .create_writable(&spec.name)
+            .await
+            .expect("create a feed");
+        let core = feed.core.lock().await;
+        for start in (0..spec.blocks).step_by(SEED_BATCH) {
+            let batch: Vec<Vec<u8>> = (start..(start + SEED_BATCH).min(spec.blocks))
+                .map(|j| block(&spec.name, j, spec.size))
+                .collect();
+            core.append_batch(batch.as_slice())
+                .await
+                .expect("append while seeding");
+        }
+        keys.push(feed.entry.key);
+    }
+    keys
+}
+
+/// A running engine and the storage folder it owns.
+pub struct Node {
+    pub commands: mpsc::UnboundedSender<Command>,
+    done: JoinHandle<()>,
+    _dir: TempDir,
+}
+
+/// A listener `A` and a dialer `B`, with the events of both on one channel.
+pub struct Pair {
+    pub a: Node,
+    pub b: Node,
+    events: mpsc::UnboundedReceiver<Stamped>,
+    /// The moment just before `B` was started: the start of every "from connect" figure.
+    pub t0: Instant,
+}
+
+impl Pair {
+    /// Starts `A` listening on a free loopback port, then `B` dialing it.
+    pub async fn start(a_dir: TempDir, b_dir: TempDir) -> Pair {
+        let (tx, mut events) = mpsc::unbounded_channel();
+        let a = launch(Side::A, a_dir, Some("127.0.0.1:0".into()), vec![], tx.clone()).await;
+        let addr = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match events.recv().await.map(|s| s.event) {
+                    Some(Event::Listening { addr }) => return addr,
+                    Some(_) => {}
+                    None => panic!("engine A stopped before listening"),
+                }
+            }
+        })
+        .await
+        .expect("engine A listens within 10 s");
+        let t0 = Instant::now();
+        let b = launch(Side::B, b_dir, None, vec![addr], tx).await;
+        Pair { a, b, events, t0 }
+    }
+
+    /// Feeds events to `done` until it returns true, and returns that event's arrival time;
+    /// `None` if `deadline` passes first or both engines stop.
+    pub async fn wait(
+        &mut self,
+        deadline: Instant,
+        mut done: impl FnMut(&Stamped) -> bool,
+    ) -> Option<Instant> {
+        loop {
+            match tokio::time::timeout_at(deadline.into(), self.events.recv()).await {
+                Ok(Some(ev)) if done(&ev) => return Some(ev.at),
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return None,
+            }
+        }
+    }
+
+    /// Asks both engines to quit and waits for them (checkpoints included), but not forever.
+    pub async fn stop(self) {
+        for node in [self.a, self.b] {
+            let _ = node.commands.send(Command::Quit);
+            let abort = node.done.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(60), node.done)
+                .await
+                .is_err()
+            {
+                eprintln!("an engine did not stop within 60 s; aborted");
+                abort.abort();
+            }
+        }
+    }
+}
+
+async fn launch(
+    side: Side,
+    dir: TempDir,
+    listen: Option<String>,
+    connect: Vec<String>,
+    tx: mpsc::UnboundedSender<Stamped>,
+) -> Node {
+    let Engine {
+        commands,
+        mut events,
+        done,
+    } = engine::start(Config {
+        storage: dir.path().to_path_buf(),
+        key: FeedKey::parse(DEFAULT_MULTIFEED_KEY).expect("default key parses"),
+        listen,
+        connect,
+        policy: Policy::AcceptAll,
+    })
+    .await
+    .expect("engine starts");
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            let at = Instant::now();
+            echo_problem(side, &event);
+            if tx.send(Stamped { side, at, event }).is_err() {
+                break;
+            }
+        }
+    });
+    Node {
+        commands,
+        done,
+        _dir: dir,
+    }
+}
+
+fn echo_problem(side: Side, event: &Event) {
+    if matches!(event, Event::Warning { .. } | Event::Error { .. })
+        && PROBLEMS.fetch_add(1, Ordering::Relaxed) < MAX_ECHOED_PROBLEMS
+    {
+        eprintln!(
+            "[{side:?}] {}",
+            serde_json::to_string(event).unwrap_or_default()
+        );
+    }
+}
+
+/// Tracks which expected feeds have reported `FeedSynced` at a given length, and how many
+/// blocks have arrived in all, to tell how far a run got when it times out.
+pub struct SyncTracker {
+    pending: HashSet<(Side, FeedKey)>,
+    total: usize,
+    length: u64,
+    held: HashMap<(Side, FeedKey), u64>,
+}
+
+impl SyncTracker {
+    /// Expects each `(side, key)` to reach `length` blocks, seen from `side`.
+    pub fn new(expected: impl IntoIterator<Item = (Side, FeedKey)>, length: u64) -> Self {
+        let pending: HashSet<_> = expected.into_iter().collect();
+        SyncTracker {
+            total: pending.len(),
+            pending,
+            length,
+            held: HashMap::new(),
+        }
+    }
+
+    /// Takes note of an event; true once every expected feed has synced.
+    pub fn observe(&mut self, ev: &Stamped) -> bool {
+        let (key, local) = match &ev.event {
+            Event::FeedSynced { key, length, .. } => {
+                if *length >= self.length {
+                    self.pending.remove(&(ev.side, *key));
+                }
+                (*key, *length)
+            }
+            Event::FeedProgress {
+                key, local_length, ..
+            } => (*key, *local_length),
+            _ => return self.pending.is_empty(),
+        };
+        let held = self.held.entry((ev.side, key)).or_default();
+        *held = (*held).max(local);
+        self.pending.is_empty()
+    }
+
+    /// How far replication got, e.g. "612/1000 feeds synced, 63100/100000 blocks".
+    pub fn describe(&self) -> String {
+        let blocks: u64 = self.held.values().sum();
+        format!(
+            "{}/{} feeds synced, {blocks}/{} blocks",
+            self.total - self.pending.len(),
+            self.total,
+            self.total as u64 * self.length
+        )
+    }
+}
+
+/// The process's peak resident set size (VmHWM) in bytes.
+pub fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Resets VmHWM to the current RSS (Linux ≥ 4.0), so that a later [`peak_rss`] covers only
+/// what follows. Returns whether the kernel accepted it.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}

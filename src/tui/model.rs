@@ -1,0 +1,620 @@
+//! What the screen shows, as a pure fold of engine [`Event`]s. No widget types here.
+//!
+//! `apply` takes the event and the time it happened (seconds since the session started), so
+//! the same fold serves a live engine and a replayed recording.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde_json::Value;
+
+use crate::event::{Event, PeerId};
+use crate::wire::FeedKey;
+
+/// Log lines kept; older ones are dropped.
+pub const LOG_CAPACITY: usize = 2_000;
+/// Rate samples kept per active feed (one per progress event).
+pub const RATE_SAMPLES: usize = 32;
+
+/// Where an offered feed stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfferState {
+    /// Waiting for a decision.
+    Pending,
+    /// Approved by a person.
+    Approved,
+    /// Declined by a person.
+    Declined,
+    /// Requested (by the accept-all policy, or after approval).
+    Requested,
+}
+
+impl OfferState {
+    /// A short word for display.
+    pub fn label(self) -> &'static str {
+        match self {
+            OfferState::Pending => "pending",
+            OfferState::Approved => "approved",
+            OfferState::Declined => "declined",
+            OfferState::Requested => "requested",
+        }
+    }
+}
+
+/// One offered feed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Offer {
+    /// What the offerer said about it (display only).
+    pub meta: Value,
+    /// Decision state.
+    pub state: OfferState,
+}
+
+/// One feed replicating with a peer.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Active {
+    /// Blocks we hold contiguously.
+    pub local_length: u64,
+    /// The peer's length.
+    pub remote_length: u64,
+    /// Bytes received from this peer.
+    pub bytes: u64,
+    /// Whether we hold all the peer has.
+    pub synced: bool,
+    /// Recent (time, bytes) samples, for the rate and the sparkline.
+    pub samples: VecDeque<(f64, u64)>,
+}
+
+impl Active {
+    /// Bytes per second over the recent samples (0 once synced).
+    pub fn rate(&self) -> f64 {
+        if self.synced {
+            return 0.0;
+        }
+        match (self.samples.front(), self.samples.back()) {
+            (Some(a), Some(b)) if b.0 > a.0 => (b.1 - a.1) as f64 / (b.0 - a.0),
+            _ => 0.0,
+        }
+    }
+
+    /// Bytes received between consecutive samples, for a sparkline.
+    pub fn deltas(&self) -> Vec<u64> {
+        self.samples
+            .iter()
+            .zip(self.samples.iter().skip(1))
+            .map(|(a, b)| b.1.saturating_sub(a.1))
+            .collect()
+    }
+}
+
+/// Everything known about one connection.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PeerView {
+    /// Connection id.
+    pub id: PeerId,
+    /// Remote address.
+    pub addr: String,
+    /// Whether we dialed.
+    pub initiator: bool,
+    /// Noise public key, hex.
+    pub remote_public_key: String,
+    /// Client and version from its handshake.
+    pub client: Option<(String, String)>,
+    /// `None` while connected; the reason once disconnected.
+    pub disconnected: Option<String>,
+    /// Keys we offered it.
+    pub local_offer: BTreeSet<FeedKey>,
+    /// Keys it offered us.
+    pub remote_offer: BTreeMap<FeedKey, Offer>,
+    /// Keys we requested from it.
+    pub requested: BTreeSet<FeedKey>,
+    /// Feeds replicating with it.
+    pub active: BTreeMap<FeedKey, Active>,
+    /// Last error or warning about it.
+    pub last_problem: Option<String>,
+}
+
+impl PeerView {
+    /// Offers still waiting for a decision.
+    pub fn pending(&self) -> usize {
+        self.remote_offer
+            .values()
+            .filter(|o| o.state == OfferState::Pending)
+            .count()
+    }
+
+    /// Download rate over all its feeds, bytes per second.
+    pub fn rate(&self) -> f64 {
+        self.active.values().map(Active::rate).sum()
+    }
+
+    /// A short state word.
+    pub fn state(&self) -> &'static str {
+        if self.disconnected.is_some() {
+            "gone"
+        } else if self.client.is_none() {
+            "hello"
+        } else if self
+            .active
+            .values()
+            .any(|a| !a.synced && a.remote_length > 0)
+        {
+            "sync"
+        } else {
+            "live"
+        }
+    }
+}
+
+/// A local feed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalFeed {
+    /// Local name.
+    pub name: Option<String>,
+    /// Whether we can append.
+    pub writable: bool,
+}
+
+/// One line of the event log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogLine {
+    /// Seconds since the session started.
+    pub at: f64,
+    /// Peer, if the event concerns one.
+    pub peer: Option<PeerId>,
+    /// Event type, e.g. `offer_received`.
+    pub kind: String,
+    /// Whether it is a warning or an error.
+    pub problem: bool,
+    /// Human-readable summary.
+    pub text: String,
+}
+
+/// The whole view state built from events.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Model {
+    /// Listening address.
+    pub listening: Option<String>,
+    /// Connections by id.
+    pub peers: BTreeMap<PeerId, PeerView>,
+    /// Local feeds.
+    pub feeds: BTreeMap<FeedKey, LocalFeed>,
+    /// Recent events, oldest first.
+    pub log: VecDeque<LogLine>,
+    /// Events folded so far.
+    pub events: u64,
+    /// Errors seen.
+    pub errors: u64,
+    /// Whether the engine stopped.
+    pub stopped: bool,
+}
+
+fn short(k: &FeedKey) -> String {
+    k.short()
+}
+
+fn keys_text(keys: &[FeedKey]) -> String {
+    let mut s: Vec<String> = keys.iter().take(4).map(short).collect();
+    if keys.len() > 4 {
+        s.push(format!("+{}", keys.len() - 4));
+    }
+    format!("[{}]", s.join(" "))
+}
+
+impl Model {
+    /// Folds one event, which happened `at` seconds into the session.
+    pub fn apply(&mut self, ev: &Event, at: f64) {
+        self.events += 1;
+        let mut log = |peer: Option<PeerId>, kind: &str, problem: bool, text: String| {
+            if self.log.len() == LOG_CAPACITY {
+                self.log.pop_front();
+            }
+            self.log.push_back(LogLine {
+                at,
+                peer,
+                kind: kind.to_string(),
+                problem,
+                text,
+            });
+        };
+        match ev {
+            Event::Listening { addr } => {
+                self.listening = Some(addr.clone());
+                log(None, "listening", false, format!("listening on {addr}"));
+            }
+            Event::ConnectRetry {
+                addr,
+                attempt,
+                retry_in_ms,
+                error,
+            } => log(
+                None,
+                "connect_retry",
+                false,
+                format!(
+                    "dial {addr} failed ({error}); try {} in {retry_in_ms} ms",
+                    attempt + 1
+                ),
+            ),
+            Event::PeerConnected {
+                peer,
+                addr,
+                initiator,
+                remote_public_key,
+            } => {
+                self.peers.insert(
+                    *peer,
+                    PeerView {
+                        id: *peer,
+                        addr: addr.clone(),
+                        initiator: *initiator,
+                        remote_public_key: remote_public_key.clone(),
+                        ..Default::default()
+                    },
+                );
+                log(
+                    Some(*peer),
+                    "peer_connected",
+                    false,
+                    format!(
+                        "{} {addr} ({})",
+                        if *initiator { "dialed" } else { "accepted" },
+                        &remote_public_key[..remote_public_key.len().min(8)]
+                    ),
+                );
+            }
+            Event::HandshakeReceived {
+                peer,
+                client,
+                version,
+            } => {
+                if let Some(p) = self.peers.get_mut(peer) {
+                    p.client = Some((client.clone(), version.clone()));
+                }
+                log(
+                    Some(*peer),
+                    "handshake_received",
+                    false,
+                    format!("{client} {version}"),
+                );
+            }
+            Event::OfferSent { peer, keys, .. } => {
+                if let Some(p) = self.peers.get_mut(peer) {
+                    p.local_offer.extend(keys.iter().copied());
+                }
+                log(Some(*peer), "offer_sent", false, keys_text(keys));
+            }
+            Event::OfferReceived { peer, keys, meta } => {
+                if let Some(p) = self.peers.get_mut(peer) {
+                    for k in keys {
+                        let m = meta.get(k).cloned().unwrap_or(Value::Null);
+                        p.remote_offer
+                            .entry(*k)
+                            .and_modify(|o| o.meta = m.clone())
+                            .or_insert(Offer {
+                                meta: m,
+                                state: if p.requested.contains(k) {
+                                    OfferState::Requested
+                                } else {
+                                    OfferState::Pending
+                                },
+                            });
+                    }
+                }
+                log(Some(*peer), "offer_received", false, keys_text(keys));
+            }
+            Event::OfferPending { peer, keys } => {
+                log(
+                    Some(*peer),
+                    "offer_pending",
+                    false,
+                    format!("{} waiting for a decision {}", keys.len(), keys_text(keys)),
+                );
+            }
+            Event::Decision {
+                peer,
+                key,
+                approved,
+            } => {
+                if let Some(o) = self
+                    .peers
+                    .get_mut(peer)
+                    .and_then(|p| p.remote_offer.get_mut(key))
+                {
+                    o.state = if *approved {
+                        OfferState::Approved
+                    } else {
+                        OfferState::Declined
+                    };
+                }
+                log(
+                    Some(*peer),
+                    "decision",
+                    false,
+                    format!(
+                        "{} {}",
+                        if *approved { "approved" } else { "declined" },
+                        short(key)
+                    ),
+                );
+            }
+            Event::RequestSent { peer, keys } => {
+                if let Some(p) = self.peers.get_mut(peer) {
+                    for k in keys {
+                        p.requested.insert(*k);
+                        if let Some(o) = p.remote_offer.get_mut(k) {
+                            if o.state == OfferState::Pending {
+                                o.state = OfferState::Requested;
+                            }
+                        }
+                    }
+                }
+                log(Some(*peer), "request_sent", false, keys_text(keys));
+            }
+            Event::RequestReceived { peer, keys } => {
+                log(Some(*peer), "request_received", false, keys_text(keys))
+            }
+            Event::ReplicateSent { peer, keys } | Event::ReplicateReceived { peer, keys } => {
+                if let Some(p) = self.peers.get_mut(peer) {
+                    let sent = matches!(ev, Event::ReplicateSent { .. });
+                    for k in keys {
+                        if sent || p.requested.contains(k) {
+                            p.active.entry(*k).or_default();
+                        }
+                    }
+                }
+                let kind = if matches!(ev, Event::ReplicateSent { .. }) {
+                    "replicate_sent"
+                } else {
+                    "replicate_received"
+                };
+                log(Some(*peer), kind, false, keys_text(keys));
+            }
+            Event::FeedAdded {
+                key,
+                name,
+                writable,
+            } => {
+                self.feeds.insert(
+                    *key,
+                    LocalFeed {
+                        name: name.clone(),
+                        writable: *writable,
+                    },
+                );
+                log(
+                    None,
+                    "feed_added",
+                    false,
+                    format!(
+                        "{} {}{}",
+                        short(key),
+                        name.as_deref().unwrap_or(""),
+                        if *writable { " (writable)" } else { "" }
+                    ),
+                );
+            }
+            Event::FeedProgress {
+                peer,
+                key,
+                local_length,
+                remote_length,
+                bytes,
+            } => {
+                if let Some(a) = self
+                    .peers
+                    .get_mut(peer)
+                    .map(|p| p.active.entry(*key).or_default())
+                {
+                    a.local_length = *local_length;
+                    a.remote_length = *remote_length;
+                    a.bytes = *bytes;
+                    a.synced = local_length >= remote_length;
+                    if a.samples.len() == RATE_SAMPLES {
+                        a.samples.pop_front();
+                    }
+                    a.samples.push_back((at, *bytes));
+                }
+            }
+            Event::FeedSynced { peer, key, length } => {
+                if let Some(a) = self
+                    .peers
+                    .get_mut(peer)
+                    .map(|p| p.active.entry(*key).or_default())
+                {
+                    a.local_length = a.local_length.max(*length);
+                    a.remote_length = a.remote_length.max(*length);
+                    a.synced = true;
+                }
+                log(
+                    Some(*peer),
+                    "feed_synced",
+                    false,
+                    format!("{} at {length}", short(key)),
+                );
+            }
+            Event::PeerDisconnected { peer, reason } => {
+                if let Some(p) = self.peers.get_mut(peer) {
+                    p.disconnected = Some(reason.clone());
+                }
+                log(Some(*peer), "peer_disconnected", false, reason.clone());
+            }
+            Event::Warning {
+                peer,
+                kind,
+                message,
+            }
+            | Event::Error {
+                peer,
+                kind,
+                message,
+            } => {
+                let error = matches!(ev, Event::Error { .. });
+                if error {
+                    self.errors += 1;
+                }
+                if let Some(p) = peer.and_then(|id| self.peers.get_mut(&id)) {
+                    p.last_problem = Some(message.clone());
+                }
+                log(
+                    *peer,
+                    if error { "error" } else { "warning" },
+                    true,
+                    format!("{kind}: {message}"),
+                );
+            }
+            Event::Stopped => {
+                self.stopped = true;
+                log(None, "stopped", false, "engine stopped".into());
+            }
+        }
+    }
+
+    /// Total download rate, bytes per second.
+    pub fn rate(&self) -> f64 {
+        self.peers
+            .values()
+            .filter(|p| p.disconnected.is_none())
+            .map(PeerView::rate)
+            .sum()
+    }
+
+    /// Peers that are connected.
+    pub fn connected(&self) -> usize {
+        self.peers
+            .values()
+            .filter(|p| p.disconnected.is_none())
+            .count()
+    }
+
+    /// Whether any feed is still transferring (quitting then asks first).
+    pub fn transferring(&self) -> bool {
+        self.peers.values().any(|p| {
+            p.disconnected.is_none() && p.active.values().any(|a| !a.synced && a.remote_length > 0)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn key(n: u8) -> FeedKey {
+        FeedKey([n; 32])
+    }
+
+    fn connected() -> Model {
+        let mut m = Model::default();
+        m.apply(
+            &Event::PeerConnected {
+                peer: 1,
+                addr: "127.0.0.1:9".into(),
+                initiator: true,
+                remote_public_key: "ab".repeat(32),
+            },
+            0.0,
+        );
+        m.apply(
+            &Event::HandshakeReceived {
+                peer: 1,
+                client: "MULTIFEED".into(),
+                version: "5.0.0".into(),
+            },
+            0.1,
+        );
+        m
+    }
+
+    #[test]
+    fn offers_are_pending_until_requested_or_decided() {
+        let mut m = connected();
+        let meta = [(key(1), json!({"name": "a"}))].into_iter().collect();
+        m.apply(
+            &Event::OfferReceived {
+                peer: 1,
+                keys: vec![key(1), key(2)],
+                meta,
+            },
+            0.2,
+        );
+        let p = &m.peers[&1];
+        assert_eq!(p.pending(), 2);
+        assert_eq!(p.remote_offer[&key(1)].meta, json!({"name": "a"}));
+        m.apply(
+            &Event::Decision {
+                peer: 1,
+                key: key(2),
+                approved: false,
+            },
+            0.3,
+        );
+        m.apply(
+            &Event::RequestSent {
+                peer: 1,
+                keys: vec![key(1)],
+            },
+            0.3,
+        );
+        let p = &m.peers[&1];
+        assert_eq!(p.remote_offer[&key(1)].state, OfferState::Requested);
+        assert_eq!(p.remote_offer[&key(2)].state, OfferState::Declined);
+        assert_eq!(p.pending(), 0);
+    }
+
+    #[test]
+    fn progress_gives_lengths_rate_and_sync() {
+        let mut m = connected();
+        for (i, t) in [(1u64, 1.0), (2, 2.0)] {
+            if i == 2 {
+                let a = &m.peers[&1].active[&key(3)];
+                assert!(a.rate() == 0.0 || a.samples.len() == 1);
+            }
+            m.apply(
+                &Event::FeedProgress {
+                    peer: 1,
+                    key: key(3),
+                    local_length: i * 10,
+                    remote_length: 20,
+                    bytes: i * 1000,
+                },
+                t,
+            );
+        }
+        let a = &m.peers[&1].active[&key(3)];
+        assert_eq!(a.local_length, 20);
+        assert!(a.synced);
+        assert_eq!(a.rate(), 0.0, "a synced feed moves nothing");
+        assert_eq!(a.deltas(), vec![1000]);
+    }
+
+    #[test]
+    fn the_log_is_a_bounded_ring() {
+        let mut m = Model::default();
+        for i in 0..(LOG_CAPACITY + 10) {
+            m.apply(
+                &Event::Warning {
+                    peer: None,
+                    kind: "x".into(),
+                    message: i.to_string(),
+                },
+                i as f64,
+            );
+        }
+        assert_eq!(m.log.len(), LOG_CAPACITY);
+        assert_eq!(m.log.front().unwrap().text, "x: 10");
+    }
+
+    #[test]
+    fn a_disconnect_keeps_the_peer_with_its_reason() {
+        let mut m = connected();
+        m.apply(
+            &Event::PeerDisconnected {
+                peer: 1,
+                reason: "closed".into(),
+            },
+            1.0,
+        );
+        assert_eq!(m.peers[&1].state(), "gone");
+        assert_eq!(m.connected(), 0);
+    }
+}
