@@ -117,7 +117,14 @@ impl Pair {
     /// Starts `A` listening on a free loopback port, then `B` dialing it.
     pub async fn start(a_dir: TempDir, b_dir: TempDir) -> Pair {
         let (tx, mut events) = mpsc::unbounded_channel();
-        let a = launch(Side::A, a_dir, Some("127.0.0.1:0".into()), vec![], tx.clone()).await;
+        let a = launch(
+            Side::A,
+            a_dir,
+            Some("127.0.0.1:0".into()),
+            vec![],
+            tx.clone(),
+        )
+        .await;
         let addr = tokio::time::timeout(Duration::from_secs(10), async {
             loop {
                 match events.recv().await.map(|s| s.event) {

@@ -1,0 +1,483 @@
+//! Replication speed, feedscope ↔ feedscope in one process, on the workloads and targets of
+//! issue 5, beside the JavaScript hypercore 10 baseline where there is one.
+//!
+//! `cargo bench --locked --bench replication` prints a table and writes it as JSON to
+//! `target/bench-replication.json`. Arguments after `--` select workloads whose id contains
+//! them (e.g. `-- one-feed-1k`); such a partial run leaves the JSON file alone.
+//!
+//! Both engines share this process and its tokio runtime. Every "from connect" time starts just
+//! before the dialing engine starts, so it includes its TCP connect, the Noise handshake and the
+//! multifeed exchange. MB is 10^6 bytes.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{js, peak_rss, reset_peak_rss, seeded, FeedSpec, Pair, Side, SyncTracker};
+use feedscope::event::{Command, Event};
+use serde_json::{json, Value};
+
+/// Longest any one workload may run before it reports a timeout.
+const BUDGET: Duration = Duration::from_secs(120);
+const KIB: usize = 1024;
+const LIVE_SAMPLES: usize = 500;
+
+/// A figure we measured, with a detail for the reader (e.g. the time behind a rate).
+struct Measure {
+    value: f64,
+    unit: &'static str,
+    note: String,
+}
+
+impl Measure {
+    fn text(&self) -> String {
+        let value = match self.unit {
+            "s" => format!("{:.2} s", self.value),
+            "ms" => format!("{:.2} ms", self.value),
+            unit => format!("{:.1} {unit}", self.value),
+        };
+        if self.note.is_empty() {
+            value
+        } else {
+            format!("{value} ({})", self.note)
+        }
+    }
+}
+
+enum Target {
+    AtLeast(f64),
+    AtMost(f64),
+    /// Finishing is the target.
+    Finish,
+}
+
+struct Row {
+    id: &'static str,
+    workload: &'static str,
+    ours: Result<Measure, String>,
+    /// The JS rate in MB/s, or why there is none; `None` where no JS baseline applies.
+    js: Option<Result<f64, String>>,
+    target_text: &'static str,
+    target: Target,
+}
+
+impl Row {
+    fn new(
+        id: &'static str,
+        workload: &'static str,
+        ours: Result<Measure, String>,
+        target_text: &'static str,
+        target: Target,
+    ) -> Row {
+        Row {
+            id,
+            workload,
+            ours,
+            js: None,
+            target_text,
+            target,
+        }
+    }
+
+    fn ratio(&self) -> Option<f64> {
+        match (&self.ours, &self.js) {
+            (Ok(m), Some(Ok(js))) if *js > 0.0 => Some(m.value / js),
+            _ => None,
+        }
+    }
+
+    fn met(&self) -> bool {
+        match (&self.ours, &self.target) {
+            (Ok(m), Target::AtLeast(t)) => m.value >= *t,
+            (Ok(m), Target::AtMost(t)) => m.value <= *t,
+            (Ok(_), Target::Finish) => true,
+            (Err(_), _) => false,
+        }
+    }
+}
+
+fn elapsed(from: Instant, to: Instant) -> f64 {
+    to.saturating_duration_since(from).as_secs_f64()
+}
+
+fn timeout_text(what: &str) -> String {
+    format!("did not finish in {} s: {what}", BUDGET.as_secs())
+}
+
+/// One feed of `blocks` × `size` bytes from A to B: MB/s from connect to synced.
+async fn one_feed(blocks: usize, size: usize) -> Result<Measure, String> {
+    let (a_dir, keys) = seeded(&[FeedSpec::new("bulk", blocks, size)]).await;
+    let b_dir = tempfile::tempdir().expect("temporary storage");
+    let mut pair = Pair::start(a_dir, b_dir).await;
+    let t0 = pair.t0;
+    let mut sync = SyncTracker::new([(Side::B, keys[0])], blocks as u64);
+    let end = pair.wait(t0 + BUDGET, |ev| sync.observe(ev)).await;
+    pair.stop().await;
+    let secs = elapsed(t0, end.ok_or_else(|| timeout_text(&sync.describe()))?);
+    Ok(Measure {
+        value: (blocks * size) as f64 / secs / 1e6,
+        unit: "MB/s",
+        note: format!("{secs:.2} s"),
+    })
+}
+
+/// 25 feeds on each side, each 1,000 × 1 KiB, replicated both ways on one connection.
+async fn both_ways() -> Result<Measure, String> {
+    let specs = |prefix: &str| -> Vec<FeedSpec> {
+        (0..25)
+            .map(|i| FeedSpec::new(format!("{prefix}{i}"), 1_000, KIB))
+            .collect()
+    };
+    let (a_dir, a_keys) = seeded(&specs("a")).await;
+    let (b_dir, b_keys) = seeded(&specs("b")).await;
+    let expected = a_keys
+        .iter()
+        .map(|k| (Side::B, *k))
+        .chain(b_keys.iter().map(|k| (Side::A, *k)));
+    let mut sync = SyncTracker::new(expected, 1_000);
+    let mut pair = Pair::start(a_dir, b_dir).await;
+    let t0 = pair.t0;
+    let end = pair.wait(t0 + BUDGET, |ev| sync.observe(ev)).await;
+    pair.stop().await;
+    let secs = elapsed(t0, end.ok_or_else(|| timeout_text(&sync.describe()))?);
+    Ok(Measure {
+        value: secs,
+        unit: "s",
+        note: String::new(),
+    })
+}
+
+/// 1,000 feeds × 100 × 1 KiB offered by A: time to the last REPLICATE_FEEDS that A sends,
+/// time until B holds them all, and the process's peak RSS meanwhile.
+async fn thousand_feeds() -> Vec<Row> {
+    let specs: Vec<FeedSpec> = (0..1_000)
+        .map(|i| FeedSpec::new(format!("f{i}"), 100, KIB))
+        .collect();
+    let (a_dir, keys) = seeded(&specs).await;
+    let b_dir = tempfile::tempdir().expect("temporary storage");
+    // Seeding is set-up: the peak that counts starts here.
+    let rss_reset = reset_peak_rss();
+    let mut unserved: HashSet<_> = keys.iter().copied().collect();
+    let mut served_at = None;
+    let mut sync = SyncTracker::new(keys.iter().map(|k| (Side::B, *k)), 100);
+    let mut pair = Pair::start(a_dir, b_dir).await;
+    let t0 = pair.t0;
+    let end = pair
+        .wait(t0 + BUDGET, |ev| {
+            if let (Side::A, Event::ReplicateSent { keys, .. }) = (ev.side, &ev.event) {
+                for key in keys {
+                    unserved.remove(key);
+                }
+                if unserved.is_empty() && served_at.is_none() {
+                    served_at = Some(ev.at);
+                }
+            }
+            sync.observe(ev)
+        })
+        .await;
+    let rss = peak_rss();
+    pair.stop().await;
+
+    let served = match served_at {
+        Some(at) => Ok(Measure {
+            value: elapsed(t0, at) * 1e3,
+            unit: "ms",
+            note: String::new(),
+        }),
+        None => Err(timeout_text(&format!(
+            "{}/1000 keys in REPLICATE_FEEDS",
+            1_000 - unserved.len()
+        ))),
+    };
+    let synced = match end {
+        Some(at) => Ok(Measure {
+            value: elapsed(t0, at),
+            unit: "s",
+            note: String::new(),
+        }),
+        None => Err(timeout_text(&sync.describe())),
+    };
+    let rss = match rss {
+        Some(bytes) => Ok(Measure {
+            value: bytes as f64 / 1e6,
+            unit: "MB",
+            note: if rss_reset {
+                "both engines".into()
+            } else {
+                "both engines, seeding included".into()
+            },
+        }),
+        None => Err("cannot read VmHWM from /proc/self/status".into()),
+    };
+    vec![
+        Row::new(
+            "thousand-feeds-offer",
+            "1,000 feeds: connect → every REPLICATE_FEEDS sent",
+            served,
+            "≤ 250 ms",
+            Target::AtMost(250.0),
+        ),
+        Row::new(
+            "thousand-feeds-sync",
+            "1,000 feeds × 100 × 1 KiB: connect → all synced",
+            synced,
+            "all synced, no stall",
+            Target::Finish,
+        ),
+        Row::new(
+            "thousand-feeds-rss",
+            "peak RSS during the 1,000-feed run",
+            rss,
+            "≤ 150 MB",
+            Target::AtMost(150.0),
+        ),
+    ]
+}
+
+/// After a sync, single 1 KiB appends on A, one at a time: append → FeedSynced on B.
+/// Returns p50 and p99 in ms.
+async fn live() -> Result<(Measure, Measure), String> {
+    let (a_dir, keys) = seeded(&[FeedSpec::new("live", 1, KIB)]).await;
+    let key = keys[0];
+    let b_dir = tempfile::tempdir().expect("temporary storage");
+    let mut pair = Pair::start(a_dir, b_dir).await;
+    let deadline = pair.t0 + BUDGET;
+    let synced_at = |length: u64| {
+        move |ev: &common::Stamped| {
+            ev.side == Side::B
+                && matches!(ev.event, Event::FeedSynced { key: k, length: l, .. } if k == key && l == length)
+        }
+    };
+    let mut samples = Vec::with_capacity(LIVE_SAMPLES);
+    let mut outcome = Ok(());
+    if pair.wait(deadline, synced_at(1)).await.is_none() {
+        outcome = Err(timeout_text("the first block never synced"));
+    }
+    for i in 0..LIVE_SAMPLES {
+        if outcome.is_err() {
+            break;
+        }
+        let data = String::from_utf8(common::block("live", i + 1, KIB)).expect("ASCII block");
+        let sent = Instant::now();
+        let _ = pair.a.commands.send(Command::Append {
+            feed: "live".into(),
+            data: Some(data),
+            data_hex: None,
+        });
+        match pair.wait(deadline, synced_at(i as u64 + 2)).await {
+            Some(at) => samples.push(at.saturating_duration_since(sent)),
+            None => outcome = Err(timeout_text(&format!("{i}/{LIVE_SAMPLES} samples"))),
+        }
+    }
+    pair.stop().await;
+    outcome?;
+    samples.sort();
+    let quantile = |q: f64| {
+        let rank = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
+        Measure {
+            value: samples[rank - 1].as_secs_f64() * 1e3,
+            unit: "ms",
+            note: String::new(),
+        }
+    };
+    Ok((quantile(0.50), quantile(0.99)))
+}
+
+async fn run(selected: impl Fn(&str) -> bool) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let announce = |id: &str| eprintln!("running {id} …");
+    if selected("one-feed-1k") {
+        announce("one-feed-1k");
+        let mut row = Row::new(
+            "one-feed-1k",
+            "1 feed × 10,000 × 1 KiB",
+            one_feed(10_000, KIB).await,
+            "≥ 12 MB/s",
+            Target::AtLeast(12.0),
+        );
+        row.js = Some(js::baseline(10_000, KIB).await);
+        rows.push(row);
+    }
+    if selected("one-feed-64k") {
+        announce("one-feed-64k");
+        let mut row = Row::new(
+            "one-feed-64k",
+            "1 feed × 1,000 × 64 KiB",
+            one_feed(1_000, 64 * KIB).await,
+            "≥ 200 MB/s",
+            Target::AtLeast(200.0),
+        );
+        row.js = Some(js::baseline(1_000, 64 * KIB).await);
+        rows.push(row);
+    }
+    if selected("both-ways") {
+        announce("both-ways");
+        rows.push(Row::new(
+            "both-ways",
+            "50 feeds (25 per side) × 1,000 × 1 KiB, both ways",
+            both_ways().await,
+            "≤ 0.5 s",
+            Target::AtMost(0.5),
+        ));
+    }
+    if selected("live") {
+        announce("live");
+        let (p50, p99) = match live().await {
+            Ok((p50, p99)) => (Ok(p50), Ok(p99)),
+            Err(e) => (Err(e.clone()), Err(e)),
+        };
+        rows.push(Row::new(
+            "live-p50",
+            "live append → synced on the reader, p50 of 500",
+            p50,
+            "≤ 2 ms",
+            Target::AtMost(2.0),
+        ));
+        rows.push(Row::new(
+            "live-p99",
+            "live append → synced on the reader, p99 of 500",
+            p99,
+            "≤ 20 ms",
+            Target::AtMost(20.0),
+        ));
+    }
+    // Last, so that the heavier storage of this run does not weigh on the others.
+    if selected("thousand-feeds") {
+        announce("thousand-feeds");
+        rows.extend(thousand_feeds().await);
+    }
+    rows
+}
+
+fn print_table(rows: &[Row]) {
+    let header = [
+        "workload",
+        "feedscope",
+        "JS hypercore 10",
+        "ratio",
+        "target (issue 5)",
+        "met",
+    ];
+    let cells: Vec<[String; 6]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.workload.to_string(),
+                match &r.ours {
+                    Ok(m) => m.text(),
+                    Err(e) => e.clone(),
+                },
+                match &r.js {
+                    None => "—".into(),
+                    Some(Ok(rate)) => format!("{rate:.1} MB/s"),
+                    Some(Err(_)) => "n/a".into(),
+                },
+                r.ratio().map_or("—".into(), |x| format!("{x:.1}×")),
+                r.target_text.to_string(),
+                if r.met() { "yes" } else { "NO" }.to_string(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(|h| h.chars().count());
+    for row in &cells {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cols: &[String]| {
+        let padded: Vec<String> = cols
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c}{}", " ".repeat(w - c.chars().count())))
+            .collect();
+        println!("| {} |", padded.join(" | "));
+    };
+    line(&header.map(String::from));
+    line(&widths.map(|w| "-".repeat(w)));
+    for row in &cells {
+        line(row);
+    }
+    let mut reasons: Vec<&String> = rows
+        .iter()
+        .filter_map(|r| match &r.js {
+            Some(Err(e)) => Some(e),
+            _ => None,
+        })
+        .collect();
+    reasons.dedup();
+    for reason in reasons {
+        println!("JS n/a: {reason}");
+    }
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| {
+        s.lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split(':').nth(1))
+            .map(|m| m.trim().to_string())
+    });
+    json!({
+        "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "cpu": cpu,
+        "os": std::env::consts::OS,
+    })
+}
+
+fn to_json(rows: &[Row]) -> Value {
+    let rows: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            let (value, unit, note) = match &r.ours {
+                Ok(m) => (json!(m.value), json!(m.unit), json!(m.note)),
+                Err(e) => (Value::Null, Value::Null, json!(e)),
+            };
+            let (js, js_note) = match &r.js {
+                None => (Value::Null, Value::Null),
+                Some(Ok(rate)) => (json!(rate), Value::Null),
+                Some(Err(e)) => (Value::Null, json!(e)),
+            };
+            json!({
+                "id": r.id,
+                "workload": r.workload,
+                "feedscope": value,
+                "unit": unit,
+                "note": note,
+                "js_mb_per_s": js,
+                "js_note": js_note,
+                "ratio": r.ratio(),
+                "target": r.target_text,
+                "met": r.met(),
+            })
+        })
+        .collect();
+    let unix_time = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    json!({ "unix_time": unix_time, "machine": machine(), "rows": rows })
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; every other argument is a workload filter.
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let selected = |id: &str| filters.is_empty() || filters.iter().any(|f| id.contains(f));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let rows = runtime.block_on(run(selected));
+    print_table(&rows);
+    if filters.is_empty() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-replication.json");
+        let text = serde_json::to_string_pretty(&to_json(&rows)).expect("JSON");
+        match std::fs::write(&path, text + "\n") {
+            Ok(()) => println!("written to {}", path.display()),
+            Err(e) => eprintln!("cannot write {}: {e}", path.display()),
+        }
+    }
+}
