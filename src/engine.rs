@@ -20,6 +20,7 @@ use tokio::task::JoinSet;
 use crate::event::{Command, Event, PeerId};
 use crate::net::peer::Peer;
 use crate::net::transport::Transport;
+use crate::policy::{Curator, Decisions, Rules};
 use crate::session::Policy;
 use crate::store::{Feed, Store, StoreError};
 use crate::wire::{FeedKey, FeedMeta};
@@ -44,6 +45,8 @@ pub struct Config {
     pub connect: Vec<String>,
     /// How offers are answered.
     pub policy: Policy,
+    /// Rules applied to offers before the policy.
+    pub rules: Rules,
 }
 
 /// A message from the engine to one peer task.
@@ -60,6 +63,8 @@ pub enum PeerCmd {
         /// `true` for approve.
         approve: bool,
     },
+    /// Stop replicating a feed.
+    Stop(FeedKey),
     /// End the connection.
     Close(String),
 }
@@ -73,6 +78,8 @@ pub struct Shared {
     pub root_key: FeedKey,
     /// Offer policy.
     pub policy: Policy,
+    /// Rules and remembered decisions.
+    pub curator: Curator,
     events: mpsc::UnboundedSender<Event>,
     peers: Mutex<HashMap<PeerId, mpsc::UnboundedSender<PeerCmd>>>,
     next_peer: AtomicU64,
@@ -164,12 +171,21 @@ pub struct Engine {
 /// Opens the storage and starts the engine. Storage errors are returned at once.
 pub async fn start(config: Config) -> Result<Engine, StoreError> {
     let store = Arc::new(Store::open(&config.storage).await?);
+    let decisions = Decisions::load(&config.storage).map_err(|reason| StoreError::BadIndex {
+        path: config.storage.join("decisions.json"),
+        reason,
+    })?;
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         store,
         root_key: config.key,
         policy: config.policy,
+        curator: Curator {
+            policy: config.policy,
+            rules: config.rules.clone(),
+            decisions,
+        },
         events: ev_tx,
         peers: Mutex::new(HashMap::new()),
         next_peer: AtomicU64::new(1),
@@ -412,6 +428,17 @@ async fn handle_command(shared: &Arc<Shared>, cmd: Command) -> Option<String> {
                 Err(e) => error("command", e.to_string()),
             }
         }
+        Command::Stop { peer, key } => match FeedKey::parse(&key) {
+            Ok(k) => {
+                if !shared.send_to(peer, || PeerCmd::Stop(k)) {
+                    error(
+                        "command",
+                        format!("no connected peer {}", peer.unwrap_or_default()),
+                    );
+                }
+            }
+            Err(e) => error("command", format!("stop: {e}")),
+        },
         Command::Approve { peer, key } => decide(shared, peer, &key, true),
         Command::Decline { peer, key } => decide(shared, peer, &key, false),
         Command::Quit => {}

@@ -85,6 +85,16 @@ pub enum Event {
         key: FeedKey,
         /// `true` for approve.
         approved: bool,
+        /// Who decided when it was not a person: the rule, or a remembered decision.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+    },
+    /// Replication of a feed with a peer was stopped on request; stored blocks are kept.
+    FeedStopped {
+        /// Connection id.
+        peer: PeerId,
+        /// Feed key.
+        key: FeedKey,
     },
     /// We requested feeds.
     RequestSent {
@@ -194,6 +204,14 @@ pub enum Command {
         #[serde(default)]
         peer: Option<PeerId>,
         /// Key, or `*` for everything pending.
+        key: String,
+    },
+    /// Stop replicating an active feed with a peer (`approve` resumes it).
+    Stop {
+        /// Connection id; every peer when absent.
+        #[serde(default)]
+        peer: Option<PeerId>,
+        /// Key.
         key: String,
     },
     /// Dial another peer.

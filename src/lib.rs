@@ -9,6 +9,7 @@ pub mod engine;
 pub mod event;
 pub mod frame;
 pub mod net;
+pub mod policy;
 pub mod session;
 pub mod store;
 pub mod tui;

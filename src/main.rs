@@ -9,6 +9,7 @@ use tokio::io::AsyncBufReadExt;
 
 use feedscope::engine::{self, Config};
 use feedscope::event::{Command, Event};
+use feedscope::policy::{Decisions, Rules};
 use feedscope::session::Policy;
 use feedscope::store::Store;
 use feedscope::wire::{FeedKey, DEFAULT_MULTIFEED_KEY};
@@ -56,6 +57,22 @@ struct NetArgs {
     /// How remote offers are answered: request everything, or wait for approve/decline
     #[arg(long, value_enum)]
     policy: Option<PolicyArg>,
+    /// Approve offers whose key starts with this hex prefix (repeatable)
+    #[arg(long, value_name = "KEY|PREFIX")]
+    allow: Vec<String>,
+    /// Decline offers whose key starts with this hex prefix (repeatable; wins over --allow)
+    #[arg(long, value_name = "KEY|PREFIX")]
+    deny: Vec<String>,
+    /// Approve every offer from the peer with this Noise public key or prefix (repeatable)
+    #[arg(long, value_name = "PUBKEY")]
+    allow_peer: Vec<String>,
+    /// Decline offers whose metadata states more bytes than this
+    #[arg(long, value_name = "N")]
+    max_feed_bytes: Option<u64>,
+    /// Read rules from a file: lines "allow PREFIX", "deny PREFIX", "allow-peer PUBKEY",
+    /// "max-feed-bytes N"; "#" starts a comment
+    #[arg(long, value_name = "FILE")]
+    rules: Option<PathBuf>,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy)]
@@ -103,6 +120,17 @@ enum Cmd {
         #[command(flatten)]
         storage: StorageArg,
     },
+    /// List or forget the approve/decline decisions remembered in storage
+    Decisions {
+        /// JSON object {key: {"approved": bool, "at": unix seconds}}
+        #[arg(long)]
+        json: bool,
+        /// Forget the decision on this key: its next offer is asked again
+        #[arg(long, value_name = "KEY")]
+        forget: Option<String>,
+        #[command(flatten)]
+        storage: StorageArg,
+    },
     /// Write the blocks of a feed to stdout, each followed by a newline
     Cat {
         /// Feed key, 64 hex characters
@@ -134,7 +162,30 @@ fn config(net: &NetArgs, default_policy: Policy) -> Result<Config> {
             Some(PolicyArg::Manual) => Policy::Manual,
             None => default_policy,
         },
+        rules: rules(net)?,
     })
+}
+
+fn rules(net: &NetArgs) -> Result<Rules> {
+    let mut r = Rules::default();
+    if let Some(path) = &net.rules {
+        r.load(path)?;
+    }
+    let flags = [
+        ("allow", &net.allow),
+        ("deny", &net.deny),
+        ("allow-peer", &net.allow_peer),
+    ];
+    for (verb, values) in flags {
+        for v in values {
+            r.add(verb, v)
+                .map_err(|e| anyhow::anyhow!("--{verb} {v}: {e}"))?;
+        }
+    }
+    if let Some(n) = net.max_feed_bytes {
+        r.max_feed_bytes = Some(n);
+    }
+    Ok(r)
 }
 
 fn main() -> std::process::ExitCode {
@@ -162,6 +213,11 @@ fn real_main(cli: Cli) -> Result<()> {
             }) => append(&storage_dir(&storage)?, &feed, data).await,
             Some(Cmd::Feeds { json, storage }) => feeds(&storage_dir(&storage)?, json).await,
             Some(Cmd::Cat { key, storage }) => cat(&storage_dir(&storage)?, &key).await,
+            Some(Cmd::Decisions {
+                json,
+                forget,
+                storage,
+            }) => decisions(&storage_dir(&storage)?, json, forget).await,
             None => {
                 let mut net = cli.net;
                 if net.listen.is_none() {
@@ -338,6 +394,31 @@ async fn feeds(dir: &std::path::Path, json: bool) -> Result<()> {
                 f.name.as_deref().unwrap_or("-"),
                 if f.writable { " (writable)" } else { "" }
             );
+        }
+    }
+    Ok(())
+}
+
+async fn decisions(dir: &std::path::Path, json: bool, forget: Option<String>) -> Result<()> {
+    // Taking the storage lock keeps this from racing a running engine.
+    let _store = Store::open(dir).await?;
+    let d = Decisions::load(dir).map_err(anyhow::Error::msg)?;
+    if let Some(key) = forget {
+        let key = FeedKey::parse(&key).context("--forget")?;
+        if !d.forget(&key).map_err(anyhow::Error::msg)? {
+            bail!("no decision is remembered for {key}");
+        }
+        eprintln!("forgot the decision on {key}");
+        return Ok(());
+    }
+    let all = d.all();
+    if json {
+        println!("{}", serde_json::to_string(&all)?);
+    } else if all.is_empty() {
+        println!("no decisions remembered in {}", dir.display());
+    } else {
+        for (k, r) in all {
+            println!("{k}  {}", if r.approved { "approved" } else { "declined" });
         }
     }
     Ok(())

@@ -62,7 +62,11 @@ pub enum Action {
         key: FeedKey,
         /// `true` for approve.
         approved: bool,
+        /// Who decided when it was not a person: a rule, a remembered decision.
+        reason: Option<String>,
     },
+    /// Stop replicating this feed on this connection (its channel closes; storage is kept).
+    Stop(FeedKey),
     /// Start replicating these feeds on this connection; each is new to the active set.
     Replicate(Vec<FeedKey>),
     /// Something the peer did wrong that the session survives.
@@ -339,24 +343,54 @@ impl Session {
 
     /// A person (or a rule) decided on an offered key.
     pub fn on_decision(&mut self, key: FeedKey, approve: bool) -> Vec<Action> {
-        if !self.remote_offer.contains_key(&key) {
+        self.on_decisions(vec![(key, approve, None)])
+    }
+
+    /// Several decisions at once; the approved keys go out in one request.
+    pub fn on_decisions(&mut self, decisions: Vec<(FeedKey, bool, Option<String>)>) -> Vec<Action> {
+        let mut out = Vec::new();
+        let mut approved = Vec::new();
+        for (key, approve, reason) in decisions {
+            if !self.remote_offer.contains_key(&key) {
+                out.push(warn(
+                    "unknown_offer",
+                    format!("{} was not offered by this peer", key.short()),
+                ));
+                continue;
+            }
+            self.pending.remove(&key);
+            out.push(Action::Decided {
+                key,
+                approved: approve,
+                reason,
+            });
+            if approve {
+                self.declined.remove(&key);
+                approved.push(key);
+            } else if !self.requested.contains(&key) {
+                self.declined.insert(key);
+            }
+        }
+        out.extend(self.request(approved));
+        out
+    }
+
+    /// Stops replicating `key` on this connection; a later approval asks for it again.
+    pub fn on_stop(&mut self, key: FeedKey) -> Vec<Action> {
+        if !self.active.remove(&key) {
             return vec![warn(
-                "unknown_offer",
-                format!("{} was not offered by this peer", key.short()),
+                "not_active",
+                format!("{} is not replicating with this peer", key.short()),
             )];
         }
-        self.pending.remove(&key);
-        let mut out = vec![Action::Decided {
-            key,
-            approved: approve,
-        }];
-        if approve {
-            self.declined.remove(&key);
-            out.extend(self.request(vec![key]));
-        } else if !self.requested.contains(&key) {
-            self.declined.insert(key);
-        }
-        out
+        self.requested.remove(&key);
+        vec![Action::Stop(key)]
+    }
+
+    /// The peer closed a feed's channel: the feed is no longer active here.
+    pub fn on_feed_closed(&mut self, key: &FeedKey) {
+        self.active.remove(key);
+        self.requested.remove(key);
     }
 }
 
@@ -594,6 +628,11 @@ mod tests {
         assert_eq!(sent(&out), vec![Outgoing::Request(vec![key(1)])]);
         let out = s.on_decision(key(2), false);
         assert!(sent(&out).is_empty());
+        assert!(out.contains(&Action::Decided {
+            key: key(2),
+            approved: false,
+            reason: None
+        }));
         // A re-offer of a declined key is not queued again and never requested.
         let out = s.on_extension(wire::EXT_MANIFEST, &manifest(&[2]));
         assert!(sent(&out).is_empty());
@@ -601,6 +640,32 @@ mod tests {
         // The peer cannot push a declined key on us.
         let out = s.on_extension(wire::EXT_REPLICATE_FEEDS, &list(&[2]));
         assert!(replicated(&out).is_empty());
+    }
+
+    #[test]
+    fn batched_decisions_send_one_request() {
+        let mut s = ready(Policy::Manual, &[]);
+        s.on_extension(wire::EXT_MANIFEST, &manifest(&[1, 2, 3]));
+        let out = s.on_decisions(vec![
+            (key(1), true, Some("rule allow 01".into())),
+            (key(2), false, None),
+            (key(3), true, None),
+        ]);
+        assert_eq!(sent(&out), vec![Outgoing::Request(vec![key(1), key(3)])]);
+        assert!(s.pending.is_empty());
+    }
+
+    #[test]
+    fn a_stopped_feed_can_be_approved_again() {
+        let mut s = ready(Policy::AcceptAll, &[]);
+        s.on_extension(wire::EXT_MANIFEST, &manifest(&[1]));
+        s.on_extension(wire::EXT_REPLICATE_FEEDS, &list(&[1]));
+        assert_eq!(s.on_stop(key(1)), vec![Action::Stop(key(1))]);
+        assert!(s.active.is_empty());
+        let out = s.on_decision(key(1), true);
+        assert_eq!(sent(&out), vec![Outgoing::Request(vec![key(1)])]);
+        let out = s.on_extension(wire::EXT_REPLICATE_FEEDS, &list(&[1]));
+        assert_eq!(replicated(&out), vec![key(1)]);
     }
 
     #[test]
@@ -622,5 +687,117 @@ mod tests {
         assert!(s.on_local_feed(key(2), FeedMeta::Null).is_empty());
         let out = s.on_extension(wire::EXT_HANDSHAKE, &handshake());
         assert_eq!(sent(&out), vec![Outgoing::Manifest(vec![key(1), key(2)])]);
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::wire::{encode_handshake, encode_keys, encode_manifests};
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Manifest(Vec<u8>),
+        Decide(u8, bool),
+        Replicate(Vec<u8>),
+        Request(Vec<u8>),
+        LocalFeed(u8),
+        Stop(u8),
+        PeerClosed(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let k = 0u8..8;
+        let ks = proptest::collection::vec(0u8..8, 0..5);
+        prop_oneof![
+            ks.clone().prop_map(Op::Manifest),
+            (k.clone(), any::<bool>()).prop_map(|(k, a)| Op::Decide(k, a)),
+            ks.clone().prop_map(Op::Replicate),
+            ks.prop_map(Op::Request),
+            k.clone().prop_map(Op::LocalFeed),
+            k.clone().prop_map(Op::Stop),
+            k.prop_map(Op::PeerClosed),
+        ]
+    }
+
+    fn key(n: u8) -> FeedKey {
+        FeedKey([n; 32])
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        #[test]
+        fn no_declined_key_is_requested_and_nothing_is_requested_or_activated_twice(
+            manual in any::<bool>(),
+            ops in proptest::collection::vec(op(), 0..60),
+        ) {
+            let policy = if manual { Policy::Manual } else { Policy::AcceptAll };
+            let mut s = Session::new(policy, BTreeMap::new());
+            s.on_open();
+            s.on_extension(wire::EXT_HANDSHAKE, &encode_handshake(&Handshake::ours()));
+            let mut declined: BTreeSet<FeedKey> = BTreeSet::new();
+            let mut requested: BTreeSet<FeedKey> = BTreeSet::new();
+            let mut active: BTreeSet<FeedKey> = BTreeSet::new();
+            for op in ops {
+                let actions = match op {
+                    Op::Manifest(ks) => {
+                        let keys: Vec<FeedKey> = ks.into_iter().map(key).collect();
+                        s.on_extension(wire::EXT_MANIFEST, &encode_manifests(&keys, &BTreeMap::new())[0])
+                    }
+                    Op::Decide(k, approve) => {
+                        let out = s.on_decision(key(k), approve);
+                        if out.iter().any(|a| matches!(a, Action::Decided { .. })) {
+                            if approve { declined.remove(&key(k)); } else if !requested.contains(&key(k)) { declined.insert(key(k)); }
+                        }
+                        out
+                    }
+                    Op::Replicate(ks) => {
+                        let keys: Vec<FeedKey> = ks.into_iter().map(key).collect();
+                        s.on_extension(wire::EXT_REPLICATE_FEEDS, &encode_keys(&keys))
+                    }
+                    Op::Request(ks) => {
+                        let keys: Vec<FeedKey> = ks.into_iter().map(key).collect();
+                        s.on_extension(wire::EXT_REQUEST_FEEDS, &encode_keys(&keys))
+                    }
+                    Op::LocalFeed(k) => s.on_local_feed(key(k), FeedMeta::Null),
+                    Op::Stop(k) => {
+                        let out = s.on_stop(key(k));
+                        if out == vec![Action::Stop(key(k))] {
+                            active.remove(&key(k));
+                            requested.remove(&key(k));
+                        }
+                        out
+                    }
+                    Op::PeerClosed(k) => {
+                        s.on_feed_closed(&key(k));
+                        active.remove(&key(k));
+                        requested.remove(&key(k));
+                        Vec::new()
+                    }
+                };
+                for a in &actions {
+                    match a {
+                        Action::Send(Outgoing::Request(keys)) => {
+                            let unique: BTreeSet<_> = keys.iter().collect();
+                            prop_assert_eq!(unique.len(), keys.len(), "a key twice in one request");
+                            for k in keys {
+                                prop_assert!(!declined.contains(k), "declined key requested: {:?}", k);
+                                prop_assert!(requested.insert(*k), "key requested twice: {:?}", k);
+                            }
+                        }
+                        Action::Replicate(keys) => {
+                            for k in keys {
+                                prop_assert!(active.insert(*k), "feed activated twice: {:?}", k);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                // What the session exposes agrees with what it did.
+                prop_assert_eq!(&s.active, &active);
+            }
+        }
     }
 }

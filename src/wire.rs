@@ -262,8 +262,12 @@ pub fn encode_handshake(h: &Handshake) -> Vec<u8> {
     serde_json::to_vec(h).expect("a handshake always serialises")
 }
 
-/// Encodes one or more manifest bodies for `keys`, at most [`KEYS_PER_SENT_MANIFEST`] keys each.
+/// Encodes one or more manifest bodies for `keys`, at most [`KEYS_PER_SENT_MANIFEST`] keys each;
+/// an empty offer is one empty manifest, so the peer knows there is nothing.
 pub fn encode_manifests(keys: &[FeedKey], meta: &BTreeMap<FeedKey, FeedMeta>) -> Vec<Vec<u8>> {
+    if keys.is_empty() {
+        return vec![br#"{"keys":[]}"#.to_vec()];
+    }
     keys.chunks(KEYS_PER_SENT_MANIFEST.max(1))
         .map(|chunk| {
             let mut m = serde_json::Map::new();
@@ -391,6 +395,13 @@ mod tests {
             .sum();
         assert_eq!(total, keys.len());
         assert!(bodies.iter().all(|b| b.len() < MAX_EXTENSION_BYTES));
+    }
+
+    #[test]
+    fn an_empty_offer_is_one_empty_manifest() {
+        let bodies = encode_manifests(&[], &BTreeMap::new());
+        assert_eq!(bodies, vec![br#"{"keys":[]}"#.to_vec()]);
+        assert!(decode_manifest(&bodies[0]).unwrap().keys.is_empty());
     }
 
     #[test]

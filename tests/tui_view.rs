@@ -77,6 +77,7 @@ fn session() -> App {
             peer: 1,
             key: key(1),
             approved: true,
+            by: None,
         },
         Event::RequestSent {
             peer: 1,

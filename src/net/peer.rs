@@ -22,7 +22,7 @@ use crate::event::{Event, PeerId};
 use crate::frame::{self, core, Item, Msg};
 use crate::net::replicate::FeedChannel;
 use crate::net::transport::{Transport, TransportError};
-use crate::session::{Action, Outgoing, Session};
+use crate::session::{Action, Outgoing, Policy, Session};
 use crate::wire::{self, FeedKey, FeedMeta};
 
 /// Time allowed between the Noise handshake and the root channel opening on both sides.
@@ -92,6 +92,7 @@ pub type EndReason = String;
 /// State of one connection.
 pub struct Peer {
     id: PeerId,
+    remote_pk: String,
     shared: Arc<Shared>,
     transport: Transport,
     session: Session,
@@ -121,7 +122,16 @@ impl Peer {
         let local_feeds = shared.offer_meta().await;
         let mut peer = Peer {
             id,
-            session: Session::new(shared.policy, local_feeds),
+            // Offers go through the curator whenever it may say something other than "yes".
+            session: Session::new(
+                if shared.policy == Policy::AcceptAll && shared.curator.rules.is_empty() {
+                    Policy::AcceptAll
+                } else {
+                    Policy::Manual
+                },
+                local_feeds,
+            ),
+            remote_pk: hex::encode(transport.remote_public_key()),
             shared,
             transport,
             chans: HashMap::new(),
@@ -458,7 +468,7 @@ impl Peer {
                         self.finish(false, "the peer closed the multifeed channel".into());
                     } else if let Some(c) = self.chans.remove(&local) {
                         self.by_dkey.remove(&discovery_key(&c.key));
-                        self.session.active.remove(&FeedKey(c.key));
+                        self.session.on_feed_closed(&FeedKey(c.key));
                         self.push(Out::Control(frame::encode_close(local)));
                     }
                 }
@@ -527,12 +537,45 @@ impl Peer {
                 Action::ReplicateReceived(keys) => {
                     self.emit(Event::ReplicateReceived { peer: id, keys })
                 }
-                Action::Pending(keys) => self.emit(Event::OfferPending { peer: id, keys }),
-                Action::Decided { key, approved } => self.emit(Event::Decision {
+                Action::Pending(keys) => {
+                    let mut decided = Vec::new();
+                    let mut ask = Vec::new();
+                    for key in keys {
+                        let meta = self
+                            .session
+                            .remote_offer
+                            .get(&key)
+                            .cloned()
+                            .unwrap_or_default();
+                        match self.shared.curator.decide(&key, &meta, &self.remote_pk) {
+                            Some((approve, by)) => decided.push((key, approve, Some(by))),
+                            None => ask.push(key),
+                        }
+                    }
+                    if !decided.is_empty() {
+                        let actions = self.session.on_decisions(decided);
+                        Box::pin(self.perform(actions)).await;
+                    }
+                    if !ask.is_empty() {
+                        self.emit(Event::OfferPending {
+                            peer: id,
+                            keys: ask,
+                        });
+                    }
+                }
+                // The classic policy's implicit yes is not news.
+                Action::Decided { reason, .. } if reason.as_deref() == Some("accept-all") => {}
+                Action::Decided {
+                    key,
+                    approved,
+                    reason,
+                } => self.emit(Event::Decision {
                     peer: id,
                     key,
                     approved,
+                    by: reason,
                 }),
+                Action::Stop(key) => self.stop_feed(key),
                 Action::Warn { kind, message } => self.warn(kind, message),
                 Action::Fail { kind, message } => self.fail(kind, message),
                 Action::Replicate(keys) => {
@@ -613,6 +656,24 @@ impl Peer {
         Box::pin(self.try_match(dkey)).await;
     }
 
+    /// Closes a feed's channel on request; what is stored stays.
+    fn stop_feed(&mut self, key: FeedKey) {
+        let dkey = discovery_key(&key.0);
+        self.rejected.remove(&dkey);
+        if let Some(p) = self.pending.remove(&dkey) {
+            self.pending_by_remote.remove(&p.remote);
+        }
+        if let Some(local) = self.by_dkey.remove(&dkey) {
+            if let Some(c) = self.chans.remove(&local) {
+                if let Some(remote) = c.remote {
+                    self.by_remote.remove(&remote);
+                }
+            }
+            self.push(Out::Control(frame::encode_close(local)));
+        }
+        self.emit(Event::FeedStopped { peer: self.id, key });
+    }
+
     async fn on_command(&mut self, cmd: PeerCmd) {
         match cmd {
             PeerCmd::LocalFeed(key, meta) => {
@@ -636,15 +697,27 @@ impl Peer {
             }
             PeerCmd::Decide { key, approve } => {
                 let keys: Vec<FeedKey> = match key {
-                    Some(k) => vec![k],
+                    Some(k) if self.session.remote_offer.contains_key(&k) => vec![k],
+                    // A decision for every peer reaches peers that never saw the key.
+                    Some(_) => return,
                     None => self.session.pending.iter().copied().collect(),
                 };
-                for k in keys {
-                    if key.is_none() || self.session.remote_offer.contains_key(&k) {
-                        let actions = self.session.on_decision(k, approve);
-                        self.perform(actions).await;
+                for k in &keys {
+                    if let Err(e) = self.shared.curator.decisions.remember(*k, approve) {
+                        self.warn("storage", e);
                     }
                 }
+                let actions = self
+                    .session
+                    .on_decisions(keys.into_iter().map(|k| (k, approve, None)).collect());
+                self.perform(actions).await;
+            }
+            PeerCmd::Stop(key) => {
+                if !self.session.active.contains(&key) {
+                    return;
+                }
+                let actions = self.session.on_stop(key);
+                self.perform(actions).await;
             }
             PeerCmd::Close(reason) => self.finish(false, reason),
         }

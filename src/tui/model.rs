@@ -314,6 +314,7 @@ impl Model {
                 peer,
                 key,
                 approved,
+                by,
             } => {
                 if let Some(o) = self
                     .peers
@@ -331,11 +332,24 @@ impl Model {
                     "decision",
                     false,
                     format!(
-                        "{} {}",
+                        "{} {}{}",
                         if *approved { "approved" } else { "declined" },
-                        short(key)
+                        short(key),
+                        by.as_deref()
+                            .map(|b| format!(" by {b}"))
+                            .unwrap_or_default()
                     ),
                 );
+            }
+            Event::FeedStopped { peer, key } => {
+                if let Some(p) = self.peers.get_mut(peer) {
+                    p.active.remove(key);
+                    p.requested.remove(key);
+                    if let Some(o) = p.remote_offer.get_mut(key) {
+                        o.state = OfferState::Pending;
+                    }
+                }
+                log(Some(*peer), "feed_stopped", false, short(key));
             }
             Event::RequestSent { peer, keys } => {
                 if let Some(p) = self.peers.get_mut(peer) {
@@ -545,6 +559,7 @@ mod tests {
                 peer: 1,
                 key: key(2),
                 approved: false,
+                by: None,
             },
             0.3,
         );
