@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod js;
+
 /// Upper bound for any single wait in the tests.
 pub const WAIT: Duration = Duration::from_secs(60);
 

@@ -1,0 +1,221 @@
+//! feedscope against the real JavaScript hypercore 10 peer in `tests/js`, over real TCP.
+
+mod common;
+
+use std::time::Duration;
+
+use common::js::{digest, JsPeer};
+use common::*;
+use serde_json::{json, Value};
+
+fn has(events: &[Value], ty: &str, pred: impl Fn(&Value) -> bool) -> bool {
+    events.iter().any(|v| v["type"] == ty && pred(v))
+}
+
+#[test]
+fn js_offers_three_feeds_and_feedscope_downloads_every_block() {
+    let (js_dir, fs_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (mut js, addr) = JsPeer::listen(
+        js_dir.path(),
+        &["--feeds", "3", "--blocks", "1000", "--block-size", "1024"],
+    );
+    let keys: Vec<String> = (0..3).map(|i| js.feed_key(&format!("f{i}"))).collect();
+    // feedscope dials, so it is the Noise initiator here.
+    let mut fs = Node::start(fs_dir.path(), &["--connect", &addr]);
+    for k in &keys {
+        fs.wait_synced(k, 1000);
+    }
+    fs.quit();
+    js.quit();
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(
+            cat(fs_dir.path(), k),
+            catted(&blocks(&format!("f{i}"), 1000, 1024)),
+            "feed f{i}"
+        );
+    }
+}
+
+#[test]
+fn feedscope_offers_two_feeds_and_the_js_peer_verifies_them() {
+    let (js_dir, fs_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let one = blocks("one", 300, 100);
+    let two = blocks("two", 5, 4000);
+    let k1 = append_lines(fs_dir.path(), "one", &one);
+    let k2 = append_lines(fs_dir.path(), "two", &two);
+    // feedscope listens, so it is the Noise responder here.
+    let (fs, addr) = Node::listen(fs_dir.path(), &[]);
+    let mut js = JsPeer::start(js_dir.path(), &["--connect", &addr]);
+    let s1 = js.wait_for("synced", |v| v["key"] == k1.as_str() && v["length"] == 300);
+    let s2 = js.wait_for("synced", |v| v["key"] == k2.as_str() && v["length"] == 5);
+    assert_eq!(s1["digest"], digest(&one).as_str());
+    assert_eq!(s2["digest"], digest(&two).as_str());
+    js.quit();
+    fs.quit();
+}
+
+#[test]
+fn live_appends_and_new_feeds_from_js_arrive_mid_session() {
+    let (js_dir, fs_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (mut js, addr) = JsPeer::listen(
+        js_dir.path(),
+        &["--feeds", "1", "--blocks", "10", "--block-size", "64"],
+    );
+    let f0 = js.feed_key("f0");
+    let mut fs = Node::start(fs_dir.path(), &["--connect", &addr]);
+    fs.wait_synced(&f0, 10);
+    js.send(json!({"cmd": "append", "feed": "f0", "data": "live from js"}));
+    fs.wait_synced(&f0, 11);
+    js.send(json!({"cmd": "add_feed", "name": "late", "blocks": 20, "block_size": 512}));
+    let late = js.feed_key("late");
+    fs.wait_synced(&late, 20);
+    fs.quit();
+    js.quit();
+    let mut expected = blocks("f0", 10, 64);
+    expected.push("live from js".into());
+    assert_eq!(cat(fs_dir.path(), &f0), catted(&expected));
+    assert_eq!(cat(fs_dir.path(), &late), catted(&blocks("late", 20, 512)));
+}
+
+#[test]
+fn large_blocks_cross_in_both_directions() {
+    let (js_dir, fs_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let ours = blocks("mine", 6, 1024 * 1024);
+    let ours_key = append_lines(fs_dir.path(), "mine", &ours);
+    let (mut js, addr) = JsPeer::listen(
+        js_dir.path(),
+        &["--feeds", "1", "--blocks", "40", "--block-size", "65536"],
+    );
+    let theirs = js.feed_key("f0");
+    let mut fs = Node::start(fs_dir.path(), &["--connect", &addr]);
+    fs.wait_synced(&theirs, 40);
+    let got = js.wait_for("synced", |v| {
+        v["key"] == ours_key.as_str() && v["length"] == 6
+    });
+    assert_eq!(got["digest"], digest(&ours).as_str());
+    fs.quit();
+    js.quit();
+    assert_eq!(
+        cat(fs_dir.path(), &theirs),
+        catted(&blocks("f0", 40, 65536))
+    );
+}
+
+/// A hostile or incompatible JS peer must be reported and must not disturb a good one.
+fn hostile(flags: &[&str], expect: impl Fn(&[Value]) -> bool, what: &str) {
+    let (bad_dir, good_dir, fs_dir) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let secret_blocks = blocks("secret", 3, 10);
+    let secret = append_lines(fs_dir.path(), "secret", &secret_blocks);
+    let (mut fs, addr) = Node::listen(fs_dir.path(), &[]);
+    let mut args = vec!["--connect", addr.as_str(), "--feeds", "1", "--blocks", "2"];
+    args.extend_from_slice(flags);
+    let bad = JsPeer::start(bad_dir.path(), &args);
+    let deadline = std::time::Instant::now() + WAIT;
+    while !expect(&fs.seen) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "feedscope never reported {what}: {:#?}",
+            fs.seen
+        );
+        let _ = fs.wait_for_within("__none__", Duration::from_millis(100), |_| false);
+    }
+    // A good peer is still served afterwards.
+    let mut good = JsPeer::start(good_dir.path(), &["--connect", &addr]);
+    let s = good.wait_for("synced", |v| {
+        v["key"] == secret.as_str() && v["length"] == 3
+    });
+    assert_eq!(s["digest"], digest(&secret_blocks).as_str());
+    good.quit();
+    let bad_events = bad.quit();
+    let events = fs.quit();
+    assert!(
+        !has(&events, "error", |v| v["kind"] == "panic"),
+        "no peer task panicked"
+    );
+    // Nothing was given away that was not offered to that very peer.
+    for v in events.iter().filter(|v| v["type"] == "replicate_sent") {
+        let peer = &v["peer"];
+        let offered: Vec<&Value> = events
+            .iter()
+            .filter(|o| o["type"] == "offer_sent" && &o["peer"] == peer)
+            .flat_map(|o| o["keys"].as_array().unwrap())
+            .collect();
+        for k in v["keys"].as_array().unwrap() {
+            assert!(
+                offered.contains(&k),
+                "served {k} to peer {peer} without offering it"
+            );
+        }
+    }
+    // The hostile peer asked for something never offered, or sent junk: it got none of it.
+    assert!(!has(&bad_events, "synced", |v| v["key"] != json!(secret)
+        && !events.iter().any(
+            |o| o["type"] == "offer_sent" && o["keys"].as_array().unwrap().contains(&v["key"])
+        )));
+}
+
+fn warned(kind: &'static str) -> impl Fn(&[Value]) -> bool {
+    move |evs| {
+        evs.iter()
+            .any(|v| (v["type"] == "warning" || v["type"] == "error") && v["kind"] == kind)
+    }
+}
+
+#[test]
+fn a_js_peer_with_another_key_is_reported() {
+    hostile(
+        &["--key", &"22".repeat(32)],
+        warned("different_multifeed_key"),
+        "a different key",
+    );
+}
+
+#[test]
+fn an_old_version_is_refused() {
+    hostile(
+        &["--version", "4.0.0"],
+        warned("incompatible"),
+        "version 4.0.0",
+    );
+}
+
+#[test]
+fn another_client_is_refused() {
+    hostile(
+        &["--client", "OTHER"],
+        warned("incompatible"),
+        "client OTHER",
+    );
+}
+
+#[test]
+fn garbage_json_is_reported() {
+    hostile(&["--garbage"], warned("malformed"), "a non-JSON manifest");
+}
+
+#[test]
+fn non_hex_keys_are_dropped() {
+    hostile(&["--non-hex-keys"], warned("invalid_key"), "invalid keys");
+}
+
+#[test]
+fn a_huge_manifest_is_refused() {
+    hostile(
+        &["--huge-manifest", "200000"],
+        |evs| warned("oversized")(evs) || warned("malformed")(evs),
+        "a 200,000-key manifest",
+    );
+}
+
+#[test]
+fn a_request_for_a_never_offered_key_is_refused() {
+    hostile(
+        &["--request-unoffered"],
+        warned("refused_request"),
+        "a request for an unoffered key",
+    );
+}
