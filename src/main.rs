@@ -102,6 +102,19 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Open the terminal UI on two sample peers running in this process, to see feedscope at work
+    #[command(
+        long_about = "Open the terminal UI on two sample peers started in this process on \
+        loopback: a field team offering a chat and field notes, and a sensor station that appends \
+        readings every second and soon offers a new feed. Offers wait for you (a approves, d \
+        declines). Everything lives in a temporary folder that is removed on exit; your own \
+        storage is not touched."
+    )]
+    Demo {
+        /// Do not capture the mouse
+        #[arg(long)]
+        no_mouse: bool,
+    },
     /// Append blocks to a writable feed, creating it if needed
     Append {
         /// Local name of the feed
@@ -206,6 +219,7 @@ fn real_main(cli: Cli) -> Result<()> {
             Some(Cmd::Run { net, json }) => {
                 run_headless(config(&net, Policy::AcceptAll)?, json).await
             }
+            Some(Cmd::Demo { no_mouse }) => demo(!no_mouse).await,
             Some(Cmd::Append {
                 feed,
                 data,
@@ -266,6 +280,24 @@ async fn run_tui(config: Config, mouse: bool) -> Result<()> {
     let engine = engine::start(config).await?;
     feedscope::tui::run(engine, feedscope::tui::Options { mouse, settings }).await?;
     Ok(())
+}
+
+async fn demo(mouse: bool) -> Result<()> {
+    let base = std::env::temp_dir().join(format!("feedscope-demo-{}", std::process::id()));
+    let key = FeedKey::parse(DEFAULT_MULTIFEED_KEY)?;
+    let peers = feedscope::demo::start(base.join("peers"), key).await?;
+    let config = Config {
+        storage: base.join("you"),
+        key,
+        listen: Some("127.0.0.1:0".into()),
+        connect: peers.addrs.clone(),
+        policy: Policy::Manual,
+        rules: Rules::default(),
+    };
+    let result = run_tui(config, mouse).await;
+    drop(peers);
+    let _ = std::fs::remove_dir_all(&base);
+    result
 }
 
 async fn run_headless(config: Config, json: bool) -> Result<()> {

@@ -483,6 +483,20 @@ impl Model {
         }
     }
 
+    /// A feed's name: ours, or what any offerer called it.
+    pub fn feed_name(&self, key: &FeedKey) -> Option<String> {
+        if let Some(name) = self.feeds.get(key).and_then(|f| f.name.clone()) {
+            return Some(name);
+        }
+        self.peers.values().find_map(|p| {
+            p.remote_offer
+                .get(key)
+                .and_then(|o| o.meta.get("name"))
+                .and_then(|n| n.as_str())
+                .map(str::to_string)
+        })
+    }
+
     /// Total download rate, bytes per second.
     pub fn rate(&self) -> f64 {
         self.peers

@@ -283,13 +283,11 @@ fn render_pane(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
         return;
     };
     let model = app.model();
-    // Our own feeds have local names; replicas are named by what their offerer said.
+    // Our own feeds have local names; replicas are named by what an offerer said.
     let name_of = |k: &FeedKey| {
         model
-            .feeds
-            .get(k)
-            .and_then(|lf| lf.name.clone())
-            .or_else(|| p.remote_offer.get(k).map(|o| meta_str(&o.meta, "name")))
+            .feed_name(k)
+            .map(|n| n.chars().take(24).collect::<String>())
             .unwrap_or_default()
     };
     let (header, widths, rows): (Vec<&str>, Vec<Constraint>, Vec<Row>) = match app.pane {
