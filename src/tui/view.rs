@@ -433,9 +433,10 @@ fn render_detail(f: &mut Frame, area: Rect, app: &App, p: &PeerView, t: &Theme) 
         lines.push(Line::styled(format!("disconnected: {reason}"), t.dim()));
     }
     let spark = key
+        .filter(|_| app.pane == Pane::Active)
         .and_then(|k| p.active.get(&k))
         .map(|a| a.deltas())
-        .filter(|d| !d.is_empty());
+        .filter(|d| d.len() >= 2);
     if let Some(data) = spark {
         let [text, graph] =
             Layout::horizontal([Constraint::Min(10), Constraint::Length(24)]).areas(inner);
