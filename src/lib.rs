@@ -11,6 +11,7 @@ pub mod event;
 pub mod frame;
 pub mod net;
 pub mod policy;
+pub mod record;
 pub mod session;
 pub mod store;
 pub mod tui;

@@ -10,6 +10,7 @@ use tokio::io::AsyncBufReadExt;
 use feedscope::engine::{self, Config};
 use feedscope::event::{Command, Event};
 use feedscope::policy::{Decisions, Rules};
+use feedscope::record::Recorder;
 use feedscope::session::Policy;
 use feedscope::store::Store;
 use feedscope::wire::{FeedKey, DEFAULT_MULTIFEED_KEY};
@@ -29,9 +30,19 @@ struct Cli {
     command: Option<Cmd>,
     #[command(flatten)]
     net: NetArgs,
+    #[command(flatten)]
+    record: RecordArg,
     /// Do not capture the mouse (keeps the terminal's own copy and paste working)
     #[arg(long)]
     no_mouse: bool,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct RecordArg {
+    /// Write every event to FILE as JSON lines (a header, then {"t","event"} per line),
+    /// flushed as they happen; `feedscope replay FILE` shows it again
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -98,6 +109,8 @@ enum Cmd {
     Run {
         #[command(flatten)]
         net: NetArgs,
+        #[command(flatten)]
+        record: RecordArg,
         /// One JSON event per line instead of text
         #[arg(long)]
         json: bool,
@@ -132,6 +145,17 @@ enum Cmd {
         json: bool,
         #[command(flatten)]
         storage: StorageArg,
+    },
+    /// Show a recording again: in the UI with a timeline, as JSON lines, or as a sequence diagram
+    Replay {
+        /// A file written with --record
+        file: PathBuf,
+        /// Print the recorded events as JSON lines instead of opening the UI
+        #[arg(long, conflicts_with = "sequence")]
+        json: bool,
+        /// Print each peer's exchange as a Mermaid sequence diagram
+        #[arg(long)]
+        sequence: bool,
     },
     /// List or forget the approve/decline decisions remembered in storage
     Decisions {
@@ -216,9 +240,14 @@ fn real_main(cli: Cli) -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         match cli.command {
-            Some(Cmd::Run { net, json }) => {
-                run_headless(config(&net, Policy::AcceptAll)?, json).await
+            Some(Cmd::Run { net, json, record }) => {
+                run_headless(config(&net, Policy::AcceptAll)?, json, recorder(&record)?).await
             }
+            Some(Cmd::Replay {
+                file,
+                json,
+                sequence,
+            }) => replay(&file, json, sequence).await,
             Some(Cmd::Demo { no_mouse }) => demo(!no_mouse).await,
             Some(Cmd::Append {
                 feed,
@@ -237,7 +266,12 @@ fn real_main(cli: Cli) -> Result<()> {
                 if net.listen.is_none() {
                     net.listen = Some("127.0.0.1:0".into());
                 }
-                run_tui(config(&net, Policy::Manual)?, !cli.no_mouse).await
+                run_tui(
+                    config(&net, Policy::Manual)?,
+                    !cli.no_mouse,
+                    recorder(&cli.record)?,
+                )
+                .await
             }
         }
     })
@@ -249,7 +283,48 @@ fn log_dir() -> PathBuf {
         .unwrap_or_else(|| std::env::temp_dir().join("feedscope-logs"))
 }
 
-async fn run_tui(config: Config, mouse: bool) -> Result<()> {
+fn recorder(arg: &RecordArg) -> Result<Option<Recorder>> {
+    arg.record
+        .as_ref()
+        .map(|path| {
+            Recorder::create(path)
+                .with_context(|| format!("cannot write the recording {}", path.display()))
+        })
+        .transpose()
+}
+
+async fn replay(file: &std::path::Path, json: bool, sequence: bool) -> Result<()> {
+    let (_header, entries, problem) = feedscope::record::read(file)?;
+    if json {
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        for e in &entries {
+            writeln!(out, "{}", serde_json::to_string(&e.event)?)?;
+        }
+        out.flush()?;
+    } else if sequence {
+        print!("{}", feedscope::record::sequence(&entries));
+    } else {
+        use std::io::IsTerminal;
+        if !std::io::stdout().is_terminal() {
+            bail!("the replay UI needs a terminal; use --json or --sequence in scripts");
+        }
+        let settings = feedscope::tui::app::Settings {
+            key: "replay".into(),
+            policy: file.display().to_string(),
+            log_file: log_dir().join("feedscope.log").display().to_string(),
+            no_color: std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
+            ..Default::default()
+        };
+        feedscope::tui::replay(entries, settings, problem.as_ref().map(|p| p.to_string())).await?;
+        return Ok(());
+    }
+    if let Some(p) = problem {
+        bail!("{p}");
+    }
+    Ok(())
+}
+
+async fn run_tui(config: Config, mouse: bool, recorder: Option<Recorder>) -> Result<()> {
     use std::io::IsTerminal;
     if !std::io::stdout().is_terminal() {
         bail!("the terminal UI needs a terminal; for scripts use `feedscope run --json`");
@@ -278,7 +353,12 @@ async fn run_tui(config: Config, mouse: bool) -> Result<()> {
         no_color: std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
     };
     let engine = engine::start(config).await?;
-    feedscope::tui::run(engine, feedscope::tui::Options { mouse, settings }).await?;
+    feedscope::tui::run(
+        engine,
+        feedscope::tui::Options { mouse, settings },
+        recorder,
+    )
+    .await?;
     Ok(())
 }
 
@@ -294,13 +374,13 @@ async fn demo(mouse: bool) -> Result<()> {
         policy: Policy::Manual,
         rules: Rules::default(),
     };
-    let result = run_tui(config, mouse).await;
+    let result = run_tui(config, mouse, None).await;
     drop(peers);
     let _ = std::fs::remove_dir_all(&base);
     result
 }
 
-async fn run_headless(config: Config, json: bool) -> Result<()> {
+async fn run_headless(config: Config, json: bool, mut recorder: Option<Recorder>) -> Result<()> {
     let mut engine = engine::start(config).await?;
     let commands = engine.commands.clone();
     let stdin_task = tokio::spawn(async move {
@@ -331,6 +411,12 @@ async fn run_headless(config: Config, json: bool) -> Result<()> {
     });
     while let Some(ev) = engine.events.recv().await {
         let stopped = ev == Event::Stopped;
+        if let Some(r) = recorder.as_mut() {
+            if let Err(e) = r.write(&ev) {
+                eprintln!("feedscope: recording stopped: {e}");
+                recorder = None;
+            }
+        }
         print_event(&ev, json);
         if stopped {
             break;

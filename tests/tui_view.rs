@@ -196,3 +196,13 @@ fn approving_from_the_screen_sends_the_selected_key() {
     );
     assert!(draw(&app, 80, 24).contains("approved 02020202 from peer #1"));
 }
+
+#[test]
+fn replay_timeline_at_80x24() {
+    let mut app = session();
+    app.replay = Some("⏸ 3.2s/9.0s  event 14/40  x2".into());
+    let screen = draw(&app, 80, 24);
+    assert!(screen.contains("event 14/40"), "{screen}");
+    assert!(screen.contains("p play"), "the footer shows the replay keys: {screen}");
+    insta::assert_snapshot!(screen);
+}

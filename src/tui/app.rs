@@ -109,6 +109,8 @@ pub struct App {
     pub confirm_quit: bool,
     /// The UI should close.
     pub quit: bool,
+    /// The replay timeline line, when showing a recording.
+    pub replay: Option<String>,
     history: Vec<String>,
     history_pos: Option<usize>,
 }
@@ -129,6 +131,7 @@ impl App {
             settings,
             confirm_quit: false,
             quit: false,
+            replay: None,
             history: Vec::new(),
             history_pos: None,
         }
@@ -142,6 +145,12 @@ impl App {
     /// Whether the screen is frozen.
     pub fn is_frozen(&self) -> bool {
         self.frozen.is_some()
+    }
+
+    /// Forgets every event (a replay seeking back rebuilds from the start).
+    pub fn reset_model(&mut self) {
+        self.live = Model::default();
+        self.frozen = None;
     }
 
     /// Folds an engine event (always into the live model, also while frozen).

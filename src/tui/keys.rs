@@ -199,6 +199,17 @@ fn short_help(a: Action) -> &'static str {
     }
 }
 
+/// Keys of the replay timeline (`feedscope replay FILE`), checked before [`BINDINGS`].
+pub const REPLAY_BINDINGS: &[(KeyCode, &str, &str)] = &[
+    (KeyCode::Char('p'), "p", "play or pause"),
+    (KeyCode::Char('n'), "n", "step one event forward (pauses)"),
+    (KeyCode::Char('b'), "b", "step one event back (pauses)"),
+    (KeyCode::Char('+'), "+", "play faster"),
+    (KeyCode::Char('-'), "-", "play slower"),
+    (KeyCode::Home, "home", "seek to the start"),
+    (KeyCode::End, "end", "seek to the end"),
+];
+
 /// The commands the `:` line accepts, for help and completion.
 pub const COMMANDS: &[(&str, &str)] = &[
     ("connect ADDR", "dial a peer, e.g. connect 127.0.0.1:4000"),

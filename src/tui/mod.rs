@@ -38,7 +38,11 @@ pub struct Options {
 }
 
 /// Runs the UI on `engine` until the user quits; shuts the engine down cleanly.
-pub async fn run(mut engine: Engine, opts: Options) -> io::Result<()> {
+pub async fn run(
+    mut engine: Engine,
+    opts: Options,
+    mut recorder: Option<crate::record::Recorder>,
+) -> io::Result<()> {
     let mut terminal = ratatui::init();
     if opts.mouse {
         let _ = execute!(io::stdout(), EnableMouseCapture);
@@ -48,7 +52,7 @@ pub async fn run(mut engine: Engine, opts: Options) -> io::Result<()> {
             previous(info);
         }));
     }
-    let result = event_loop(&mut terminal, &mut engine, &opts).await;
+    let result = event_loop(&mut terminal, &mut engine, &opts, &mut recorder).await;
     if opts.mouse {
         let _ = execute!(io::stdout(), DisableMouseCapture);
     }
@@ -70,6 +74,7 @@ async fn event_loop(
     terminal: &mut ratatui::DefaultTerminal,
     engine: &mut Engine,
     opts: &Options,
+    recorder: &mut Option<crate::record::Recorder>,
 ) -> io::Result<()> {
     let started = Instant::now();
     let mut app = App::new(opts.settings.clone());
@@ -100,11 +105,22 @@ async fn event_loop(
         tokio::select! {
             ev = engine.events.recv() => {
                 let Some(ev) = ev else { return Ok(()) };
-                app.on_event(&ev, started.elapsed().as_secs_f64());
-                for _ in 0..EVENTS_PER_TURN {
-                    match engine.events.try_recv() {
-                        Ok(ev) => app.on_event(&ev, started.elapsed().as_secs_f64()),
-                        Err(_) => break,
+                let mut next = Some(ev);
+                let mut n = 0;
+                while let Some(ev) = next.take() {
+                    if let Some(r) = recorder.as_mut() {
+                        if let Err(e) = r.write(&ev) {
+                            app.status = Some(app::Status {
+                                text: format!("recording stopped: {e}"),
+                                error: true,
+                            });
+                            *recorder = None;
+                        }
+                    }
+                    app.on_event(&ev, started.elapsed().as_secs_f64());
+                    n += 1;
+                    if n < EVENTS_PER_TURN {
+                        next = engine.events.try_recv().ok();
                     }
                 }
                 dirty = true;
@@ -130,4 +146,112 @@ async fn event_loop(
             _ = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// Shows a recording in the same views, with a timeline.
+pub async fn replay(
+    entries: Vec<crate::record::Entry>,
+    settings: Settings,
+    problem: Option<String>,
+) -> io::Result<()> {
+    use ratatui::crossterm::event::KeyCode;
+    let mut terminal = ratatui::init();
+    let mut app = App::new(settings);
+    if let Some(p) = problem {
+        app.status = Some(app::Status {
+            text: p,
+            error: true,
+        });
+    }
+    let end = entries.last().map_or(0.0, |e| e.t);
+    let mut input = EventStream::new();
+    let (mut pos, mut playing, mut speed) = (0usize, true, 1.0f64);
+    // The playhead in recording time, and when it was last moved in wall time.
+    let (mut head, mut moved) = (0.0f64, Instant::now());
+    let result: io::Result<()> = async {
+        loop {
+            if playing {
+                head = (head + moved.elapsed().as_secs_f64() * speed).min(end);
+            }
+            moved = Instant::now();
+            while pos < entries.len() && entries[pos].t <= head {
+                app.on_event(&entries[pos].event, entries[pos].t);
+                pos += 1;
+            }
+            if pos == entries.len() {
+                playing = false;
+            }
+            app.replay = Some(format!(
+                "{} {:.1}s/{:.1}s  event {pos}/{}  x{speed}",
+                if playing { "▶" } else { "⏸" },
+                head,
+                end,
+                entries.len()
+            ));
+            terminal.draw(|f| view::render(f, &app))?;
+            let wait = if playing {
+                entries
+                    .get(pos)
+                    .map_or(FRAME_INTERVAL, |e| {
+                        Duration::from_secs_f64(((e.t - head) / speed).max(0.0))
+                    })
+                    .clamp(Duration::from_millis(5), Duration::from_millis(250))
+            } else {
+                Duration::from_secs(3600)
+            };
+            tokio::select! {
+                term = input.next() => {
+                    let Some(Ok(term)) = term else { return Ok(()) };
+                    let key = match &term {
+                        TermEvent::Key(k) if app.input.is_none() => Some(k.code),
+                        _ => None,
+                    };
+                    let mut rebuild_to = None;
+                    match key {
+                        Some(KeyCode::Char('p')) => playing = !playing && pos < entries.len(),
+                        Some(KeyCode::Char('n')) => {
+                            playing = false;
+                            if pos < entries.len() {
+                                head = entries[pos].t;
+                            }
+                        }
+                        Some(KeyCode::Char('b')) => {
+                            playing = false;
+                            rebuild_to = Some(pos.saturating_sub(1));
+                        }
+                        Some(KeyCode::Char('+')) => speed = (speed * 2.0).min(64.0),
+                        Some(KeyCode::Char('-')) => speed = (speed / 2.0).max(1.0 / 64.0),
+                        Some(KeyCode::Home) => {
+                            playing = false;
+                            rebuild_to = Some(0);
+                        }
+                        Some(KeyCode::End) => {
+                            playing = false;
+                            head = end;
+                        }
+                        _ => {
+                            // Navigation, panes, help and quitting work as in the live UI;
+                            // commands have no engine to go to.
+                            let _ = app.on_terminal(&term);
+                            if app.quit {
+                                return Ok(());
+                            }
+                        }
+                    }
+                    if let Some(to) = rebuild_to {
+                        app.reset_model();
+                        for e in &entries[..to] {
+                            app.on_event(&e.event, e.t);
+                        }
+                        pos = to;
+                        head = if to == 0 { 0.0 } else { entries[to - 1].t };
+                    }
+                }
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+    .await;
+    ratatui::restore();
+    result
 }

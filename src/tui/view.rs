@@ -29,7 +29,7 @@ use ratatui::widgets::{
 use ratatui::Frame;
 
 use crate::tui::app::{App, Pane};
-use crate::tui::keys::{footer_hints, BINDINGS, COMMANDS};
+use crate::tui::keys::{footer_hints, BINDINGS, COMMANDS, REPLAY_BINDINGS};
 use crate::tui::model::{OfferState, PeerView};
 use crate::wire::FeedKey;
 
@@ -93,7 +93,17 @@ pub fn render(f: &mut Frame, app: &App) {
     render_pane(f, right, app, &theme);
     render_events(f, events, app, &theme);
     render_status(f, status, app, &theme);
-    f.render_widget(Paragraph::new(footer_hints()).style(theme.dim()), footer);
+    let hints = if app.replay.is_some() {
+        REPLAY_BINDINGS
+            .iter()
+            .map(|(_, k, h)| format!("{k} {}", h.split_whitespace().next().unwrap_or("")))
+            .chain(["? help".to_string(), "q quit".to_string()])
+            .collect::<Vec<_>>()
+            .join("  ")
+    } else {
+        footer_hints()
+    };
+    f.render_widget(Paragraph::new(hints).style(theme.dim()), footer);
     if app.help {
         render_help(f, area, app, &theme);
     }
@@ -508,16 +518,28 @@ fn render_status(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
         f.set_cursor_position((area.x + x.min(area.width.saturating_sub(1)), area.y));
         return;
     }
+    let mut spans = Vec::new();
+    if let Some(r) = &app.replay {
+        spans.push(Span::styled(r.clone(), t.title()));
+        spans.push(Span::raw("  "));
+    }
     if let Some(s) = &app.status {
         let style = if s.error { t.problem() } else { t.good() };
-        f.render_widget(Paragraph::new(s.text.clone()).style(style), area);
+        spans.push(Span::styled(s.text.clone(), style));
     }
+    f.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
 fn render_help(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
     let mut lines = vec![Line::styled("Keys", t.title())];
     for b in BINDINGS {
         lines.push(Line::from(format!(" {:<7} {}", b.label, b.help)));
+    }
+    if app.replay.is_some() {
+        lines.push(Line::styled("Replay", t.title()));
+        for (_, k, h) in REPLAY_BINDINGS {
+            lines.push(Line::from(format!(" {k:<7} {h}")));
+        }
     }
     lines.push(Line::styled("Commands after :", t.title()));
     let commands = COMMANDS
