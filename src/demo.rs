@@ -98,6 +98,8 @@ pub async fn start(dir: PathBuf, key: FeedKey) -> Result<Demo, StoreError> {
         connect: Vec::new(),
         policy: Policy::AcceptAll,
         rules: Rules::default(),
+        trace_wire: false,
+        step: false,
     };
     let mut team = engine::start(config(team_dir)).await?;
     let mut sensors = engine::start(config(sensor_dir)).await?;
@@ -166,6 +168,8 @@ mod tests {
             connect: demo.addrs.clone(),
             policy: Policy::AcceptAll,
             rules: Rules::default(),
+            trace_wire: false,
+            step: false,
         })
         .await
         .unwrap();

@@ -47,6 +47,10 @@ pub struct Config {
     pub policy: Policy,
     /// Rules applied to offers before the policy.
     pub rules: Rules,
+    /// Report every protocol message as a `wire` event.
+    pub trace_wire: bool,
+    /// Hold every received message of every peer until it is stepped through.
+    pub step: bool,
 }
 
 /// A message from the engine to one peer task.
@@ -65,6 +69,14 @@ pub enum PeerCmd {
     },
     /// Stop replicating a feed.
     Stop(FeedKey),
+    /// Start holding received messages.
+    Hold,
+    /// Let one held message through.
+    Step,
+    /// Let all held messages through and stop holding.
+    Continue,
+    /// Hold when a message of this kind arrives (empty: clear breakpoints).
+    Break(String),
     /// End the connection.
     Close(String),
 }
@@ -80,6 +92,10 @@ pub struct Shared {
     pub policy: Policy,
     /// Rules and remembered decisions.
     pub curator: Curator,
+    /// Whether `wire` events are wanted.
+    pub trace_wire: bool,
+    /// Whether new peers start in step mode.
+    pub step: bool,
     events: mpsc::UnboundedSender<Event>,
     peers: Mutex<HashMap<PeerId, mpsc::UnboundedSender<PeerCmd>>>,
     next_peer: AtomicU64,
@@ -186,6 +202,8 @@ pub async fn start(config: Config) -> Result<Engine, StoreError> {
             rules: config.rules.clone(),
             decisions,
         },
+        trace_wire: config.trace_wire,
+        step: config.step,
         events: ev_tx,
         peers: Mutex::new(HashMap::new()),
         next_peer: AtomicU64::new(1),
@@ -439,11 +457,25 @@ async fn handle_command(shared: &Arc<Shared>, cmd: Command) -> Option<String> {
             }
             Err(e) => error("command", format!("stop: {e}")),
         },
+        Command::Hold { peer } => to_peers(shared, peer, || PeerCmd::Hold),
+        Command::Step { peer } => to_peers(shared, peer, || PeerCmd::Step),
+        Command::Continue { peer } => to_peers(shared, peer, || PeerCmd::Continue),
+        Command::Break { peer, kind } => to_peers(shared, peer, || PeerCmd::Break(kind.clone())),
         Command::Approve { peer, key } => decide(shared, peer, &key, true),
         Command::Decline { peer, key } => decide(shared, peer, &key, false),
         Command::Quit => {}
     }
     None
+}
+
+fn to_peers(shared: &Shared, peer: Option<PeerId>, make: impl Fn() -> PeerCmd) {
+    if !shared.send_to(peer, make) {
+        shared.emit(Event::Error {
+            peer,
+            kind: "command".into(),
+            message: format!("no connected peer {}", peer.unwrap_or_default()),
+        });
+    }
 }
 
 fn decide(shared: &Shared, peer: Option<PeerId>, key: &str, approve: bool) {

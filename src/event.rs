@@ -155,6 +155,43 @@ pub enum Event {
         /// Length reached.
         length: u64,
     },
+    /// One protocol message in or out (with `--trace-wire`).
+    Wire {
+        /// Connection id.
+        peer: PeerId,
+        /// `in` or `out`.
+        dir: String,
+        /// `root`, a feed's short key, `control`, or `channel N` while not yet matched.
+        channel: String,
+        /// Message type: `Open`, `Synchronize`, `Data`, `Extension(MULTIFEED_MANIFEST)`, …
+        kind: String,
+        /// Encoded size in bytes.
+        bytes: usize,
+        /// Decoded fields, for a person.
+        summary: String,
+        /// The message bytes (at most the first 512) in hex.
+        hex: String,
+    },
+    /// A received message is held until it is let through (step mode).
+    Held {
+        /// Connection id.
+        peer: PeerId,
+        /// Message type.
+        kind: String,
+        /// Decoded fields.
+        summary: String,
+        /// Messages now waiting.
+        waiting: usize,
+    },
+    /// A held message was let through and acted on.
+    Released {
+        /// Connection id.
+        peer: PeerId,
+        /// Message type.
+        kind: String,
+        /// Messages still waiting.
+        waiting: usize,
+    },
     /// The connection ended.
     PeerDisconnected {
         /// Connection id.
@@ -213,6 +250,33 @@ pub enum Command {
         peer: Option<PeerId>,
         /// Key.
         key: String,
+    },
+    /// Hold every received message of a peer until it is let through (step mode).
+    Hold {
+        /// Connection id; every peer when absent.
+        #[serde(default)]
+        peer: Option<PeerId>,
+    },
+    /// Let exactly one held message through (holding starts if it was off).
+    Step {
+        /// Connection id; every peer when absent.
+        #[serde(default)]
+        peer: Option<PeerId>,
+    },
+    /// Let every held message through and stop holding.
+    Continue {
+        /// Connection id; every peer when absent.
+        #[serde(default)]
+        peer: Option<PeerId>,
+    },
+    /// Start holding when a message of this kind arrives (`Data`, `MULTIFEED_REQUEST_FEEDS`…);
+    /// an empty kind removes every breakpoint.
+    Break {
+        /// Connection id; every peer when absent.
+        #[serde(default)]
+        peer: Option<PeerId>,
+        /// Message type or extension name.
+        kind: String,
     },
     /// Dial another peer.
     Connect {

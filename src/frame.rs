@@ -41,6 +41,110 @@ impl Msg {
             Msg::Extension { name, .. } => format!("Extension({name})"),
         }
     }
+
+    /// The decoded fields, for a person; block contents are summarised, not shown.
+    pub fn summary(&self) -> String {
+        match self {
+            Msg::Extension { name, payload } => {
+                let text = String::from_utf8_lossy(&payload[..payload.len().min(200)]);
+                let more = if payload.len() > 200 { "…" } else { "" };
+                format!("{name} {} bytes: {text}{more}", payload.len())
+            }
+            Msg::Core(Message::Synchronize(s)) => format!(
+                "fork {} length {} remote_length {} can_upgrade {} uploading {} downloading {}",
+                s.fork, s.length, s.remote_length, s.can_upgrade, s.uploading, s.downloading
+            ),
+            Msg::Core(Message::Request(r)) => format!(
+                "id {} fork {}{}{}{}{}",
+                r.id,
+                r.fork,
+                r.block
+                    .as_ref()
+                    .map(|b| format!(" block {} (nodes {})", b.index, b.nodes))
+                    .unwrap_or_default(),
+                r.hash
+                    .as_ref()
+                    .map(|b| format!(" hash {}", b.index))
+                    .unwrap_or_default(),
+                r.seek
+                    .as_ref()
+                    .map(|b| format!(" seek {}", b.bytes))
+                    .unwrap_or_default(),
+                r.upgrade
+                    .as_ref()
+                    .map(|u| format!(" upgrade {}+{}", u.start, u.length))
+                    .unwrap_or_default(),
+            ),
+            Msg::Core(Message::Data(d)) => format!(
+                "request {} fork {}{}{}",
+                d.request,
+                d.fork,
+                d.block
+                    .as_ref()
+                    .map(|b| format!(
+                        " block {} ({} bytes, {} nodes)",
+                        b.index,
+                        b.value.len(),
+                        b.nodes.len()
+                    ))
+                    .unwrap_or_default(),
+                d.upgrade
+                    .as_ref()
+                    .map(|u| format!(" upgrade {}+{} (signed)", u.start, u.length))
+                    .unwrap_or_default(),
+            ),
+            Msg::Core(Message::NoData(n)) => format!("request {}", n.request),
+            Msg::Core(Message::Range(r)) => format!(
+                "{} {}+{}",
+                if r.drop { "drop" } else { "have" },
+                r.start,
+                r.length
+            ),
+            Msg::Core(Message::Want(w)) => format!("{}+{}", w.start, w.length),
+            Msg::Core(Message::Unwant(w)) => format!("{}+{}", w.start, w.length),
+            Msg::Core(Message::Bitfield(b)) => {
+                format!("start {} ({} words)", b.start, b.bitfield.len())
+            }
+            Msg::Core(Message::Cancel(c)) => format!("request {}", c.request),
+            Msg::Core(other) => other.name().to_string(),
+        }
+    }
+}
+
+impl Item {
+    /// The message type, as breakpoints and the inspector name it.
+    pub fn kind(&self) -> String {
+        match self {
+            Item::Open { .. } => "Open".into(),
+            Item::Reject { .. } => "Reject".into(),
+            Item::Close { .. } => "Close".into(),
+            Item::Message(_, Ok(m)) => m.kind(),
+            Item::Message(_, Err(_)) => "Malformed".into(),
+        }
+    }
+
+    /// The decoded fields, for a person.
+    pub fn summary(&self) -> String {
+        match self {
+            Item::Open {
+                channel,
+                protocol,
+                discovery_key,
+                capability,
+            } => format!(
+                "channel {channel} {protocol} discovery key {}{}",
+                hex::encode(&discovery_key[..discovery_key.len().min(8)]),
+                if capability.is_some() {
+                    " with capability"
+                } else {
+                    " without capability"
+                }
+            ),
+            Item::Reject { channel } | Item::Close { channel } => format!("channel {channel}"),
+            Item::Message(ch, Ok(m)) => format!("channel {ch}: {}", m.summary()),
+            Item::Message(ch, Err(e)) => format!("channel {ch}: {e}"),
+        }
+    }
 }
 
 /// One item of a decoded plaintext frame.

@@ -80,6 +80,13 @@ struct NetArgs {
     /// Decline offers whose metadata states more bytes than this
     #[arg(long, value_name = "N")]
     max_feed_bytes: Option<u64>,
+    /// Report every protocol message as a `wire` event (type, channel, size, fields, hex)
+    #[arg(long)]
+    trace_wire: bool,
+    /// Hold every received message until it is let through (TUI: n steps, c continues;
+    /// headless: {"cmd":"step"} / {"cmd":"continue"})
+    #[arg(long)]
+    step: bool,
     /// Read rules from a file: lines "allow PREFIX", "deny PREFIX", "allow-peer PUBKEY",
     /// "max-feed-bytes N"; "#" starts a comment
     #[arg(long, value_name = "FILE")]
@@ -200,6 +207,8 @@ fn config(net: &NetArgs, default_policy: Policy) -> Result<Config> {
             None => default_policy,
         },
         rules: rules(net)?,
+        trace_wire: net.trace_wire,
+        step: net.step,
     })
 }
 
@@ -373,6 +382,8 @@ async fn demo(mouse: bool) -> Result<()> {
         connect: peers.addrs.clone(),
         policy: Policy::Manual,
         rules: Rules::default(),
+        trace_wire: false,
+        step: false,
     };
     let result = run_tui(config, mouse, None).await;
     drop(peers);

@@ -103,3 +103,83 @@ fn a_truncated_recording_replays_up_to_the_bad_line_and_says_where() {
         .collect();
     assert_eq!(replayed, live[..5].to_vec());
 }
+
+fn count(node: &Node, ty: &str) -> usize {
+    node.seen.iter().filter(|v| v["type"] == ty).count()
+}
+
+/// Waits until `node` has seen at least `n` events of type `ty`.
+fn wait_count(node: &mut Node, ty: &str, n: usize) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while count(node, ty) < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fewer than {n} {ty} events"
+        );
+        let _ = node.wait_for_within("__none__", std::time::Duration::from_millis(50), |_| false);
+    }
+}
+
+#[test]
+fn stepping_lets_nothing_act_before_its_message_is_let_through() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let key = append_lines(a_dir.path(), "notes", &blocks("s", 4, 10));
+    let (mut a, addr) = Node::listen(a_dir.path(), &["--step"]);
+    let mut b = Node::start(b_dir.path(), &["--connect", &addr]);
+    let mut steps = 0;
+    loop {
+        assert!(steps < 40, "the REQUEST was never held");
+        // Step only what is held: one message per step, in arrival order.
+        wait_count(&mut a, "held", steps + 1);
+        a.send(serde_json::json!({"cmd": "step"}));
+        steps += 1;
+        wait_count(&mut a, "released", steps);
+        let released = a
+            .seen
+            .iter()
+            .filter(|v| v["type"] == "released")
+            .nth(steps - 1)
+            .unwrap();
+        let kind = released["kind"].as_str().unwrap().to_string();
+        if kind.contains("MULTIFEED_REQUEST_FEEDS") {
+            break;
+        }
+        assert_eq!(
+            count(&a, "request_received"),
+            0,
+            "a request was acted on before it was let through (step {steps}, {kind})"
+        );
+    }
+    a.wait_for("request_received", |_| true);
+    a.wait_for("replicate_sent", |_| true);
+    a.send(serde_json::json!({"cmd": "continue"}));
+    b.wait_synced(&key, 4);
+    b.quit();
+    a.quit();
+}
+
+#[test]
+fn trace_wire_reports_each_message_with_its_bytes() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let key = append_lines(a_dir.path(), "notes", &blocks("w", 3, 10));
+    let (a, addr) = Node::listen(a_dir.path(), &[]);
+    let mut b = Node::start(b_dir.path(), &["--connect", &addr, "--trace-wire"]);
+    b.wait_synced(&key, 3);
+    let hs = b.wait_for("wire", |v| {
+        v["dir"] == "in" && v["kind"] == "Extension(MULTIFEED_HANDSHAKE)"
+    });
+    assert_eq!(hs["channel"], "root");
+    let hex = hs["hex"].as_str().unwrap();
+    // type 9, name length 19, the name, then the JSON itself with no length prefix.
+    assert!(
+        hex.contains("09134d554c5449464545445f48414e445348414b457b22636c69656e74"),
+        "{hex}"
+    );
+    b.wait_for("wire", |v| v["dir"] == "out" && v["kind"] == "Request");
+    b.wait_for("wire", |v| {
+        v["dir"] == "in" && v["kind"] == "Data" && v["channel"] == key[..8]
+    });
+    b.wait_for("wire", |v| v["dir"] == "out" && v["kind"] == "Open");
+    b.quit();
+    a.quit();
+}

@@ -203,6 +203,9 @@ fn replay_timeline_at_80x24() {
     app.replay = Some("⏸ 3.2s/9.0s  event 14/40  x2".into());
     let screen = draw(&app, 80, 24);
     assert!(screen.contains("event 14/40"), "{screen}");
-    assert!(screen.contains("p play"), "the footer shows the replay keys: {screen}");
+    assert!(
+        screen.contains("p play"),
+        "the footer shows the replay keys: {screen}"
+    );
     insta::assert_snapshot!(screen);
 }

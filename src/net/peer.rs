@@ -33,6 +33,10 @@ pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 pub const MAX_PENDING_OPENS: usize = 1024;
 /// Messages buffered per not-yet-matched remote channel, at most; more are dropped.
 pub const MAX_EARLY_MESSAGES: usize = 1024;
+/// Received messages held in step mode, at most; reading pauses beyond it.
+pub const MAX_HELD: usize = 10_000;
+/// Bytes of a message shown in a `wire` event's hex dump.
+const TRACE_HEX_BYTES: usize = 512;
 /// Channel messages gathered before a frame is sent.
 const FRAME_SOFT_LIMIT: usize = 1 << 20;
 
@@ -109,6 +113,10 @@ pub struct Peer {
     out_bytes: usize,
     last_sent: Instant,
     end: Option<(bool, String)>,
+    holding: bool,
+    held: std::collections::VecDeque<Item>,
+    breakpoints: std::collections::BTreeSet<String>,
+    last_ext_in: HashMap<u64, String>,
 }
 
 impl Peer {
@@ -147,7 +155,12 @@ impl Peer {
             out_bytes: 0,
             last_sent: Instant::now(),
             end: None,
+            holding: false,
+            held: Default::default(),
+            breakpoints: Default::default(),
+            last_ext_in: HashMap::new(),
         };
+        peer.holding = peer.shared.step;
         let root_key = peer.shared.root_key.0;
         peer.root_local = peer.open_channel(root_key, Role::Root);
         let started = Instant::now();
@@ -155,7 +168,7 @@ impl Peer {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while peer.end.is_none() {
             tokio::select! {
-                frames = peer.transport.recv() => match frames {
+                frames = peer.transport.recv(), if peer.held.len() < MAX_HELD => match frames {
                     Ok(frames) => {
                         for f in frames {
                             peer.on_frame(&f).await;
@@ -169,7 +182,8 @@ impl Peer {
                     None => peer.finish(false, "engine shut down".into()),
                 },
                 _ = tick.tick() => {
-                    if !peer.root_open && started.elapsed() > ROOT_OPEN_TIMEOUT {
+                    // Held messages may include the peer's root open: no verdict while stepping.
+                    if !peer.root_open && peer.held.is_empty() && started.elapsed() > ROOT_OPEN_TIMEOUT {
                         peer.different_key(format!(
                             "the root channel did not open within {ROOT_OPEN_TIMEOUT:?}"
                         ));
@@ -250,6 +264,30 @@ impl Peer {
             return Ok(());
         }
         let mut batch: Vec<(u64, Msg)> = Vec::new();
+        if self.shared.trace_wire {
+            for o in &self.out {
+                match o {
+                    Out::Control(bytes) => {
+                        let (kind, summary) =
+                            match frame::decode(bytes).ok().and_then(|mut v| v.pop()) {
+                                Some(item) => (item.kind(), item.summary()),
+                                None => ("Control".into(), String::new()),
+                            };
+                        self.trace("out", None, kind, bytes, summary);
+                    }
+                    Out::Msg(ch, m) => {
+                        let bytes = frame::encode_messages(&[(*ch, m.clone())]);
+                        self.trace(
+                            "out",
+                            Some(*ch),
+                            m.kind(),
+                            &bytes,
+                            format!("channel {ch}: {}", m.summary()),
+                        );
+                    }
+                }
+            }
+        }
         for o in std::mem::take(&mut self.out) {
             match o {
                 Out::Control(bytes) => {
@@ -399,6 +437,100 @@ impl Peer {
             }
         };
         for item in items {
+            self.receive(item).await;
+        }
+    }
+
+    /// The type of a received item, with compressed extension names spelled out.
+    fn item_kind(&mut self, item: &Item) -> String {
+        if let Item::Message(ch, Ok(Msg::Extension { name, .. })) = item {
+            if name.is_empty() {
+                let last = self.last_ext_in.get(ch).cloned().unwrap_or_default();
+                return format!("Extension({last})");
+            }
+            self.last_ext_in.insert(*ch, name.clone());
+        }
+        item.kind()
+    }
+
+    fn channel_name(&self, local: Option<u64>) -> String {
+        match local {
+            None => "control".into(),
+            Some(l) if l == self.root_local => "root".into(),
+            Some(l) => match self.chans.get(&l) {
+                Some(c) => hex::encode(&c.key[..4]),
+                None => format!("channel {l}"),
+            },
+        }
+    }
+
+    fn trace(&self, dir: &str, local: Option<u64>, kind: String, bytes: &[u8], summary: String) {
+        self.emit(Event::Wire {
+            peer: self.id,
+            dir: dir.into(),
+            channel: self.channel_name(local),
+            kind,
+            bytes: bytes.len(),
+            summary,
+            hex: hex::encode(&bytes[..bytes.len().min(TRACE_HEX_BYTES)]),
+        });
+    }
+
+    /// A received item: traced, then held (step mode) or acted on.
+    async fn receive(&mut self, item: Item) {
+        let kind = self.item_kind(&item);
+        if self.shared.trace_wire {
+            let (local, bytes) = match &item {
+                Item::Message(remote, Ok(m)) => (
+                    self.by_remote.get(remote).copied(),
+                    frame::encode_messages(&[(*remote, m.clone())]),
+                ),
+                Item::Open { channel, .. } | Item::Close { channel } => {
+                    (None, frame::encode_close(*channel))
+                }
+                Item::Reject { channel } => (None, frame::encode_reject(*channel)),
+                Item::Message(..) => (None, Vec::new()),
+            };
+            let bytes = match &item {
+                Item::Open {
+                    channel,
+                    discovery_key,
+                    capability,
+                    ..
+                } => {
+                    let dk: [u8; 32] = discovery_key.as_slice().try_into().unwrap_or([0; 32]);
+                    frame::encode_open(*channel, &dk, &capability.unwrap_or([0; 32]))
+                }
+                _ => bytes,
+            };
+            self.trace("in", local, kind.clone(), &bytes, item.summary());
+        }
+        let stop_here = self
+            .breakpoints
+            .iter()
+            .any(|b| kind == *b || kind == format!("Extension({b})"));
+        if self.holding || stop_here {
+            self.holding = true;
+            self.emit(Event::Held {
+                peer: self.id,
+                kind,
+                summary: item.summary(),
+                waiting: self.held.len() + 1,
+            });
+            self.held.push_back(item);
+            return;
+        }
+        self.on_item(item).await;
+    }
+
+    /// Lets the oldest held item through.
+    async fn release_one(&mut self) {
+        if let Some(item) = self.held.pop_front() {
+            self.emit(Event::Released {
+                peer: self.id,
+                kind: item.kind(),
+                waiting: self.held.len(),
+            });
             self.on_item(item).await;
         }
     }
@@ -720,6 +852,29 @@ impl Peer {
                 self.perform(actions).await;
             }
             PeerCmd::Close(reason) => self.finish(false, reason),
+            PeerCmd::Hold => self.holding = true,
+            PeerCmd::Step => {
+                self.holding = true;
+                self.release_one().await;
+            }
+            PeerCmd::Continue => {
+                self.holding = false;
+                while !self.held.is_empty() && self.end.is_none() {
+                    self.release_one().await;
+                    if self.out_bytes > 0 {
+                        if let Err(e) = self.flush() {
+                            self.finish(true, e.to_string());
+                        }
+                    }
+                }
+            }
+            PeerCmd::Break(kind) => {
+                if kind.is_empty() {
+                    self.breakpoints.clear();
+                } else {
+                    self.breakpoints.insert(kind);
+                }
+            }
         }
     }
 }

@@ -23,17 +23,20 @@ pub enum Pane {
     Active,
     /// What we offered it.
     OurOffer,
+    /// Every protocol message (with `--trace-wire`).
+    Wire,
     /// The event log.
     Log,
 }
 
 impl Pane {
     /// All panes in tab order.
-    pub const ALL: [Pane; 5] = [
+    pub const ALL: [Pane; 6] = [
         Pane::Offered,
         Pane::Requested,
         Pane::Active,
         Pane::OurOffer,
+        Pane::Wire,
         Pane::Log,
     ];
 
@@ -44,6 +47,7 @@ impl Pane {
             Pane::Requested => "Requested",
             Pane::Active => "Active",
             Pane::OurOffer => "Ours",
+            Pane::Wire => "Wire",
             Pane::Log => "Log",
         }
     }
@@ -55,6 +59,7 @@ impl Pane {
             Pane::Requested => "Requested",
             Pane::Active => "Active",
             Pane::OurOffer => "Our offer",
+            Pane::Wire => "Wire",
             Pane::Log => "Log",
         }
     }
@@ -173,8 +178,27 @@ impl App {
             Pane::Requested => p.requested.iter().copied().collect(),
             Pane::Active => p.active.keys().copied().collect(),
             Pane::OurOffer => p.local_offer.iter().copied().collect(),
-            Pane::Log => Vec::new(),
+            Pane::Wire | Pane::Log => Vec::new(),
         }
+    }
+
+    /// Wire lines of the selected peer that pass the filter.
+    pub fn wire_lines(&self) -> Vec<&crate::tui::model::WireLine> {
+        let f = self.filter.to_lowercase();
+        let Some(p) = self.selected_peer() else {
+            return Vec::new();
+        };
+        p.wire
+            .iter()
+            .filter(|w| {
+                f.is_empty()
+                    || w.kind.to_lowercase().contains(&f)
+                    || w.channel.contains(&f)
+                    || (f == "in" && w.incoming)
+                    || (f == "out" && !w.incoming)
+                    || w.summary.to_lowercase().contains(&f)
+            })
+            .collect()
     }
 
     /// Log lines that pass the filter (and concern the selected peer, if it is chosen).
@@ -259,6 +283,27 @@ impl App {
                 );
                 return vec![decide(approve, Some(id), "*".into())];
             }
+            Action::Hold | Action::StepOne | Action::Continue => {
+                let Some(id) = self.selected_peer().map(|p| p.id) else {
+                    self.say("no peer selected", true);
+                    return Vec::new();
+                };
+                let peer = Some(id);
+                return vec![match action {
+                    Action::Hold => {
+                        self.say(
+                            format!("holding messages of peer #{id}: n steps, c continues"),
+                            false,
+                        );
+                        Command::Hold { peer }
+                    }
+                    Action::StepOne => Command::Step { peer },
+                    _ => {
+                        self.say(format!("peer #{id} runs freely again"), false);
+                        Command::Continue { peer }
+                    }
+                }];
+            }
             Action::Freeze => {
                 if self.frozen.take().is_none() {
                     self.frozen = Some(Box::new(self.live.clone()));
@@ -310,10 +355,10 @@ impl App {
     }
 
     fn move_row(&mut self, by: i64) {
-        let len = if self.pane == Pane::Log {
-            self.log_lines().len()
-        } else {
-            self.pane_keys().len()
+        let len = match self.pane {
+            Pane::Log => self.log_lines().len(),
+            Pane::Wire => self.wire_lines().len(),
+            _ => self.pane_keys().len(),
         };
         self.row = step(self.row, by, len);
     }
@@ -481,9 +526,26 @@ impl App {
             },
             "filter" => {
                 self.filter = rest.to_string();
-                self.pane = Pane::Log;
+                if self.pane != Pane::Wire {
+                    self.pane = Pane::Log;
+                }
                 self.row = 0;
                 Vec::new()
+            }
+            "break" => {
+                let peer = self.selected_peer().map(|p| p.id);
+                self.say(
+                    if rest.is_empty() {
+                        "breakpoints cleared".to_string()
+                    } else {
+                        format!("will hold at the next {rest}")
+                    },
+                    false,
+                );
+                vec![Command::Break {
+                    peer,
+                    kind: rest.to_string(),
+                }]
             }
             "quit" | "q" => {
                 self.quit = true;

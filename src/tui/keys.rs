@@ -27,6 +27,12 @@ pub enum Action {
     DeclineAll,
     /// Freeze or unfreeze the screen.
     Freeze,
+    /// Hold the selected peer's received messages (step mode).
+    Hold,
+    /// Let one held message of the selected peer through.
+    StepOne,
+    /// Let every held message through and stop holding.
+    Continue,
     /// Open the command line.
     Command,
     /// Show or hide help.
@@ -132,6 +138,27 @@ pub const BINDINGS: &[Binding] = &[
         label: "space",
         help: "freeze the screen (the engine carries on); again to catch up",
         action: Action::Freeze,
+        footer: false,
+    },
+    Binding {
+        keys: &[(KeyCode::Char('s'), NONE)],
+        label: "s",
+        help: "step mode: hold the selected peer's received messages",
+        action: Action::Hold,
+        footer: false,
+    },
+    Binding {
+        keys: &[(KeyCode::Char('n'), NONE)],
+        label: "n",
+        help: "let exactly one held message through",
+        action: Action::StepOne,
+        footer: false,
+    },
+    Binding {
+        keys: &[(KeyCode::Char('c'), NONE)],
+        label: "c",
+        help: "continue: let every held message through, stop holding",
+        action: Action::Continue,
         footer: false,
     },
     Binding {

@@ -111,6 +111,29 @@ pub struct PeerView {
     pub active: BTreeMap<FeedKey, Active>,
     /// Last error or warning about it.
     pub last_problem: Option<String>,
+    /// Recent protocol messages (with `--trace-wire`), oldest first.
+    pub wire: VecDeque<WireLine>,
+    /// Received messages held in step mode, oldest first: (type, fields).
+    pub held: VecDeque<(String, String)>,
+}
+
+/// One protocol message, as the wire inspector lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WireLine {
+    /// Seconds since the session started.
+    pub at: f64,
+    /// Whether it came in.
+    pub incoming: bool,
+    /// Channel name.
+    pub channel: String,
+    /// Message type.
+    pub kind: String,
+    /// Size in bytes.
+    pub bytes: usize,
+    /// Decoded fields.
+    pub summary: String,
+    /// Hex of (the start of) the bytes.
+    pub hex: String,
 }
 
 impl PeerView {
@@ -445,6 +468,47 @@ impl Model {
                     false,
                     format!("{} at {length}", short(key)),
                 );
+            }
+            Event::Wire {
+                peer,
+                dir,
+                channel,
+                kind,
+                bytes,
+                summary,
+                hex,
+            } => {
+                if let Some(p) = self.peers.get_mut(peer) {
+                    if p.wire.len() == LOG_CAPACITY {
+                        p.wire.pop_front();
+                    }
+                    p.wire.push_back(WireLine {
+                        at,
+                        incoming: dir == "in",
+                        channel: channel.clone(),
+                        kind: kind.clone(),
+                        bytes: *bytes,
+                        summary: summary.clone(),
+                        hex: hex.clone(),
+                    });
+                }
+            }
+            Event::Held {
+                peer,
+                kind,
+                summary,
+                ..
+            } => {
+                if let Some(p) = self.peers.get_mut(peer) {
+                    p.held.push_back((kind.clone(), summary.clone()));
+                }
+                log(Some(*peer), "held", false, format!("{kind} {summary}"));
+            }
+            Event::Released { peer, kind, .. } => {
+                if let Some(p) = self.peers.get_mut(peer) {
+                    p.held.pop_front();
+                }
+                log(Some(*peer), "released", false, kind.clone());
             }
             Event::PeerDisconnected { peer, reason } => {
                 if let Some(p) = self.peers.get_mut(peer) {

@@ -165,11 +165,13 @@ fn render_peers(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
             Row::new(vec![
                 Cell::from(format!("#{}", p.id)),
                 Cell::from(p.addr.clone()),
-                Cell::from(p.state()).style(match p.state() {
-                    "gone" => t.dim(),
-                    "sync" => t.pending(),
-                    _ => t.good(),
-                }),
+                Cell::from(if p.held.is_empty() { p.state() } else { "held" }).style(
+                    match p.state() {
+                        "gone" => t.dim(),
+                        "sync" => t.pending(),
+                        _ => t.good(),
+                    },
+                ),
                 Cell::from(if pending > 0 {
                     format!("{pending}?")
                 } else {
@@ -222,6 +224,7 @@ fn render_peers(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
 fn pane_count(p: Option<&PeerView>, pane: Pane) -> usize {
     match (p, pane) {
         (None, _) | (_, Pane::Log) => 0,
+        (Some(p), Pane::Wire) => p.wire.len(),
         (Some(p), Pane::Offered) => p.remote_offer.len(),
         (Some(p), Pane::Requested) => p.requested.len(),
         (Some(p), Pane::Active) => p.active.len(),
@@ -283,6 +286,10 @@ fn render_pane(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
     );
     if app.pane == Pane::Log {
         render_log_table(f, table_area, app, t);
+        return;
+    }
+    if app.pane == Pane::Wire {
+        render_wire(f, table_area, detail_area, app, t);
         return;
     }
     let Some(p) = peer else {
@@ -396,7 +403,7 @@ fn render_pane(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
                 })
                 .collect(),
         ),
-        Pane::Log => unreachable!("handled above"),
+        Pane::Wire | Pane::Log => unreachable!("handled above"),
     };
     let empty = rows.is_empty();
     let table = Table::new(rows, widths)
@@ -455,6 +462,79 @@ fn render_detail(f: &mut Frame, area: Rect, app: &App, p: &PeerView, t: &Theme) 
     } else {
         f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }), inner);
     }
+}
+
+fn render_wire(f: &mut Frame, area: Rect, detail: Rect, app: &App, t: &Theme) {
+    let lines = app.wire_lines();
+    let held = app.selected_peer().map_or(0, |p| p.held.len());
+    if lines.is_empty() {
+        let text = if held > 0 {
+            format!("{held} message(s) held: n lets one through, c continues")
+        } else {
+            "no messages yet; start feedscope with --trace-wire to see every message".into()
+        };
+        f.render_widget(Paragraph::new(text).style(t.dim()), area);
+    } else {
+        let rows: Vec<Row> = lines
+            .iter()
+            .map(|w| {
+                Row::new(vec![
+                    Cell::from(format!("{:7.3}", w.at)),
+                    Cell::from(if w.incoming { "←" } else { "→" }),
+                    Cell::from(w.channel.clone()),
+                    Cell::from(w.kind.clone()),
+                    Cell::from(w.bytes.to_string()),
+                    Cell::from(w.summary.clone()),
+                ])
+            })
+            .collect();
+        let table = Table::new(
+            rows,
+            [
+                Constraint::Length(7),
+                Constraint::Length(1),
+                Constraint::Length(8),
+                Constraint::Length(18),
+                Constraint::Length(6),
+                Constraint::Min(10),
+            ],
+        )
+        .header(Row::new(vec!["time", "", "channel", "type", "bytes", "fields"]).style(t.title()))
+        .row_highlight_style(t.selected());
+        let mut state = TableState::default().with_selected(Some(app.row.min(lines.len() - 1)));
+        f.render_stateful_widget(table, area, &mut state);
+    }
+    if detail.height == 0 {
+        return;
+    }
+    let block = Block::new()
+        .borders(Borders::TOP)
+        .title(Span::styled(" Message ", t.title()));
+    let inner = block.inner(detail);
+    f.render_widget(block, detail);
+    let mut text = Vec::new();
+    if let Some(p) = app.selected_peer() {
+        if let Some((kind, summary)) = p.held.front() {
+            text.push(Line::styled(
+                format!("held ({}): {kind} {summary}", p.held.len()),
+                t.pending(),
+            ));
+        }
+    }
+    if let Some(w) = lines.get(app.row) {
+        text.push(Line::from(w.summary.clone()));
+        text.push(Line::styled(hex_dump(&w.hex), t.dim()));
+    }
+    f.render_widget(Paragraph::new(text).wrap(Wrap { trim: false }), inner);
+}
+
+/// Hex grouped in 4-byte words, for reading by eye.
+fn hex_dump(hex: &str) -> String {
+    hex.as_bytes()
+        .chunks(8)
+        .map(|c| std::str::from_utf8(c).unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn log_row<'a>(l: &'a crate::tui::model::LogLine, t: &Theme) -> Row<'a> {
