@@ -318,11 +318,81 @@ pub fn decode_msg(mut buf: &[u8]) -> Result<Msg, FrameError> {
     if typ > TYPE_EXTENSION {
         return Err(FrameError::UnknownType(typ));
     }
+    check_counts(typ, buf)?;
     let (message, _rest) = Message::decode(whole).map_err(|e| FrameError::Malformed {
         kind: type_name(typ),
         reason: e.to_string(),
     })?;
     Ok(Msg::Core(message))
+}
+
+/// Smallest encoding of a tree node: index and size (a byte each at least) and a 32-byte hash.
+const MIN_NODE_BYTES: usize = 34;
+
+/// Checks every element count a message declares against the bytes that follow it.
+///
+/// The schema decoders allocate a vector of the declared count before reading its elements,
+/// so a few crafted bytes could ask for gigabytes and abort the process. Only `Data` (tree
+/// nodes) and `Bitfield` (words) carry such counts; buffers are bounds-checked already.
+fn check_counts(typ: u64, mut buf: &[u8]) -> Result<(), FrameError> {
+    let bad = |what: &'static str| FrameError::Malformed {
+        kind: type_name(typ),
+        reason: format!("{what} declares more elements than the message holds"),
+    };
+    let nodes = |buf: &mut &[u8]| -> Result<(), FrameError> {
+        let n = uint(buf, "node count")? as usize;
+        if n > buf.len() / MIN_NODE_BYTES {
+            return Err(bad("a node list"));
+        }
+        for _ in 0..n {
+            uint(buf, "node index")?;
+            uint(buf, "node size")?;
+            if buf.len() < 32 {
+                return Err(FrameError::Truncated("node hash"));
+            }
+            *buf = &buf[32..];
+        }
+        Ok(())
+    };
+    match typ {
+        3 => {
+            let Some((&flags, rest)) = buf.split_first() else {
+                return Err(FrameError::Truncated("data flags"));
+            };
+            buf = rest;
+            uint(&mut buf, "data request")?;
+            uint(&mut buf, "data fork")?;
+            if flags & 1 != 0 {
+                uint(&mut buf, "block index")?;
+                bytes(&mut buf, "block value")?;
+                nodes(&mut buf)?;
+            }
+            if flags & 2 != 0 {
+                uint(&mut buf, "hash index")?;
+                nodes(&mut buf)?;
+            }
+            if flags & 4 != 0 {
+                uint(&mut buf, "seek bytes")?;
+                nodes(&mut buf)?;
+            }
+            if flags & 8 != 0 {
+                uint(&mut buf, "upgrade start")?;
+                uint(&mut buf, "upgrade length")?;
+                nodes(&mut buf)?;
+                nodes(&mut buf)?;
+            }
+            Ok(())
+        }
+        7 => {
+            uint(&mut buf, "bitfield start")?;
+            let n = uint(&mut buf, "bitfield words")? as usize;
+            if n > buf.len() {
+                return Err(bad("a bitfield"));
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 fn type_name(typ: u64) -> &'static str {
@@ -545,6 +615,25 @@ mod tests {
             decode(&[1, 42]).unwrap(),
             vec![Item::Message(1, Err(FrameError::UnknownType(42)))]
         );
+    }
+
+    #[test]
+    fn a_huge_declared_node_count_is_refused_without_allocating() {
+        // Data, flags=block, request 1, fork 0, index 0, empty value, then 2^40 nodes.
+        let mut m = vec![1, 3, 1, 1, 0, 0, 0];
+        m.push(0xfc);
+        m.extend_from_slice(&[0, 0, 0, 0]);
+        m[8..12].copy_from_slice(&[0, 0, 0, 1]);
+        let mut f = vec![];
+        f.extend_from_slice(&m);
+        let items = decode(&f).unwrap();
+        assert!(matches!(
+            items[0],
+            Item::Message(1, Err(FrameError::Malformed { .. }))
+        ));
+        // Bitfield with a count of 2^32 words and none of them.
+        let items = decode(&[1, 7, 0, 0xfc, 0, 0, 0, 1]).unwrap();
+        assert!(matches!(items[0], Item::Message(1, Err(_))));
     }
 
     #[test]
