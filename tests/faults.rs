@@ -1,0 +1,134 @@
+//! Faults with real processes: peers killed mid-transfer, silent peers, unusable storage.
+
+mod common;
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+const BLOCKS: usize = 4_000;
+const SIZE: usize = 1_024;
+
+#[test]
+fn the_remote_killed_mid_transfer_is_reported_and_a_reconnect_resumes_without_refetching() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let lines = blocks("big", BLOCKS, SIZE);
+    let key = append_lines(a_dir.path(), "big", &lines);
+    let (mut a, addr) = Node::listen(a_dir.path(), &[]);
+    let mut b = Node::start(b_dir.path(), &["--connect", &addr]);
+    let first = b.wait_for("feed_progress", |v| {
+        v["key"] == key.as_str() && v["local_length"].as_u64() > Some(0)
+    });
+    let _ = first;
+    a.child.kill().unwrap(); // SIGKILL: no goodbye on the wire
+    let gone = b.wait_for("peer_disconnected", |_| true);
+    let had = b
+        .seen
+        .iter()
+        .filter(|v| v["type"] == "feed_progress" && v["key"] == key.as_str())
+        .filter_map(|v| v["local_length"].as_u64())
+        .max()
+        .unwrap_or(0);
+    assert!(
+        (had as usize) < BLOCKS,
+        "the transfer was not cut (had {had})"
+    );
+
+    // The same storage comes back on the same address, and B dials it again.
+    let mut a2 = Node::start(a_dir.path(), &["--listen", &addr]);
+    a2.wait_for("listening", |_| true);
+    b.send(json!({"cmd": "connect", "addr": addr}));
+    let second_peer = b.wait_for("peer_connected", |v| v["peer"] != gone["peer"])["peer"].clone();
+    b.wait_synced(&key, BLOCKS as u64);
+    let refetched = b
+        .seen
+        .iter()
+        .filter(|v| v["type"] == "feed_progress" && v["peer"] == second_peer)
+        .filter_map(|v| v["bytes"].as_u64())
+        .max()
+        .unwrap_or(0);
+    let remaining = (BLOCKS as u64 - had) * SIZE as u64;
+    assert!(
+        refetched <= remaining + 256 * SIZE as u64,
+        "resumed with {refetched} bytes where {remaining} were missing: verified blocks were fetched again"
+    );
+    b.quit();
+    a2.quit();
+    assert_eq!(cat(b_dir.path(), &key), catted(&lines));
+}
+
+#[test]
+fn feedscope_killed_mid_transfer_reopens_its_storage_and_resumes() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let lines = blocks("big", BLOCKS, SIZE);
+    let key = append_lines(a_dir.path(), "big", &lines);
+    let (a, addr) = Node::listen(a_dir.path(), &[]);
+    let mut b = Node::start(b_dir.path(), &["--connect", &addr]);
+    b.wait_for("feed_progress", |v| {
+        v["key"] == key.as_str() && v["local_length"].as_u64() > Some(0)
+    });
+    b.child.kill().unwrap();
+    let _ = b.child.wait();
+    drop(b);
+
+    // The storage opens again: intact, or rolled back to its last checkpoint with a warning.
+    let listed = feeds(b_dir.path());
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let mut b = Node::start(b_dir.path(), &["--connect", &addr]);
+    b.wait_synced(&key, BLOCKS as u64);
+    assert!(
+        !b.seen.iter().any(|v| v["type"] == "error"),
+        "{:#?}",
+        b.seen
+    );
+    b.quit();
+    a.quit();
+    assert_eq!(cat(b_dir.path(), &key), catted(&lines));
+}
+
+#[test]
+fn a_peer_that_connects_and_says_nothing_is_dropped_after_the_handshake_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, addr) = Node::listen(dir.path(), &[]);
+    let started = Instant::now();
+    let mut silent = TcpStream::connect(&addr).unwrap();
+    let err = a.wait_for("error", |v| v["kind"] == "handshake");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("no Noise handshake"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // The connection was closed on our side.
+    silent
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 1];
+    assert_eq!(silent.read(&mut buf).unwrap_or(0), 0);
+    // And the process still serves.
+    let other = tempfile::tempdir().unwrap();
+    let mut b = Node::start(other.path(), &["--connect", &addr]);
+    b.wait_for("handshake_received", |_| true);
+    b.quit();
+    a.quit();
+}
+
+#[test]
+fn an_unwritable_storage_folder_is_a_clear_error_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-folder");
+    std::fs::write(&file, b"x").unwrap();
+    let out = feedscope(
+        &["run", "--json", "--storage", file.to_str().unwrap()],
+        Some(b""),
+    );
+    assert!(!out.status.success());
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(msg.contains("is not usable"), "{msg}");
+    assert!(msg.contains("writable"), "{msg}");
+}
