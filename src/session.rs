@@ -13,6 +13,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::wire::{self, FeedKey, FeedMeta, Handshake, KeyList, WireError};
 
+/// Most keys a peer may offer on one connection; further offered keys are ignored.
+pub const MAX_REMOTE_OFFER: usize = 100_000;
+/// Most feeds replicating on one connection; further agreed feeds are refused.
+pub const MAX_ACTIVE_FEEDS: usize = 10_000;
+
 /// How remote offers are answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -235,7 +240,13 @@ impl Session {
             meta: list.meta.clone(),
         });
         let mut fresh = Vec::new();
+        let mut ignored = 0usize;
         for key in list.keys {
+            if self.remote_offer.len() >= MAX_REMOTE_OFFER && !self.remote_offer.contains_key(&key)
+            {
+                ignored += 1;
+                continue;
+            }
             let meta = list.meta.get(&key).cloned().unwrap_or(FeedMeta::Null);
             let known = self.remote_offer.insert(key, meta).is_some();
             if !known
@@ -245,6 +256,14 @@ impl Session {
             {
                 fresh.push(key);
             }
+        }
+        if ignored > 0 {
+            out.push(warn(
+                "limit",
+                format!(
+                    "ignored {ignored} offered key(s): a peer may offer at most {MAX_REMOTE_OFFER}"
+                ),
+            ));
         }
         match self.policy {
             Policy::AcceptAll => out.extend(self.request(fresh)),
@@ -640,6 +659,24 @@ mod tests {
         // The peer cannot push a declined key on us.
         let out = s.on_extension(wire::EXT_REPLICATE_FEEDS, &list(&[2]));
         assert!(replicated(&out).is_empty());
+    }
+
+    #[test]
+    fn offers_past_the_limit_are_ignored_with_a_warning() {
+        let mut s = ready(Policy::Manual, &[]);
+        let keys: Vec<FeedKey> = (0..=MAX_REMOTE_OFFER as u32)
+            .map(|i| {
+                let mut k = [0u8; 32];
+                k[..4].copy_from_slice(&i.to_le_bytes());
+                FeedKey(k)
+            })
+            .collect();
+        let mut warned_limit = false;
+        for body in encode_manifests(&keys, &BTreeMap::new()) {
+            warned_limit |= warned(&s.on_extension(wire::EXT_MANIFEST, &body), "limit");
+        }
+        assert!(warned_limit);
+        assert_eq!(s.remote_offer.len(), MAX_REMOTE_OFFER);
     }
 
     #[test]

@@ -29,6 +29,8 @@ use crate::wire::{self, FeedKey, FeedMeta};
 pub const ROOT_OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 /// After this long without sending, we send an empty keep-alive frame.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// A peer that sends nothing, not even a keep-alive, for this long is dropped.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Remote opens we have not matched yet, at most; more are rejected.
 pub const MAX_PENDING_OPENS: usize = 1024;
 /// Messages buffered per not-yet-matched remote channel, at most; more are dropped.
@@ -164,12 +166,14 @@ impl Peer {
         let root_key = peer.shared.root_key.0;
         peer.root_local = peer.open_channel(root_key, Role::Root);
         let started = Instant::now();
+        let mut last_heard = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while peer.end.is_none() {
             tokio::select! {
                 frames = peer.transport.recv(), if peer.held.len() < MAX_HELD => match frames {
                     Ok(frames) => {
+                        last_heard = Instant::now();
                         for f in frames {
                             peer.on_frame(&f).await;
                         }
@@ -187,6 +191,12 @@ impl Peer {
                         peer.different_key(format!(
                             "the root channel did not open within {ROOT_OPEN_TIMEOUT:?}"
                         ));
+                    }
+                    if last_heard.elapsed() > IDLE_TIMEOUT && peer.held.len() < MAX_HELD {
+                        peer.fail(
+                            "idle",
+                            format!("the peer sent nothing for {IDLE_TIMEOUT:?}, not even a keep-alive; dropped"),
+                        );
                     }
                     if peer.last_sent.elapsed() >= KEEPALIVE_INTERVAL {
                         if let Err(e) = peer.transport.send(Vec::new()) {
