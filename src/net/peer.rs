@@ -53,7 +53,7 @@ const NS_RESPONDER: [u8; 32] = [
 
 /// The capability a side sends for `key`: BLAKE2b-256 keyed by the handshake hash over the
 /// side's namespace and the key.
-fn capability(initiator: bool, handshake_hash: &[u8], key: &[u8; 32]) -> [u8; 32] {
+pub fn capability(initiator: bool, handshake_hash: &[u8], key: &[u8; 32]) -> [u8; 32] {
     let mut mac = <Blake2bMac<blake2::digest::consts::U32> as Mac>::new_from_slice(handshake_hash)
         .expect("a handshake hash is a valid BLAKE2b key");
     Mac::update(
