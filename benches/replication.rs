@@ -2,8 +2,10 @@
 //! issue 5, beside the JavaScript hypercore 10 baseline where there is one.
 //!
 //! `cargo bench --locked --bench replication` prints a table and writes it as JSON to
-//! `target/bench-replication.json`. Arguments after `--` select workloads whose id contains
-//! them (e.g. `-- one-feed-1k`); such a partial run leaves the JSON file alone.
+//! `target/bench-replication.json`. Arguments after `--` make a partial run, which leaves the
+//! JSON file alone: words select the workloads whose id contains them (e.g. `one-feed-1k`),
+//! `--no-js` skips the JS baseline, and `--blocks=N` sets the block count of the one-feed
+//! workloads (smaller runs for profilers).
 //!
 //! Both engines share this process and its tokio runtime. Every "from connect" time starts just
 //! before the dialing engine starts, so it includes its TCP connect, the Noise handshake and the
@@ -54,7 +56,7 @@ enum Target {
 
 struct Row {
     id: &'static str,
-    workload: &'static str,
+    workload: String,
     ours: Result<Measure, String>,
     /// The JS rate in MB/s, or why there is none; `None` where no JS baseline applies.
     js: Option<Result<f64, String>>,
@@ -65,14 +67,14 @@ struct Row {
 impl Row {
     fn new(
         id: &'static str,
-        workload: &'static str,
+        workload: impl Into<String>,
         ours: Result<Measure, String>,
         target_text: &'static str,
         target: Target,
     ) -> Row {
         Row {
             id,
-            workload,
+            workload: workload.into(),
             ours,
             js: None,
             target_text,
@@ -284,35 +286,90 @@ async fn live() -> Result<(Measure, Measure), String> {
     Ok((quantile(0.50), quantile(0.99)))
 }
 
-async fn run(selected: impl Fn(&str) -> bool) -> Vec<Row> {
+/// What the command line asks for.
+struct Options {
+    filters: Vec<String>,
+    js: bool,
+    blocks: Option<usize>,
+}
+
+impl Options {
+    fn parse() -> Options {
+        let mut options = Options {
+            filters: Vec::new(),
+            js: true,
+            blocks: None,
+        };
+        // `cargo bench` passes `--bench`, which is ignored like any unknown option.
+        for arg in std::env::args().skip(1) {
+            if arg == "--no-js" {
+                options.js = false;
+            } else if let Some(n) = arg.strip_prefix("--blocks=") {
+                options.blocks = Some(n.parse().expect("--blocks=N takes a number"));
+            } else if !arg.starts_with("--") {
+                options.filters.push(arg);
+            }
+        }
+        options
+    }
+
+    fn selected(&self, id: &str) -> bool {
+        self.filters.is_empty() || self.filters.iter().any(|f| id.contains(f.as_str()))
+    }
+
+    fn full(&self) -> bool {
+        self.filters.is_empty() && self.js && self.blocks.is_none()
+    }
+}
+
+async fn one_feed_row(
+    options: &Options,
+    id: &'static str,
+    blocks: usize,
+    size: usize,
+    target_text: &'static str,
+    target: f64,
+) -> Row {
+    let blocks = options.blocks.unwrap_or(blocks);
+    let mut row = Row::new(
+        id,
+        format!("1 feed × {blocks} × {} KiB", size / KIB),
+        one_feed(blocks, size).await,
+        target_text,
+        Target::AtLeast(target),
+    );
+    if options.js {
+        row.js = Some(js::baseline(blocks, size).await);
+    }
+    row
+}
+
+async fn run(options: &Options) -> Vec<Row> {
     let mut rows = Vec::new();
-    let announce = |id: &str| eprintln!("running {id} …");
+    let selected = |id: &str| {
+        let yes = options.selected(id);
+        if yes {
+            eprintln!("running {id} …");
+        }
+        yes
+    };
     if selected("one-feed-1k") {
-        announce("one-feed-1k");
-        let mut row = Row::new(
-            "one-feed-1k",
-            "1 feed × 10,000 × 1 KiB",
-            one_feed(10_000, KIB).await,
-            "≥ 12 MB/s",
-            Target::AtLeast(12.0),
-        );
-        row.js = Some(js::baseline(10_000, KIB).await);
-        rows.push(row);
+        rows.push(one_feed_row(options, "one-feed-1k", 10_000, KIB, "≥ 12 MB/s", 12.0).await);
     }
     if selected("one-feed-64k") {
-        announce("one-feed-64k");
-        let mut row = Row::new(
-            "one-feed-64k",
-            "1 feed × 1,000 × 64 KiB",
-            one_feed(1_000, 64 * KIB).await,
-            "≥ 200 MB/s",
-            Target::AtLeast(200.0),
+        rows.push(
+            one_feed_row(
+                options,
+                "one-feed-64k",
+                1_000,
+                64 * KIB,
+                "≥ 200 MB/s",
+                200.0,
+            )
+            .await,
         );
-        row.js = Some(js::baseline(1_000, 64 * KIB).await);
-        rows.push(row);
     }
     if selected("both-ways") {
-        announce("both-ways");
         rows.push(Row::new(
             "both-ways",
             "50 feeds (25 per side) × 1,000 × 1 KiB, both ways",
@@ -322,7 +379,6 @@ async fn run(selected: impl Fn(&str) -> bool) -> Vec<Row> {
         ));
     }
     if selected("live") {
-        announce("live");
         let (p50, p99) = match live().await {
             Ok((p50, p99)) => (Ok(p50), Ok(p99)),
             Err(e) => (Err(e.clone()), Err(e)),
@@ -344,7 +400,6 @@ async fn run(selected: impl Fn(&str) -> bool) -> Vec<Row> {
     }
     // Last, so that the heavier storage of this run does not weigh on the others.
     if selected("thousand-feeds") {
-        announce("thousand-feeds");
         rows.extend(thousand_feeds().await);
     }
     rows
@@ -363,7 +418,7 @@ fn print_table(rows: &[Row]) {
         .iter()
         .map(|r| {
             [
-                r.workload.to_string(),
+                r.workload.clone(),
                 match &r.ours {
                     Ok(m) => m.text(),
                     Err(e) => e.clone(),
@@ -459,19 +514,14 @@ fn to_json(rows: &[Row]) -> Value {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; every other argument is a workload filter.
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    let selected = |id: &str| filters.is_empty() || filters.iter().any(|f| id.contains(f));
+    let options = Options::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let rows = runtime.block_on(run(selected));
+    let rows = runtime.block_on(run(&options));
     print_table(&rows);
-    if filters.is_empty() {
+    if options.full() {
         let path =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-replication.json");
         let text = serde_json::to_string_pretty(&to_json(&rows)).expect("JSON");

@@ -17,10 +17,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use hypercore::{
-    Hypercore, HypercoreBuilder, PartialKeypair, Storage, Store as CoreFile, VerifyingKey,
+    CacheOptionsBuilder, Hypercore, HypercoreBuilder, PartialKeypair, Storage, Store as CoreFile,
+    VerifyingKey,
 };
-use random_access_disk::RandomAccessDisk;
-use random_access_storage::RandomAccess;
+use random_access_storage::{BoxFuture, RandomAccess, RandomAccessError};
 use serde::{Deserialize, Serialize};
 
 use crate::wire::FeedKey;
@@ -94,7 +94,123 @@ pub struct Feed {
     pub entry: FeedEntry,
     /// The hypercore, serialised: the library is not safe for concurrent writes to one core.
     pub core: Arc<tokio::sync::Mutex<Hypercore>>,
-    files: Arc<Vec<Arc<RandomAccessDisk>>>,
+    files: Arc<Vec<Arc<CoreFileIo>>>,
+}
+
+/// Merkle tree nodes kept in memory per core, in bytes (about 76 bytes a node).
+const NODE_CACHE_BYTES: u64 = 64 * 1024;
+
+/// One of a core's files, read and written with positioned I/O on the calling thread.
+///
+/// The library issues dozens of small reads and writes per block; the default backend hands
+/// each to a blocking thread pool and back, which on two cores spent most of the time
+/// switching threads. These calls hit the page cache and return in microseconds, so they are
+/// done in place. Writes are made durable by [`Feed::sync`], not one by one.
+#[derive(Debug)]
+pub struct CoreFileIo {
+    file: File,
+    len: std::sync::atomic::AtomicU64,
+}
+
+impl CoreFileIo {
+    fn open(path: &Path) -> std::io::Result<Self> {
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        let len = file.metadata()?.len();
+        Ok(CoreFileIo {
+            file,
+            len: len.into(),
+        })
+    }
+
+    fn length(&self) -> u64 {
+        self.len.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn set_length(&self, len: u64) -> Result<(), RandomAccessError> {
+        self.file.set_len(len)?;
+        self.len.store(len, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+fn done<T: Send + 'static>(
+    r: Result<T, RandomAccessError>,
+) -> BoxFuture<Result<T, RandomAccessError>> {
+    Box::pin(std::future::ready(r))
+}
+
+impl RandomAccess for CoreFileIo {
+    fn write(&self, offset: u64, data: &[u8]) -> BoxFuture<Result<(), RandomAccessError>> {
+        use std::os::unix::fs::FileExt;
+        let r = self
+            .file
+            .write_all_at(data, offset)
+            .map_err(Into::into)
+            .map(|_| {
+                self.len.fetch_max(
+                    offset + data.len() as u64,
+                    std::sync::atomic::Ordering::SeqCst,
+                );
+            });
+        done(r)
+    }
+
+    fn read(&self, offset: u64, length: u64) -> BoxFuture<Result<Vec<u8>, RandomAccessError>> {
+        use std::os::unix::fs::FileExt;
+        let stored = self.length();
+        if offset + length > stored {
+            return done(Err(RandomAccessError::OutOfBounds {
+                offset,
+                end: Some(offset + length),
+                length: stored,
+            }));
+        }
+        let mut buf = vec![0; length as usize];
+        done(
+            self.file
+                .read_exact_at(&mut buf, offset)
+                .map(|_| buf)
+                .map_err(Into::into),
+        )
+    }
+
+    fn del(&self, offset: u64, length: u64) -> BoxFuture<Result<(), RandomAccessError>> {
+        use std::os::unix::fs::FileExt;
+        let stored = self.length();
+        if offset > stored {
+            return done(Err(RandomAccessError::OutOfBounds {
+                offset,
+                end: None,
+                length: stored,
+            }));
+        }
+        if length == 0 {
+            return done(Ok(()));
+        }
+        // Deleting through the end is a truncation; inside the file it zeroes the range.
+        if offset + length >= stored {
+            return done(self.set_length(offset));
+        }
+        let zeros = vec![0u8; length as usize];
+        done(self.file.write_all_at(&zeros, offset).map_err(Into::into))
+    }
+
+    fn truncate(&self, length: u64) -> BoxFuture<Result<(), RandomAccessError>> {
+        done(self.set_length(length))
+    }
+
+    fn len(&self) -> u64 {
+        self.length()
+    }
+
+    fn sync_all(&self) -> BoxFuture<Result<(), RandomAccessError>> {
+        done(self.file.sync_all().map_err(Into::into))
+    }
 }
 
 impl Feed {
@@ -104,7 +220,7 @@ impl Feed {
     /// that dies keeps them in the OS, and this makes them survive a machine crash too.
     pub async fn sync(&self) -> Result<(), StoreError> {
         for f in self.files.iter() {
-            f.sync_all().await.map_err(|e| StoreError::Core {
+            f.file.sync_all().map_err(|e| StoreError::Core {
                 key: self.entry.key.to_hex(),
                 name: display_name(&self.entry),
                 reason: format!("cannot sync to disk: {e}"),
@@ -309,7 +425,7 @@ impl Store {
     fn insert(
         &self,
         entry: FeedEntry,
-        (core, files): (Hypercore, Vec<Arc<RandomAccessDisk>>),
+        (core, files): (Hypercore, Vec<Arc<CoreFileIo>>),
     ) -> Result<Feed, StoreError> {
         let feed = Feed {
             entry: entry.clone(),
@@ -408,13 +524,13 @@ fn roll_back_replica(dir: &Path, entry: &FeedEntry) -> Result<Option<String>, St
     )))
 }
 
-type OpenCore = (Hypercore, Vec<Arc<RandomAccessDisk>>);
+type OpenCore = (Hypercore, Vec<Arc<CoreFileIo>>);
 
 /// Opens a core's four files without a sync per write, keeping handles to sync them later.
 async fn disk_storage(
     entry: &FeedEntry,
     path: &Path,
-) -> Result<(Storage, Vec<Arc<RandomAccessDisk>>), StoreError> {
+) -> Result<(Storage, Vec<Arc<CoreFileIo>>), StoreError> {
     let files = Arc::new(Mutex::new(Vec::new()));
     let collected = files.clone();
     let dir = path.to_path_buf();
@@ -428,14 +544,9 @@ async fn disk_storage(
             });
             let collected = collected.clone();
             Box::pin(async move {
-                let disk = Arc::new(
-                    RandomAccessDisk::builder(path)
-                        .auto_sync(false)
-                        .build()
-                        .await?,
-                );
-                collected.lock().unwrap().push(disk.clone());
-                Ok(disk as Arc<dyn hypercore::StorageTraits>)
+                let file = Arc::new(CoreFileIo::open(&path)?);
+                collected.lock().unwrap().push(file.clone());
+                Ok(file as Arc<dyn hypercore::StorageTraits>)
             })
         },
         false,
@@ -461,6 +572,7 @@ async fn open_core(dir: &Path, entry: &FeedEntry) -> Result<OpenCore, StoreError
     let (storage, files) = disk_storage(entry, &path).await?;
     let core = HypercoreBuilder::new(storage)
         .open(true)
+        .node_cache_options(CacheOptionsBuilder::new().max_capacity(NODE_CACHE_BYTES))
         .build()
         .await
         .map_err(|e| core_err(entry, &path, e))?;
@@ -475,7 +587,8 @@ async fn build_core(
     let path = core_dir(dir, &entry.key);
     fs::create_dir_all(&path).map_err(unusable(&path))?;
     let (storage, files) = disk_storage(entry, &path).await?;
-    let mut builder = HypercoreBuilder::new(storage);
+    let mut builder = HypercoreBuilder::new(storage)
+        .node_cache_options(CacheOptionsBuilder::new().max_capacity(NODE_CACHE_BYTES));
     if let Some(kp) = key_pair {
         builder = builder.key_pair(kp);
     }

@@ -1,8 +1,8 @@
 //! The JavaScript hypercore 10 baseline: `tests/js/bench.mjs`, run as JS ↔ JS on one workload.
 //!
-//! Assumed interface (that script is written separately): `node bench.mjs --blocks N
-//! --block-size S --json` prints a JSON object with the rate in `mb_per_s` (or `mbps`), or the
-//! transfer time in `seconds` or `ms`. Anything else is reported as "n/a" with the reason.
+//! `node bench.mjs --feeds 1 --blocks N --block-size S` prints one JSON line with `mb_per_s` and
+//! `seconds`, timed from the dialer's connection to its last `synced`. Anything else is reported
+//! as "n/a" with the reason.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -35,11 +35,12 @@ pub async fn baseline(blocks: usize, size: usize) -> Result<f64, String> {
     let (blocks, size) = (blocks.to_string(), size.to_string());
     let args = [
         "bench.mjs",
+        "--feeds",
+        "1",
         "--blocks",
         &blocks,
         "--block-size",
         &size,
-        "--json",
     ];
     let out = run(&dir, "node", &args)
         .await
@@ -49,16 +50,11 @@ pub async fn baseline(blocks: usize, size: usize) -> Result<f64, String> {
         .lines()
         .rev()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find_map(|v| rate(&v, bytes))
-        .ok_or_else(|| "bench.mjs printed no JSON line with mb_per_s, seconds or ms".into())
-}
-
-fn rate(v: &Value, bytes: f64) -> Option<f64> {
-    let num = |k: &str| v.get(k).and_then(Value::as_f64);
-    num("mb_per_s")
-        .or_else(|| num("mbps"))
-        .or_else(|| num("seconds").map(|s| bytes / s / 1e6))
-        .or_else(|| num("ms").map(|ms| bytes / (ms / 1e3) / 1e6))
+        .find_map(|v| {
+            let num = |k: &str| v.get(k).and_then(Value::as_f64);
+            num("mb_per_s").or_else(|| num("seconds").map(|s| bytes / s / 1e6))
+        })
+        .ok_or_else(|| "bench.mjs printed no JSON line with mb_per_s or seconds".into())
 }
 
 async fn run(dir: &Path, program: &str, args: &[&str]) -> Result<Output, String> {

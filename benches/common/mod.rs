@@ -190,6 +190,9 @@ async fn launch(
         listen,
         connect,
         policy: Policy::AcceptAll,
+        rules: Default::default(),
+        trace_wire: false,
+        step: false,
     })
     .await
     .expect("engine starts");
@@ -223,8 +226,8 @@ fn echo_problem(side: Side, event: &Event) {
 /// Tracks which expected feeds have reported `FeedSynced` at a given length, and how many
 /// blocks have arrived in all, to tell how far a run got when it times out.
 pub struct SyncTracker {
+    expected: HashSet<(Side, FeedKey)>,
     pending: HashSet<(Side, FeedKey)>,
-    total: usize,
     length: u64,
     held: HashMap<(Side, FeedKey), u64>,
 }
@@ -232,10 +235,10 @@ pub struct SyncTracker {
 impl SyncTracker {
     /// Expects each `(side, key)` to reach `length` blocks, seen from `side`.
     pub fn new(expected: impl IntoIterator<Item = (Side, FeedKey)>, length: u64) -> Self {
-        let pending: HashSet<_> = expected.into_iter().collect();
+        let expected: HashSet<_> = expected.into_iter().collect();
         SyncTracker {
-            total: pending.len(),
-            pending,
+            pending: expected.clone(),
+            expected,
             length,
             held: HashMap::new(),
         }
@@ -255,19 +258,20 @@ impl SyncTracker {
             } => (*key, *local_length),
             _ => return self.pending.is_empty(),
         };
-        let held = self.held.entry((ev.side, key)).or_default();
-        *held = (*held).max(local);
+        if self.expected.contains(&(ev.side, key)) {
+            let held = self.held.entry((ev.side, key)).or_default();
+            *held = (*held).max(local);
+        }
         self.pending.is_empty()
     }
 
     /// How far replication got, e.g. "612/1000 feeds synced, 63100/100000 blocks".
     pub fn describe(&self) -> String {
-        let blocks: u64 = self.held.values().sum();
+        let (total, blocks) = (self.expected.len(), self.held.values().sum::<u64>());
         format!(
-            "{}/{} feeds synced, {blocks}/{} blocks",
-            self.total - self.pending.len(),
-            self.total,
-            self.total as u64 * self.length
+            "{}/{total} feeds synced, {blocks}/{} blocks",
+            total - self.pending.len(),
+            total as u64 * self.length
         )
     }
 }
