@@ -17,8 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use hypercore::{
-    CacheOptionsBuilder, Hypercore, HypercoreBuilder, PartialKeypair, Storage, Store as CoreFile,
-    VerifyingKey,
+    Hypercore, HypercoreBuilder, PartialKeypair, Storage, Store as CoreFile, VerifyingKey,
 };
 use random_access_storage::{BoxFuture, RandomAccess, RandomAccessError};
 use serde::{Deserialize, Serialize};
@@ -96,9 +95,6 @@ pub struct Feed {
     pub core: Arc<tokio::sync::Mutex<Hypercore>>,
     files: Arc<Vec<Arc<CoreFileIo>>>,
 }
-
-/// Merkle tree nodes kept in memory per core, in bytes (about 76 bytes a node).
-const NODE_CACHE_BYTES: u64 = 64 * 1024;
 
 /// One of a core's files, read and written with positioned I/O on the calling thread.
 ///
@@ -572,7 +568,6 @@ async fn open_core(dir: &Path, entry: &FeedEntry) -> Result<OpenCore, StoreError
     let (storage, files) = disk_storage(entry, &path).await?;
     let core = HypercoreBuilder::new(storage)
         .open(true)
-        .node_cache_options(CacheOptionsBuilder::new().max_capacity(NODE_CACHE_BYTES))
         .build()
         .await
         .map_err(|e| core_err(entry, &path, e))?;
@@ -587,8 +582,7 @@ async fn build_core(
     let path = core_dir(dir, &entry.key);
     fs::create_dir_all(&path).map_err(unusable(&path))?;
     let (storage, files) = disk_storage(entry, &path).await?;
-    let mut builder = HypercoreBuilder::new(storage)
-        .node_cache_options(CacheOptionsBuilder::new().max_capacity(NODE_CACHE_BYTES));
+    let mut builder = HypercoreBuilder::new(storage);
     if let Some(kp) = key_pair {
         builder = builder.key_pair(kp);
     }
