@@ -287,7 +287,7 @@ async fn run(shared: Arc<Shared>, config: Config, mut commands: mpsc::UnboundedR
     })
     .await;
     for feed in shared.store.feeds() {
-        if !shared.store.checkpoint(&feed).await {
+        if !shared.store.checkpoint_and_sync(&feed).await {
             shared.emit(Event::Warning {
                 peer: None,
                 kind: "storage".into(),

@@ -3,8 +3,9 @@
 //! ```text
 //! STORAGE/
 //!   LOCK                 held while a feedscope process uses the folder (holds its pid)
-//!   feeds.json           the index: key, local name and writability of every feed
-//!   cores/<hex key>/     one hypercore each (oplog, tree, bitfield, data)
+//!   feeds.json           the index of our own named feeds: key, name, writability
+//!   cores/<hex key>/     one hypercore each (oplog, tree, bitfield, data); a folder not in
+//!                        the index is a replica of someone else's feed
 //! ```
 //!
 //! The index is written atomically (temporary file, then rename), so a crash leaves the old
@@ -287,7 +288,22 @@ impl Store {
         lock.set_len(0).map_err(unusable(&lock_path))?;
         write!(lock, "{}", std::process::id()).map_err(unusable(&lock_path))?;
 
-        let index = read_index(dir)?;
+        let mut index = read_index(dir)?;
+        // Replicas are not in the index: their folder name is their key and they have no name.
+        let listed: std::collections::HashSet<FeedKey> =
+            index.feeds.iter().map(|f| f.key).collect();
+        for entry in fs::read_dir(dir.join("cores")).map_err(unusable(dir))? {
+            let name = entry.map_err(unusable(dir))?.file_name();
+            if let Ok(key) = FeedKey::parse(&name.to_string_lossy()) {
+                if !listed.contains(&key) {
+                    index.feeds.push(FeedEntry {
+                        key,
+                        name: None,
+                        writable: false,
+                    });
+                }
+            }
+        }
         let mut feeds = BTreeMap::new();
         let mut broken = Vec::new();
         let mut rolled_back = Vec::new();
@@ -430,10 +446,17 @@ impl Store {
         };
         let mut feeds = self.feeds.lock().unwrap();
         feeds.insert(entry.key, feed.clone());
-        let index = Index {
-            feeds: feeds.values().map(|f| f.entry.clone()).collect(),
-        };
-        write_index(&self.dir, &index)?;
+        // Only named (our own) feeds need the index; replicas are found by their folders.
+        if entry.name.is_some() {
+            let index = Index {
+                feeds: feeds
+                    .values()
+                    .filter(|f| f.entry.name.is_some())
+                    .map(|f| f.entry.clone())
+                    .collect(),
+            };
+            write_index(&self.dir, &index)?;
+        }
         Ok(feed)
     }
 }
@@ -447,6 +470,11 @@ impl Store {
     /// the checkpoint. A replica without any block is left as it is. Returns whether the log
     /// is clean afterwards.
     pub async fn checkpoint(&self, feed: &Feed) -> bool {
+        self.checkpoint_log(feed).await
+    }
+
+    /// [`Store::checkpoint`], then forces the feed's files to disk (at shutdown).
+    pub async fn checkpoint_and_sync(&self, feed: &Feed) -> bool {
         let clean = self.checkpoint_log(feed).await;
         feed.sync().await.is_ok() && clean
     }
@@ -743,7 +771,7 @@ mod replica_tests {
             }
             drop(rc);
             if checkpoint {
-                assert!(dst.checkpoint(&r).await);
+                assert!(dst.checkpoint_and_sync(&r).await);
             }
         }
         let dst = Store::open(b.path()).await.unwrap();
