@@ -48,7 +48,10 @@ fn manual_offers_wait_and_a_declined_feed_gets_no_core_and_no_bytes() {
     let keep = append_lines(a_dir.path(), "keep", &keep_blocks);
     let skip = append_lines(a_dir.path(), "skip", &blocks("skip", 10, 100));
     let (a, addr) = Node::listen(a_dir.path(), &[]);
-    let mut b = Node::start(b_dir.path(), &["--connect", &addr, "--policy", "manual"]);
+    let mut b = Node::start(
+        b_dir.path(),
+        &["--connect", &addr, "--policy", "manual", "--trace-wire"],
+    );
     let pending = b.wait_for("offer_pending", |_| true);
     assert_eq!(pending["keys"].as_array().unwrap().len(), 2);
     // Nothing is requested before a decision, however long it takes.

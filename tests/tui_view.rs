@@ -209,3 +209,58 @@ fn replay_timeline_at_80x24() {
     );
     insta::assert_snapshot!(screen);
 }
+
+#[test]
+fn help_scrolls_to_the_commands_and_the_log_path_at_80x24() {
+    let mut app = session();
+    press(&mut app, KeyCode::Char('?'));
+    for _ in 0..10 {
+        press(&mut app, KeyCode::Down);
+    }
+    let screen = draw(&app, 80, 24);
+    assert!(screen.contains("Commands after :"), "{screen}");
+    assert!(screen.contains("feedscope.log"), "{screen}");
+}
+
+#[test]
+fn wire_inspector_at_80x24() {
+    let mut app = session();
+    let wire = [
+        ("out", "root", "Extension(MULTIFEED_HANDSHAKE)", 43, "channel 1: MULTIFEED_HANDSHAKE 40 bytes: {\"client\":\"MULTIFEED\",\"version\":\"5.0.0\"}", "0109134d554c54494645454445"),
+        ("in", "01010101", "Request", 9, "channel 2: id 1 fork 0 upgrade 0+120", "0201000008007800"),
+        ("in", "01010101", "Data", 1100, "request 1 fork 0 block 0 (1024 bytes, 2 nodes)", "020301000100"),
+    ];
+    for (i, (dir, channel, kind, bytes, summary, hex)) in wire.iter().enumerate() {
+        app.on_event(
+            &Event::Wire {
+                peer: 1,
+                dir: dir.to_string(),
+                channel: channel.to_string(),
+                kind: kind.to_string(),
+                bytes: *bytes,
+                summary: summary.to_string(),
+                hex: hex.to_string(),
+            },
+            6.0 + i as f64 * 0.001,
+        );
+    }
+    app.on_event(
+        &Event::Held {
+            peer: 1,
+            kind: "Synchronize".into(),
+            summary: "channel 2: fork 0 length 120".into(),
+            waiting: 1,
+        },
+        6.1,
+    );
+    for _ in 0..4 {
+        press(&mut app, KeyCode::Tab);
+    }
+    let screen = draw(&app, 80, 24);
+    assert!(screen.contains("held (1): Synchronize"), "{screen}");
+    assert!(
+        screen.contains("01091"),
+        "the hex dump of the selected message: {screen}"
+    );
+    insta::assert_snapshot!(screen);
+}

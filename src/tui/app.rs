@@ -43,8 +43,8 @@ impl Pane {
     /// Tab title on narrow screens.
     pub fn short_title(self) -> &'static str {
         match self {
-            Pane::Offered => "Offered",
-            Pane::Requested => "Requested",
+            Pane::Offered => "Offer",
+            Pane::Requested => "Req",
             Pane::Active => "Active",
             Pane::OurOffer => "Ours",
             Pane::Wire => "Wire",
@@ -61,6 +61,41 @@ impl Pane {
             Pane::OurOffer => "Our offer",
             Pane::Wire => "Wire",
             Pane::Log => "Log",
+        }
+    }
+}
+
+/// How the peers list is ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PeerSort {
+    /// Connection order.
+    #[default]
+    Id,
+    /// Fastest download first.
+    Rate,
+    /// Most pending offers first.
+    Pending,
+    /// Connected before gone, then by state word.
+    State,
+}
+
+impl PeerSort {
+    fn next(self) -> Self {
+        match self {
+            PeerSort::Id => PeerSort::Rate,
+            PeerSort::Rate => PeerSort::Pending,
+            PeerSort::Pending => PeerSort::State,
+            PeerSort::State => PeerSort::Id,
+        }
+    }
+
+    /// A word for the list title.
+    pub fn label(self) -> &'static str {
+        match self {
+            PeerSort::Id => "id",
+            PeerSort::Rate => "rate",
+            PeerSort::Pending => "pending",
+            PeerSort::State => "state",
         }
     }
 }
@@ -102,12 +137,18 @@ pub struct App {
     pub row: usize,
     /// Whether help is shown.
     pub help: bool,
+    /// Lines the help overlay is scrolled by.
+    pub help_scroll: u16,
     /// The command line, while open.
     pub input: Option<Input>,
     /// Status line.
     pub status: Option<Status>,
     /// Log filter.
     pub filter: String,
+    /// Peers list filter.
+    pub peer_filter: String,
+    /// Peers list order.
+    pub sort: PeerSort,
     /// Header facts.
     pub settings: Settings,
     /// Set after `q` while transfers run: the next `q` quits.
@@ -130,9 +171,12 @@ impl App {
             pane: Pane::Offered,
             row: 0,
             help: false,
+            help_scroll: 0,
             input: None,
             status: None,
             filter: String::new(),
+            peer_filter: String::new(),
+            sort: PeerSort::default(),
             settings,
             confirm_quit: false,
             quit: false,
@@ -163,9 +207,33 @@ impl App {
         self.live.apply(ev, at);
     }
 
+    /// The peers as the list shows them: filtered, then sorted.
+    pub fn peers(&self) -> Vec<&PeerView> {
+        let f = self.peer_filter.to_lowercase();
+        let mut v: Vec<&PeerView> = self
+            .model()
+            .peers
+            .values()
+            .filter(|p| {
+                f.is_empty()
+                    || p.addr.contains(&f)
+                    || p.remote_public_key.starts_with(&f)
+                    || p.state().contains(&f)
+                    || format!("#{}", p.id) == f
+            })
+            .collect();
+        match self.sort {
+            PeerSort::Id => {}
+            PeerSort::Rate => v.sort_by(|a, b| b.rate().total_cmp(&a.rate())),
+            PeerSort::Pending => v.sort_by_key(|p| std::cmp::Reverse(p.pending())),
+            PeerSort::State => v.sort_by_key(|p| (p.disconnected.is_some(), p.state())),
+        }
+        v
+    }
+
     /// The selected peer.
     pub fn selected_peer(&self) -> Option<&PeerView> {
-        self.model().peers.values().nth(self.peer)
+        self.peers().get(self.peer).copied()
     }
 
     /// The keys listed in the current pane, in display order.
@@ -257,11 +325,26 @@ impl App {
         if action != Action::Quit {
             self.confirm_quit = false;
         }
+        // While help is open the arrows scroll it.
+        if self.help && matches!(action, Action::Up | Action::Down) {
+            self.help_scroll = if action == Action::Up {
+                self.help_scroll.saturating_sub(1)
+            } else {
+                self.help_scroll.saturating_add(1).min(40)
+            };
+            return Vec::new();
+        }
         match action {
             Action::Up => self.move_row(-1),
             Action::Down => self.move_row(1),
             Action::PrevPeer => self.move_peer(-1),
             Action::NextPeer => self.move_peer(1),
+            Action::Sort => {
+                self.sort = self.sort.next();
+                self.peer = 0;
+                self.row = 0;
+                self.say(format!("peers sorted by {}", self.sort.label()), false);
+            }
             Action::NextPane => self.move_pane(1),
             Action::PrevPane => self.move_pane(-1),
             Action::Approve | Action::Decline => {
@@ -313,7 +396,10 @@ impl App {
                 self.input = Some(Input::default());
                 self.history_pos = None;
             }
-            Action::Help => self.help = !self.help,
+            Action::Help => {
+                self.help = !self.help;
+                self.help_scroll = 0;
+            }
             Action::Quit => {
                 if self.live.transferring() && !self.confirm_quit {
                     self.confirm_quit = true;
@@ -364,7 +450,7 @@ impl App {
     }
 
     fn move_peer(&mut self, by: i64) {
-        self.peer = step(self.peer, by, self.model().peers.len());
+        self.peer = step(self.peer, by, self.peers().len());
         self.row = 0;
     }
 
@@ -377,7 +463,7 @@ impl App {
 
     /// Selects the peer at `index` (a mouse click on the peers list).
     pub fn click_peer(&mut self, index: usize) {
-        if index < self.model().peers.len() {
+        if index < self.peers().len() {
             self.peer = index;
             self.row = 0;
         }
@@ -529,6 +615,12 @@ impl App {
                 if self.pane != Pane::Wire {
                     self.pane = Pane::Log;
                 }
+                self.row = 0;
+                Vec::new()
+            }
+            "peers" => {
+                self.peer_filter = rest.to_lowercase();
+                self.peer = 0;
                 self.row = 0;
                 Vec::new()
             }

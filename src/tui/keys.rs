@@ -13,6 +13,8 @@ pub enum Action {
     PrevPeer,
     /// Select the next peer.
     NextPeer,
+    /// Sort the peers list by the next key.
+    Sort,
     /// Show the next pane.
     NextPane,
     /// Show the previous pane.
@@ -92,9 +94,16 @@ pub const BINDINGS: &[Binding] = &[
         footer: true,
     },
     Binding {
+        keys: &[(KeyCode::Char('o'), NONE)],
+        label: "o",
+        help: "sort peers: by id, download rate, pending offers, state",
+        action: Action::Sort,
+        footer: false,
+    },
+    Binding {
         keys: &[(KeyCode::Tab, NONE)],
         label: "tab",
-        help: "next pane: offered, requested, active, our offer, log",
+        help: "next pane: offered, requested, active, our offer, wire, log",
         action: Action::NextPane,
         footer: true,
     },

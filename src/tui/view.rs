@@ -157,9 +157,14 @@ fn render_header(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
 
 fn render_peers(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
     let m = app.model();
-    let rows: Vec<Row> = m
-        .peers
-        .values()
+    let peers = app.peers();
+    // Only the rows that can show are built: the list may hold thousands of peers.
+    let visible = area.height.saturating_sub(1) as usize;
+    let skip = app.peer.saturating_sub(visible.saturating_sub(1));
+    let rows: Vec<Row> = peers
+        .iter()
+        .skip(skip)
+        .take(visible)
         .map(|p| {
             let pending = p.pending();
             Row::new(vec![
@@ -199,12 +204,34 @@ fn render_peers(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
     .block(
         Block::new()
             .borders(Borders::RIGHT | Borders::TOP)
-            .title(Span::styled(" Peers ", t.title())),
+            .title(Span::styled(
+                if app.sort == crate::tui::app::PeerSort::Id && app.peer_filter.is_empty() {
+                    " Peers ".to_string()
+                } else {
+                    format!(
+                        " Peers {}/{} by {} ",
+                        peers.len(),
+                        m.peers.len(),
+                        app.sort.label()
+                    )
+                },
+                t.title(),
+            )),
     )
     .row_highlight_style(t.selected());
-    let mut state = TableState::default().with_selected((!empty).then_some(app.peer));
+    let mut state = TableState::default().with_selected((!empty).then_some(app.peer - skip));
     f.render_stateful_widget(table, area, &mut state);
-    if empty {
+    if empty && !m.peers.is_empty() {
+        let inner = Rect {
+            y: area.y + 1,
+            height: area.height.saturating_sub(1),
+            ..area
+        };
+        f.render_widget(
+            Paragraph::new("no peer matches\n: peers TEXT\n(empty shows all)").style(t.dim()),
+            inner,
+        );
+    } else if empty {
         let hint = match &m.listening {
             Some(addr) => {
                 format!("no peers yet\n\nothers can dial\n{addr}\n\n: connect ADDR\nto dial one")
@@ -253,7 +280,12 @@ fn render_pane(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
     let [tabs_area, table_area, detail_area] = Layout::vertical([
         Constraint::Length(2),
         Constraint::Min(3),
-        Constraint::Length(if area.height > 14 { 4 } else { 0 }),
+        Constraint::Length(match (area.height > 14, app.pane) {
+            (false, _) => 0,
+            // The inspector needs room for the held message, the fields and the hex dump.
+            (true, Pane::Wire) => 8,
+            (true, _) => 4,
+        }),
     ])
     .areas(area);
     let titles: Vec<Line> = Pane::ALL
@@ -277,10 +309,13 @@ fn render_pane(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
         })
         .collect();
     let selected = Pane::ALL.iter().position(|p| *p == app.pane).unwrap_or(0);
+    let narrow = area.width < 90;
     f.render_widget(
         Tabs::new(titles)
             .select(selected)
             .highlight_style(t.selected())
+            .padding(if narrow { "" } else { " " }, " ")
+            .divider("│")
             .block(Block::new().borders(Borders::TOP)),
         tabs_area,
     );
@@ -642,6 +677,11 @@ fn render_help(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
         })
         .sum();
     let height = (wrapped + 2).min(area.height);
+    let title = if wrapped + 2 > area.height {
+        " Help (↑/↓ scroll) "
+    } else {
+        " Help "
+    };
     let popup = Rect {
         x: area.x + (area.width - width) / 2,
         y: area.y + (area.height - height) / 2,
@@ -652,7 +692,8 @@ fn render_help(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
     f.render_widget(
         Paragraph::new(lines)
             .wrap(Wrap { trim: false })
-            .block(Block::bordered().title(Span::styled(" Help ", t.title()))),
+            .scroll((app.help_scroll, 0))
+            .block(Block::bordered().title(Span::styled(title, t.title()))),
         popup,
     );
 }
