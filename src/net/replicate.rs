@@ -171,8 +171,11 @@ impl FeedChannel {
                 if d.block.is_none() && d.hash.is_none() && d.seek.is_none() && d.upgrade.is_none()
                 {
                     // An empty core answers with an empty Data: it has nothing, like NoData.
-                    if let Inflight::Block(i) = what {
-                        self.unavailable.insert(i);
+                    match what {
+                        Inflight::Block(i) => {
+                            self.unavailable.insert(i);
+                        }
+                        Inflight::Upgrade => self.remote_synced = false,
                     }
                     self.pump(&mut out).await;
                     return out;
@@ -201,12 +204,16 @@ impl FeedChannel {
                     Err(e) => out.warning = Some(proof_warning(&self.key, e)),
                 }
             }
-            Message::NoData(n) => {
-                if let Some(Inflight::Block(i)) = self.inflight.remove(&n.request) {
+            Message::NoData(n) => match self.inflight.remove(&n.request) {
+                Some(Inflight::Block(i)) => {
                     self.blocks_in_flight.remove(&i);
                     self.unavailable.insert(i);
                 }
-            }
+                // The peer cannot prove the length it announced (yet): wait for its next
+                // Synchronize instead of asking again at once.
+                Some(Inflight::Upgrade) => self.remote_synced = false,
+                None => {}
+            },
             // Want, Unwant, Bitfield and Cancel carry hints this replicator does not need:
             // it asks for what it lacks and answers every request it can.
             _ => {}
@@ -235,16 +242,20 @@ impl FeedChannel {
         let info = hc.info();
         // Requests a proof cannot answer get NoData before the proof code sees them: the
         // library can panic on some of them, and a JS peer never sends them to a healthy core.
-        let upgrade_ok = r
-            .upgrade
-            .as_ref()
-            .is_none_or(|u| u.length > 0 && u.start + u.length <= info.length);
+        let upgrade_ok = r.upgrade.as_ref().is_none_or(|u| {
+            u.length > 0
+                && u.start
+                    .checked_add(u.length)
+                    .is_some_and(|end| end <= info.length)
+        });
         let block_ok = r.block.as_ref().is_none_or(|b| {
             b.index < info.length
                 && hc.has(b.index)
-                && r.upgrade
-                    .as_ref()
-                    .is_none_or(|u| b.index < u.start + u.length)
+                && r.upgrade.as_ref().is_none_or(|u| {
+                    u.start
+                        .checked_add(u.length)
+                        .is_some_and(|end| b.index < end)
+                })
         });
         let answerable = r.fork == info.fork
             && r.seek.is_none()
@@ -370,4 +381,83 @@ fn proof_warning(key: &FeedKey, e: HypercoreError) -> String {
         "rejected data for feed {} that does not verify ({e}); nothing was written",
         key.short()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use hypercore_protocol::schema::NoData;
+
+    fn sync(length: u64) -> Message {
+        Message::Synchronize(Synchronize {
+            fork: 0,
+            length,
+            remote_length: 0,
+            downloading: true,
+            uploading: true,
+            can_upgrade: true,
+        })
+    }
+
+    fn requests(out: &Outcome) -> Vec<Request> {
+        out.send
+            .iter()
+            .filter_map(|m| match m {
+                Msg::Core(Message::Request(r)) => Some(r.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_upgrade_the_peer_cannot_give_is_asked_again_only_after_its_next_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let (feed, _) = store
+            .get_or_create_replica(FeedKey(
+                hypercore::generate_signing_key().verifying_key().to_bytes(),
+            ))
+            .await
+            .unwrap();
+        let mut ch = FeedChannel::new(feed, 1);
+        let out = ch.on_message(sync(5)).await;
+        let up = requests(&out);
+        assert_eq!(up.len(), 1);
+        assert!(up[0].upgrade.is_some());
+        let out = ch
+            .on_message(Message::NoData(NoData { request: up[0].id }))
+            .await;
+        assert!(requests(&out).is_empty(), "no request storm after NoData");
+        let out = ch.on_message(sync(5)).await;
+        assert_eq!(requests(&out).len(), 1, "asked again after the next sync");
+    }
+
+    #[tokio::test]
+    async fn requests_with_overflowing_ranges_get_no_data_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let (feed, _) = store.create_writable("w").await.unwrap();
+        feed.core.lock().await.append(b"x").await.unwrap();
+        let mut ch = FeedChannel::new(feed, 1);
+        let out = ch
+            .on_message(Message::Request(Request {
+                id: 7,
+                fork: 0,
+                block: Some(RequestBlock { index: 0, nodes: 0 }),
+                hash: None,
+                seek: None,
+                upgrade: Some(RequestUpgrade {
+                    start: u64::MAX,
+                    length: 2,
+                }),
+                manifest: false,
+                priority: 0,
+            }))
+            .await;
+        assert!(out
+            .send
+            .iter()
+            .any(|m| matches!(m, Msg::Core(Message::NoData(n)) if n.request == 7)));
+    }
 }
