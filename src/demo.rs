@@ -50,16 +50,7 @@ async fn seed(dir: &Path, feeds: &[(&str, &str)]) -> Result<(), StoreError> {
     for (name, text) in feeds {
         let (feed, _) = store.create_writable(name).await?;
         let lines: Vec<&[u8]> = text.lines().map(str::as_bytes).collect();
-        feed.core
-            .lock()
-            .await
-            .append_batch(&lines)
-            .await
-            .map_err(|e| StoreError::Core {
-                key: feed.entry.key.to_hex(),
-                name: name.to_string(),
-                reason: e.to_string(),
-            })?;
+        feed.append(&lines).await?;
         feed.sync().await?;
     }
     Ok(())

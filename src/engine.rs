@@ -513,18 +513,6 @@ pub async fn append(
         .store
         .by_name(name)
         .ok_or_else(|| StoreError::NoSuchFeed(name.to_string()))?;
-    if !feed.entry.writable {
-        return Err(StoreError::NotWritable(name.to_string()));
-    }
-    feed.core
-        .lock()
-        .await
-        .append_batch(blocks)
-        .await
-        .map_err(|e| StoreError::Core {
-            key: feed.entry.key.to_hex(),
-            name: name.to_string(),
-            reason: e.to_string(),
-        })?;
+    feed.append(blocks).await?;
     Ok(feed.entry.key)
 }

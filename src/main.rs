@@ -472,9 +472,6 @@ fn text_line(ev: &Event) -> String {
 async fn append(dir: &std::path::Path, name: &str, data: Vec<String>) -> Result<()> {
     let store = Store::open(dir).await?;
     let (feed, created) = store.create_writable(name).await?;
-    if !feed.entry.writable {
-        bail!("feed {name} is not writable here");
-    }
     let blocks: Vec<Vec<u8>> = if data.is_empty() {
         let mut out = Vec::new();
         for line in std::io::stdin().lock().lines() {
@@ -484,20 +481,14 @@ async fn append(dir: &std::path::Path, name: &str, data: Vec<String>) -> Result<
     } else {
         data.into_iter().map(String::into_bytes).collect()
     };
-    let outcome = feed
-        .core
-        .lock()
-        .await
-        .append_batch(&blocks)
-        .await
-        .with_context(|| format!("appending to {name}"))?;
+    let length = feed.append(&blocks).await?;
     feed.sync().await?;
     eprintln!(
         "{} {name} ({}): {} block(s) appended, length {}",
         if created { "created" } else { "feed" },
         feed.entry.key,
         blocks.len(),
-        outcome.length
+        length
     );
     Ok(())
 }

@@ -211,6 +211,25 @@ impl RandomAccess for CoreFileIo {
 }
 
 impl Feed {
+    /// Appends blocks to a writable feed; returns its new length.
+    pub async fn append<B: AsRef<[u8]>>(&self, blocks: &[B]) -> Result<u64, StoreError> {
+        if !self.entry.writable {
+            return Err(StoreError::NotWritable(display_name(&self.entry)));
+        }
+        let outcome = self
+            .core
+            .lock()
+            .await
+            .append_batch(blocks)
+            .await
+            .map_err(|e| StoreError::Core {
+                key: self.entry.key.to_hex(),
+                name: display_name(&self.entry),
+                reason: e.to_string(),
+            })?;
+        Ok(outcome.length)
+    }
+
     /// Forces the feed's files to disk.
     ///
     /// Writes are not synced one by one (that costs several fsyncs per block); a process
