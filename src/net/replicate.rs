@@ -5,11 +5,11 @@
 //! request with a proof, or `NoData`. Announcing: after a local change, a `Synchronize` with
 //! the new length and a `Range` of what we hold let the peer ask for it (live replication).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use hypercore::HypercoreError;
-use hypercore_protocol::schema::{NoData, Range, Request, Synchronize};
+use hypercore_protocol::schema::{Data, NoData, Range, Request, Synchronize};
 use hypercore_protocol::Message;
 use hypercore_schema::{Proof, RequestBlock, RequestUpgrade};
 
@@ -22,6 +22,12 @@ use crate::wire::FeedKey;
 pub const WINDOW: usize = 256;
 /// Least time between two progress events of one feed on one connection.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+/// Separate spans of blocks a peer says it holds that we keep track of, at most; a span
+/// that does not touch a known one is forgotten beyond it (its blocks are not asked for).
+pub const MAX_REMOTE_SPANS: usize = 4096;
+/// Largest feed length taken from a peer: tree indexes are twice a length, and the proof
+/// code does not check its arithmetic.
+const MAX_LENGTH: u64 = u64::MAX / 4;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Inflight {
@@ -51,7 +57,7 @@ pub struct FeedChannel {
     peer: PeerId,
     remote_length: u64,
     remote_fork: u64,
-    remote_contiguous: u64,
+    have: RemoteHave,
     remote_synced: bool,
     inflight: HashMap<u64, Inflight>,
     blocks_in_flight: BTreeSet<u64>,
@@ -74,7 +80,7 @@ impl FeedChannel {
             peer,
             remote_length: 0,
             remote_fork: 0,
-            remote_contiguous: 0,
+            have: RemoteHave::default(),
             remote_synced: false,
             inflight: HashMap::new(),
             blocks_in_flight: BTreeSet::new(),
@@ -135,7 +141,8 @@ impl FeedChannel {
     pub async fn on_message(&mut self, msg: Message) -> Outcome {
         let mut out = Outcome::default();
         match msg {
-            Message::Synchronize(s) => {
+            Message::Synchronize(mut s) => {
+                s.length = s.length.min(MAX_LENGTH);
                 let changed = !self.remote_synced
                     || s.length != self.remote_length
                     || s.fork != self.remote_fork;
@@ -151,9 +158,17 @@ impl FeedChannel {
                     self.announce(&mut out, true).await;
                 }
             }
-            Message::Range(r) if !r.drop && r.start <= self.remote_contiguous => {
-                self.remote_contiguous = self.remote_contiguous.max(r.start + r.length);
-                self.unavailable.clear();
+            Message::Range(r) => {
+                let end = r.start.saturating_add(r.length).min(MAX_LENGTH);
+                if r.drop {
+                    self.have.remove(r.start, end);
+                } else {
+                    self.have.add(r.start, end);
+                    // Blocks it said it lacked in that span may be there now.
+                    let mut span = self.unavailable.split_off(&r.start);
+                    let mut after = span.split_off(&end);
+                    self.unavailable.append(&mut after);
+                }
             }
             Message::Request(r) => self.serve(r, &mut out).await,
             Message::Data(d) => {
@@ -178,6 +193,20 @@ impl FeedChannel {
                         Inflight::Upgrade => self.remote_synced = false,
                     }
                     self.pump(&mut out).await;
+                    return out;
+                }
+                let our_length = self.feed.core.lock().await.info().length;
+                if let Err(why) = check_answer(what, &d, our_length) {
+                    out.warning = Some(format!(
+                        "rejected data for feed {}: {why}; nothing was written",
+                        self.key.short()
+                    ));
+                    match what {
+                        Inflight::Block(i) => {
+                            self.unavailable.insert(i);
+                        }
+                        Inflight::Upgrade => self.remote_synced = false,
+                    }
                     return out;
                 }
                 let block_len = d.block.as_ref().map_or(0, |b| b.value.len() as u64);
@@ -311,13 +340,20 @@ impl FeedChannel {
                 priority: 0,
             }));
         }
-        // Ask for what the peer says it has; a peer that sent no Range is asked for every
-        // block below its length, and a NoData answer marks a block as not there.
-        let have_upto = info
-            .length
-            .min(self.remote_contiguous.max(self.remote_length));
+        // Ask for what the peer says it has. A peer that sent no Range (an older feedscope
+        // did not) is asked for every block below its length, and a NoData marks a block as
+        // not there.
+        let have_upto = if self.have.seen {
+            info.length.min(self.have.end())
+        } else {
+            info.length.min(self.remote_length)
+        };
         let mut index = info.contiguous_length;
         while self.blocks_in_flight.len() < WINDOW && index < have_upto {
+            if self.have.seen && !self.have.contains(index) {
+                index = self.have.next_from(index).unwrap_or(have_upto);
+                continue;
+            }
             if !self.blocks_in_flight.contains(&index)
                 && !self.unavailable.contains(&index)
                 && !hc.has(index)
@@ -376,6 +412,122 @@ impl FeedChannel {
     }
 }
 
+/// Checks that a Data message answers what its request asked, in a shape the proof code can
+/// take: that code trusts the shape of a proof and can panic on a malformed one (and a panic
+/// there leaves the core's locks poisoned for good).
+fn check_answer(what: Inflight, d: &Data, our_length: u64) -> Result<(), String> {
+    if d.hash.is_some() || d.seek.is_some() {
+        return Err("it carries a hash or seek proof that was not asked for".into());
+    }
+    match what {
+        Inflight::Block(i) => {
+            if d.upgrade.is_some() {
+                return Err(format!(
+                    "it answers block {i} with an upgrade that was not asked for"
+                ));
+            }
+            match &d.block {
+                Some(b) if b.index == i => Ok(()),
+                Some(b) => Err(format!("it answers block {i} with block {}", b.index)),
+                None => Err(format!("it answers block {i} without the block")),
+            }
+        }
+        Inflight::Upgrade => {
+            if d.block.is_some() {
+                return Err("it answers an upgrade with a block that was not asked for".into());
+            }
+            let Some(u) = &d.upgrade else {
+                return Err("it answers an upgrade request without an upgrade".into());
+            };
+            let end = u.start.checked_add(u.length).filter(|&e| e <= MAX_LENGTH);
+            match end {
+                Some(end) if u.length > 0 && u.start <= our_length && end > our_length => Ok(()),
+                _ => Err(format!(
+                    "its upgrade (start {}, length {}) does not extend our length {our_length}",
+                    u.start, u.length
+                )),
+            }
+        }
+    }
+}
+
+/// The blocks a peer said it holds (its `Range` messages), as separate half-open spans.
+#[derive(Debug, Default)]
+struct RemoteHave {
+    /// Whether the peer sent any Range at all.
+    seen: bool,
+    spans: BTreeMap<u64, u64>,
+}
+
+impl RemoteHave {
+    fn add(&mut self, start: u64, end: u64) {
+        self.seen = true;
+        if start >= end {
+            return;
+        }
+        // Spans are disjoint and never adjacent, so their ends grow with their starts.
+        let touching: Vec<(u64, u64)> = self
+            .spans
+            .range(..=end)
+            .rev()
+            .take_while(|(_, &e)| e >= start)
+            .map(|(&s, &e)| (s, e))
+            .collect();
+        if touching.is_empty() && self.spans.len() >= MAX_REMOTE_SPANS {
+            return;
+        }
+        let (mut lo, mut hi) = (start, end);
+        for (s, e) in touching {
+            self.spans.remove(&s);
+            lo = lo.min(s);
+            hi = hi.max(e);
+        }
+        self.spans.insert(lo, hi);
+    }
+
+    fn remove(&mut self, start: u64, end: u64) {
+        if start >= end {
+            return;
+        }
+        let cut: Vec<(u64, u64)> = self
+            .spans
+            .range(..end)
+            .rev()
+            .take_while(|(_, &e)| e > start)
+            .map(|(&s, &e)| (s, e))
+            .collect();
+        for (s, e) in cut {
+            self.spans.remove(&s);
+            if s < start {
+                self.spans.insert(s, start);
+            }
+            if e > end {
+                self.spans.insert(end, e);
+            }
+        }
+    }
+
+    fn contains(&self, index: u64) -> bool {
+        self.spans
+            .range(..=index)
+            .next_back()
+            .is_some_and(|(_, &e)| index < e)
+    }
+
+    /// The first held block at or after `index`.
+    fn next_from(&self, index: u64) -> Option<u64> {
+        if self.contains(index) {
+            return Some(index);
+        }
+        self.spans.range(index..).next().map(|(&s, _)| s)
+    }
+
+    /// One past the last block the peer holds.
+    fn end(&self) -> u64 {
+        self.spans.values().next_back().copied().unwrap_or(0)
+    }
+}
+
 fn proof_warning(key: &FeedKey, e: HypercoreError) -> String {
     format!(
         "rejected data for feed {} that does not verify ({e}); nothing was written",
@@ -388,6 +540,7 @@ mod tests {
     use super::*;
     use crate::store::Store;
     use hypercore_protocol::schema::NoData;
+    use hypercore_schema::{DataBlock, DataUpgrade};
 
     fn sync(length: u64) -> Message {
         Message::Synchronize(Synchronize {
@@ -459,5 +612,160 @@ mod tests {
             .send
             .iter()
             .any(|m| matches!(m, Msg::Core(Message::NoData(n)) if n.request == 7)));
+    }
+
+    async fn replica_of(key: FeedKey) -> (tempfile::TempDir, FeedChannel) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let (feed, _) = store.get_or_create_replica(key).await.unwrap();
+        (dir, FeedChannel::new(feed, 1))
+    }
+
+    async fn replica() -> (tempfile::TempDir, FeedChannel) {
+        replica_of(FeedKey(
+            hypercore::generate_signing_key().verifying_key().to_bytes(),
+        ))
+        .await
+    }
+
+    fn data(request: u64, block: Option<DataBlock>, upgrade: Option<DataUpgrade>) -> Message {
+        Message::Data(Data {
+            request,
+            fork: 0,
+            block,
+            hash: None,
+            seek: None,
+            upgrade,
+        })
+    }
+
+    fn upgrade(start: u64, length: u64) -> DataUpgrade {
+        DataUpgrade {
+            start,
+            length,
+            nodes: Vec::new(),
+            additional_nodes: Vec::new(),
+            signature: vec![0; 64],
+        }
+    }
+
+    #[tokio::test]
+    async fn malformed_upgrades_are_refused_before_the_proof_code_sees_them() {
+        for (start, length) in [(0, 0), (u64::MAX, 2), (1, 3), (0, u64::MAX / 2)] {
+            let (_dir, mut ch) = replica().await;
+            let up = requests(&ch.on_message(sync(5)).await);
+            let out = ch
+                .on_message(data(up[0].id, None, Some(upgrade(start, length))))
+                .await;
+            let w = out.warning.expect("a warning names the fault");
+            assert!(w.contains("does not extend our length 0"), "{w}");
+            assert!(!out.grew);
+            // The core still answers: nothing inside it panicked.
+            assert_eq!(ch.feed().core.lock().await.info().length, 0);
+            assert!(
+                requests(&ch.on_message(sync(6)).await)[0].upgrade.is_some(),
+                "asked again after the next sync"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_that_do_not_match_their_request_are_refused() {
+        let (_dir, mut ch) = replica().await;
+        let up = requests(&ch.on_message(sync(5)).await);
+        let block = DataBlock {
+            index: 0,
+            value: b"x".to_vec(),
+            nodes: Vec::new(),
+        };
+        let out = ch.on_message(data(up[0].id, Some(block), None)).await;
+        assert!(out
+            .warning
+            .unwrap()
+            .contains("block that was not asked for"));
+        let out = ch.on_message(data(up[0].id, None, None)).await;
+        assert!(
+            out.warning.unwrap().contains("not requested"),
+            "a replayed answer is refused"
+        );
+    }
+
+    #[tokio::test]
+    async fn only_blocks_the_peer_says_it_holds_are_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let (writer, _) = store.create_writable("w").await.unwrap();
+        let lines: Vec<String> = (0..10).map(|i| format!("block {i}")).collect();
+        writer.core.lock().await.append_batch(&lines).await.unwrap();
+        let (_dir, mut ch) = replica_of(writer.entry.key).await;
+        let up = requests(&ch.on_message(sync(10)).await);
+        let proof = writer
+            .core
+            .lock()
+            .await
+            .create_proof(None, None, None, up[0].upgrade.clone())
+            .await
+            .unwrap()
+            .unwrap();
+        let range = |start, length| {
+            Message::Range(Range {
+                drop: false,
+                start,
+                length,
+            })
+        };
+        ch.on_message(range(0, 3)).await;
+        let out = ch.on_message(data(up[0].id, None, proof.upgrade)).await;
+        assert!(out.warning.is_none(), "{:?}", out.warning);
+        let asked = |out: &Outcome| -> Vec<u64> {
+            requests(out)
+                .iter()
+                .filter_map(|r| r.block.as_ref().map(|b| b.index))
+                .collect()
+        };
+        assert_eq!(asked(&out), [0, 1, 2]);
+        // A block it then says it lacks is not asked again until a Range covers it.
+        let id = requests(&out)[1].id;
+        let out = ch.on_message(Message::NoData(NoData { request: id })).await;
+        assert!(asked(&out).is_empty());
+        let out = ch.on_message(range(7, 2)).await;
+        assert_eq!(asked(&out), [7, 8], "a later span, and not block 1 again");
+        let out = ch.on_message(range(1, 1)).await;
+        assert_eq!(asked(&out), [1]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn remote_spans_agree_with_a_plain_set(
+            ops in proptest::collection::vec((proptest::bool::ANY, 0u64..64, 0u64..16), 0..40)
+        ) {
+            let mut have = RemoteHave::default();
+            let mut model = BTreeSet::new();
+            for (drop, start, length) in ops {
+                if drop {
+                    have.remove(start, start + length);
+                    for i in start..start + length {
+                        model.remove(&i);
+                    }
+                } else {
+                    have.add(start, start + length);
+                    model.extend(start..start + length);
+                }
+                for i in 0..80 {
+                    proptest::prop_assert_eq!(have.contains(i), model.contains(&i), "block {}", i);
+                    proptest::prop_assert_eq!(
+                        have.next_from(i),
+                        model.range(i..).next().copied(),
+                        "next from {}", i
+                    );
+                }
+                proptest::prop_assert_eq!(have.end(), model.last().map_or(0, |l| l + 1));
+                // Disjoint and never adjacent.
+                let spans: Vec<(u64, u64)> = have.spans.iter().map(|(&s, &e)| (s, e)).collect();
+                for w in spans.windows(2) {
+                    proptest::prop_assert!(w[0].1 < w[1].0, "{:?}", spans);
+                }
+            }
+        }
     }
 }
