@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,6 +27,8 @@ use crate::wire::{FeedKey, FeedMeta};
 
 /// Most simultaneous peers per process; further connections are refused.
 pub const MAX_PEERS: usize = 256;
+/// Time peers get to close cleanly at shutdown before their tasks are aborted.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// First and largest delay between attempts to dial an address that is not up.
 pub const DIAL_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 /// Attempts per dial before giving up.
@@ -99,6 +101,7 @@ pub struct Shared {
     events: mpsc::UnboundedSender<Event>,
     peers: Mutex<HashMap<PeerId, mpsc::UnboundedSender<PeerCmd>>>,
     next_peer: AtomicU64,
+    shutting_down: AtomicBool,
 }
 
 impl Shared {
@@ -207,6 +210,7 @@ pub async fn start(config: Config) -> Result<Engine, StoreError> {
         events: ev_tx,
         peers: Mutex::new(HashMap::new()),
         next_peer: AtomicU64::new(1),
+        shutting_down: AtomicBool::new(false),
     });
     for note in &shared.store.rolled_back {
         shared.emit(Event::Warning {
@@ -278,14 +282,20 @@ async fn run(shared: Arc<Shared>, config: Config, mut commands: mpsc::UnboundedR
         }
     }
     tasks.abort_all();
+    // A peer still in its handshake sees this flag before it registers, so none is missed.
+    shared.shutting_down.store(true, Ordering::SeqCst);
     let ids: Vec<PeerId> = shared.peers.lock().unwrap().keys().copied().collect();
     for id in ids {
         shared.send_to(Some(id), || PeerCmd::Close("shutting down".into()));
     }
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
         while peer_tasks.join_next().await.is_some() {}
     })
     .await;
+    if drained.is_err() {
+        // Aborting a peer's outer task aborts its connection task too (see `spawn_peer`).
+        peer_tasks.shutdown().await;
+    }
     for feed in shared.store.feeds() {
         if !shared.store.checkpoint_and_sync(&feed).await {
             shared.emit(Event::Warning {
@@ -311,7 +321,8 @@ fn spawn_peer(
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "?".into());
-    if shared.peers.lock().unwrap().len() >= MAX_PEERS {
+    // Connections still in their handshake count too: each holds a socket and a task.
+    if peer_tasks.len() >= MAX_PEERS {
         shared.emit(Event::Warning {
             peer: None,
             kind: "limit".into(),
@@ -340,10 +351,24 @@ fn spawn_peer(
             initiator,
             remote_public_key: hex::encode(transport.remote_public_key()),
         });
-        shared.peers.lock().unwrap().insert(id, tx);
+        {
+            let mut peers = shared.peers.lock().unwrap();
+            if shared.shutting_down.load(Ordering::SeqCst) {
+                drop(peers);
+                shared.emit(Event::PeerDisconnected {
+                    peer: id,
+                    reason: "shutting down".into(),
+                });
+                return;
+            }
+            peers.insert(id, tx);
+        }
         // The peer runs in its own task so that a panic in it (or in a library under it) is
-        // caught here and ends this peer only.
-        let result = tokio::spawn(Peer::run(id, shared.clone(), transport, rx)).await;
+        // caught here and ends this peer only. The guard aborts it when this task is aborted.
+        let inner = tokio::spawn(Peer::run(id, shared.clone(), transport, rx));
+        let guard = AbortOnDrop(inner.abort_handle());
+        let result = inner.await;
+        drop(guard);
         shared.peers.lock().unwrap().remove(&id);
         let reason = match result {
             Ok(reason) => reason,
@@ -363,6 +388,15 @@ fn spawn_peer(
         };
         shared.emit(Event::PeerDisconnected { peer: id, reason });
     });
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 async fn dial(

@@ -34,6 +34,27 @@ pub enum Msg {
 }
 
 impl Msg {
+    /// About how many bytes this message holds in memory, for budgets of buffered messages.
+    pub fn weight(&self) -> usize {
+        const NODE: usize = 48;
+        match self {
+            Msg::Extension { name, payload } => name.len() + payload.len() + 32,
+            Msg::Core(Message::Data(d)) => {
+                64 + d
+                    .block
+                    .as_ref()
+                    .map_or(0, |b| b.value.len() + b.nodes.len() * NODE)
+                    + d.hash.as_ref().map_or(0, |h| h.nodes.len() * NODE)
+                    + d.seek.as_ref().map_or(0, |s| s.nodes.len() * NODE)
+                    + d.upgrade.as_ref().map_or(0, |u| {
+                        (u.nodes.len() + u.additional_nodes.len()) * NODE + u.signature.len()
+                    })
+            }
+            Msg::Core(Message::Bitfield(b)) => 32 + b.bitfield.len() * 4,
+            Msg::Core(_) => 64,
+        }
+    }
+
     /// A short name for display: the message type or the extension name.
     pub fn kind(&self) -> String {
         match self {
@@ -112,6 +133,19 @@ impl Msg {
 }
 
 impl Item {
+    /// About how many bytes this item holds in memory.
+    pub fn weight(&self) -> usize {
+        match self {
+            Item::Message(_, Ok(m)) => m.weight(),
+            Item::Open {
+                discovery_key,
+                protocol,
+                ..
+            } => 80 + discovery_key.len() + protocol.len(),
+            _ => 64,
+        }
+    }
+
     /// The message type, as breakpoints and the inspector name it.
     pub fn kind(&self) -> String {
         match self {

@@ -335,15 +335,32 @@ impl Session {
     }
 
     fn activate(&mut self, keys: Vec<FeedKey>) -> Vec<Action> {
-        let fresh: Vec<FeedKey> = keys
-            .into_iter()
-            .filter(|k| self.active.insert(*k))
-            .collect();
-        if fresh.is_empty() {
-            Vec::new()
-        } else {
-            vec![Action::Replicate(fresh)]
+        let mut fresh = Vec::new();
+        let mut over = 0usize;
+        for k in keys {
+            if self.active.contains(&k) {
+                continue;
+            }
+            if self.active.len() >= MAX_ACTIVE_FEEDS {
+                over += 1;
+                continue;
+            }
+            self.active.insert(k);
+            fresh.push(k);
         }
+        let mut out = Vec::new();
+        if !fresh.is_empty() {
+            out.push(Action::Replicate(fresh));
+        }
+        if over > 0 {
+            out.push(Action::Warn {
+                kind: "limit",
+                message: format!(
+                    "{over} feeds not replicated: a connection replicates at most {MAX_ACTIVE_FEEDS} feeds"
+                ),
+            });
+        }
+        out
     }
 
     /// A feed appeared locally (created, or downloaded from someone): offer it if the peer
@@ -677,6 +694,33 @@ mod tests {
         }
         assert!(warned_limit);
         assert_eq!(s.remote_offer.len(), MAX_REMOTE_OFFER);
+    }
+
+    #[test]
+    fn a_connection_replicates_at_most_the_feed_limit() {
+        let mut s = ready(Policy::AcceptAll, &[]);
+        let keys: Vec<FeedKey> = (0..MAX_ACTIVE_FEEDS as u32 + 5)
+            .map(|i| {
+                let mut k = [0u8; 32];
+                k[..4].copy_from_slice(&i.to_le_bytes());
+                FeedKey(k)
+            })
+            .collect();
+        let mut actions = Vec::new();
+        for body in encode_manifests(&keys, &BTreeMap::new()) {
+            actions.extend(s.on_extension(wire::EXT_MANIFEST, &body));
+        }
+        actions.extend(s.on_extension(wire::EXT_REPLICATE_FEEDS, &encode_keys(&keys)));
+        assert_eq!(replicated(&actions).len(), MAX_ACTIVE_FEEDS);
+        assert_eq!(s.active.len(), MAX_ACTIVE_FEEDS);
+        let limit = actions.iter().find_map(|a| match a {
+            Action::Warn {
+                kind: "limit",
+                message,
+            } => Some(message.clone()),
+            _ => None,
+        });
+        assert!(limit.unwrap().starts_with("5 feeds not replicated"));
     }
 
     #[test]

@@ -267,6 +267,9 @@ pub struct Store {
     dir: PathBuf,
     _lock: File,
     feeds: Mutex<BTreeMap<FeedKey, Feed>>,
+    /// Held while a feed is created, so that two peers offering the same new key (or two
+    /// commands naming the same new feed) build it once.
+    creating: tokio::sync::Mutex<()>,
     /// Feeds listed in the index that could not be opened, with the reason.
     pub broken: Vec<StoreError>,
     /// Replicas that were rolled back to their last checkpoint on open, for a warning.
@@ -354,6 +357,7 @@ impl Store {
             dir: dir.to_path_buf(),
             _lock: lock,
             feeds: Mutex::new(feeds),
+            creating: tokio::sync::Mutex::new(()),
             broken,
             rolled_back,
         })
@@ -406,6 +410,10 @@ impl Store {
         if let Some(feed) = self.by_name(name) {
             return Ok((feed, false));
         }
+        let _creating = self.creating.lock().await;
+        if let Some(feed) = self.by_name(name) {
+            return Ok((feed, false));
+        }
         let signing = hypercore::generate_signing_key();
         let key = FeedKey(signing.verifying_key().to_bytes());
         let entry = FeedEntry {
@@ -428,6 +436,10 @@ impl Store {
     /// Returns the feed with `key`, creating an empty read-only replica if we do not hold it.
     /// The boolean says whether it was created.
     pub async fn get_or_create_replica(&self, key: FeedKey) -> Result<(Feed, bool), StoreError> {
+        if let Some(feed) = self.get(&key) {
+            return Ok((feed, false));
+        }
+        let _creating = self.creating.lock().await;
         if let Some(feed) = self.get(&key) {
             return Ok((feed, false));
         }
@@ -691,6 +703,38 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("in use"), "{msg}");
         assert!(msg.contains(&std::process::id().to_string()), "{msg}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replica_asked_for_at_once_by_many_peers_is_created_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).await.unwrap());
+        // Several rounds: the race, when there is one, does not show every time.
+        for _ in 0..20 {
+            let key = FeedKey(hypercore::generate_signing_key().verifying_key().to_bytes());
+            let start = Arc::new(tokio::sync::Barrier::new(8));
+            let tasks: Vec<_> = (0..8)
+                .map(|_| {
+                    let (store, start) = (store.clone(), start.clone());
+                    tokio::spawn(async move {
+                        start.wait().await;
+                        store.get_or_create_replica(key).await.unwrap()
+                    })
+                })
+                .collect();
+            let mut created = 0;
+            let mut cores = Vec::new();
+            for t in tasks {
+                let (feed, new) = t.await.unwrap();
+                created += usize::from(new);
+                cores.push(feed.core);
+            }
+            assert_eq!(created, 1, "one peer creates it, the others get it");
+            assert!(
+                cores.iter().all(|c| Arc::ptr_eq(c, &cores[0])),
+                "one core in memory"
+            );
+        }
     }
 
     #[tokio::test]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use blake2::digest::{FixedOutput, Mac};
 use blake2::Blake2bMac;
-use hypercore_protocol::schema::{NoData, Synchronize};
+use hypercore_protocol::schema::{NoData, Request, Synchronize};
 use hypercore_protocol::{discovery_key, Message};
 use tokio::sync::mpsc;
 
@@ -35,8 +35,18 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const MAX_PENDING_OPENS: usize = 1024;
 /// Messages buffered per not-yet-matched remote channel, at most; more are dropped.
 pub const MAX_EARLY_MESSAGES: usize = 1024;
+/// Bytes of messages buffered for all not-yet-matched remote channels of a connection, at
+/// most; more are dropped.
+pub const MAX_EARLY_BYTES: usize = 8 << 20;
 /// Received messages held in step mode, at most; reading pauses beyond it.
 pub const MAX_HELD: usize = 10_000;
+/// Bytes of received messages held in step mode, at most; reading pauses beyond it.
+pub const MAX_HELD_BYTES: usize = 64 << 20;
+/// Block requests waiting for an answer while the connection is congested, at most; more
+/// are answered with NoData (the peer may ask again).
+pub const MAX_OWED_REQUESTS: usize = 1 << 18;
+/// A congested connection whose peer reads nothing for this long is dropped.
+pub const STALL_TIMEOUT: Duration = IDLE_TIMEOUT;
 /// Bytes of a message shown in a `wire` event's hex dump.
 const TRACE_HEX_BYTES: usize = 512;
 /// Channel messages gathered before a frame is sent.
@@ -83,6 +93,7 @@ struct PendingOpen {
     remote: u64,
     capability: Option<[u8; 32]>,
     early: Vec<Msg>,
+    early_bytes: usize,
 }
 
 // Queued for one flush only, so the size of the larger variant costs nothing worth a box.
@@ -107,6 +118,7 @@ pub struct Peer {
     by_dkey: HashMap<[u8; 32], u64>,
     pending: HashMap<[u8; 32], PendingOpen>,
     pending_by_remote: HashMap<u64, [u8; 32]>,
+    early_bytes: usize,
     rejected: HashMap<[u8; 32], Box<FeedChannel>>,
     next_local: u64,
     root_local: u64,
@@ -117,8 +129,11 @@ pub struct Peer {
     end: Option<(bool, String)>,
     holding: bool,
     held: std::collections::VecDeque<Item>,
+    held_bytes: usize,
     breakpoints: std::collections::BTreeSet<String>,
     last_ext_in: HashMap<u64, String>,
+    owed: std::collections::VecDeque<(u64, Request)>,
+    owed_overflow: bool,
 }
 
 impl Peer {
@@ -149,6 +164,7 @@ impl Peer {
             by_dkey: HashMap::new(),
             pending: HashMap::new(),
             pending_by_remote: HashMap::new(),
+            early_bytes: 0,
             rejected: HashMap::new(),
             next_local: 1,
             root_local: 0,
@@ -159,19 +175,24 @@ impl Peer {
             end: None,
             holding: false,
             held: Default::default(),
+            held_bytes: 0,
             breakpoints: Default::default(),
             last_ext_in: HashMap::new(),
+            owed: Default::default(),
+            owed_overflow: false,
         };
         peer.holding = peer.shared.step;
         let root_key = peer.shared.root_key.0;
         peer.root_local = peer.open_channel(root_key, Role::Root);
         let started = Instant::now();
         let mut last_heard = Instant::now();
+        let mut congested_since: Option<Instant> = None;
+        let backlog = peer.transport.backlog();
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while peer.end.is_none() {
             tokio::select! {
-                frames = peer.transport.recv(), if peer.held.len() < MAX_HELD => match frames {
+                frames = peer.transport.recv(), if peer.may_read() => match frames {
                     Ok(frames) => {
                         last_heard = Instant::now();
                         for f in frames {
@@ -181,6 +202,7 @@ impl Peer {
                     Err(TransportError::Closed) => peer.finish(false, "connection closed by the peer".into()),
                     Err(e) => peer.finish(true, e.to_string()),
                 },
+                _ = backlog.drained(), if peer.transport.congested() => {}
                 cmd = commands.recv() => match cmd {
                     Some(cmd) => peer.on_command(cmd).await,
                     None => peer.finish(false, "engine shut down".into()),
@@ -192,10 +214,18 @@ impl Peer {
                             "the root channel did not open within {ROOT_OPEN_TIMEOUT:?}"
                         ));
                     }
-                    if last_heard.elapsed() > IDLE_TIMEOUT && peer.held.len() < MAX_HELD {
+                    if last_heard.elapsed() > IDLE_TIMEOUT && peer.may_read() {
                         peer.fail(
                             "idle",
                             format!("the peer sent nothing for {IDLE_TIMEOUT:?}, not even a keep-alive; dropped"),
+                        );
+                    }
+                    if !peer.transport.congested() {
+                        congested_since = None;
+                    } else if congested_since.get_or_insert_with(Instant::now).elapsed() > STALL_TIMEOUT {
+                        peer.fail(
+                            "stalled",
+                            format!("the peer read nothing of what we sent for {STALL_TIMEOUT:?}; dropped"),
                         );
                     }
                     if peer.last_sent.elapsed() >= KEEPALIVE_INTERVAL {
@@ -206,12 +236,26 @@ impl Peer {
                     }
                 }
             }
+            peer.serve_owed().await;
             if let Err(e) = peer.flush() {
                 peer.finish(true, e.to_string());
             }
         }
         let (_, reason) = peer.end.take().unwrap_or_default();
         reason
+    }
+
+    /// Whether to read more from the peer: not while step mode holds too much.
+    fn may_read(&self) -> bool {
+        self.held.len() < MAX_HELD && self.held_bytes < MAX_HELD_BYTES
+    }
+
+    /// Forgets a remote open we have not matched, by discovery key.
+    fn take_pending(&mut self, dkey: &[u8; 32]) -> Option<PendingOpen> {
+        let p = self.pending.remove(dkey)?;
+        self.pending_by_remote.remove(&p.remote);
+        self.early_bytes -= p.early_bytes;
+        Some(p)
     }
 
     fn finish(&mut self, error: bool, reason: String) {
@@ -349,10 +393,9 @@ impl Peer {
         let Some(&local) = self.by_dkey.get(&dkey) else {
             return;
         };
-        let Some(p) = self.pending.remove(&dkey) else {
+        let Some(p) = self.take_pending(&dkey) else {
             return;
         };
-        self.pending_by_remote.remove(&p.remote);
         let key = self.chans[&local].key;
         let expected = capability(
             !self.transport.is_initiator(),
@@ -458,7 +501,10 @@ impl Peer {
                 let last = self.last_ext_in.get(ch).cloned().unwrap_or_default();
                 return format!("Extension({last})");
             }
-            self.last_ext_in.insert(*ch, name.clone());
+            // Only channels the peer opened: others cannot grow this map.
+            if self.by_remote.contains_key(ch) || self.pending_by_remote.contains_key(ch) {
+                self.last_ext_in.insert(*ch, name.clone());
+            }
         }
         item.kind()
     }
@@ -527,6 +573,7 @@ impl Peer {
                 summary: item.summary(),
                 waiting: self.held.len() + 1,
             });
+            self.held_bytes += item.weight();
             self.held.push_back(item);
             return;
         }
@@ -536,6 +583,7 @@ impl Peer {
     /// Lets the oldest held item through.
     async fn release_one(&mut self) {
         if let Some(item) = self.held.pop_front() {
+            self.held_bytes -= item.weight();
             self.emit(Event::Released {
                 peer: self.id,
                 kind: item.kind(),
@@ -566,6 +614,29 @@ impl Peer {
                     self.different_key("the peer opened a channel for another key first".into());
                     return;
                 }
+                if self.by_remote.contains_key(&channel)
+                    || self.pending_by_remote.contains_key(&channel)
+                {
+                    self.fail(
+                        "protocol",
+                        format!("the peer opened its channel {channel} again without closing it; closing the connection"),
+                    );
+                    return;
+                }
+                let matched = self
+                    .by_dkey
+                    .get(&dkey)
+                    .is_some_and(|l| self.chans.get(l).is_some_and(|c| c.remote.is_some()));
+                if matched {
+                    self.push(Out::Control(frame::encode_reject(channel)));
+                    self.warn(
+                        "protocol",
+                        format!("rejected channel {channel}: the peer already has that core open on another channel"),
+                    );
+                    return;
+                }
+                // A second open for a key still waiting replaces the first.
+                self.take_pending(&dkey);
                 if self.pending.len() >= MAX_PENDING_OPENS {
                     self.push(Out::Control(frame::encode_reject(channel)));
                     self.warn(
@@ -580,6 +651,7 @@ impl Peer {
                         remote: channel,
                         capability,
                         early: Vec::new(),
+                        early_bytes: 0,
                     },
                 );
                 self.pending_by_remote.insert(channel, dkey);
@@ -602,8 +674,9 @@ impl Peer {
                 }
             }
             Item::Close { channel } => {
-                if let Some(dkey) = self.pending_by_remote.remove(&channel) {
-                    self.pending.remove(&dkey);
+                self.last_ext_in.remove(&channel);
+                if let Some(dkey) = self.pending_by_remote.get(&channel).copied() {
+                    self.take_pending(&dkey);
                 }
                 if let Some(local) = self.by_remote.remove(&channel) {
                     if local == self.root_local {
@@ -626,9 +699,14 @@ impl Peer {
                 if let Some(&local) = self.by_remote.get(&remote) {
                     self.dispatch(local, msg).await;
                 } else if let Some(dkey) = self.pending_by_remote.get(&remote) {
-                    let p = self.pending.get_mut(dkey).expect("indexes agree");
-                    if p.early.len() < MAX_EARLY_MESSAGES {
-                        p.early.push(msg);
+                    let weight = msg.weight();
+                    let room = self.early_bytes + weight <= MAX_EARLY_BYTES;
+                    if let Some(p) = self.pending.get_mut(dkey) {
+                        if room && p.early.len() < MAX_EARLY_MESSAGES {
+                            p.early.push(msg);
+                            p.early_bytes += weight;
+                            self.early_bytes += weight;
+                        }
                     }
                 }
                 // Messages for channels that are not open are ignored, as protomux does.
@@ -651,11 +729,48 @@ impl Peer {
             }
             return;
         }
+        // Answers to block requests wait while the peer is not reading what we send: the
+        // socket's backlog stays bounded, and reading goes on so that neither side blocks.
+        let msg = match msg {
+            Msg::Core(Message::Request(r))
+                if self.transport.congested() || !self.owed.is_empty() =>
+            {
+                if self.owed.len() < MAX_OWED_REQUESTS {
+                    self.owed.push_back((local, r));
+                } else {
+                    if !self.owed_overflow {
+                        self.owed_overflow = true;
+                        self.warn(
+                            "limit",
+                            format!("over {MAX_OWED_REQUESTS} block requests wait while the peer reads nothing; answering NoData"),
+                        );
+                    }
+                    self.send_msg(local, core(NoData { request: r.id }));
+                }
+                return;
+            }
+            m => m,
+        };
         let outcome = match (self.chans.get_mut(&local).map(|c| &mut c.role), msg) {
             (Some(Role::Feed(fc)), Msg::Core(m)) => fc.on_message(m).await,
             _ => return,
         };
         self.apply_outcome(local, outcome).await;
+    }
+
+    /// Answers waiting requests while the connection has room.
+    async fn serve_owed(&mut self) {
+        while self.end.is_none() && !self.transport.congested() {
+            let Some((local, r)) = self.owed.pop_front() else {
+                self.owed_overflow = false;
+                return;
+            };
+            let outcome = match self.chans.get_mut(&local).map(|c| &mut c.role) {
+                Some(Role::Feed(fc)) => fc.on_message(Message::Request(r)).await,
+                _ => continue,
+            };
+            self.apply_outcome(local, outcome).await;
+        }
     }
 
     async fn perform(&mut self, actions: Vec<Action>) {
@@ -802,9 +917,7 @@ impl Peer {
     fn stop_feed(&mut self, key: FeedKey) {
         let dkey = discovery_key(&key.0);
         self.rejected.remove(&dkey);
-        if let Some(p) = self.pending.remove(&dkey) {
-            self.pending_by_remote.remove(&p.remote);
-        }
+        self.take_pending(&dkey);
         if let Some(local) = self.by_dkey.remove(&dkey) {
             if let Some(c) = self.chans.remove(&local) {
                 if let Some(remote) = c.remote {

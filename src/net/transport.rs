@@ -6,6 +6,8 @@
 //! own I/O wrapper swallows end of stream and panics on some errors).
 
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,13 +15,16 @@ use futures::{SinkExt, StreamExt};
 use hypercore_handshake::{Cipher, CipherEvent, HandshakePattern};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
 use crate::frame::MAX_FRAME_BYTES;
 
 /// How long a peer may take to finish the Noise handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes queued for the socket beyond which the connection counts as congested: the peer
+/// task then stops answering block requests until the peer has read some of it.
+pub const MAX_WRITE_BACKLOG: usize = 8 << 20;
 
 /// Why a connection failed.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +55,7 @@ fn codec() -> LengthDelimitedCodec {
 pub struct Transport {
     reader: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
     writer: mpsc::UnboundedSender<Bytes>,
+    backlog: Arc<Backlog>,
     cipher: Cipher,
     initiator: bool,
     remote_public_key: [u8; 32],
@@ -64,23 +70,53 @@ impl std::fmt::Debug for Transport {
     }
 }
 
+/// Bytes handed to the writer and not yet written to the socket.
+#[derive(Debug, Default)]
+pub struct Backlog {
+    bytes: AtomicUsize,
+    drained: Notify,
+}
+
+impl Backlog {
+    /// Waits until a congested connection has written enough to be below the limit.
+    pub async fn drained(&self) {
+        self.drained.notified().await
+    }
+
+    fn written(&self, n: usize) {
+        let before = self.bytes.fetch_sub(n, Ordering::AcqRel);
+        if before > MAX_WRITE_BACKLOG && before - n <= MAX_WRITE_BACKLOG {
+            self.drained.notify_one();
+        }
+    }
+}
+
 /// Writes encrypted frames to the socket in order, batching whatever is queued into one flush.
 async fn write_loop(
     mut sink: FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
     mut rx: mpsc::UnboundedReceiver<Bytes>,
+    backlog: Arc<Backlog>,
 ) {
     while let Some(first) = rx.recv().await {
+        let mut n = first.len();
         if sink.feed(first).await.is_err() {
             return;
         }
         while let Ok(next) = rx.try_recv() {
+            n += next.len();
             if sink.feed(next).await.is_err() {
                 return;
+            }
+            // Count what is written as it goes, so a long queue drains visibly.
+            if n >= 1 << 20 {
+                backlog.written(n);
+                n = 0;
             }
         }
         if SinkExt::<Bytes>::flush(&mut sink).await.is_err() {
             return;
         }
+        backlog.written(n);
     }
     let _ = SinkExt::<Bytes>::close(&mut sink).await;
 }
@@ -92,7 +128,12 @@ impl Transport {
         let (read, write) = stream.into_split();
         let reader = FramedRead::new(read, codec());
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_loop(FramedWrite::new(write, codec()), rx));
+        let backlog = Arc::new(Backlog::default());
+        tokio::spawn(write_loop(
+            FramedWrite::new(write, codec()),
+            rx,
+            backlog.clone(),
+        ));
 
         let cipher = if initiator {
             Cipher::new_dht_init_with_pattern(None, HandshakePattern::XX, None, &[])
@@ -106,6 +147,7 @@ impl Transport {
         let mut t = Transport {
             reader,
             writer: tx,
+            backlog,
             cipher,
             initiator,
             remote_public_key: [0; 32],
@@ -162,6 +204,7 @@ impl Transport {
             .get_next_sendable_message()
             .map_err(|e| TransportError::Crypto(e.to_string()))?
         {
+            self.backlog.bytes.fetch_add(out.len(), Ordering::AcqRel);
             self.writer
                 .send(Bytes::from(out))
                 .map_err(|_| TransportError::Closed)?;
@@ -182,6 +225,16 @@ impl Transport {
     /// The Noise handshake hash, the same on both sides; it keys channel capabilities.
     pub fn handshake_hash(&self) -> &[u8] {
         &self.handshake_hash
+    }
+
+    /// Whether more than [`MAX_WRITE_BACKLOG`] bytes wait to be written to the socket.
+    pub fn congested(&self) -> bool {
+        self.backlog.bytes.load(Ordering::Acquire) > MAX_WRITE_BACKLOG
+    }
+
+    /// The write backlog, to wait on while the transport itself is busy reading.
+    pub fn backlog(&self) -> Arc<Backlog> {
+        self.backlog.clone()
     }
 
     /// Encrypts and sends one plaintext frame (an empty one is a keep-alive).
