@@ -62,6 +62,9 @@ pub struct FeedChannel {
     inflight: HashMap<u64, Inflight>,
     blocks_in_flight: BTreeSet<u64>,
     unavailable: BTreeSet<u64>,
+    /// Blocks below this were all considered by the last request scan: each is held, in
+    /// flight or unavailable. Anything that can make one of them wanted again resets it.
+    scanned: u64,
     next_request: u64,
     /// Block bytes received on this channel.
     pub bytes: u64,
@@ -85,6 +88,7 @@ impl FeedChannel {
             inflight: HashMap::new(),
             blocks_in_flight: BTreeSet::new(),
             unavailable: BTreeSet::new(),
+            scanned: 0,
             next_request: 1,
             bytes: 0,
             last_progress: None,
@@ -149,6 +153,7 @@ impl FeedChannel {
                 self.remote_synced = true;
                 if changed {
                     self.unavailable.clear();
+                    self.scanned = 0;
                 }
                 self.remote_fork = s.fork;
                 self.remote_length = s.length;
@@ -168,6 +173,7 @@ impl FeedChannel {
                     let mut span = self.unavailable.split_off(&r.start);
                     let mut after = span.split_off(&end);
                     self.unavailable.append(&mut after);
+                    self.scanned = self.scanned.min(r.start);
                 }
             }
             Message::Request(r) => self.serve(r, &mut out).await,
@@ -229,8 +235,12 @@ impl FeedChannel {
                         self.bytes += block_len;
                         out.grew = true;
                     }
-                    Ok(false) => {}
-                    Err(e) => out.warning = Some(proof_warning(&self.key, e)),
+                    Ok(false) => self.scanned = 0,
+                    Err(e) => {
+                        // The block is wanted again (from this peer or another).
+                        self.scanned = 0;
+                        out.warning = Some(proof_warning(&self.key, e));
+                    }
                 }
             }
             Message::NoData(n) => match self.inflight.remove(&n.request) {
@@ -348,7 +358,7 @@ impl FeedChannel {
         } else {
             info.length.min(self.remote_length)
         };
-        let mut index = info.contiguous_length;
+        let mut index = info.contiguous_length.max(self.scanned);
         while self.blocks_in_flight.len() < WINDOW && index < have_upto {
             if self.have.seen && !self.have.contains(index) {
                 index = self.have.next_from(index).unwrap_or(have_upto);
@@ -375,6 +385,7 @@ impl FeedChannel {
             }
             index += 1;
         }
+        self.scanned = index;
     }
 
     fn take_id(&mut self) -> u64 {
