@@ -132,3 +132,42 @@ fn an_unwritable_storage_folder_is_a_clear_error_at_start() {
     assert!(msg.contains("is not usable"), "{msg}");
     assert!(msg.contains("writable"), "{msg}");
 }
+
+#[test]
+fn damaged_storage_files_are_named_with_what_to_do_and_the_other_feeds_are_served() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let good_lines = blocks("good", 50, 100);
+    let good = append_lines(a_dir.path(), "good", &good_lines);
+    let cut = append_lines(a_dir.path(), "cut", &blocks("cut", 50, 100));
+    let broken = append_lines(a_dir.path(), "broken", &blocks("broken", 5, 100));
+    let core = |key: &str| a_dir.path().join("cores").join(key);
+    // One feed loses the second half of its blocks; another has a garbage log header.
+    let data = std::fs::OpenOptions::new()
+        .write(true)
+        .open(core(&cut).join("data"))
+        .unwrap();
+    data.set_len(2_000).unwrap();
+    std::fs::write(core(&broken).join("oplog"), b"not an oplog").unwrap();
+
+    let (mut a, addr) = Node::listen(a_dir.path(), &[]);
+    let at_start = a.wait_for("error", |v| v["kind"] == "storage");
+    let msg = at_start["message"].as_str().unwrap();
+    assert!(msg.contains(&broken) && msg.contains("(broken)"), "{msg}");
+    assert!(msg.contains("move this folder away"), "{msg}");
+
+    let mut b = Node::start(b_dir.path(), &["--connect", &addr]);
+    b.wait_synced(&good, 50);
+    let unreadable = a.wait_for("error", |v| {
+        v["kind"] == "storage" && v["message"].as_str().unwrap().contains("cannot read")
+    });
+    let msg = unreadable["message"].as_str().unwrap();
+    assert!(msg.contains(&cut), "{msg}");
+    assert!(msg.contains("feedscope cat"), "{msg}");
+    b.quit();
+    a.quit();
+    assert_eq!(cat(b_dir.path(), &good), catted(&good_lines));
+    // What B got of the damaged feed is verified, so it is a prefix of the real blocks.
+    let partial = common::feeds(b_dir.path());
+    let got = partial.iter().find(|f| f["key"] == cut.as_str()).unwrap();
+    assert!(got["length"].as_u64().unwrap() <= 50, "{got}");
+}

@@ -72,6 +72,7 @@ pub struct FeedChannel {
     reported_synced: Option<u64>,
     announced: (u64, u64),
     last_announce: Option<Instant>,
+    reported_unreadable: bool,
 }
 
 impl FeedChannel {
@@ -95,6 +96,7 @@ impl FeedChannel {
             reported_synced: None,
             announced: (u64::MAX, u64::MAX),
             last_announce: None,
+            reported_unreadable: false,
         }
     }
 
@@ -303,7 +305,8 @@ impl FeedChannel {
             && upgrade_ok
             && block_ok;
         let proof = if answerable {
-            hc.create_proof(r.block, None, None, r.upgrade).await
+            hc.create_proof(r.block.clone(), None, None, r.upgrade)
+                .await
         } else {
             Ok(None)
         };
@@ -317,7 +320,29 @@ impl FeedChannel {
                 seek: p.seek,
                 upgrade: p.upgrade,
             })),
-            _ => out.send.push(core(NoData { request: r.id })),
+            Err(e) => {
+                // Our own storage failed, not the peer: say so once per channel.
+                if !self.reported_unreadable {
+                    self.reported_unreadable = true;
+                    let what = r
+                        .block
+                        .as_ref()
+                        .map_or("an upgrade proof".to_string(), |b| {
+                            format!("block {}", b.index)
+                        });
+                    out.events.push(Event::Error {
+                        peer: Some(self.peer),
+                        kind: "storage".into(),
+                        message: format!(
+                            "feed {}: cannot read {what} to serve it ({e}); its files may be damaged: check with `feedscope cat --key {}`, and restore the folder from a backup or replicate the feed again",
+                            self.key.short(),
+                            self.key
+                        ),
+                    });
+                }
+                out.send.push(core(NoData { request: r.id }))
+            }
+            Ok(None) => out.send.push(core(NoData { request: r.id })),
         }
     }
 
