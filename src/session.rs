@@ -15,8 +15,9 @@ use crate::wire::{self, FeedKey, FeedMeta, Handshake, KeyList, WireError};
 
 /// Most keys a peer may offer on one connection; further offered keys are ignored.
 pub const MAX_REMOTE_OFFER: usize = 100_000;
-/// Most feeds replicating on one connection; further agreed feeds are refused.
-pub const MAX_ACTIVE_FEEDS: usize = 10_000;
+/// Most feeds replicating on one connection; further agreed feeds are refused. Each open
+/// core holds four files, so this also keeps one peer from exhausting file descriptors.
+pub const MAX_ACTIVE_FEEDS: usize = 4_096;
 
 /// How remote offers are answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

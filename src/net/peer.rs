@@ -605,7 +605,8 @@ impl Peer {
                     self.push(Out::Control(frame::encode_reject(channel)));
                     return;
                 };
-                if protocol != frame::PROTOCOL_NAME {
+                // Channel 0 is the control channel; protomux rejects opens of it too.
+                if protocol != frame::PROTOCOL_NAME || channel == 0 {
                     self.push(Out::Control(frame::encode_reject(channel)));
                     return;
                 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod evil;
 pub mod js;
 
 /// Upper bound for any single wait in the tests.
@@ -182,6 +183,57 @@ impl Node {
                 return Some(v);
             }
         }
+    }
+
+    /// Waits until `n` events of type `ty` satisfy `pred`, for at most `within`; returns the
+    /// matching events seen by then (fewer than `n` if time ran out).
+    pub fn wait_count(
+        &mut self,
+        ty: &str,
+        n: usize,
+        within: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Vec<Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            let found: Vec<Value> = self
+                .seen
+                .iter()
+                .filter(|v| v["type"] == ty && pred(v))
+                .cloned()
+                .collect();
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return found;
+            };
+            if found.len() >= n {
+                return found;
+            }
+            match self.events.recv_timeout(left) {
+                Ok(v) => self.seen.push(v),
+                Err(_) => return found,
+            }
+        }
+    }
+
+    /// Waits for an event of any type that satisfies `pred`, for at most `within`.
+    pub fn wait_event(&mut self, within: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        if let Some(v) = self.seen.iter().find(|v| pred(v)) {
+            return Some(v.clone());
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let v = self.events.recv_timeout(left).ok()?;
+            self.seen.push(v.clone());
+            if pred(&v) {
+                return Some(v);
+            }
+        }
+    }
+
+    /// The id the node gave the connection from `addr`.
+    pub fn peer_from(&mut self, addr: &str) -> Value {
+        self.wait_for("peer_connected", |v| v["addr"] == addr)["peer"].clone()
     }
 
     /// Waits until this node holds `length` blocks of `key` from some peer.
