@@ -45,7 +45,8 @@ pub const MAX_HELD_BYTES: usize = 64 << 20;
 /// Block requests waiting for an answer while the connection is congested, at most; more
 /// are answered with NoData (the peer may ask again).
 pub const MAX_OWED_REQUESTS: usize = 1 << 18;
-/// A congested connection whose peer reads nothing for this long is dropped.
+/// A congested connection that writes nothing to its socket for this long (the peer reads
+/// nothing) is dropped; a slow reader is not.
 pub const STALL_TIMEOUT: Duration = IDLE_TIMEOUT;
 /// Bytes of a message shown in a `wire` event's hex dump.
 const TRACE_HEX_BYTES: usize = 512;
@@ -186,7 +187,8 @@ impl Peer {
         peer.root_local = peer.open_channel(root_key, Role::Root);
         let started = Instant::now();
         let mut last_heard = Instant::now();
-        let mut congested_since: Option<Instant> = None;
+        // When the backlog was last seen over its limit without a byte written since.
+        let mut stalled_since: Option<(Instant, u64)> = None;
         let backlog = peer.transport.backlog();
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -220,9 +222,10 @@ impl Peer {
                             format!("the peer sent nothing for {IDLE_TIMEOUT:?}, not even a keep-alive; dropped"),
                         );
                     }
-                    if !peer.transport.congested() {
-                        congested_since = None;
-                    } else if congested_since.get_or_insert_with(Instant::now).elapsed() > STALL_TIMEOUT {
+                    let written = backlog.written_total();
+                    if !peer.transport.congested() || stalled_since.is_some_and(|(_, w)| w != written) {
+                        stalled_since = None;
+                    } else if stalled_since.get_or_insert((Instant::now(), written)).0.elapsed() > STALL_TIMEOUT {
                         peer.fail(
                             "stalled",
                             format!("the peer read nothing of what we sent for {STALL_TIMEOUT:?}; dropped"),

@@ -6,7 +6,7 @@
 //! own I/O wrapper swallows end of stream and panics on some errors).
 
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -74,6 +74,7 @@ impl std::fmt::Debug for Transport {
 #[derive(Debug, Default)]
 pub struct Backlog {
     bytes: AtomicUsize,
+    written: AtomicU64,
     drained: Notify,
 }
 
@@ -83,7 +84,13 @@ impl Backlog {
         self.drained.notified().await
     }
 
+    /// Bytes written to the socket since the connection began.
+    pub fn written_total(&self) -> u64 {
+        self.written.load(Ordering::Acquire)
+    }
+
     fn written(&self, n: usize) {
+        self.written.fetch_add(n as u64, Ordering::AcqRel);
         let before = self.bytes.fetch_sub(n, Ordering::AcqRel);
         if before > MAX_WRITE_BACKLOG && before - n <= MAX_WRITE_BACKLOG {
             self.drained.notify_one();
