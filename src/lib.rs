@@ -13,6 +13,7 @@ pub mod net;
 pub mod policy;
 pub mod record;
 pub mod session;
+pub mod soak;
 pub mod store;
 pub mod tui;
 pub mod wire;

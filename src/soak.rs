@@ -1,0 +1,903 @@
+//! `feedscope soak`: peers connect, replicate and leave over and over while the process is
+//! watched for growth.
+//!
+//! One engine, the server, serves a few feeds from temporary storage on its own tokio runtime.
+//! The client peers run on a second runtime. Each repeats one cycle until the time is up:
+//! start an engine on empty storage, dial the server, wait until it holds every block of every
+//! server feed, quit, and remove the storage.
+//!
+//! The same figures are taken three times, each time with no peer connected: when the server
+//! has just started (`fresh`), after a warm-up under the same load as the run (`start`), and
+//! after the run (`end`). The figures are the process's resident memory, its open file
+//! descriptors, the live tasks of each runtime and the server's connections. The verdict
+//! compares `start` with `end`, two moments in the same state. `fresh` shows what the load
+//! costs at first: the allocator keeps memory for the peak it served. Every figure is also
+//! sampled while the peers are busy, and printed every `report_every`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use tokio::runtime::{Handle, Runtime};
+use tokio::sync::mpsc;
+
+use crate::engine::{self, Config, Engine};
+use crate::event::{Command, Event};
+use crate::policy::Rules;
+use crate::session::Policy;
+use crate::store::Store;
+use crate::wire::{FeedKey, DEFAULT_MULTIFEED_KEY};
+
+/// Longest wait for an engine to stop after `quit` (it checkpoints and syncs every feed).
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for the server to drop every connection and its tasks after the peers stop.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Pause after a failed cycle, so that a fault that fails at once does not spin.
+const FAILURE_PAUSE: Duration = Duration::from_millis(200);
+/// Failure and event messages quoted in the report; the rest are only counted.
+const MAX_EXAMPLES: usize = 10;
+/// Blocks per append while seeding the server's feeds.
+const SEED_BATCH: usize = 500;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Client peers cycling at once.
+    pub peers: usize,
+    /// Length of the measured run.
+    pub duration: Duration,
+    /// Cycling before the run, so that `start` follows the same load as `end`; every peer
+    /// completes at least one cycle however short it is.
+    pub warm_up: Duration,
+    /// Feeds the server offers.
+    pub feeds: usize,
+    /// Blocks per server feed.
+    pub blocks: usize,
+    /// Bytes per block.
+    pub block_size: usize,
+    /// Interval of the progress lines.
+    pub report_every: Duration,
+    /// Longest one cycle may take before it counts as a failure.
+    pub cycle_timeout: Duration,
+    /// Allowed growth of idle RSS from start to end, in percent.
+    pub rss_tolerance: f64,
+    /// Folder for the temporary storage (default: the system's temporary folder).
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            peers: 100,
+            duration: Duration::from_secs(600),
+            warm_up: Duration::from_secs(60),
+            feeds: 5,
+            blocks: 100,
+            block_size: 1024,
+            report_every: Duration::from_secs(60),
+            cycle_timeout: Duration::from_secs(30),
+            rss_tolerance: 10.0,
+            dir: None,
+        }
+    }
+}
+
+/// The process and the server at one moment. `None` where the platform does not tell.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sample {
+    /// Resident set size in bytes (`VmRSS`).
+    pub rss: Option<u64>,
+    /// Open file descriptors.
+    pub fds: Option<u64>,
+    /// Live tasks of the server's runtime.
+    pub server_tasks: usize,
+    /// Live tasks of the peers' runtime.
+    pub peer_tasks: usize,
+    /// Connections the server holds.
+    pub server_peers: i64,
+}
+
+/// What a soak run found.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Idle, the server just started.
+    pub fresh: Sample,
+    /// Idle, after the warm-up.
+    pub start: Sample,
+    /// Idle, after the run.
+    pub end: Sample,
+    /// Highest RSS in the first and in the last tenth of the run, peers busy.
+    pub busy_rss: (Option<u64>, Option<u64>),
+    /// Cycles completed in the run.
+    pub cycles: u64,
+    /// Cycles completed in the warm-up.
+    pub warm_up_cycles: u64,
+    /// Failed cycles (warm-up included), peers stuck past the end, a server that did not stop.
+    pub failures: u64,
+    /// `error` events from any engine.
+    pub errors: u64,
+    /// `warning` events from any engine.
+    pub warnings: u64,
+    /// `connect_retry` events.
+    pub connect_retries: u64,
+    /// Failures and events by kind.
+    pub kinds: BTreeMap<String, u64>,
+    /// The first few failure and event messages.
+    pub examples: Vec<String>,
+    /// Seconds the run took (without the warm-up).
+    pub seconds: f64,
+    /// Why the run failed; empty when it passed.
+    pub problems: Vec<String>,
+}
+
+impl Report {
+    /// Whether there were no failures and no growth.
+    pub fn passed(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Resident set size of this process in bytes (Linux).
+pub fn rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Open file descriptors of this process (Linux `/proc/self/fd`, or `/dev/fd` elsewhere),
+/// without the one used to list them.
+pub fn open_fds() -> Option<u64> {
+    ["/proc/self/fd", "/dev/fd"].iter().find_map(|dir| {
+        let n = std::fs::read_dir(dir).ok()?.count() as u64;
+        Some(n.saturating_sub(1))
+    })
+}
+
+#[derive(Default)]
+struct Tally {
+    cycles: AtomicU64,
+    failures: AtomicU64,
+    errors: AtomicU64,
+    warnings: AtomicU64,
+    connect_retries: AtomicU64,
+    server_peers: AtomicI64,
+    notes: Mutex<(BTreeMap<String, u64>, Vec<String>)>,
+}
+
+impl Tally {
+    fn note(&self, kind: String, message: &str) {
+        let mut notes = self.notes.lock().unwrap();
+        if notes.1.len() < MAX_EXAMPLES {
+            notes.1.push(format!("{kind}: {message}"));
+        }
+        *notes.0.entry(kind).or_default() += 1;
+    }
+
+    fn fail(&self, message: &str) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        let kind = message.split(':').next().unwrap_or(message);
+        self.note(format!("failure ({kind})"), message);
+    }
+
+    /// Counts the problems an engine reports; `who` is `server` or `peer`.
+    fn observe(&self, who: &str, ev: &Event) {
+        match ev {
+            Event::Warning { kind, message, .. } => {
+                self.warnings.fetch_add(1, Ordering::Relaxed);
+                self.note(format!("{who} warning {kind}"), message);
+            }
+            Event::Error { kind, message, .. } => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                self.note(format!("{who} error {kind}"), message);
+            }
+            Event::ConnectRetry { .. } => {
+                self.connect_retries.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What every client cycle needs.
+struct Ctx {
+    addr: String,
+    key: FeedKey,
+    feeds: Vec<FeedKey>,
+    blocks: u64,
+    cycle_timeout: Duration,
+    dir: PathBuf,
+    tally: Tally,
+}
+
+/// Where the figures come from.
+struct Probe {
+    server: Handle,
+    peers: Handle,
+    ctx: Arc<Ctx>,
+}
+
+impl Probe {
+    fn sample(&self) -> Sample {
+        Sample {
+            rss: rss(),
+            fds: open_fds(),
+            server_tasks: self.server.metrics().num_alive_tasks(),
+            peer_tasks: self.peers.metrics().num_alive_tasks(),
+            server_peers: self.ctx.tally.server_peers.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Waits until the server holds no connection and both runtimes are back to `idle`'s
+    /// task counts (or [`SETTLE_TIMEOUT`] passes), then samples.
+    async fn settled(&self, idle: &Sample) -> Sample {
+        let until = Instant::now() + SETTLE_TIMEOUT;
+        loop {
+            let s = self.sample();
+            let quiet = s.server_peers == 0
+                && s.server_tasks <= idle.server_tasks
+                && s.peer_tasks <= idle.peer_tasks;
+            if quiet || Instant::now() >= until {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Closed sockets and dropped stores release their descriptors as their tasks end.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.sample()
+    }
+}
+
+/// Runs the soak and writes its progress and its report to `out`.
+pub fn run(options: &Options, out: &mut dyn Write) -> Result<Report> {
+    if options.peers == 0 || options.peers > engine::MAX_PEERS {
+        bail!("--peers must be between 1 and {}", engine::MAX_PEERS);
+    }
+    if options.feeds == 0 || options.blocks == 0 || options.block_size == 0 {
+        bail!("--feeds, --blocks and --block-size must be at least 1");
+    }
+    if options.duration.is_zero() {
+        bail!("the run needs a duration above zero");
+    }
+    let base = options
+        .dir
+        .clone()
+        .unwrap_or_else(std::env::temp_dir)
+        .join(format!("feedscope-soak-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(&base)
+        .with_context(|| format!("cannot create the soak folder {}", base.display()))?;
+    let folder = RemovedOnDrop(base);
+    run_in(options, &folder.0, out)
+}
+
+/// A folder removed when dropped, on a panic too.
+struct RemovedOnDrop(PathBuf);
+
+impl Drop for RemovedOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn runtime(name: &str) -> Result<Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name(name)
+        .build()
+        .context("cannot start a tokio runtime")
+}
+
+fn run_in(options: &Options, base: &Path, out: &mut dyn Write) -> Result<Report> {
+    let key = FeedKey::parse(DEFAULT_MULTIFEED_KEY)?;
+    let server_rt = runtime("soak-server")?;
+    let peers_rt = runtime("soak-peers")?;
+    let server_dir = base.join("server");
+    let feeds = server_rt.block_on(seed(&server_dir, options))?;
+    let Engine {
+        commands: server_commands,
+        events: mut server_events,
+        done: server_done,
+    } = server_rt.block_on(engine::start(Config {
+        storage: server_dir,
+        key,
+        listen: Some("127.0.0.1:0".into()),
+        connect: Vec::new(),
+        policy: Policy::AcceptAll,
+        rules: Rules::default(),
+        trace_wire: false,
+        step: false,
+    }))?;
+    let addr = peers_rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(ev) = server_events.recv().await {
+                match ev {
+                    Event::Listening { addr } => return Ok(addr),
+                    Event::Error { message, .. } => bail!("the server did not start: {message}"),
+                    _ => {}
+                }
+            }
+            bail!("the server stopped before listening")
+        })
+        .await
+        .context("the server did not listen within 10 s")?
+    })?;
+    let ctx = Arc::new(Ctx {
+        addr,
+        key,
+        feeds,
+        blocks: options.blocks as u64,
+        cycle_timeout: options.cycle_timeout,
+        dir: base.join("peers"),
+        tally: Tally::default(),
+    });
+    // The server's events are read on the peers' runtime, so that the server's runtime holds
+    // nothing but the engine's own tasks.
+    let watcher = {
+        let ctx = ctx.clone();
+        peers_rt.spawn(async move {
+            while let Some(ev) = server_events.recv().await {
+                match &ev {
+                    Event::PeerConnected { .. } => {
+                        ctx.tally.server_peers.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Event::PeerDisconnected { .. } => {
+                        ctx.tally.server_peers.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    _ => ctx.tally.observe("server", &ev),
+                }
+            }
+        })
+    };
+    let probe = Probe {
+        server: server_rt.handle().clone(),
+        peers: peers_rt.handle().clone(),
+        ctx: ctx.clone(),
+    };
+    writeln!(
+        out,
+        "soak: {} peers for {}, server {} with {} feeds × {} blocks × {} bytes",
+        options.peers,
+        duration_text(options.duration),
+        ctx.addr,
+        options.feeds,
+        options.blocks,
+        options.block_size
+    )?;
+    let mut report = Report {
+        fresh: peers_rt.block_on(async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            probe.sample()
+        }),
+        ..Default::default()
+    };
+
+    // Warm-up: the same load as the run, so that the allocator has grown to what the run
+    // needs and `start` is measured after the load that `end` follows.
+    writeln!(
+        out,
+        "warm-up: {} of cycling, at least one cycle per peer …",
+        duration_text(options.warm_up)
+    )?;
+    out.flush()?;
+    let warm_up_end = Instant::now() + options.warm_up;
+    peers_rt.block_on(async {
+        let peers: Vec<_> = (0..options.peers)
+            .map(|i| tokio::spawn(client(ctx.clone(), i, warm_up_end)))
+            .collect();
+        let aborts: Vec<_> = peers.iter().map(|p| p.abort_handle()).collect();
+        let bound = options.warm_up + last_cycle(options);
+        if tokio::time::timeout(bound, futures::future::join_all(peers))
+            .await
+            .is_err()
+        {
+            aborts.iter().for_each(|a| a.abort());
+            ctx.tally
+                .fail("stuck: a peer still ran long after the warm-up; aborted");
+        }
+    });
+    report.warm_up_cycles = ctx.tally.cycles.swap(0, Ordering::Relaxed);
+    report.start = peers_rt.block_on(probe.settled(&report.fresh));
+    writeln!(out, "start: {}", sample_text(&report.start))?;
+    out.flush()?;
+
+    let began = Instant::now();
+    report.busy_rss = peers_rt.block_on(busy(&probe, options, out))?;
+    report.seconds = began.elapsed().as_secs_f64();
+    report.end = peers_rt.block_on(probe.settled(&report.start));
+
+    let _ = server_commands.send(Command::Quit);
+    let abort = server_done.abort_handle();
+    if server_rt
+        .block_on(async { tokio::time::timeout(STOP_TIMEOUT, server_done).await })
+        .is_err()
+    {
+        abort.abort();
+        ctx.tally
+            .fail("server: did not stop within 30 s after quit");
+    }
+    // The watcher ends when the server's event channel closes.
+    let _ =
+        peers_rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), watcher).await });
+    server_rt.shutdown_timeout(Duration::from_secs(5));
+    peers_rt.shutdown_timeout(Duration::from_secs(5));
+
+    let tally = &ctx.tally;
+    report.cycles = tally.cycles.load(Ordering::Relaxed);
+    report.failures = tally.failures.load(Ordering::Relaxed);
+    report.errors = tally.errors.load(Ordering::Relaxed);
+    report.warnings = tally.warnings.load(Ordering::Relaxed);
+    report.connect_retries = tally.connect_retries.load(Ordering::Relaxed);
+    {
+        let notes = tally.notes.lock().unwrap();
+        report.kinds = notes.0.clone();
+        report.examples = notes.1.clone();
+    }
+    report.problems = verdict(&report, options);
+    write_report(&report, options, out)?;
+    Ok(report)
+}
+
+/// Creates the server's feeds; returns their keys.
+async fn seed(dir: &Path, options: &Options) -> Result<Vec<FeedKey>> {
+    let store = Store::open(dir).await?;
+    let mut keys = Vec::with_capacity(options.feeds);
+    for f in 0..options.feeds {
+        let name = format!("soak-{f}");
+        let (feed, _) = store.create_writable(&name).await?;
+        for start in (0..options.blocks).step_by(SEED_BATCH) {
+            let batch: Vec<Vec<u8>> = (start..(start + SEED_BATCH).min(options.blocks))
+                .map(|i| {
+                    format!("{name}:{i}:")
+                        .into_bytes()
+                        .into_iter()
+                        .cycle()
+                        .take(options.block_size)
+                        .collect()
+                })
+                .collect();
+            feed.append(&batch).await?;
+        }
+        feed.sync().await?;
+        keys.push(feed.entry.key);
+    }
+    Ok(keys)
+}
+
+/// The measured run: every peer cycles until the time is up, while the process is sampled.
+/// Returns the highest RSS in the first and in the last tenth of the run.
+async fn busy(
+    probe: &Probe,
+    options: &Options,
+    out: &mut dyn Write,
+) -> Result<(Option<u64>, Option<u64>)> {
+    let began = Instant::now();
+    let deadline = began + options.duration;
+    let peers: Vec<_> = (0..options.peers)
+        .map(|i| tokio::spawn(client(probe.ctx.clone(), i, deadline)))
+        .collect();
+    let aborts: Vec<_> = peers.iter().map(|p| p.abort_handle()).collect();
+    let all = futures::future::join_all(peers);
+    tokio::pin!(all);
+    let hard_end = deadline + last_cycle(options);
+    let tenth = options.duration / 10;
+    let every = (options.duration / 20).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_report = began + options.report_every;
+    let (mut first, mut last) = (None::<u64>, None::<u64>);
+    loop {
+        tokio::select! {
+            _ = &mut all => break,
+            _ = tick.tick() => {
+                let now = Instant::now();
+                if now >= hard_end {
+                    aborts.iter().for_each(|a| a.abort());
+                    probe.ctx.tally.fail("stuck: a peer still ran long after the deadline; aborted");
+                    break;
+                }
+                let s = probe.sample();
+                let at = now - began;
+                if now < deadline {
+                    if at <= tenth {
+                        first = first.max(s.rss);
+                    }
+                    if at >= options.duration - tenth {
+                        last = last.max(s.rss);
+                    }
+                }
+                if now >= next_report && now < deadline {
+                    next_report += options.report_every;
+                    writeln!(
+                        out,
+                        "{:>5}  {}  cycles {}  failures {}",
+                        clock(at),
+                        sample_text(&s),
+                        probe.ctx.tally.cycles.load(Ordering::Relaxed),
+                        probe.ctx.tally.failures.load(Ordering::Relaxed),
+                    )?;
+                    out.flush()?;
+                }
+            }
+        }
+    }
+    Ok((first, last))
+}
+
+/// How long past its deadline a peer may still run: a cycle that starts just before it may
+/// take its timeout, then its stop, then the pause after a failure.
+fn last_cycle(options: &Options) -> Duration {
+    options.cycle_timeout + STOP_TIMEOUT + FAILURE_PAUSE + Duration::from_secs(10)
+}
+
+/// One client peer: a cycle at a time until `until`, and at least one.
+async fn client(ctx: Arc<Ctx>, index: usize, until: Instant) {
+    let dir = ctx.dir.join(format!("peer-{index}"));
+    loop {
+        match cycle(&ctx, &dir).await {
+            Ok(()) => {
+                ctx.tally.cycles.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                ctx.tally.fail(&e);
+                tokio::time::sleep(FAILURE_PAUSE).await;
+            }
+        }
+        if Instant::now() >= until {
+            break;
+        }
+    }
+}
+
+/// Connect on empty storage, replicate every server feed, quit, remove the storage.
+async fn cycle(ctx: &Ctx, dir: &Path) -> Result<(), String> {
+    let _ = std::fs::remove_dir_all(dir);
+    let Engine {
+        commands,
+        mut events,
+        done,
+    } = engine::start(Config {
+        storage: dir.to_path_buf(),
+        key: ctx.key,
+        listen: None,
+        connect: vec![ctx.addr.clone()],
+        policy: Policy::AcceptAll,
+        rules: Rules::default(),
+        trace_wire: false,
+        step: false,
+    })
+    .await
+    .map_err(|e| format!("start: {e}"))?;
+    let mut waiting: HashSet<FeedKey> = ctx.feeds.iter().copied().collect();
+    let synced = tokio::time::timeout(
+        ctx.cycle_timeout,
+        until_synced(ctx, &mut events, &mut waiting),
+    )
+    .await;
+    let _ = commands.send(Command::Quit);
+    let abort = done.abort_handle();
+    let stopped = tokio::time::timeout(STOP_TIMEOUT, async {
+        while let Some(ev) = events.recv().await {
+            ctx.tally.observe("peer", &ev);
+            if ev == Event::Stopped {
+                break;
+            }
+        }
+        done.await
+    })
+    .await;
+    if stopped.is_err() {
+        abort.abort();
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    let left = waiting.len();
+    let total = ctx.feeds.len();
+    match (synced, stopped) {
+        (Err(_), _) => Err(format!(
+            "timeout: {}/{total} feeds synced within {:?}",
+            total - left,
+            ctx.cycle_timeout
+        )),
+        (Ok(false), _) => Err(format!(
+            "ended: the engine stopped with {}/{total} feeds synced",
+            total - left
+        )),
+        (Ok(true), Err(_)) => Err(format!("stop: not stopped within {STOP_TIMEOUT:?}")),
+        (Ok(true), Ok(Err(e))) => Err(format!("panic: the engine task failed: {e}")),
+        (Ok(true), Ok(Ok(()))) => Ok(()),
+    }
+}
+
+/// Reads events until every key in `waiting` has synced in full; false if they end first.
+async fn until_synced(
+    ctx: &Ctx,
+    events: &mut mpsc::UnboundedReceiver<Event>,
+    waiting: &mut HashSet<FeedKey>,
+) -> bool {
+    while let Some(ev) = events.recv().await {
+        ctx.tally.observe("peer", &ev);
+        if let Event::FeedSynced { key, length, .. } = ev {
+            if length >= ctx.blocks {
+                waiting.remove(&key);
+            }
+        }
+        if waiting.is_empty() {
+            return true;
+        }
+    }
+    false
+}
+
+/// Why the run failed, if it did.
+fn verdict(r: &Report, options: &Options) -> Vec<String> {
+    let mut problems = Vec::new();
+    if r.failures > 0 {
+        problems.push(format!("{} failures", r.failures));
+    }
+    if r.errors > 0 {
+        problems.push(format!("{} error events", r.errors));
+    }
+    if r.cycles == 0 {
+        problems.push("no cycle completed".into());
+    }
+    if let (Some(a), Some(b)) = (r.start.rss, r.end.rss) {
+        let limit = a as f64 * (1.0 + options.rss_tolerance / 100.0);
+        if b as f64 > limit {
+            problems.push(format!(
+                "idle RSS grew by {} (more than {}%)",
+                percent(a, b),
+                options.rss_tolerance
+            ));
+        }
+    }
+    if let (Some(a), Some(b)) = (r.start.fds, r.end.fds) {
+        if b > a {
+            problems.push(format!("{} more open file descriptors", b - a));
+        }
+    }
+    if r.end.server_tasks > r.start.server_tasks {
+        problems.push(format!(
+            "{} more server tasks",
+            r.end.server_tasks - r.start.server_tasks
+        ));
+    }
+    if r.end.peer_tasks > r.start.peer_tasks {
+        problems.push(format!(
+            "{} more peer-side tasks",
+            r.end.peer_tasks - r.start.peer_tasks
+        ));
+    }
+    if r.end.server_peers != 0 {
+        problems.push(format!(
+            "the server still holds {} connections",
+            r.end.server_peers
+        ));
+    }
+    problems
+}
+
+fn write_report(r: &Report, options: &Options, out: &mut dyn Write) -> Result<()> {
+    let mb = |v: Option<u64>| v.map_or("n/a".to_string(), |b| format!("{:.1} MB", b as f64 / 1e6));
+    let n = |v: Option<u64>| v.map_or("n/a".to_string(), |x| x.to_string());
+    let diff = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(a), Some(b)) => format!("{:+}", b as i64 - a as i64),
+        _ => "n/a".into(),
+    };
+    let tasks = |s: &Sample| Some(s.server_tasks as u64);
+    let peer_tasks = |s: &Sample| Some(s.peer_tasks as u64);
+    let conns = |s: &Sample| Some(s.server_peers.max(0) as u64);
+    let rows: Vec<[String; 5]> = vec![
+        [
+            "RSS".into(),
+            mb(r.fresh.rss),
+            mb(r.start.rss),
+            mb(r.end.rss),
+            match (r.start.rss, r.end.rss) {
+                (Some(a), Some(b)) => percent(a, b),
+                _ => "n/a".into(),
+            },
+        ],
+        [
+            "open fds".into(),
+            n(r.fresh.fds),
+            n(r.start.fds),
+            n(r.end.fds),
+            diff(r.start.fds, r.end.fds),
+        ],
+        [
+            "tasks, server runtime".into(),
+            n(tasks(&r.fresh)),
+            n(tasks(&r.start)),
+            n(tasks(&r.end)),
+            diff(tasks(&r.start), tasks(&r.end)),
+        ],
+        [
+            "tasks, peers' runtime".into(),
+            n(peer_tasks(&r.fresh)),
+            n(peer_tasks(&r.start)),
+            n(peer_tasks(&r.end)),
+            diff(peer_tasks(&r.start), peer_tasks(&r.end)),
+        ],
+        [
+            "server connections".into(),
+            n(conns(&r.fresh)),
+            n(conns(&r.start)),
+            n(conns(&r.end)),
+            diff(conns(&r.start), conns(&r.end)),
+        ],
+    ];
+    let header = ["idle, no peer connected", "fresh", "start", "end", "change"];
+    let mut widths = header.map(|h| h.chars().count());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    writeln!(out)?;
+    let line = |out: &mut dyn Write, cells: &[String]| -> std::io::Result<()> {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .enumerate()
+            .map(|(i, (c, w))| {
+                let pad = " ".repeat(w - c.chars().count());
+                if i == 0 {
+                    format!("{c}{pad}")
+                } else {
+                    format!("{pad}{c}")
+                }
+            })
+            .collect();
+        writeln!(out, "| {} |", padded.join(" | "))
+    };
+    line(out, &header.map(String::from))?;
+    line(out, &widths.map(|w| "-".repeat(w)))?;
+    for row in &rows {
+        line(out, row)?;
+    }
+    writeln!(out)?;
+    let (first, last) = r.busy_rss;
+    writeln!(
+        out,
+        "RSS with {} peers busy, highest in the first / last tenth: {} / {}{}",
+        options.peers,
+        mb(first),
+        mb(last),
+        match (first, last) {
+            (Some(a), Some(b)) => format!(" ({})", percent(a, b)),
+            _ => String::new(),
+        }
+    )?;
+    let per_second = r.cycles as f64 / r.seconds.max(f64::EPSILON);
+    writeln!(
+        out,
+        "cycles: {} in {:.0} s ({per_second:.1} per second, {:.1} per peer), plus {} in the warm-up",
+        r.cycles,
+        r.seconds,
+        r.cycles as f64 / options.peers as f64,
+        r.warm_up_cycles
+    )?;
+    if let (Some(a), Some(b)) = (r.start.rss, r.end.rss) {
+        if r.cycles > 0 {
+            writeln!(
+                out,
+                "idle RSS change per cycle: {:+.0} bytes",
+                (b as f64 - a as f64) / r.cycles as f64
+            )?;
+        }
+    }
+    writeln!(out, "failures: {}", r.failures)?;
+    writeln!(
+        out,
+        "events: {} errors, {} warnings, {} connect retries",
+        r.errors, r.warnings, r.connect_retries
+    )?;
+    for (kind, count) in &r.kinds {
+        writeln!(out, "  {count} × {kind}")?;
+    }
+    for e in &r.examples {
+        writeln!(out, "  e.g. {e}")?;
+    }
+    if r.passed() {
+        writeln!(
+            out,
+            "verdict: PASS (no failures, idle RSS within {}%, fds and tasks back to their start)",
+            options.rss_tolerance
+        )?;
+    } else {
+        writeln!(out, "verdict: FAIL ({})", r.problems.join("; "))?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn percent(from: u64, to: u64) -> String {
+    if from == 0 {
+        return "n/a".into();
+    }
+    format!("{:+.1}%", (to as f64 - from as f64) / from as f64 * 100.0)
+}
+
+fn sample_text(s: &Sample) -> String {
+    let rss = s
+        .rss
+        .map_or("n/a".to_string(), |b| format!("{:.1} MB", b as f64 / 1e6));
+    let fds = s.fds.map_or("n/a".to_string(), |n| n.to_string());
+    format!(
+        "RSS {rss}  fds {fds}  tasks {} server / {} peers  server connections {}",
+        s.server_tasks, s.peer_tasks, s.server_peers
+    )
+}
+
+/// `1:05` for 65 s.
+fn clock(d: Duration) -> String {
+    let secs = d.as_secs();
+    format!("{}:{:02}", secs / 60, secs % 60)
+}
+
+/// `10 min`, `1 min 30 s`, `5 s`, `0.5 s`.
+fn duration_text(d: Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs < 10.0 && secs.fract() != 0.0 {
+        return format!("{secs:.1} s");
+    }
+    let secs = secs.round() as u64;
+    match (secs / 60, secs % 60) {
+        (0, s) => format!("{s} s"),
+        (m, 0) => format!("{m} min"),
+        (m, s) => format!("{m} min {s} s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(duration_text(Duration::from_secs(600)), "10 min");
+        assert_eq!(duration_text(Duration::from_secs(90)), "1 min 30 s");
+        assert_eq!(duration_text(Duration::from_secs(5)), "5 s");
+        assert_eq!(duration_text(Duration::from_millis(500)), "0.5 s");
+        assert_eq!(clock(Duration::from_millis(65_900)), "1:05");
+    }
+
+    #[test]
+    fn growth_fails_the_verdict() {
+        let options = Options::default();
+        let idle = Sample {
+            rss: Some(100_000_000),
+            fds: Some(20),
+            server_tasks: 2,
+            peer_tasks: 1,
+            server_peers: 0,
+        };
+        let mut r = Report {
+            start: idle,
+            end: idle,
+            cycles: 10,
+            ..Default::default()
+        };
+        assert!(verdict(&r, &options).is_empty());
+        r.end.rss = Some(109_000_000);
+        assert!(verdict(&r, &options).is_empty(), "9% is within 10%");
+        r.end.rss = Some(111_000_000);
+        r.end.fds = Some(21);
+        r.end.server_tasks = 3;
+        r.end.server_peers = 1;
+        r.failures = 1;
+        assert_eq!(verdict(&r, &options).len(), 5);
+    }
+
+    #[test]
+    fn this_process_can_be_measured() {
+        if cfg!(target_os = "linux") {
+            assert!(rss().unwrap() > 0);
+            assert!(open_fds().unwrap() >= 3);
+        }
+    }
+}
