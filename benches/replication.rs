@@ -11,7 +11,6 @@
 //! before the dialing engine starts, so it includes its TCP connect, the Noise handshake and the
 //! multifeed exchange. MB is 10^6 bytes.
 
-
 // The same allocator as the `feedscope` binary, so that the figures are the shipped ones.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

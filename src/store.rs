@@ -235,14 +235,17 @@ impl Feed {
     /// Writes are not synced one by one (that costs several fsyncs per block); a process
     /// that dies keeps them in the OS, and this makes them survive a machine crash too.
     pub async fn sync(&self) -> Result<(), StoreError> {
-        for f in self.files.iter() {
-            f.file.sync_all().map_err(|e| StoreError::Core {
-                key: self.entry.key.to_hex(),
-                name: display_name(&self.entry),
-                reason: format!("cannot sync to disk: {e}"),
-            })?;
-        }
-        Ok(())
+        // An fsync can take milliseconds: off the async threads, which serve every peer.
+        let files = self.files.clone();
+        let synced =
+            tokio::task::spawn_blocking(move || files.iter().try_for_each(|f| f.file.sync_all()))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        synced.map_err(|e| StoreError::Core {
+            key: self.entry.key.to_hex(),
+            name: display_name(&self.entry),
+            reason: format!("cannot sync to disk: {e}"),
+        })
     }
 }
 
