@@ -10,11 +10,6 @@
 //! Both engines share this process and its tokio runtime. Every "from connect" time starts just
 //! before the dialing engine starts, so it includes its TCP connect, the Noise handshake and the
 //! multifeed exchange. MB is 10^6 bytes.
-
-// The same allocator as the `feedscope` binary, so that the figures are the shipped ones.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 mod common;
 
 use std::collections::HashSet;

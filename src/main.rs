@@ -1,10 +1,5 @@
 //! The `feedscope` command line: wires a front end to the engine.
 
-/// The allocator: with a thousand feeds it keeps peak memory about 12% lower than the
-/// system's (see docs/performance.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 

@@ -219,7 +219,7 @@ impl Peer {
                     if last_heard.elapsed() > IDLE_TIMEOUT && peer.may_read() {
                         peer.fail(
                             "idle",
-                            format!("the peer sent nothing for {IDLE_TIMEOUT:?}, not even a keep-alive; dropped"),
+                            format!("the peer sent nothing for {IDLE_TIMEOUT:?} (no complete frame, not even a keep-alive); dropped"),
                         );
                     }
                     let written = backlog.written_total();
