@@ -287,5 +287,22 @@ pub fn peak_rss() -> Option<u64> {
 /// Resets VmHWM to the current RSS (Linux ≥ 4.0), so that a later [`peak_rss`] covers only
 /// what follows. Returns whether the kernel accepted it.
 pub fn reset_peak_rss() -> bool {
+    release_freed_memory();
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
+
+/// Hands the heap that set-up freed back to the system, so that the peak measured next is the
+/// engines' own and not what seeding left resident. glibc keeps freed memory otherwise.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn release_freed_memory() {
+    extern "C" {
+        fn malloc_trim(pad: usize) -> i32;
+    }
+    // SAFETY: malloc_trim only returns unused heap pages to the system; it is thread-safe.
+    unsafe {
+        malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_freed_memory() {}
