@@ -255,8 +255,16 @@ impl FeedChannel {
                 Some(Inflight::Upgrade) => self.remote_synced = false,
                 None => {}
             },
-            // Want, Unwant, Bitfield and Cancel carry hints this replicator does not need:
-            // it asks for what it lacks and answers every request it can.
+            // A bitfield says block by block what the peer holds, from `start`: the same as
+            // one Range per run of set bits.
+            Message::Bitfield(b) => {
+                for (start, end) in bit_runs(b.start, &b.bitfield) {
+                    self.have.add(start, end);
+                    self.scanned = self.scanned.min(start);
+                }
+            }
+            // Want, Unwant and Cancel carry hints this replicator does not need: it asks for
+            // what it lacks and answers every request it can.
             _ => {}
         }
         self.pump(&mut out).await;
@@ -487,7 +495,44 @@ fn check_answer(what: Inflight, d: &Data, our_length: u64) -> Result<(), String>
     }
 }
 
-/// The blocks a peer said it holds (its `Range` messages), as separate half-open spans.
+/// The runs of set bits in `words` (32 blocks a word, least significant bit first), as
+/// half-open block spans counted from `start`; at most about [`MAX_REMOTE_SPANS`] of them.
+fn bit_runs(start: u64, words: &[u32]) -> Vec<(u64, u64)> {
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for (w, &word) in words.iter().enumerate() {
+        // No more spans than can be kept: a hostile bitfield costs at most this much work.
+        if word == 0 || runs.len() > MAX_REMOTE_SPANS {
+            continue;
+        }
+        let first = start.saturating_add(w as u64 * 32);
+        if word == u32::MAX && first.saturating_add(32) < MAX_LENGTH {
+            match runs.last_mut() {
+                Some((_, end)) if *end == first => *end = first + 32,
+                _ => runs.push((first, first + 32)),
+            }
+            continue;
+        }
+        for bit in 0..32u64 {
+            if word & (1 << bit) == 0 {
+                continue;
+            }
+            let Some(i) = start
+                .checked_add(w as u64 * 32 + bit)
+                .filter(|&i| i < MAX_LENGTH)
+            else {
+                return runs;
+            };
+            match runs.last_mut() {
+                Some((_, end)) if *end == i => *end = i + 1,
+                _ => runs.push((i, i + 1)),
+            }
+        }
+    }
+    runs
+}
+
+/// The blocks a peer said it holds (its `Range` and `Bitfield` messages), as separate
+/// half-open spans.
 #[derive(Debug, Default)]
 struct RemoteHave {
     /// Whether the peer sent any Range at all.
@@ -768,6 +813,17 @@ mod tests {
         assert_eq!(asked(&out), [7, 8], "a later span, and not block 1 again");
         let out = ch.on_message(range(1, 1)).await;
         assert_eq!(asked(&out), [1]);
+    }
+
+    #[test]
+    fn bitfield_words_become_runs_of_blocks() {
+        // Blocks 0-2 and 31-33, then 70.
+        let words = [0b111 | (1 << 31), 0b11, 1 << 6];
+        assert_eq!(bit_runs(100, &words), [(100, 103), (131, 134), (170, 171)]);
+        assert_eq!(bit_runs(0, &[u32::MAX, u32::MAX, 1]), [(0, 65)]);
+        assert!(bit_runs(u64::MAX - 3, &[u32::MAX])
+            .iter()
+            .all(|&(_, e)| e <= MAX_LENGTH));
     }
 
     proptest::proptest! {
