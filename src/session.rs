@@ -279,15 +279,27 @@ impl Session {
     }
 
     fn request(&mut self, keys: Vec<FeedKey>) -> Vec<Action> {
-        let keys: Vec<FeedKey> = keys
-            .into_iter()
-            .filter(|k| self.requested.insert(*k))
-            .collect();
-        if keys.is_empty() {
-            Vec::new()
-        } else {
-            vec![Action::Send(Outgoing::Request(keys))]
+        let mut over = 0usize;
+        let mut fresh = Vec::new();
+        for k in keys {
+            if self.requested.contains(&k) {
+                continue;
+            }
+            if self.requested.len() >= MAX_ACTIVE_FEEDS {
+                over += 1;
+                continue;
+            }
+            self.requested.insert(k);
+            fresh.push(k);
         }
+        let mut out = Vec::new();
+        if !fresh.is_empty() {
+            out.push(Action::Send(Outgoing::Request(fresh)));
+        }
+        if over > 0 {
+            out.push(over_limit(over, "requested"));
+        }
+        out
     }
 
     fn on_request(&mut self, list: KeyList) -> Vec<Action> {
@@ -308,8 +320,28 @@ impl Session {
                 ),
             ));
         }
+        // Only what this connection can replicate is promised.
+        let mut room = MAX_ACTIVE_FEEDS.saturating_sub(self.active.len());
+        let mut over = 0usize;
+        let served: Vec<FeedKey> = served
+            .into_iter()
+            .filter(|k| {
+                let keep = self.active.contains(k) || room > 0;
+                if !self.active.contains(k) {
+                    if keep {
+                        room -= 1;
+                    } else {
+                        over += 1;
+                    }
+                }
+                keep
+            })
+            .collect();
         out.push(Action::Send(Outgoing::Replicate(served.clone())));
         out.extend(self.activate(served));
+        if over > 0 {
+            out.push(over_limit(over, "served"));
+        }
         out
     }
 
@@ -354,12 +386,7 @@ impl Session {
             out.push(Action::Replicate(fresh));
         }
         if over > 0 {
-            out.push(Action::Warn {
-                kind: "limit",
-                message: format!(
-                    "{over} feeds not replicated: a connection replicates at most {MAX_ACTIVE_FEEDS} feeds"
-                ),
-            });
+            out.push(over_limit(over, "replicated"));
         }
         out
     }
@@ -429,6 +456,15 @@ impl Session {
         self.active.remove(key);
         self.requested.remove(key);
     }
+}
+
+fn over_limit(over: usize, what: &str) -> Action {
+    warn(
+        "limit",
+        format!(
+            "{over} feeds not {what}: a connection replicates at most {MAX_ACTIVE_FEEDS} feeds"
+        ),
+    )
 }
 
 fn warn(kind: &'static str, message: String) -> Action {
@@ -711,17 +747,50 @@ mod tests {
         for body in encode_manifests(&keys, &BTreeMap::new()) {
             actions.extend(s.on_extension(wire::EXT_MANIFEST, &body));
         }
-        actions.extend(s.on_extension(wire::EXT_REPLICATE_FEEDS, &encode_keys(&keys)));
+        let limit = |actions: &[Action]| {
+            actions.iter().find_map(|a| match a {
+                Action::Warn {
+                    kind: "limit",
+                    message,
+                } => Some(message.clone()),
+                _ => None,
+            })
+        };
+        let requested: usize = sent(&actions)
+            .iter()
+            .map(|o| match o {
+                Outgoing::Request(k) => k.len(),
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(
+            requested, MAX_ACTIVE_FEEDS,
+            "no more requested than can run"
+        );
+        assert!(limit(&actions)
+            .unwrap()
+            .starts_with("5 feeds not requested"));
+        let actions = s.on_extension(wire::EXT_REPLICATE_FEEDS, &encode_keys(&keys));
         assert_eq!(replicated(&actions).len(), MAX_ACTIVE_FEEDS);
         assert_eq!(s.active.len(), MAX_ACTIVE_FEEDS);
-        let limit = actions.iter().find_map(|a| match a {
-            Action::Warn {
-                kind: "limit",
-                message,
-            } => Some(message.clone()),
-            _ => None,
-        });
-        assert!(limit.unwrap().starts_with("5 feeds not replicated"));
+
+        // Served the other way: only what fits is promised in REPLICATE_FEEDS.
+        let local: Vec<u8> = Vec::new();
+        let mut s = ready(Policy::AcceptAll, &local);
+        for k in &keys {
+            s.on_local_feed(*k, FeedMeta::Null);
+        }
+        let actions = s.on_extension(wire::EXT_REQUEST_FEEDS, &encode_keys(&keys));
+        let promised: usize = sent(&actions)
+            .iter()
+            .map(|o| match o {
+                Outgoing::Replicate(k) => k.len(),
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(promised, MAX_ACTIVE_FEEDS);
+        assert_eq!(replicated(&actions).len(), MAX_ACTIVE_FEEDS);
+        assert!(limit(&actions).unwrap().starts_with("5 feeds not served"));
     }
 
     #[test]
