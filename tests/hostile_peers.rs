@@ -1042,3 +1042,28 @@ fn a_peer_that_asks_for_everything_and_reads_nothing_is_bounded_then_dropped() {
     let events = victim.quit();
     assert!(panics(&events).is_empty());
 }
+
+/// A channel opened with a capability that does not prove knowledge of the key ends the
+/// connection, and the process goes on serving others.
+#[test]
+fn a_channel_opened_with_a_wrong_capability_ends_the_connection() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut victim, addr) = Node::listen(dir.path(), &[]);
+    let mut evil = rt.block_on(Evil::connect(&addr)).unwrap();
+    let evil_peer = victim.peer_from(&evil.local_addr);
+    // The right discovery key, so the victim matches the open, with a made-up capability.
+    let dkey = discovery_key(&root_key().0);
+    evil.raw(feedscope::frame::encode_open(1, &dkey, &[7; 32]));
+    let err = victim.wait_for("error", |v| v["peer"] == evil_peer);
+    assert_eq!(err["kind"], "bad_capability", "{err}");
+    rt.block_on(evil.wait_closed(SOON)).unwrap();
+    victim.wait_for("peer_disconnected", |v| v["peer"] == evil_peer);
+
+    let other = tempfile::tempdir().unwrap();
+    let honest = Node::start(other.path(), &["--connect", &addr]);
+    victim.wait_for("handshake_received", |v| v["peer"] != evil_peer);
+    honest.quit();
+    let events = victim.quit();
+    assert!(panics(&events).is_empty());
+}
