@@ -279,19 +279,11 @@ impl Session {
     }
 
     fn request(&mut self, keys: Vec<FeedKey>) -> Vec<Action> {
-        let mut over = 0usize;
-        let mut fresh = Vec::new();
-        for k in keys {
-            if self.requested.contains(&k) {
-                continue;
-            }
-            if self.requested.len() >= MAX_ACTIVE_FEEDS {
-                over += 1;
-                continue;
-            }
-            self.requested.insert(k);
-            fresh.push(k);
-        }
+        let (keys, over) = within_limit(&self.requested, keys);
+        let fresh: Vec<FeedKey> = keys
+            .into_iter()
+            .filter(|k| self.requested.insert(*k))
+            .collect();
         let mut out = Vec::new();
         if !fresh.is_empty() {
             out.push(Action::Send(Outgoing::Request(fresh)));
@@ -321,22 +313,7 @@ impl Session {
             ));
         }
         // Only what this connection can replicate is promised.
-        let mut room = MAX_ACTIVE_FEEDS.saturating_sub(self.active.len());
-        let mut over = 0usize;
-        let served: Vec<FeedKey> = served
-            .into_iter()
-            .filter(|k| {
-                let keep = self.active.contains(k) || room > 0;
-                if !self.active.contains(k) {
-                    if keep {
-                        room -= 1;
-                    } else {
-                        over += 1;
-                    }
-                }
-                keep
-            })
-            .collect();
+        let (served, over) = within_limit(&self.active, served);
         out.push(Action::Send(Outgoing::Replicate(served.clone())));
         out.extend(self.activate(served));
         if over > 0 {
@@ -368,19 +345,11 @@ impl Session {
     }
 
     fn activate(&mut self, keys: Vec<FeedKey>) -> Vec<Action> {
-        let mut fresh = Vec::new();
-        let mut over = 0usize;
-        for k in keys {
-            if self.active.contains(&k) {
-                continue;
-            }
-            if self.active.len() >= MAX_ACTIVE_FEEDS {
-                over += 1;
-                continue;
-            }
-            self.active.insert(k);
-            fresh.push(k);
-        }
+        let (keys, over) = within_limit(&self.active, keys);
+        let fresh: Vec<FeedKey> = keys
+            .into_iter()
+            .filter(|k| self.active.insert(*k))
+            .collect();
         let mut out = Vec::new();
         if !fresh.is_empty() {
             out.push(Action::Replicate(fresh));
@@ -456,6 +425,30 @@ impl Session {
         self.active.remove(key);
         self.requested.remove(key);
     }
+}
+
+/// The keys of `keys` that `set` holds or has room for under [`MAX_ACTIVE_FEEDS`], in order,
+/// and how many new keys there was no room for.
+fn within_limit(set: &BTreeSet<FeedKey>, keys: Vec<FeedKey>) -> (Vec<FeedKey>, usize) {
+    let mut room = MAX_ACTIVE_FEEDS.saturating_sub(set.len());
+    let mut taken = BTreeSet::new();
+    let mut over = 0;
+    let kept = keys
+        .into_iter()
+        .filter(|k| {
+            if set.contains(k) || taken.contains(k) {
+                return true;
+            }
+            if room == 0 {
+                over += 1;
+                return false;
+            }
+            room -= 1;
+            taken.insert(*k);
+            true
+        })
+        .collect();
+    (kept, over)
 }
 
 fn over_limit(over: usize, what: &str) -> Action {
