@@ -10,8 +10,6 @@ use std::time::Duration;
 
 use crate::engine::{self, Config, Engine};
 use crate::event::{Command, Event};
-use crate::policy::Rules;
-use crate::session::Policy;
 use crate::store::{Store, StoreError};
 use crate::wire::FeedKey;
 
@@ -83,14 +81,8 @@ pub async fn start(dir: PathBuf, key: FeedKey) -> Result<Demo, StoreError> {
     seed(&team_dir, &[("chat", CHAT), ("field-notes", FIELD_NOTES)]).await?;
     seed(&sensor_dir, &[("sensor-log", SENSOR_LOG)]).await?;
     let config = |storage: PathBuf| Config {
-        storage,
-        key,
         listen: Some("127.0.0.1:0".into()),
-        connect: Vec::new(),
-        policy: Policy::AcceptAll,
-        rules: Rules::default(),
-        trace_wire: false,
-        step: false,
+        ..Config::new(storage, key)
     };
     let mut team = engine::start(config(team_dir)).await?;
     let mut sensors = engine::start(config(sensor_dir)).await?;
@@ -153,14 +145,8 @@ mod tests {
         let key = FeedKey::parse(crate::wire::DEFAULT_MULTIFEED_KEY).unwrap();
         let demo = start(base.path().join("demo"), key).await.unwrap();
         let mut me = engine::start(Config {
-            storage: base.path().join("me"),
-            key,
-            listen: None,
             connect: demo.addrs.clone(),
-            policy: Policy::AcceptAll,
-            rules: Rules::default(),
-            trace_wire: false,
-            step: false,
+            ..Config::new(base.path().join("me"), key)
         })
         .await
         .unwrap();

@@ -55,6 +55,23 @@ pub struct Config {
     pub step: bool,
 }
 
+impl Config {
+    /// Classic multifeed on `storage` with `key`: accept every offer, no rules, no tracing or
+    /// stepping, and no listening or dialing until the caller says so.
+    pub fn new(storage: PathBuf, key: FeedKey) -> Config {
+        Config {
+            storage,
+            key,
+            listen: None,
+            connect: Vec::new(),
+            policy: Policy::AcceptAll,
+            rules: Rules::default(),
+            trace_wire: false,
+            step: false,
+        }
+    }
+}
+
 /// A message from the engine to one peer task.
 #[derive(Debug)]
 pub enum PeerCmd {

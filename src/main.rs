@@ -475,14 +475,10 @@ async fn demo(mouse: bool) -> Result<()> {
     let key = FeedKey::parse(DEFAULT_MULTIFEED_KEY)?;
     let peers = feedscope::demo::start(base.join("peers"), key).await?;
     let config = Config {
-        storage: base.join("you"),
-        key,
         listen: Some("127.0.0.1:0".into()),
         connect: peers.addrs.clone(),
         policy: Policy::Manual,
-        rules: Rules::default(),
-        trace_wire: false,
-        step: false,
+        ..Config::new(base.join("you"), key)
     };
     let result = run_tui(config, mouse, None).await;
     drop(peers);

@@ -27,8 +27,6 @@ use tokio::sync::mpsc;
 
 use crate::engine::{self, Config, Engine};
 use crate::event::{Command, Event};
-use crate::policy::Rules;
-use crate::session::Policy;
 use crate::store::Store;
 use crate::wire::{FeedKey, DEFAULT_MULTIFEED_KEY};
 
@@ -303,14 +301,8 @@ fn run_in(options: &Options, base: &Path, out: &mut dyn Write) -> Result<Report>
         events: mut server_events,
         done: server_done,
     } = server_rt.block_on(engine::start(Config {
-        storage: server_dir,
-        key,
         listen: Some("127.0.0.1:0".into()),
-        connect: Vec::new(),
-        policy: Policy::AcceptAll,
-        rules: Rules::default(),
-        trace_wire: false,
-        step: false,
+        ..Config::new(server_dir, key)
     }))?;
     let addr = peers_rt.block_on(async {
         tokio::time::timeout(Duration::from_secs(10), async {
@@ -561,14 +553,8 @@ async fn cycle(ctx: &Ctx, dir: &Path) -> Result<(), String> {
         mut events,
         done,
     } = engine::start(Config {
-        storage: dir.to_path_buf(),
-        key: ctx.key,
-        listen: None,
         connect: vec![ctx.addr.clone()],
-        policy: Policy::AcceptAll,
-        rules: Rules::default(),
-        trace_wire: false,
-        step: false,
+        ..Config::new(dir.to_path_buf(), ctx.key)
     })
     .await
     .map_err(|e| format!("start: {e}"))?;

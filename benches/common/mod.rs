@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use feedscope::engine::{self, Config, Engine};
 use feedscope::event::{Command, Event};
-use feedscope::session::Policy;
 use feedscope::store::Store;
 use feedscope::wire::{FeedKey, DEFAULT_MULTIFEED_KEY};
 use tempfile::TempDir;
@@ -185,14 +184,12 @@ async fn launch(
         mut events,
         done,
     } = engine::start(Config {
-        storage: dir.path().to_path_buf(),
-        key: FeedKey::parse(DEFAULT_MULTIFEED_KEY).expect("default key parses"),
         listen,
         connect,
-        policy: Policy::AcceptAll,
-        rules: Default::default(),
-        trace_wire: false,
-        step: false,
+        ..Config::new(
+            dir.path().to_path_buf(),
+            FeedKey::parse(DEFAULT_MULTIFEED_KEY).expect("default key parses"),
+        )
     })
     .await
     .expect("engine starts");
