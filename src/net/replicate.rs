@@ -203,8 +203,10 @@ impl FeedChannel {
                     self.pump(&mut out).await;
                     return out;
                 }
-                let our_length = self.feed.core.lock().await.info().length;
-                if let Err(why) = check_answer(what, &d, our_length) {
+                // One lock for the check and the proof: no other peer's upgrade in between.
+                let core_handle = self.feed.core.clone();
+                let hc = core_handle.lock().await;
+                if let Err(why) = check_answer(what, &d, hc.info().length) {
                     out.warning = Some(format!(
                         "rejected data for feed {}: {why}; nothing was written",
                         self.key.short()
@@ -225,13 +227,8 @@ impl FeedChannel {
                     seek: d.seek,
                     upgrade: d.upgrade,
                 };
-                let applied = self
-                    .feed
-                    .core
-                    .lock()
-                    .await
-                    .verify_and_apply_proof(proof)
-                    .await;
+                let applied = hc.verify_and_apply_proof(proof).await;
+                drop(hc);
                 match applied {
                     Ok(true) => {
                         self.bytes += block_len;
