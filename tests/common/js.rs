@@ -120,18 +120,9 @@ impl JsPeer {
         within: Duration,
         pred: impl Fn(&Value) -> bool,
     ) -> Option<Value> {
-        if let Some(v) = self.seen.iter().find(|v| v["type"] == ty && pred(v)) {
-            return Some(v.clone());
-        }
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.checked_duration_since(Instant::now())?;
-            let v = self.events.recv_timeout(left).ok()?;
-            self.seen.push(v.clone());
-            if v["type"] == ty && pred(&v) {
-                return Some(v);
-            }
-        }
+        super::wait_event(&self.events, &mut self.seen, within, |v| {
+            v["type"] == ty && pred(v)
+        })
     }
 
     /// Keys of the feeds it created, by name.

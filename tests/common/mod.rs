@@ -44,6 +44,28 @@ pub fn append_lines(storage: &Path, name: &str, lines: &[String]) -> String {
     feed_key(storage, name)
 }
 
+/// The first event in `seen`, or else received from `events` within `within` (and added to
+/// `seen`), that satisfies `pred`.
+pub fn wait_event(
+    events: &Receiver<Value>,
+    seen: &mut Vec<Value>,
+    within: Duration,
+    pred: impl Fn(&Value) -> bool,
+) -> Option<Value> {
+    if let Some(v) = seen.iter().find(|v| pred(v)) {
+        return Some(v.clone());
+    }
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        let v = events.recv_timeout(left).ok()?;
+        seen.push(v.clone());
+        if pred(&v) {
+            return Some(v);
+        }
+    }
+}
+
 /// Appends blocks (one per line of `lines`) to feed `name` in one batch, creating it.
 pub fn append_batch(storage: &Path, name: &str, lines: &[String]) {
     let mut input = lines.join("\n").into_bytes();
@@ -171,18 +193,7 @@ impl Node {
         within: Duration,
         pred: impl Fn(&Value) -> bool,
     ) -> Option<Value> {
-        if let Some(v) = self.seen.iter().find(|v| v["type"] == ty && pred(v)) {
-            return Some(v.clone());
-        }
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.checked_duration_since(Instant::now())?;
-            let v = self.events.recv_timeout(left).ok()?;
-            self.seen.push(v.clone());
-            if v["type"] == ty && pred(&v) {
-                return Some(v);
-            }
-        }
+        self.wait_event(within, |v| v["type"] == ty && pred(v))
     }
 
     /// Waits until `n` events of type `ty` satisfy `pred`, for at most `within`; returns the
@@ -217,18 +228,7 @@ impl Node {
 
     /// Waits for an event of any type that satisfies `pred`, for at most `within`.
     pub fn wait_event(&mut self, within: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
-        if let Some(v) = self.seen.iter().find(|v| pred(v)) {
-            return Some(v.clone());
-        }
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.checked_duration_since(Instant::now())?;
-            let v = self.events.recv_timeout(left).ok()?;
-            self.seen.push(v.clone());
-            if pred(&v) {
-                return Some(v);
-            }
-        }
+        wait_event(&self.events, &mut self.seen, within, pred)
     }
 
     /// The id the node gave the connection from `addr`.
