@@ -20,10 +20,12 @@ use std::sync::{Arc, Mutex};
 use hypercore::{
     Hypercore, HypercoreBuilder, PartialKeypair, Storage, Store as CoreFile, VerifyingKey,
 };
-use random_access_storage::{BoxFuture, RandomAccess, RandomAccessError};
 use serde::{Deserialize, Serialize};
 
 use crate::wire::FeedKey;
+
+mod file;
+pub use file::{CoreFileIo, MirrorBudget, MAX_MIRRORED_BYTES, TREE_MIRRORS};
 
 /// Everything that can go wrong with the storage folder.
 #[derive(Debug, thiserror::Error)]
@@ -97,119 +99,6 @@ pub struct Feed {
     files: Arc<Vec<Arc<CoreFileIo>>>,
 }
 
-/// One of a core's files, read and written with positioned I/O on the calling thread.
-///
-/// The library issues dozens of small reads and writes per block; the default backend hands
-/// each to a blocking thread pool and back, which on two cores spent most of the time
-/// switching threads. These calls hit the page cache and return in microseconds, so they are
-/// done in place. Writes are made durable by [`Feed::sync`], not one by one.
-#[derive(Debug)]
-pub struct CoreFileIo {
-    file: File,
-    len: std::sync::atomic::AtomicU64,
-}
-
-impl CoreFileIo {
-    fn open(path: &Path) -> std::io::Result<Self> {
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
-        let len = file.metadata()?.len();
-        Ok(CoreFileIo {
-            file,
-            len: len.into(),
-        })
-    }
-
-    fn length(&self) -> u64 {
-        self.len.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    fn set_length(&self, len: u64) -> Result<(), RandomAccessError> {
-        self.file.set_len(len)?;
-        self.len.store(len, std::sync::atomic::Ordering::SeqCst);
-        Ok(())
-    }
-}
-
-fn done<T: Send + 'static>(
-    r: Result<T, RandomAccessError>,
-) -> BoxFuture<Result<T, RandomAccessError>> {
-    Box::pin(std::future::ready(r))
-}
-
-impl RandomAccess for CoreFileIo {
-    fn write(&self, offset: u64, data: &[u8]) -> BoxFuture<Result<(), RandomAccessError>> {
-        use std::os::unix::fs::FileExt;
-        let r = self
-            .file
-            .write_all_at(data, offset)
-            .map_err(Into::into)
-            .map(|_| {
-                self.len.fetch_max(
-                    offset + data.len() as u64,
-                    std::sync::atomic::Ordering::SeqCst,
-                );
-            });
-        done(r)
-    }
-
-    fn read(&self, offset: u64, length: u64) -> BoxFuture<Result<Vec<u8>, RandomAccessError>> {
-        use std::os::unix::fs::FileExt;
-        let stored = self.length();
-        if offset + length > stored {
-            return done(Err(RandomAccessError::OutOfBounds {
-                offset,
-                end: Some(offset + length),
-                length: stored,
-            }));
-        }
-        let mut buf = vec![0; length as usize];
-        done(
-            self.file
-                .read_exact_at(&mut buf, offset)
-                .map(|_| buf)
-                .map_err(Into::into),
-        )
-    }
-
-    fn del(&self, offset: u64, length: u64) -> BoxFuture<Result<(), RandomAccessError>> {
-        use std::os::unix::fs::FileExt;
-        let stored = self.length();
-        if offset > stored {
-            return done(Err(RandomAccessError::OutOfBounds {
-                offset,
-                end: None,
-                length: stored,
-            }));
-        }
-        if length == 0 {
-            return done(Ok(()));
-        }
-        // Deleting through the end is a truncation; inside the file it zeroes the range.
-        if offset + length >= stored {
-            return done(self.set_length(offset));
-        }
-        let zeros = vec![0u8; length as usize];
-        done(self.file.write_all_at(&zeros, offset).map_err(Into::into))
-    }
-
-    fn truncate(&self, length: u64) -> BoxFuture<Result<(), RandomAccessError>> {
-        done(self.set_length(length))
-    }
-
-    fn len(&self) -> u64 {
-        self.length()
-    }
-
-    fn sync_all(&self) -> BoxFuture<Result<(), RandomAccessError>> {
-        done(self.file.sync_all().map_err(Into::into))
-    }
-}
-
 impl Feed {
     /// Appends blocks to a writable feed; returns its new length.
     pub async fn append<B: AsRef<[u8]>>(&self, blocks: &[B]) -> Result<u64, StoreError> {
@@ -237,10 +126,9 @@ impl Feed {
     pub async fn sync(&self) -> Result<(), StoreError> {
         // An fsync can take milliseconds: off the async threads, which serve every peer.
         let files = self.files.clone();
-        let synced =
-            tokio::task::spawn_blocking(move || files.iter().try_for_each(|f| f.file.sync_all()))
-                .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        let synced = tokio::task::spawn_blocking(move || files.iter().try_for_each(|f| f.sync()))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         synced.map_err(|e| StoreError::Core {
             key: self.entry.key.to_hex(),
             name: display_name(&self.entry),
@@ -600,9 +488,11 @@ async fn disk_storage(
                 CoreFile::Bitfield => "bitfield",
                 CoreFile::Oplog => "oplog",
             });
+            // Only the tree is read over and over; the others are read once, on open.
+            let mirror = matches!(which, CoreFile::Tree).then_some(&TREE_MIRRORS);
             let collected = collected.clone();
             Box::pin(async move {
-                let file = Arc::new(CoreFileIo::open(&path)?);
+                let file = Arc::new(CoreFileIo::open(&path, mirror)?);
                 collected.lock().unwrap().push(file.clone());
                 Ok(file as Arc<dyn hypercore::StorageTraits>)
             })
