@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::wire::FeedKey;
 
 mod file;
-pub use file::{CoreFileIo, MirrorBudget, MAX_MIRRORED_BYTES, TREE_MIRRORS};
+pub use file::{CoreFileIo, Hold, MirrorBudget, WriteOrder, MAX_MIRRORED_BYTES, MIRRORS};
 
 /// Everything that can go wrong with the storage folder.
 #[derive(Debug, thiserror::Error)]
@@ -480,6 +480,7 @@ async fn disk_storage(
     let files = Arc::new(Mutex::new(Vec::new()));
     let collected = files.clone();
     let dir = path.to_path_buf();
+    let order = Arc::new(WriteOrder::default());
     let storage = Storage::open(
         move |which: CoreFile| {
             let path = dir.join(match which {
@@ -488,11 +489,23 @@ async fn disk_storage(
                 CoreFile::Bitfield => "bitfield",
                 CoreFile::Oplog => "oplog",
             });
-            // Only the tree is read over and over; the others are read once, on open.
-            let mirror = matches!(which, CoreFile::Tree).then_some(&TREE_MIRRORS);
+            // The tree is read over and over, and written in runs; the tree and the bitfield
+            // hold their writes so that they reach the disk in a safe order (see `WriteOrder`).
+            let hold = match which {
+                CoreFile::Tree => Some(Hold {
+                    rank: 0,
+                    budget: &MIRRORS,
+                }),
+                CoreFile::Bitfield => Some(Hold {
+                    rank: 1,
+                    budget: &MIRRORS,
+                }),
+                CoreFile::Data | CoreFile::Oplog => None,
+            };
             let collected = collected.clone();
+            let order = order.clone();
             Box::pin(async move {
-                let file = Arc::new(CoreFileIo::open(&path, mirror)?);
+                let file = CoreFileIo::open(&path, hold, order)?;
                 collected.lock().unwrap().push(file.clone());
                 Ok(file as Arc<dyn hypercore::StorageTraits>)
             })

@@ -1,5 +1,6 @@
-//! One of a core's files, read and written with positioned I/O on the calling thread, with the
-//! tree file's bytes kept in memory while a process-wide budget allows.
+//! One of a core's files, read and written with positioned I/O on the calling thread. The
+//! tree and the bitfield are mirrored in memory, while a process-wide budget allows, and hold
+//! their writes back until another file of the core changes.
 //!
 //! The library issues dozens of small reads and writes per block; the default backend hands
 //! each to a blocking thread pool and back, which on two cores spent most of the time
@@ -7,25 +8,26 @@
 //! done in place. Writes are made durable by [`CoreFileIo::sync`], not one by one.
 //!
 //! The tree file takes about 20 reads of one 40-byte node per replicated block (proof building
-//! on one side, the missing-node count and the proof check on the other), each a system call.
-//! Its mirror answers them from memory instead. Writes still go to the file first, in the
-//! order the library makes them, so what is on disk after a crash is what it was without the
-//! mirror; the mirror only ever holds what the file holds.
+//! on one side, the missing-node count and the proof check on the other), each a system call;
+//! its mirror answers them from memory. Its writes come in runs of one node each; held back,
+//! a run goes down as one write. [`WriteOrder`] says when held writes go down, and why that
+//! leaves the disk in a state the library can open after any crash.
 
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use random_access_storage::{BoxFuture, RandomAccess, RandomAccessError};
 
-/// Bytes of tree files held in memory by the whole process. A tree holds 80 bytes per block,
-/// so this covers about 800,000 blocks over all open feeds; files past it are read from disk.
+/// Bytes of mirrors the whole process holds. A tree holds 80 bytes per block and a bitfield
+/// one bit, so this covers about 800,000 blocks over all open feeds; past it, files are read
+/// from and written to disk directly.
 pub const MAX_MIRRORED_BYTES: usize = 64 << 20;
 
-/// The budget every tree file of the process shares.
-pub static TREE_MIRRORS: MirrorBudget = MirrorBudget::new(MAX_MIRRORED_BYTES);
+/// The budget the mirrors of every core file of the process share.
+pub static MIRRORS: MirrorBudget = MirrorBudget::new(MAX_MIRRORED_BYTES);
 
 /// Bytes that mirrors may hold together, and how many they hold now.
 #[derive(Debug)]
@@ -66,25 +68,94 @@ impl MirrorBudget {
 enum Mirror {
     /// Not read yet: the first access reads the whole file, so opening many cores stays cheap.
     Unloaded,
-    /// The file's bytes, exactly as long as the file.
-    Loaded(Vec<u8>),
-    /// Not mirrored: not wanted, over the budget, or dropped after a failed write.
+    /// The file's bytes as the library last wrote them, and the byte ranges of those writes
+    /// that are not in the file yet.
+    Loaded {
+        bytes: Vec<u8>,
+        held: Vec<(usize, usize)>,
+    },
+    /// Not mirrored: not wanted, over the budget, or given up after a failed write.
     Off,
+}
+
+/// Writes held back at most, per file, before they are put down anyway.
+const MAX_HELD_WRITES: usize = 1024;
+
+/// How a file of a core is kept: written through, or mirrored with its writes held back.
+#[derive(Debug, Clone, Copy)]
+pub struct Hold {
+    /// Held writes of files of lower rank go down first.
+    pub rank: u8,
+    /// The memory its mirror counts against.
+    pub budget: &'static MirrorBudget,
+}
+
+/// The files of one core, in step.
+///
+/// A file that holds its writes back is put down before any other file of the core is
+/// written, truncated or synced. Held files go down in rank order: the tree before the
+/// bitfield. The library writes a checkpoint as bitfield, tree, then header; a process
+/// that died between its bitfield and its tree writes would leave blocks marked present
+/// whose tree nodes are missing, a core that cannot serve them. In rank order the tree is
+/// always on disk before the bitfield that points into it. Held writes next to each other
+/// go down as one: the tree's node writes come in runs of a dozen or more per checkpoint.
+#[derive(Debug, Default)]
+pub struct WriteOrder {
+    /// The files that can hold writes, in rank order.
+    holders: Mutex<Vec<(u8, Weak<CoreFileIo>)>>,
+}
+
+impl WriteOrder {
+    fn register(&self, rank: u8, file: Weak<CoreFileIo>) {
+        let mut holders = self.holders.lock().unwrap_or_else(|e| e.into_inner());
+        let at = holders.partition_point(|(r, _)| *r <= rank);
+        holders.insert(at, (rank, file));
+    }
+
+    /// Puts down what every file of the core holds back, in rank order.
+    fn put_down_all(&self) -> std::io::Result<()> {
+        self.put_down_below(u8::MAX)
+    }
+
+    /// Puts down what the files ranked below `rank` hold back, in rank order.
+    fn put_down_below(&self, rank: u8) -> std::io::Result<()> {
+        let holders: Vec<Arc<CoreFileIo>> = self
+            .holders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(r, _)| *r < rank || rank == u8::MAX)
+            .filter_map(|(_, f)| f.upgrade())
+            .collect();
+        holders.iter().try_for_each(|f| f.put_down_held())
+    }
 }
 
 /// A core file (`tree`, `data`, `bitfield` or `oplog`).
 #[derive(Debug)]
 pub struct CoreFileIo {
     file: File,
+    /// The length as the library sees it, held writes included.
     len: AtomicU64,
     mirror: Mutex<Mirror>,
-    budget: Option<&'static MirrorBudget>,
+    hold: Option<Hold>,
+    order: Arc<WriteOrder>,
+    #[cfg(test)]
+    put_down_at: AtomicU64,
 }
 
+#[cfg(test)]
+static PUT_DOWNS: AtomicU64 = AtomicU64::new(0);
+
 impl CoreFileIo {
-    /// Opens or creates the file; with a budget, its bytes are kept in memory while the budget
-    /// allows.
-    pub fn open(path: &Path, budget: Option<&'static MirrorBudget>) -> std::io::Result<Self> {
+    /// Opens or creates one file of a core; all files of a core share one `order`. A held
+    /// file's bytes are kept in memory while its budget allows, and its writes wait until
+    /// another file of the core changes.
+    pub fn open(
+        path: &Path,
+        hold: Option<Hold>,
+        order: Arc<WriteOrder>,
+    ) -> std::io::Result<Arc<Self>> {
         let file = fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -92,19 +163,27 @@ impl CoreFileIo {
             .truncate(false)
             .open(path)?;
         let len = file.metadata()?.len();
-        Ok(CoreFileIo {
+        let opened = Arc::new(CoreFileIo {
             file,
             len: len.into(),
-            mirror: Mutex::new(match budget {
+            mirror: Mutex::new(match hold {
                 Some(_) => Mirror::Unloaded,
                 None => Mirror::Off,
             }),
-            budget,
-        })
+            hold,
+            order: order.clone(),
+            #[cfg(test)]
+            put_down_at: AtomicU64::new(0),
+        });
+        if let Some(hold) = hold {
+            order.register(hold.rank, Arc::downgrade(&opened));
+        }
+        Ok(opened)
     }
 
-    /// Forces the file to disk.
+    /// Puts down what the core's files hold back, then forces this file to disk.
     pub fn sync(&self) -> std::io::Result<()> {
+        self.order.put_down_all()?;
         self.file.sync_all()
     }
 
@@ -112,8 +191,12 @@ impl CoreFileIo {
         self.len.load(Ordering::SeqCst)
     }
 
+    fn budget(&self) -> Option<&'static MirrorBudget> {
+        self.hold.map(|h| h.budget)
+    }
+
     /// The mirror, loaded from the file on first use; `Off` once it cannot be had.
-    fn mirror(&self) -> std::sync::MutexGuard<'_, Mirror> {
+    fn mirror(&self) -> MutexGuard<'_, Mirror> {
         let mut mirror = self.mirror.lock().unwrap_or_else(|e| e.into_inner());
         if matches!(*mirror, Mirror::Unloaded) {
             *mirror = self.load().unwrap_or(Mirror::Off);
@@ -122,14 +205,17 @@ impl CoreFileIo {
     }
 
     fn load(&self) -> Option<Mirror> {
-        let budget = self.budget?;
+        let budget = self.budget()?;
         let len = usize::try_from(self.length()).ok()?;
         if !budget.reserve(len) {
             return None;
         }
         let mut bytes = vec![0; len];
         match self.file.read_exact_at(&mut bytes, 0) {
-            Ok(()) => Some(Mirror::Loaded(bytes)),
+            Ok(()) => Some(Mirror::Loaded {
+                bytes,
+                held: Vec::new(),
+            }),
             Err(_) => {
                 budget.release(len);
                 None
@@ -137,49 +223,71 @@ impl CoreFileIo {
         }
     }
 
-    /// Brings the mirror to `f(bytes)`, with the budget; drops the mirror when it runs out.
-    fn update_mirror(&self, mirror: &mut Mirror, f: impl FnOnce(&mut Vec<u8>)) {
-        let (Mirror::Loaded(bytes), Some(budget)) = (&mut *mirror, self.budget) else {
-            return;
-        };
-        let before = bytes.len();
-        f(bytes);
-        let after = bytes.len();
-        if after > before && !budget.reserve(after - before) {
-            *mirror = Mirror::Off;
-            budget.release(before);
-        } else if after < before {
-            budget.release(before - after);
+    fn put_down_held(&self) -> std::io::Result<()> {
+        let mut mirror = self.mirror.lock().unwrap_or_else(|e| e.into_inner());
+        #[cfg(test)]
+        if matches!(&*mirror, Mirror::Loaded { held, .. } if !held.is_empty()) {
+            self.put_down_at.store(
+                PUT_DOWNS.fetch_add(1, Ordering::SeqCst) + 1,
+                Ordering::SeqCst,
+            );
         }
+        put_down(&self.file, &mut mirror)
     }
 
     fn set_length(&self, len: u64) -> Result<(), RandomAccessError> {
+        self.order.put_down_all()?;
         let mut mirror = self.mirror();
         if let Err(e) = self.file.set_len(len) {
-            give_up(&mut mirror, self.budget);
+            give_up(&mut mirror, self.budget());
             return Err(e.into());
         }
         self.len.store(len, Ordering::SeqCst);
-        self.update_mirror(&mut mirror, |bytes| bytes.resize(len as usize, 0));
+        if let (Mirror::Loaded { bytes, .. }, Some(budget)) = (&mut *mirror, self.budget()) {
+            let before = bytes.len();
+            let after = len as usize;
+            if after <= before {
+                bytes.truncate(after);
+                budget.release(before - after);
+            } else if budget.reserve(after - before) {
+                bytes.resize(after, 0);
+            } else {
+                give_up(&mut mirror, self.budget());
+            }
+        }
         Ok(())
     }
 
-    fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), RandomAccessError> {
+    /// Holds a write back in the mirror; false if it cannot be held (no mirror, or no budget
+    /// left for it).
+    fn hold(&self, offset: u64, data: &[u8]) -> bool {
         let mut mirror = self.mirror();
-        if let Err(e) = self.file.write_all_at(data, offset) {
-            // The file may hold part of the write: the mirror can no longer say what it holds.
-            give_up(&mut mirror, self.budget);
-            return Err(e.into());
+        let (Mirror::Loaded { bytes, held }, Some(budget)) = (&mut *mirror, self.budget()) else {
+            return false;
+        };
+        let (start, end) = (offset as usize, offset as usize + data.len());
+        if held.len() >= MAX_HELD_WRITES || !budget.reserve(end.saturating_sub(bytes.len())) {
+            return false;
         }
-        let end = offset + data.len() as u64;
-        self.len.fetch_max(end, Ordering::SeqCst);
-        self.update_mirror(&mut mirror, |bytes| {
-            let (start, end) = (offset as usize, end as usize);
-            if bytes.len() < end {
-                bytes.resize(end, 0);
-            }
-            bytes[start..end].copy_from_slice(data);
-        });
+        if bytes.len() < end {
+            bytes.resize(end, 0);
+        }
+        bytes[start..end].copy_from_slice(data);
+        held.push((start, end));
+        self.len.fetch_max(end as u64, Ordering::SeqCst);
+        true
+    }
+
+    fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), RandomAccessError> {
+        if self.hold(offset, data) {
+            return Ok(());
+        }
+        self.order.put_down_all()?;
+        // A mirror that could not take the write is given up: the file is read from now on.
+        give_up(&mut self.mirror(), self.budget());
+        self.file.write_all_at(data, offset)?;
+        self.len
+            .fetch_max(offset + data.len() as u64, Ordering::SeqCst);
         Ok(())
     }
 
@@ -193,7 +301,7 @@ impl CoreFileIo {
                 length: stored,
             });
         };
-        if let Mirror::Loaded(bytes) = &*self.mirror() {
+        if let Mirror::Loaded { bytes, .. } = &*self.mirror() {
             if let Some(slice) = bytes.get(offset as usize..end as usize) {
                 return Ok(slice.to_vec());
             }
@@ -204,9 +312,39 @@ impl CoreFileIo {
     }
 }
 
-/// Turns a mirror off, with its bytes back to the budget.
+/// Bytes between two held writes that are rewritten, unchanged, to make one write of both: a
+/// system call costs more than copying a page.
+const MAX_BRIDGED_GAP: usize = 4096;
+
+/// Writes the ranges a mirror holds back to the file, ranges near each other as one write.
+/// Outside the held ranges the mirror holds what the file holds, so bridging a gap writes
+/// the bytes already there. After an error the ranges stay held, to be tried again.
+fn put_down(file: &File, mirror: &mut Mirror) -> std::io::Result<()> {
+    let Mirror::Loaded { bytes, held } = mirror else {
+        return Ok(());
+    };
+    if held.is_empty() {
+        return Ok(());
+    }
+    held.sort_unstable();
+    let mut runs: Vec<(usize, usize)> = Vec::with_capacity(held.len());
+    for &(start, end) in held.iter() {
+        match runs.last_mut() {
+            Some(run) if start <= run.1 + MAX_BRIDGED_GAP => run.1 = run.1.max(end),
+            _ => runs.push((start, end)),
+        }
+    }
+    for &(start, end) in &runs {
+        file.write_all_at(&bytes[start..end], start as u64)?;
+    }
+    held.clear();
+    Ok(())
+}
+
+/// Turns a mirror off, with its bytes back to the budget. Whatever it held back is dropped:
+/// callers put it down first.
 fn give_up(mirror: &mut Mirror, budget: Option<&MirrorBudget>) {
-    if let (Mirror::Loaded(bytes), Some(budget)) = (&*mirror, budget) {
+    if let (Mirror::Loaded { bytes, .. }, Some(budget)) = (&*mirror, budget) {
         budget.release(bytes.len());
     }
     *mirror = Mirror::Off;
@@ -214,11 +352,17 @@ fn give_up(mirror: &mut Mirror, budget: Option<&MirrorBudget>) {
 
 impl Drop for CoreFileIo {
     fn drop(&mut self) {
-        let budget = self.budget;
-        give_up(
-            self.mirror.get_mut().unwrap_or_else(|e| e.into_inner()),
-            budget,
-        );
+        let budget = self.budget();
+        // Files ranked before this one go down first, as they would have.
+        let below = match self.hold {
+            Some(hold) => self.order.put_down_below(hold.rank),
+            None => Ok(()),
+        };
+        let mirror = self.mirror.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = below.and_then(|()| put_down(&self.file, mirror)) {
+            tracing::error!("a core file lost its last writes on close: {e}");
+        }
+        give_up(mirror, budget);
     }
 }
 
@@ -276,19 +420,24 @@ mod tests {
 
     #[derive(Debug, Clone)]
     enum Op {
-        Write(u64, Vec<u8>),
-        Read(u64, u64),
-        Del(u64, u64),
-        Truncate(u64),
+        /// Writes to the held file (`true`: the second one, ranked after the first).
+        Write(bool, u64, Vec<u8>),
+        Read(bool, u64, u64),
+        Del(bool, u64, u64),
+        Truncate(bool, u64),
+        /// Appends to the core's written-through file, which puts the held writes down.
+        WriteOther(Vec<u8>),
     }
 
     fn op() -> impl Strategy<Value = Op> {
+        let which = proptest::bool::ANY;
         prop_oneof![
-            4 => (0u64..300, proptest::collection::vec(any::<u8>(), 1..80))
-                .prop_map(|(o, d)| Op::Write(o, d)),
-            4 => (0u64..400, 0u64..90).prop_map(|(o, l)| Op::Read(o, l)),
-            1 => (0u64..400, 0u64..90).prop_map(|(o, l)| Op::Del(o, l)),
-            1 => (0u64..400).prop_map(Op::Truncate),
+            4 => (which, 0u64..300, proptest::collection::vec(any::<u8>(), 1..80))
+                .prop_map(|(w, o, d)| Op::Write(w, o, d)),
+            4 => (which, 0u64..400, 0u64..90).prop_map(|(w, o, l)| Op::Read(w, o, l)),
+            1 => (which, 0u64..400, 0u64..90).prop_map(|(w, o, l)| Op::Del(w, o, l)),
+            1 => (which, 0u64..400).prop_map(|(w, l)| Op::Truncate(w, l)),
+            2 => proptest::collection::vec(any::<u8>(), 1..8).prop_map(Op::WriteOther),
         ]
     }
 
@@ -296,63 +445,182 @@ mod tests {
         futures::executor::block_on(f)
     }
 
+    fn budget(max: usize) -> &'static MirrorBudget {
+        Box::leak(Box::new(MirrorBudget::new(max)))
+    }
+
+    fn open(
+        dir: &Path,
+        name: &str,
+        hold: Option<Hold>,
+        order: &Arc<WriteOrder>,
+    ) -> Arc<CoreFileIo> {
+        CoreFileIo::open(&dir.join(name), hold, order.clone()).unwrap()
+    }
+
+    fn held_writes(file: &CoreFileIo) -> usize {
+        match &*file.mirror.lock().unwrap() {
+            Mirror::Loaded { held, .. } => held.len(),
+            _ => 0,
+        }
+    }
+
     proptest! {
-        /// A mirrored file answers every call as a plain one does, holds on disk what the plain
-        /// one holds, and its mirror never takes more than its budget or keeps any of it once
-        /// dropped. The budget is small, so that mirrors also run out of it mid-way.
+        /// Two held files answer every call as plain ones do. Whenever the third file of their
+        /// core changes, and after a sync, their disk holds what the plain files' disk holds.
+        /// Mirrors never take more than their budget, and give all of it back when dropped.
+        /// The budget is small, so that mirrors also run out of it mid-way.
         #[test]
-        fn a_mirrored_file_behaves_as_the_plain_file(
+        fn held_files_behave_as_plain_files(
             ops in proptest::collection::vec(op(), 1..60),
-            budget in 0usize..600,
+            budget in (0usize..900).prop_map(budget),
         ) {
-            let budget: &'static MirrorBudget = Box::leak(Box::new(MirrorBudget::new(budget)));
             let dir = tempfile::tempdir().unwrap();
-            let plain = CoreFileIo::open(&dir.path().join("plain"), None).unwrap();
-            let mirrored = CoreFileIo::open(&dir.path().join("mirrored"), Some(budget)).unwrap();
+            let disk = |name: &str| std::fs::read(dir.path().join(name)).unwrap();
+            let (plain_order, order) = (Arc::default(), Arc::default());
+            let plain = [
+                open(dir.path(), "plain0", None, &plain_order),
+                open(dir.path(), "plain1", None, &plain_order),
+            ];
+            let held = [
+                open(dir.path(), "held0", Some(Hold { rank: 0, budget }), &order),
+                open(dir.path(), "held1", Some(Hold { rank: 1, budget }), &order),
+            ];
+            let other = open(dir.path(), "other", None, &order);
+            let same_disk = || disk("plain0") == disk("held0") && disk("plain1") == disk("held1");
             for op in ops {
+                let unit = |r: Result<(), RandomAccessError>| r.map(|()| Vec::new());
                 let (a, b) = match &op {
-                    Op::Write(o, d) => (
-                        block_on(plain.write(*o, d)).map(|()| Vec::new()),
-                        block_on(mirrored.write(*o, d)).map(|()| Vec::new()),
-                    ),
-                    Op::Read(o, l) => (block_on(plain.read(*o, *l)), block_on(mirrored.read(*o, *l))),
-                    Op::Del(o, l) => (
-                        block_on(plain.del(*o, *l)).map(|()| Vec::new()),
-                        block_on(mirrored.del(*o, *l)).map(|()| Vec::new()),
-                    ),
-                    Op::Truncate(l) => (
-                        block_on(plain.truncate(*l)).map(|()| Vec::new()),
-                        block_on(mirrored.truncate(*l)).map(|()| Vec::new()),
-                    ),
+                    Op::Write(w, o, d) => {
+                        let w = *w as usize;
+                        (unit(block_on(plain[w].write(*o, d))), unit(block_on(held[w].write(*o, d))))
+                    }
+                    Op::Read(w, o, l) => {
+                        let w = *w as usize;
+                        (block_on(plain[w].read(*o, *l)), block_on(held[w].read(*o, *l)))
+                    }
+                    Op::Del(w, o, l) => {
+                        let w = *w as usize;
+                        (unit(block_on(plain[w].del(*o, *l))), unit(block_on(held[w].del(*o, *l))))
+                    }
+                    Op::Truncate(w, l) => {
+                        let w = *w as usize;
+                        (unit(block_on(plain[w].truncate(*l))), unit(block_on(held[w].truncate(*l))))
+                    }
+                    Op::WriteOther(d) => {
+                        block_on(other.write(other.len(), d)).unwrap();
+                        prop_assert!(same_disk(), "put down before the other file changes");
+                        (Ok(Vec::new()), Ok(Vec::new()))
+                    }
                 };
                 prop_assert_eq!(format!("{a:?}"), format!("{b:?}"), "{:?}", op);
-                prop_assert_eq!(plain.len(), mirrored.len());
+                prop_assert_eq!(plain[0].len(), held[0].len());
+                prop_assert_eq!(plain[1].len(), held[1].len());
                 prop_assert!(budget.used() <= budget.max);
-                if let Mirror::Loaded(bytes) = &*mirrored.mirror.lock().unwrap() {
-                    prop_assert_eq!(budget.used(), bytes.len());
-                }
+                let mirrored: usize = held
+                    .iter()
+                    .map(|f| match &*f.mirror.lock().unwrap() {
+                        Mirror::Loaded { bytes, .. } => bytes.len(),
+                        _ => 0,
+                    })
+                    .sum();
+                prop_assert_eq!(budget.used(), mirrored);
             }
-            prop_assert_eq!(
-                std::fs::read(dir.path().join("plain")).unwrap(),
-                std::fs::read(dir.path().join("mirrored")).unwrap()
-            );
-            drop(mirrored);
+            block_on(other.sync_all()).unwrap();
+            prop_assert!(same_disk(), "after a sync");
+            drop(held);
             prop_assert_eq!(budget.used(), 0);
         }
     }
 
     #[test]
-    fn a_file_past_the_budget_is_read_from_disk() {
-        let budget: &'static MirrorBudget = Box::leak(Box::new(MirrorBudget::new(100)));
+    fn held_writes_go_down_in_rank_order_whatever_order_they_were_made_in() {
         let dir = tempfile::tempdir().unwrap();
-        let file = CoreFileIo::open(&dir.path().join("tree"), Some(budget)).unwrap();
-        block_on(file.write(0, &[7; 60])).unwrap();
+        let order = Arc::default();
+        let budget = budget(1 << 20);
+        let bitfield = open(
+            dir.path(),
+            "bitfield",
+            Some(Hold { rank: 1, budget }),
+            &order,
+        );
+        let tree = open(dir.path(), "tree", Some(Hold { rank: 0, budget }), &order);
+        let oplog = open(dir.path(), "oplog", None, &order);
+        // The library's checkpoint: bitfield first, then tree, then the oplog header.
+        block_on(bitfield.write(0, &[0xff; 4])).unwrap();
+        for node in [2u64, 0, 1, 3, 9, 8] {
+            block_on(tree.write(node * 40, &[node as u8 + 1; 40])).unwrap();
+        }
+        assert_eq!((held_writes(&bitfield), held_writes(&tree)), (1, 6));
+        assert!(
+            std::fs::read(dir.path().join("tree")).unwrap().is_empty(),
+            "held back"
+        );
+        block_on(oplog.write(0, b"header")).unwrap();
+        assert_eq!((held_writes(&bitfield), held_writes(&tree)), (0, 0));
+        let (t, b) = (
+            tree.put_down_at.load(Ordering::SeqCst),
+            bitfield.put_down_at.load(Ordering::SeqCst),
+        );
+        assert!(
+            0 < t && t < b,
+            "the tree went down before the bitfield: {t} {b}"
+        );
+        let disk = std::fs::read(dir.path().join("tree")).unwrap();
+        assert_eq!(disk.len(), 400);
+        assert_eq!(
+            (disk[360], disk[200]),
+            (10, 0),
+            "node 9 written, node 5 never"
+        );
+    }
+
+    #[test]
+    fn held_writes_go_down_on_close_in_rank_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let order = Arc::default();
+        let budget = budget(1 << 20);
+        let tree = open(dir.path(), "tree", Some(Hold { rank: 0, budget }), &order);
+        let bitfield = open(
+            dir.path(),
+            "bitfield",
+            Some(Hold { rank: 1, budget }),
+            &order,
+        );
+        block_on(bitfield.write(0, &[1; 4])).unwrap();
+        block_on(tree.write(0, &[2; 40])).unwrap();
+        // Dropped bitfield first: the tree still goes down before it.
+        let tree_seen = Arc::downgrade(&tree);
+        drop(bitfield);
+        assert_eq!(std::fs::read(dir.path().join("bitfield")).unwrap(), [1; 4]);
+        assert!(
+            tree.put_down_at.load(Ordering::SeqCst) > 0,
+            "tree went down first"
+        );
+        drop(tree);
+        assert!(tree_seen.upgrade().is_none());
+        assert_eq!(std::fs::read(dir.path().join("tree")).unwrap(), [2; 40]);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn a_file_past_the_budget_is_read_from_disk() {
+        let budget = budget(100);
+        let dir = tempfile::tempdir().unwrap();
+        let tree = open(
+            dir.path(),
+            "tree",
+            Some(Hold { rank: 0, budget }),
+            &Arc::default(),
+        );
+        block_on(tree.write(0, &[7; 60])).unwrap();
         assert_eq!(budget.used(), 60, "mirrored while it fits");
-        block_on(file.write(60, &[8; 60])).unwrap();
+        block_on(tree.write(60, &[8; 60])).unwrap();
         assert_eq!(budget.used(), 0, "given up past the budget");
         assert_eq!(
-            block_on(file.read(50, 20)).unwrap(),
+            block_on(tree.read(50, 20)).unwrap(),
             [[7; 10], [8; 10]].concat()
         );
+        assert_eq!(std::fs::read(dir.path().join("tree")).unwrap().len(), 120);
     }
 }
