@@ -73,6 +73,8 @@ enum Mirror {
     Loaded {
         bytes: Vec<u8>,
         held: Vec<(usize, usize)>,
+        /// What `bytes` took from the budget: the memory asked for, not only the length.
+        reserved: usize,
     },
     /// Not mirrored: not wanted, over the budget, or given up after a failed write.
     Off,
@@ -215,6 +217,7 @@ impl CoreFileIo {
             Ok(()) => Some(Mirror::Loaded {
                 bytes,
                 held: Vec::new(),
+                reserved: len,
             }),
             Err(_) => {
                 budget.release(len);
@@ -243,15 +246,14 @@ impl CoreFileIo {
             return Err(e.into());
         }
         self.len.store(len, Ordering::SeqCst);
-        if let (Mirror::Loaded { bytes, .. }, Some(budget)) = (&mut *mirror, self.budget()) {
-            let before = bytes.len();
-            let after = len as usize;
-            if after <= before {
-                bytes.truncate(after);
-                budget.release(before - after);
-            } else if budget.reserve(after - before) {
-                bytes.resize(after, 0);
-            } else {
+        if let (
+            Mirror::Loaded {
+                bytes, reserved, ..
+            },
+            Some(budget),
+        ) = (&mut *mirror, self.budget())
+        {
+            if !grow(bytes, reserved, len as usize, budget) {
                 give_up(&mut mirror, self.budget());
             }
         }
@@ -262,15 +264,23 @@ impl CoreFileIo {
     /// left for it).
     fn hold(&self, offset: u64, data: &[u8]) -> bool {
         let mut mirror = self.mirror();
-        let (Mirror::Loaded { bytes, held }, Some(budget)) = (&mut *mirror, self.budget()) else {
+        let (
+            Mirror::Loaded {
+                bytes,
+                held,
+                reserved,
+            },
+            Some(budget),
+        ) = (&mut *mirror, self.budget())
+        else {
             return false;
         };
         let (start, end) = (offset as usize, offset as usize + data.len());
-        if held.len() >= MAX_HELD_WRITES || !budget.reserve(end.saturating_sub(bytes.len())) {
+        if held.len() >= MAX_HELD_WRITES {
             return false;
         }
-        if bytes.len() < end {
-            bytes.resize(end, 0);
+        if bytes.len() < end && !grow(bytes, reserved, end, budget) {
+            return false;
         }
         bytes[start..end].copy_from_slice(data);
         held.push((start, end));
@@ -312,6 +322,31 @@ impl CoreFileIo {
     }
 }
 
+/// A growing mirror takes at least this much more memory at a time.
+const MIN_GROWTH: usize = 4096;
+
+/// Sets a mirror's length to `len`, zero-filled; false if the budget cannot cover it.
+/// Memory is taken from the budget as it is asked for (`reserved`, not the length), in steps
+/// of an eighth of what the mirror holds and at least [`MIN_GROWTH`]: appends stay amortised
+/// constant time, without the doubling that would leave most mirrors half empty.
+fn grow(bytes: &mut Vec<u8>, reserved: &mut usize, len: usize, budget: &MirrorBudget) -> bool {
+    if len > *reserved {
+        let step = len.max(*reserved + (*reserved / 8).max(MIN_GROWTH));
+        // Near the end of the budget, only what is needed.
+        let target = match [step, len]
+            .into_iter()
+            .find(|t| budget.reserve(t - *reserved))
+        {
+            Some(target) => target,
+            None => return false,
+        };
+        bytes.reserve_exact(target - bytes.len());
+        *reserved = target;
+    }
+    bytes.resize(len, 0);
+    true
+}
+
 /// Bytes between two held writes that are rewritten, unchanged, to make one write of both: a
 /// system call costs more than copying a page.
 const MAX_BRIDGED_GAP: usize = 4096;
@@ -320,7 +355,7 @@ const MAX_BRIDGED_GAP: usize = 4096;
 /// Outside the held ranges the mirror holds what the file holds, so bridging a gap writes
 /// the bytes already there. After an error the ranges stay held, to be tried again.
 fn put_down(file: &File, mirror: &mut Mirror) -> std::io::Result<()> {
-    let Mirror::Loaded { bytes, held } = mirror else {
+    let Mirror::Loaded { bytes, held, .. } = mirror else {
         return Ok(());
     };
     if held.is_empty() {
@@ -344,8 +379,8 @@ fn put_down(file: &File, mirror: &mut Mirror) -> std::io::Result<()> {
 /// Turns a mirror off, with its bytes back to the budget. Whatever it held back is dropped:
 /// callers put it down first.
 fn give_up(mirror: &mut Mirror, budget: Option<&MirrorBudget>) {
-    if let (Mirror::Loaded { bytes, .. }, Some(budget)) = (&*mirror, budget) {
-        budget.release(bytes.len());
+    if let (Mirror::Loaded { reserved, .. }, Some(budget)) = (&*mirror, budget) {
+        budget.release(*reserved);
     }
     *mirror = Mirror::Off;
 }
@@ -517,13 +552,13 @@ mod tests {
                 prop_assert_eq!(plain[0].len(), held[0].len());
                 prop_assert_eq!(plain[1].len(), held[1].len());
                 prop_assert!(budget.used() <= budget.max);
-                let mirrored: usize = held
-                    .iter()
-                    .map(|f| match &*f.mirror.lock().unwrap() {
-                        Mirror::Loaded { bytes, .. } => bytes.len(),
-                        _ => 0,
-                    })
-                    .sum();
+                let mut mirrored = 0;
+                for file in &held {
+                    if let Mirror::Loaded { bytes, reserved, .. } = &*file.mirror.lock().unwrap() {
+                        prop_assert!(*reserved >= bytes.len() && bytes.capacity() >= *reserved);
+                        mirrored += reserved;
+                    }
+                }
                 prop_assert_eq!(budget.used(), mirrored);
             }
             block_on(other.sync_all()).unwrap();
