@@ -116,20 +116,33 @@ impl WriteOrder {
 
     /// Puts down what every file of the core holds back, in rank order.
     fn put_down_all(&self) -> std::io::Result<()> {
-        self.put_down_below(u8::MAX)
+        self.put_down_ranked(|_| true)
     }
 
     /// Puts down what the files ranked below `rank` hold back, in rank order.
     fn put_down_below(&self, rank: u8) -> std::io::Result<()> {
+        self.put_down_ranked(|r| r < rank)
+    }
+
+    fn put_down_ranked(&self, pick: impl Fn(u8) -> bool) -> std::io::Result<()> {
         let holders: Vec<Arc<CoreFileIo>> = self
             .holders
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .filter(|(r, _)| *r < rank || rank == u8::MAX)
+            .filter(|(rank, _)| pick(*rank))
             .filter_map(|(_, f)| f.upgrade())
             .collect();
-        holders.iter().try_for_each(|f| f.put_down_held())
+        // Every mirror is locked, in rank order, before any goes down: a sync on another
+        // thread must not put the bitfield down with a write held after the tree went down.
+        let mut mirrors: Vec<MutexGuard<'_, Mirror>> = holders
+            .iter()
+            .map(|f| f.mirror.lock().unwrap_or_else(|e| e.into_inner()))
+            .collect();
+        for (file, mirror) in holders.iter().zip(mirrors.iter_mut()) {
+            file.put_down(mirror)?;
+        }
+        Ok(())
     }
 }
 
@@ -226,16 +239,15 @@ impl CoreFileIo {
         }
     }
 
-    fn put_down_held(&self) -> std::io::Result<()> {
-        let mut mirror = self.mirror.lock().unwrap_or_else(|e| e.into_inner());
+    fn put_down(&self, mirror: &mut Mirror) -> std::io::Result<()> {
         #[cfg(test)]
-        if matches!(&*mirror, Mirror::Loaded { held, .. } if !held.is_empty()) {
+        if matches!(mirror, Mirror::Loaded { held, .. } if !held.is_empty()) {
             self.put_down_at.store(
                 PUT_DOWNS.fetch_add(1, Ordering::SeqCst) + 1,
                 Ordering::SeqCst,
             );
         }
-        put_down(&self.file, &mut mirror)
+        put_down(&self.file, mirror)
     }
 
     fn set_length(&self, len: u64) -> Result<(), RandomAccessError> {
