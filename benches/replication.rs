@@ -12,12 +12,18 @@
 //! multifeed exchange. MB is 10^6 bytes.
 mod common;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{js, peak_rss, reset_peak_rss, seeded, FeedSpec, Pair, Side, SyncTracker};
+use common::js::{self, JsPeer};
+use common::{
+    launch, peak_rss, reset_peak_rss, seeded, wait_events, FeedSpec, Pair, Side, SyncTracker,
+};
 use feedscope::event::{Command, Event};
+use feedscope::wire::FeedKey;
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
 
 /// Longest any one workload may run before it reports a timeout.
 const BUDGET: Duration = Duration::from_secs(120);
@@ -49,6 +55,8 @@ impl Measure {
 enum Target {
     AtLeast(f64),
     AtMost(f64),
+    /// At least the JS ↔ JS rate of the same workload.
+    AtLeastJs,
     /// Finishing is the target.
     Finish,
 }
@@ -93,6 +101,7 @@ impl Row {
             (Ok(m), Target::AtLeast(t)) => m.value >= *t,
             (Ok(m), Target::AtMost(t)) => m.value <= *t,
             (Ok(_), Target::Finish) => true,
+            (Ok(_), Target::AtLeastJs) => self.ratio().is_some_and(|r| r >= 1.0),
             (Err(_), _) => false,
         }
     }
@@ -116,11 +125,94 @@ async fn one_feed(blocks: usize, size: usize) -> Result<Measure, String> {
     let end = pair.wait(t0 + BUDGET, |ev| sync.observe(ev)).await;
     pair.stop().await;
     let secs = elapsed(t0, end.ok_or_else(|| timeout_text(&sync.describe()))?);
-    Ok(Measure {
-        value: (blocks * size) as f64 / secs / 1e6,
+    Ok(rate(blocks * size, secs))
+}
+
+/// How long a JS peer may take to start and create its feed.
+const JS_SETUP: Duration = Duration::from_secs(120);
+
+fn rate(bytes: usize, secs: f64) -> Measure {
+    Measure {
+        value: bytes as f64 / secs / 1e6,
         unit: "MB/s",
         note: format!("{secs:.2} s"),
+    }
+}
+
+/// JS hypercore 10 (`peer.mjs`) serves one feed of `blocks` × `size` bytes and feedscope
+/// downloads it: MB/s from just before feedscope starts dialing to its `feed_synced`.
+async fn js_to_feedscope(blocks: usize, size: usize) -> Result<Measure, String> {
+    let (count, bytes) = (blocks.to_string(), size.to_string());
+    let args = [
+        "--listen",
+        "0",
+        "--feeds",
+        "1",
+        "--blocks",
+        &count,
+        "--block-size",
+        &bytes,
+    ];
+    let mut js = JsPeer::spawn(&args).await?;
+    let (_, created) = js.wait(JS_SETUP, |v| v["type"] == "feed_created").await?;
+    let (_, listening) = js.wait(JS_SETUP, |v| v["type"] == "listening").await?;
+    let key = FeedKey::parse(created["key"].as_str().unwrap_or_default())
+        .map_err(|e| format!("peer.mjs made a feed with a bad key: {e}"))?;
+    let addr = format!("127.0.0.1:{}", listening["port"]);
+    let dir = tempfile::tempdir().expect("temporary storage");
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let t0 = Instant::now();
+    let node = launch(Side::B, dir, None, vec![addr], tx).await;
+    let mut sync = SyncTracker::new([(Side::B, key)], blocks as u64);
+    let end = wait_events(&mut events, t0 + BUDGET, |ev| sync.observe(ev)).await;
+    node.stop().await;
+    js.quit().await;
+    let secs = elapsed(t0, end.ok_or_else(|| timeout_text(&sync.describe()))?);
+    Ok(rate(blocks * size, secs))
+}
+
+/// feedscope serves one feed of `blocks` × `size` bytes and JS hypercore 10 (`peer.mjs`)
+/// downloads it: MB/s from the JS peer's `connected` to its `synced`, as in the JS ↔ JS
+/// baseline, after checking the SHA-256 of what it holds.
+async fn feedscope_to_js(blocks: usize, size: usize) -> Result<Measure, String> {
+    let (dir, keys) = seeded(&[FeedSpec::new("bulk", blocks, size)]).await;
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let node = launch(Side::A, dir, Some("127.0.0.1:0".into()), vec![], tx).await;
+    let mut addr = None;
+    wait_events(&mut events, Instant::now() + JS_SETUP, |ev| {
+        match &ev.event {
+            Event::Listening { addr: a } => {
+                addr = Some(a.clone());
+                true
+            }
+            _ => false,
+        }
     })
+    .await;
+    let addr = addr.ok_or("the feedscope engine did not listen")?;
+    let measured = async {
+        let mut js = JsPeer::spawn(&["--connect", &addr]).await?;
+        let (t0, _) = js.wait(JS_SETUP, |v| v["type"] == "connected").await?;
+        let key = keys[0].to_hex();
+        let synced = js
+            .wait(BUDGET, |v| {
+                v["type"] == "synced" && v["key"] == key.as_str() && v["length"] == blocks
+            })
+            .await;
+        js.quit().await;
+        let (end, synced) = synced?;
+        let mut expected = Sha256::new();
+        for i in 0..blocks {
+            expected.update(common::block("bulk", i, size));
+        }
+        if synced["digest"] != hex::encode(expected.finalize()).as_str() {
+            return Err(format!("JS holds other bytes than were sent: {synced}"));
+        }
+        Ok(rate(blocks * size, elapsed(t0, end)))
+    }
+    .await;
+    node.stop().await;
+    measured
 }
 
 /// 25 feeds on each side, each 1,000 × 1 KiB, replicated both ways on one connection.
@@ -321,8 +413,21 @@ impl Options {
     }
 }
 
+/// JS ↔ JS rates by workload (blocks, block size), each measured once per run.
+type Baselines = HashMap<(usize, usize), Result<f64, String>>;
+
+async fn baseline(baselines: &mut Baselines, blocks: usize, size: usize) -> Result<f64, String> {
+    if let Some(known) = baselines.get(&(blocks, size)) {
+        return known.clone();
+    }
+    let measured = js::baseline(blocks, size).await;
+    baselines.insert((blocks, size), measured.clone());
+    measured
+}
+
 async fn one_feed_row(
     options: &Options,
+    baselines: &mut Baselines,
     id: &'static str,
     blocks: usize,
     size: usize,
@@ -338,13 +443,40 @@ async fn one_feed_row(
         Target::AtLeast(target),
     );
     if options.js {
-        row.js = Some(js::baseline(blocks, size).await);
+        row.js = Some(baseline(baselines, blocks, size).await);
     }
+    row
+}
+
+/// feedscope with JS hypercore 10, one direction, beside the JS ↔ JS rate.
+async fn mixed_row(
+    options: &Options,
+    baselines: &mut Baselines,
+    id: &'static str,
+    (blocks, size): (usize, usize),
+    js_serves: bool,
+) -> Row {
+    let blocks = options.blocks.unwrap_or(blocks);
+    let (what, measured) = if js_serves {
+        ("JS → feedscope", js_to_feedscope(blocks, size).await)
+    } else {
+        ("feedscope → JS", feedscope_to_js(blocks, size).await)
+    };
+    let mut row = Row::new(
+        id,
+        format!("{what}, 1 feed × {blocks} × {} KiB", size / KIB),
+        measured,
+        "≥ JS ↔ JS",
+        Target::AtLeastJs,
+    );
+    row.js = Some(baseline(baselines, blocks, size).await);
     row
 }
 
 async fn run(options: &Options) -> Vec<Row> {
     let mut rows = Vec::new();
+    let mut baselines = Baselines::new();
+    let b = &mut baselines;
     let selected = |id: &str| {
         let yes = options.selected(id);
         if yes {
@@ -353,12 +485,13 @@ async fn run(options: &Options) -> Vec<Row> {
         yes
     };
     if selected("one-feed-1k") {
-        rows.push(one_feed_row(options, "one-feed-1k", 10_000, KIB, "≥ 12 MB/s", 12.0).await);
+        rows.push(one_feed_row(options, b, "one-feed-1k", 10_000, KIB, "≥ 12 MB/s", 12.0).await);
     }
     if selected("one-feed-64k") {
         rows.push(
             one_feed_row(
                 options,
+                b,
                 "one-feed-64k",
                 1_000,
                 64 * KIB,
@@ -367,6 +500,18 @@ async fn run(options: &Options) -> Vec<Row> {
             )
             .await,
         );
+    }
+    // With JS hypercore 10 at the other end: they need node, so `--no-js` leaves them out.
+    let mixed = [
+        ("js-to-feedscope-1k", (10_000, KIB), true),
+        ("feedscope-to-js-1k", (10_000, KIB), false),
+        ("js-to-feedscope-64k", (1_000, 64 * KIB), true),
+        ("feedscope-to-js-64k", (1_000, 64 * KIB), false),
+    ];
+    for (id, workload, js_serves) in mixed {
+        if options.js && selected(id) {
+            rows.push(mixed_row(options, b, id, workload, js_serves).await);
+        }
     }
     if selected("both-ways") {
         rows.push(Row::new(

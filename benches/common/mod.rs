@@ -145,34 +145,52 @@ impl Pair {
     pub async fn wait(
         &mut self,
         deadline: Instant,
-        mut done: impl FnMut(&Stamped) -> bool,
+        done: impl FnMut(&Stamped) -> bool,
     ) -> Option<Instant> {
-        loop {
-            match tokio::time::timeout_at(deadline.into(), self.events.recv()).await {
-                Ok(Some(ev)) if done(&ev) => return Some(ev.at),
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => return None,
-            }
-        }
+        wait_events(&mut self.events, deadline, done).await
     }
 
     /// Asks both engines to quit and waits for them (checkpoints included), but not forever.
     pub async fn stop(self) {
-        for node in [self.a, self.b] {
-            let _ = node.commands.send(Command::Quit);
-            let abort = node.done.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(60), node.done)
-                .await
-                .is_err()
-            {
-                eprintln!("an engine did not stop within 60 s; aborted");
-                abort.abort();
-            }
+        self.a.stop().await;
+        self.b.stop().await;
+    }
+}
+
+impl Node {
+    /// Asks the engine to quit and waits for it (checkpoints included), but not forever.
+    pub async fn stop(self) {
+        let _ = self.commands.send(Command::Quit);
+        let abort = self.done.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(60), self.done)
+            .await
+            .is_err()
+        {
+            eprintln!("an engine did not stop within 60 s; aborted");
+            abort.abort();
         }
     }
 }
 
-async fn launch(
+/// Feeds events to `done` until it returns true, and returns that event's arrival time;
+/// `None` if `deadline` passes first or every engine stops.
+pub async fn wait_events(
+    events: &mut mpsc::UnboundedReceiver<Stamped>,
+    deadline: Instant,
+    mut done: impl FnMut(&Stamped) -> bool,
+) -> Option<Instant> {
+    loop {
+        match tokio::time::timeout_at(deadline.into(), events.recv()).await {
+            Ok(Some(ev)) if done(&ev) => return Some(ev.at),
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return None,
+        }
+    }
+}
+
+/// Starts one engine on `dir` that listens on a free loopback port (`listen`) or dials
+/// `connect`, with its events stamped as side `side`.
+pub async fn launch(
     side: Side,
     dir: TempDir,
     listen: Option<String>,
