@@ -272,9 +272,8 @@ impl CoreFileIo {
         Ok(())
     }
 
-    /// Holds a write back in the mirror; false if it cannot be held (no mirror, or no budget
-    /// left for it).
-    fn hold(&self, offset: u64, data: &[u8]) -> bool {
+    /// Holds a write back in the mirror, if there is one with room and budget for it.
+    fn hold(&self, offset: u64, data: &[u8]) -> Held {
         let mut mirror = self.mirror();
         let (
             Mirror::Loaded {
@@ -285,24 +284,31 @@ impl CoreFileIo {
             Some(budget),
         ) = (&mut *mirror, self.budget())
         else {
-            return false;
+            return Held::NoMirror;
         };
         let (start, end) = (offset as usize, offset as usize + data.len());
         if held.len() >= MAX_HELD_WRITES {
-            return false;
+            return Held::Full;
         }
         if bytes.len() < end && !grow(bytes, reserved, end, budget) {
-            return false;
+            return Held::NoBudget;
         }
         bytes[start..end].copy_from_slice(data);
         held.push((start, end));
         self.len.fetch_max(end as u64, Ordering::SeqCst);
-        true
+        Held::Yes
     }
 
     fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), RandomAccessError> {
-        if self.hold(offset, data) {
-            return Ok(());
+        match self.hold(offset, data) {
+            Held::Yes => return Ok(()),
+            Held::Full => {
+                self.order.put_down_all()?;
+                if let Held::Yes = self.hold(offset, data) {
+                    return Ok(());
+                }
+            }
+            Held::NoMirror | Held::NoBudget => {}
         }
         self.order.put_down_all()?;
         // A mirror that could not take the write is given up: the file is read from now on.
@@ -332,6 +338,15 @@ impl CoreFileIo {
         self.file.read_exact_at(&mut buf, offset)?;
         Ok(buf)
     }
+}
+
+/// What became of a write offered to the mirror.
+enum Held {
+    Yes,
+    /// Too many writes held: put them down and offer it again.
+    Full,
+    NoMirror,
+    NoBudget,
 }
 
 /// A growing mirror takes at least this much more memory at a time.
@@ -648,6 +663,32 @@ mod tests {
         assert!(tree_seen.upgrade().is_none());
         assert_eq!(std::fs::read(dir.path().join("tree")).unwrap(), [2; 40]);
         assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn a_long_run_of_writes_goes_down_in_batches_and_stays_mirrored() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = budget(1 << 20);
+        let tree = open(
+            dir.path(),
+            "tree",
+            Some(Hold { rank: 0, budget }),
+            &Arc::default(),
+        );
+        let writes = MAX_HELD_WRITES + 10;
+        for node in 0..writes as u64 {
+            block_on(tree.write(node * 40, &[node as u8; 40])).unwrap();
+        }
+        assert_eq!(
+            held_writes(&tree),
+            10,
+            "the first {MAX_HELD_WRITES} went down"
+        );
+        assert!(budget.used() >= writes * 40, "still mirrored");
+        let disk = std::fs::read(dir.path().join("tree")).unwrap();
+        assert_eq!(disk.len(), MAX_HELD_WRITES * 40);
+        let last = block_on(tree.read((writes as u64 - 1) * 40, 40)).unwrap();
+        assert_eq!(last, [(writes - 1) as u8; 40]);
     }
 
     #[test]
