@@ -17,7 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::js::{self, JsPeer};
 use common::{
-    launch, peak_rss, reset_peak_rss, seeded, wait_events, FeedSpec, Pair, Side, SyncTracker,
+    launch, listening, peak_rss, reset_peak_rss, seeded, wait_events, FeedSpec, Pair, Side,
+    SyncTracker,
 };
 use feedscope::event::{Command, Event};
 use feedscope::wire::FeedKey;
@@ -178,18 +179,9 @@ async fn feedscope_to_js(blocks: usize, size: usize) -> Result<Measure, String> 
     let (dir, keys) = seeded(&[FeedSpec::new("bulk", blocks, size)]).await;
     let (tx, mut events) = mpsc::unbounded_channel();
     let node = launch(Side::A, dir, Some("127.0.0.1:0".into()), vec![], tx).await;
-    let mut addr = None;
-    wait_events(&mut events, Instant::now() + JS_SETUP, |ev| {
-        match &ev.event {
-            Event::Listening { addr: a } => {
-                addr = Some(a.clone());
-                true
-            }
-            _ => false,
-        }
-    })
-    .await;
-    let addr = addr.ok_or("the feedscope engine did not listen")?;
+    let addr = listening(&mut events, JS_SETUP)
+        .await
+        .ok_or("the feedscope engine did not listen")?;
     let measured = async {
         let mut js = JsPeer::spawn(&["--connect", &addr]).await?;
         let (t0, _) = js.wait(JS_SETUP, |v| v["type"] == "connected").await?;

@@ -124,17 +124,9 @@ impl Pair {
             tx.clone(),
         )
         .await;
-        let addr = tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                match events.recv().await.map(|s| s.event) {
-                    Some(Event::Listening { addr }) => return addr,
-                    Some(_) => {}
-                    None => panic!("engine A stopped before listening"),
-                }
-            }
-        })
-        .await
-        .expect("engine A listens within 10 s");
+        let addr = listening(&mut events, Duration::from_secs(10))
+            .await
+            .expect("engine A listens within 10 s");
         let t0 = Instant::now();
         let b = launch(Side::B, b_dir, None, vec![addr], tx).await;
         Pair { a, b, events, t0 }
@@ -186,6 +178,23 @@ pub async fn wait_events(
             Ok(None) | Err(_) => return None,
         }
     }
+}
+
+/// The address an engine reports it listens on, if it does within `within`.
+pub async fn listening(
+    events: &mut mpsc::UnboundedReceiver<Stamped>,
+    within: Duration,
+) -> Option<String> {
+    let mut addr = None;
+    wait_events(events, Instant::now() + within, |ev| match &ev.event {
+        Event::Listening { addr: a } => {
+            addr = Some(a.clone());
+            true
+        }
+        _ => false,
+    })
+    .await;
+    addr
 }
 
 /// Starts one engine on `dir` that listens on a free loopback port (`listen`) or dials
