@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -163,7 +164,8 @@ pub struct Store {
     creating: tokio::sync::Mutex<()>,
     /// Feeds listed in the index that could not be opened, with the reason.
     pub broken: Vec<StoreError>,
-    /// Replicas that were rolled back to their last checkpoint on open, for a warning.
+    /// Replicas that were rolled back to their last checkpoint or repaired on open, each with
+    /// a note for a warning.
     pub rolled_back: Vec<String>,
 }
 
@@ -221,6 +223,17 @@ impl Store {
         let mut broken = Vec::new();
         let mut rolled_back = Vec::new();
         for entry in index.feeds {
+            if !entry.writable {
+                match forget_blocks_without_nodes(dir, &entry) {
+                    Ok(Some(note)) => rolled_back.push(note),
+                    Ok(None) => {}
+                    // It needs a repair it cannot have: reported, and the others still open.
+                    Err(e) => {
+                        broken.push(e);
+                        continue;
+                    }
+                }
+            }
             let mut opened = open_core(dir, &entry).await;
             if opened.is_err() && !entry.writable {
                 if let Some(note) = roll_back_replica(dir, &entry)? {
@@ -437,6 +450,55 @@ fn display_name(entry: &FeedEntry) -> String {
 
 /// Where oplog entries start: after two 4 KiB header slots (hypercore's oplog layout).
 const OPLOG_ENTRIES_OFFSET: u64 = 2 * 4096;
+
+/// Bytes of one tree node on disk: a 32-byte hash and an 8-byte size.
+const TREE_NODE_BYTES: usize = 40;
+
+/// Clears the bitfield bits of a replica's blocks whose leaf node is blank in its tree file.
+///
+/// `hypercore 0.17.0-alpha.1` writes a checkpoint's bitfield before its tree nodes. Before
+/// feedscope ordered those writes (see `WriteOrder`), a process killed between the two left
+/// blocks marked present that could be neither read nor served, and that the replica never
+/// asked for again. Their bits are cleared, so that they are downloaded again; the block
+/// bytes stay in place to be overwritten. Writable feeds need none of this: the library
+/// replays their log, which holds the nodes. Returns a note for the user if anything changed.
+fn forget_blocks_without_nodes(
+    dir: &Path,
+    entry: &FeedEntry,
+) -> Result<Option<String>, StoreError> {
+    let core = core_dir(dir, &entry.key);
+    let (bitfield_path, tree_path) = (core.join("bitfield"), core.join("tree"));
+    let (Ok(mut bitfield), Ok(tree)) = (fs::read(&bitfield_path), fs::read(&tree_path)) else {
+        // A core without these files is reported when it is opened.
+        return Ok(None);
+    };
+    let blank_leaf = |block: usize| {
+        let at = 2 * block * TREE_NODE_BYTES;
+        tree.get(at..at + TREE_NODE_BYTES)
+            .is_none_or(|node| node.iter().all(|&b| b == 0))
+    };
+    let mut cleared = 0u64;
+    for (i, byte) in bitfield.iter_mut().enumerate() {
+        for bit in 0..8 {
+            if *byte & (1 << bit) != 0 && blank_leaf(i * 8 + bit) {
+                *byte &= !(1 << bit);
+                cleared += 1;
+            }
+        }
+    }
+    if cleared == 0 {
+        return Ok(None);
+    }
+    let written = fs::OpenOptions::new()
+        .write(true)
+        .open(&bitfield_path)
+        .and_then(|f| f.write_all_at(&bitfield, 0).and_then(|()| f.sync_all()));
+    written.map_err(unusable(&bitfield_path))?;
+    Ok(Some(format!(
+        "replica {}: {cleared} block(s) were marked present without their tree nodes (left by a crash during a checkpoint); they will be downloaded again",
+        entry.key
+    )))
+}
 
 /// Drops the entries written since a replica's last checkpoint, keeping a backup.
 ///
@@ -696,6 +758,77 @@ mod replica_tests {
     #[tokio::test]
     async fn a_replica_that_missed_its_checkpoint_reopens_and_can_resume() {
         downloaded_replica_reopens(false).await;
+    }
+
+    /// Downloads blocks `range` of `w` into `r`, each with the proof `r` asks for.
+    async fn download(w: &Feed, r: &Feed, range: std::ops::Range<u64>) {
+        let wc = w.core.lock().await;
+        let rc = r.core.lock().await;
+        for i in range {
+            let nodes = rc.missing_nodes(i).await.unwrap();
+            let p = wc
+                .create_proof(Some(RequestBlock { index: i, nodes }), None, None, None)
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(rc.verify_and_apply_proof(p).await.unwrap());
+        }
+    }
+
+    #[tokio::test]
+    async fn blocks_marked_present_without_tree_nodes_are_forgotten_and_fetched_again() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let src = Store::open(a.path()).await.unwrap();
+        let (w, _) = src.create_writable("w").await.unwrap();
+        let blocks: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i; 100]).collect();
+        w.core.lock().await.append_batch(&blocks).await.unwrap();
+        let key = w.entry.key;
+        {
+            let dst = Store::open(b.path()).await.unwrap();
+            let (r, _) = dst.get_or_create_replica(key).await.unwrap();
+            let upgrade = Some(RequestUpgrade {
+                start: 0,
+                length: 8,
+            });
+            let wc = w.core.lock().await;
+            let p = wc.create_proof(None, None, None, upgrade).await;
+            drop(wc);
+            let p = p.unwrap().unwrap();
+            assert!(r.core.lock().await.verify_and_apply_proof(p).await.unwrap());
+            download(&w, &r, 0..8).await;
+            assert!(dst.checkpoint_and_sync(&r).await);
+        }
+        // What a process killed between the library's bitfield and tree writes left: block 5
+        // marked present, its leaf node blank.
+        let tree = core_dir(b.path(), &key).join("tree");
+        let file = fs::OpenOptions::new().write(true).open(&tree).unwrap();
+        file.write_all_at(&[0; TREE_NODE_BYTES], 2 * 5 * TREE_NODE_BYTES as u64)
+            .unwrap();
+        drop(file);
+
+        let dst = Store::open(b.path()).await.unwrap();
+        assert!(dst.broken.is_empty(), "{:?}", dst.broken);
+        assert_eq!(dst.rolled_back.len(), 1, "{:?}", dst.rolled_back);
+        assert!(
+            dst.rolled_back[0].contains("1 block(s)"),
+            "{:?}",
+            dst.rolled_back
+        );
+        let r = dst.get(&key).unwrap();
+        {
+            let rc = r.core.lock().await;
+            assert!(!rc.has(5), "forgotten");
+            assert_eq!(rc.get(4).await.unwrap().unwrap(), blocks[4]);
+            assert_eq!(rc.get(6).await.unwrap().unwrap(), blocks[6]);
+        }
+        download(&w, &r, 5..6).await;
+        assert_eq!(
+            r.core.lock().await.get(5).await.unwrap().unwrap(),
+            blocks[5]
+        );
+        drop(dst);
+        let again = Store::open(b.path()).await.unwrap();
+        assert!(again.rolled_back.is_empty(), "{:?}", again.rolled_back);
     }
 
     async fn downloaded_replica_reopens(checkpoint: bool) {
