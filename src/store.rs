@@ -760,19 +760,19 @@ mod replica_tests {
         downloaded_replica_reopens(false).await;
     }
 
-    /// Downloads blocks `range` of `w` into `r`, each with the proof `r` asks for.
-    async fn download(w: &Feed, r: &Feed, range: std::ops::Range<u64>) {
-        let wc = w.core.lock().await;
-        let rc = r.core.lock().await;
-        for i in range {
-            let nodes = rc.missing_nodes(i).await.unwrap();
-            let p = wc
-                .create_proof(Some(RequestBlock { index: i, nodes }), None, None, None)
-                .await
-                .unwrap()
-                .unwrap();
-            assert!(rc.verify_and_apply_proof(p).await.unwrap());
-        }
+    /// Applies to `rc` the proof of block `i` that `wc` makes for the nodes `rc` lacks.
+    async fn fetch_block(wc: &Hypercore, rc: &Hypercore, i: u64) {
+        let nodes = rc.missing_nodes(i).await.unwrap();
+        let block = Some(RequestBlock { index: i, nodes });
+        let p = wc.create_proof(block, None, None, None).await.unwrap();
+        assert!(rc.verify_and_apply_proof(p.unwrap()).await.unwrap());
+    }
+
+    /// Applies to `rc` an upgrade from `start` to `start + length`, made by `wc`.
+    async fn fetch_upgrade(wc: &Hypercore, rc: &Hypercore, start: u64, length: u64) {
+        let upgrade = Some(RequestUpgrade { start, length });
+        let p = wc.create_proof(None, None, None, upgrade).await.unwrap();
+        assert!(rc.verify_and_apply_proof(p.unwrap()).await.unwrap());
     }
 
     #[tokio::test]
@@ -786,16 +786,13 @@ mod replica_tests {
         {
             let dst = Store::open(b.path()).await.unwrap();
             let (r, _) = dst.get_or_create_replica(key).await.unwrap();
-            let upgrade = Some(RequestUpgrade {
-                start: 0,
-                length: 8,
-            });
-            let wc = w.core.lock().await;
-            let p = wc.create_proof(None, None, None, upgrade).await;
-            drop(wc);
-            let p = p.unwrap().unwrap();
-            assert!(r.core.lock().await.verify_and_apply_proof(p).await.unwrap());
-            download(&w, &r, 0..8).await;
+            {
+                let (wc, rc) = (w.core.lock().await, r.core.lock().await);
+                fetch_upgrade(&wc, &rc, 0, 8).await;
+                for i in 0..8 {
+                    fetch_block(&wc, &rc, i).await;
+                }
+            }
             assert!(dst.checkpoint_and_sync(&r).await);
         }
         // What a process killed between the library's bitfield and tree writes left: block 5
@@ -821,11 +818,10 @@ mod replica_tests {
             assert_eq!(rc.get(4).await.unwrap().unwrap(), blocks[4]);
             assert_eq!(rc.get(6).await.unwrap().unwrap(), blocks[6]);
         }
-        download(&w, &r, 5..6).await;
-        assert_eq!(
-            r.core.lock().await.get(5).await.unwrap().unwrap(),
-            blocks[5]
-        );
+        let (wc, rc) = (w.core.lock().await, r.core.lock().await);
+        fetch_block(&wc, &rc, 5).await;
+        assert_eq!(rc.get(5).await.unwrap().unwrap(), blocks[5]);
+        drop((wc, rc));
         drop(dst);
         let again = Store::open(b.path()).await.unwrap();
         assert!(again.rolled_back.is_empty(), "{:?}", again.rolled_back);
@@ -848,28 +844,9 @@ mod replica_tests {
             let (r, _) = dst.get_or_create_replica(key).await.unwrap();
             let wc = w.core.lock().await;
             let rc = r.core.lock().await;
-            let p = wc
-                .create_proof(
-                    None,
-                    None,
-                    None,
-                    Some(RequestUpgrade {
-                        start: 0,
-                        length: 2,
-                    }),
-                )
-                .await
-                .unwrap()
-                .unwrap();
-            assert!(rc.verify_and_apply_proof(p).await.unwrap());
+            fetch_upgrade(&wc, &rc, 0, 2).await;
             for i in 0..2 {
-                let nodes = rc.missing_nodes(i).await.unwrap();
-                let p = wc
-                    .create_proof(Some(RequestBlock { index: i, nodes }), None, None, None)
-                    .await
-                    .unwrap()
-                    .unwrap();
-                assert!(rc.verify_and_apply_proof(p).await.unwrap());
+                fetch_block(&wc, &rc, i).await;
             }
             drop(rc);
             if checkpoint {
@@ -892,30 +869,11 @@ mod replica_tests {
         }
         let wc = w.core.lock().await;
         if info.length < 2 {
-            let p = wc
-                .create_proof(
-                    None,
-                    None,
-                    None,
-                    Some(RequestUpgrade {
-                        start: info.length,
-                        length: 2 - info.length,
-                    }),
-                )
-                .await
-                .unwrap()
-                .unwrap();
-            assert!(rc.verify_and_apply_proof(p).await.unwrap());
+            fetch_upgrade(&wc, &rc, info.length, 2 - info.length).await;
         }
         for i in 0..2 {
             if !rc.has(i) {
-                let nodes = rc.missing_nodes(i).await.unwrap();
-                let p = wc
-                    .create_proof(Some(RequestBlock { index: i, nodes }), None, None, None)
-                    .await
-                    .unwrap()
-                    .unwrap();
-                assert!(rc.verify_and_apply_proof(p).await.unwrap());
+                fetch_block(&wc, &rc, i).await;
             }
         }
         assert_eq!(rc.get(1).await.unwrap().unwrap(), b"world");
