@@ -300,7 +300,12 @@ impl CoreFileIo {
     }
 
     fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), RandomAccessError> {
-        match self.hold(offset, data) {
+        // The data and oplog files (no `hold`) skip the mirror on every write.
+        let held = match self.hold {
+            Some(_) => self.hold(offset, data),
+            None => Held::NoMirror,
+        };
+        match held {
             Held::Yes => return Ok(()),
             Held::Full => {
                 self.order.put_down_all()?;
@@ -311,8 +316,10 @@ impl CoreFileIo {
             Held::NoMirror | Held::NoBudget => {}
         }
         self.order.put_down_all()?;
-        // A mirror that could not take the write is given up: the file is read from now on.
-        give_up(&mut self.mirror(), self.budget());
+        if self.hold.is_some() {
+            // A mirror that could not take the write is given up: the file is read from now on.
+            give_up(&mut self.mirror(), self.budget());
+        }
         self.file.write_all_at(data, offset)?;
         self.len
             .fetch_max(offset + data.len() as u64, Ordering::SeqCst);
