@@ -5,7 +5,7 @@
 //! bounded at the source (progress at most every 100 ms per feed and peer). A panic in a peer
 //! task ends that peer only, reported as an error.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -33,6 +33,9 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub const DIAL_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 /// Attempts per dial before giving up.
 pub const DIAL_ATTEMPTS: u32 = 30;
+/// Longest time verified blocks stay only in memory: the files' held writes go down this often
+/// (see [`crate::store::CoreFileIo`]).
+pub const PUT_DOWN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What the engine needs to start.
 #[derive(Debug, Clone)]
@@ -251,6 +254,26 @@ pub async fn start(config: Config) -> Result<Engine, StoreError> {
     })
 }
 
+/// Writes what the feeds' files hold back in memory. A feed that cannot be written is reported
+/// once, until it can again; what it holds stays in memory and is tried again.
+fn put_down_held(shared: &Shared, failing: &mut HashSet<FeedKey>) {
+    for feed in shared.store.feeds() {
+        match feed.put_down() {
+            Ok(()) => {
+                failing.remove(&feed.entry.key);
+            }
+            Err(e) if failing.insert(feed.entry.key) => shared.emit(Event::Error {
+                peer: None,
+                kind: "storage".into(),
+                message: format!(
+                    "{e}; its newest blocks are kept in memory and written as soon as the disk takes them"
+                ),
+            }),
+            Err(_) => {}
+        }
+    }
+}
+
 async fn run(shared: Arc<Shared>, config: Config, mut commands: mpsc::UnboundedReceiver<Command>) {
     let mut tasks = JoinSet::new();
     let (conn_tx, mut conn_rx) = mpsc::unbounded_channel::<(TcpStream, bool)>();
@@ -282,6 +305,9 @@ async fn run(shared: Arc<Shared>, config: Config, mut commands: mpsc::UnboundedR
         tasks.spawn(dial(shared.clone(), addr.clone(), conn_tx.clone()));
     }
     let mut peer_tasks = JoinSet::new();
+    let mut put_down = tokio::time::interval(PUT_DOWN_INTERVAL);
+    put_down.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = HashSet::new();
     loop {
         tokio::select! {
             cmd = commands.recv() => match cmd {
@@ -296,6 +322,7 @@ async fn run(shared: Arc<Shared>, config: Config, mut commands: mpsc::UnboundedR
                 spawn_peer(&shared, &mut peer_tasks, stream, initiator);
             }
             Some(_) = peer_tasks.join_next(), if !peer_tasks.is_empty() => {}
+            _ = put_down.tick() => put_down_held(&shared, &mut failing),
         }
     }
     tasks.abort_all();

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::wire::FeedKey;
 
 mod file;
-pub use file::{CoreFileIo, Hold, MirrorBudget, WriteOrder, MAX_MIRRORED_BYTES, MIRRORS};
+pub use file::{CoreFileIo, Hold, Keep, MirrorBudget, WriteOrder, MAX_MIRRORED_BYTES, MIRRORS};
 
 /// Everything that can go wrong with the storage folder.
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +118,19 @@ impl Feed {
                 reason: e.to_string(),
             })?;
         Ok(outcome.length)
+    }
+
+    /// Writes what the feed's files hold back in memory (see [`CoreFileIo`]), so that a
+    /// process killed afterwards keeps it.
+    pub fn put_down(&self) -> Result<(), StoreError> {
+        let Some(file) = self.files.first() else {
+            return Ok(());
+        };
+        file.put_down_held().map_err(|e| StoreError::Core {
+            key: self.entry.key.to_hex(),
+            name: display_name(&self.entry),
+            reason: format!("cannot write to disk: {e}"),
+        })
     }
 
     /// Forces the feed's files to disk.
@@ -416,7 +429,11 @@ impl Store {
 
     async fn checkpoint_log(&self, feed: &Feed) -> bool {
         let oplog = core_dir(&self.dir, &feed.entry.key).join("oplog");
-        let clean = || fs::metadata(&oplog).map_or(true, |m| m.len() <= OPLOG_ENTRIES_OFFSET);
+        // The oplog on disk, once what it holds back is down.
+        let clean = || {
+            feed.put_down().is_ok()
+                && fs::metadata(&oplog).map_or(true, |m| m.len() <= OPLOG_ENTRIES_OFFSET)
+        };
         if feed.entry.writable || clean() {
             return true;
         }
@@ -543,6 +560,7 @@ async fn disk_storage(
     let collected = files.clone();
     let dir = path.to_path_buf();
     let order = Arc::new(WriteOrder::default());
+    let writable = entry.writable;
     let storage = Storage::open(
         move |which: CoreFile| {
             let path = dir.join(match which {
@@ -551,23 +569,27 @@ async fn disk_storage(
                 CoreFile::Bitfield => "bitfield",
                 CoreFile::Oplog => "oplog",
             });
-            // The tree is read over and over, and written in runs; the tree and the bitfield
-            // hold their writes so that they reach the disk in a safe order (see `WriteOrder`).
-            let hold = match which {
-                CoreFile::Tree => Some(Hold {
-                    rank: 0,
+            // The tree is read over and over, and written in runs; the tree, the bitfield and
+            // a replica's oplog hold their writes, which reach the disk in a safe order (see
+            // `WriteOrder`). A writable core's oplog holds what was appended: it goes down at
+            // once.
+            let held = |rank| {
+                Keep::Held(Hold {
+                    rank,
                     budget: &MIRRORS,
-                }),
-                CoreFile::Bitfield => Some(Hold {
-                    rank: 1,
-                    budget: &MIRRORS,
-                }),
-                CoreFile::Data | CoreFile::Oplog => None,
+                })
+            };
+            let keep = match which {
+                CoreFile::Tree => held(0),
+                CoreFile::Bitfield => held(1),
+                CoreFile::Oplog if !writable => held(2),
+                CoreFile::Oplog => Keep::Ordered,
+                CoreFile::Data => Keep::Unordered,
             };
             let collected = collected.clone();
             let order = order.clone();
             Box::pin(async move {
-                let file = CoreFileIo::open(&path, hold, order)?;
+                let file = CoreFileIo::open(&path, keep, order)?;
                 collected.lock().unwrap().push(file.clone());
                 Ok(file as Arc<dyn hypercore::StorageTraits>)
             })
@@ -617,6 +639,10 @@ async fn build_core(
         .build()
         .await
         .map_err(|e| core_err(entry, &path, e))?;
+    // A new core's files go down at once: one listed in the index must open after a crash.
+    if let Some(file) = files.first() {
+        file.put_down_held().map_err(unusable(&path))?;
+    }
     Ok((core, files))
 }
 
@@ -825,6 +851,80 @@ mod replica_tests {
         drop(dst);
         let again = Store::open(b.path()).await.unwrap();
         assert!(again.rolled_back.is_empty(), "{:?}", again.rolled_back);
+    }
+
+    /// Copies a storage folder as a process killed at this moment would leave it.
+    fn snapshot(from: &Path, to: &Path) {
+        for entry in walk(from) {
+            let target = to.join(entry.strip_prefix(from).unwrap());
+            fs::create_dir_all(target.parent().unwrap()).unwrap();
+            fs::copy(&entry, &target).unwrap();
+        }
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files.extend(walk(&path));
+            } else {
+                files.push(path);
+            }
+        }
+        files
+    }
+
+    #[tokio::test]
+    async fn a_replica_killed_at_any_moment_reopens_with_only_right_blocks() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let src = Store::open(a.path()).await.unwrap();
+        let (w, _) = src.create_writable("w").await.unwrap();
+        let blocks: Vec<Vec<u8>> = (0..48u8).map(|i| vec![i; 300]).collect();
+        let key = w.entry.key;
+        let dst = Store::open(b.path()).await.unwrap();
+        let (r, _) = dst.get_or_create_replica(key).await.unwrap();
+        let wc = w.core.lock().await;
+        let mut length = 0;
+        for i in 0..blocks.len() as u64 {
+            // The writer grows as replication goes, so that upgrades come in between blocks.
+            if i == length {
+                length = (length + 7).min(blocks.len() as u64);
+                wc.append_batch(&blocks[i as usize..length as usize])
+                    .await
+                    .unwrap();
+                fetch_upgrade(&wc, &*r.core.lock().await, i, length - i).await;
+            }
+            fetch_block(&wc, &*r.core.lock().await, i).await;
+            let put_down = i % 5 == 4;
+            if put_down {
+                r.put_down().unwrap();
+            }
+            let copy = tempfile::tempdir().unwrap();
+            snapshot(b.path(), copy.path());
+            let reopened = Store::open(copy.path()).await.unwrap();
+            assert!(
+                reopened.broken.is_empty(),
+                "after block {i}: {:?}",
+                reopened.broken
+            );
+            let rc = reopened.get(&key).unwrap().core.clone();
+            let rc = rc.lock().await;
+            let info = rc.info();
+            for j in 0..info.length {
+                if rc.has(j) {
+                    assert_eq!(
+                        rc.get(j).await.unwrap().unwrap(),
+                        blocks[j as usize],
+                        "{i}/{j}"
+                    );
+                }
+            }
+            if put_down {
+                // Down to the library's last checkpoint, one in four blocks.
+                assert!(info.contiguous_length + 4 > i, "after block {i}: {info:?}");
+            }
+        }
     }
 
     async fn downloaded_replica_reopens(checkpoint: bool) {

@@ -1,6 +1,7 @@
 //! One of a core's files, read and written with positioned I/O on the calling thread. The
-//! tree and the bitfield are mirrored in memory, while a process-wide budget allows, and hold
-//! their writes back until another file of the core changes.
+//! tree, the bitfield and a replica's oplog are mirrored in memory, while a process-wide
+//! budget allows, and hold their writes back until the core's data is cut, the core is synced,
+//! too many writes are held, or the engine's timer puts them down.
 //!
 //! The library issues dozens of small reads and writes per block; the default backend hands
 //! each to a blocking thread pool and back, which on two cores spent most of the time
@@ -10,8 +11,12 @@
 //! The tree file takes about 20 reads of one 40-byte node per replicated block (proof building
 //! on one side, the missing-node count and the proof check on the other), each a system call;
 //! its mirror answers them from memory. Its writes come in runs of one node each; held back,
-//! a run goes down as one write. [`WriteOrder`] says when held writes go down, and why that
-//! leaves the disk in a state the library can open after any crash.
+//! a run goes down as one write. The library checkpoints every fourth block (tree, bitfield,
+//! oplog header, oplog cut back); held back, a hundred checkpoints go down as one. A replica's
+//! oplog entries are dropped when it reopens anyway (see `roll_back_replica` in the store), so
+//! holding them back costs nothing a crash would have kept. [`WriteOrder`] says in which order
+//! held writes go down, and why that leaves the disk in a state the library can open after any
+//! crash.
 
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
@@ -73,6 +78,9 @@ enum Mirror {
     Loaded {
         bytes: Vec<u8>,
         held: Vec<(usize, usize)>,
+        /// The shortest length the file was cut to since its writes last went down: the file
+        /// goes down to it, then out to the length of `bytes`, before the held writes.
+        cut: Option<usize>,
         /// What `bytes` took from the budget: the memory asked for, not only the length.
         reserved: usize,
     },
@@ -83,7 +91,21 @@ enum Mirror {
 /// Writes held back at most, per file, before they are put down anyway.
 const MAX_HELD_WRITES: usize = 1024;
 
-/// How a file of a core is kept: written through, or mirrored with its writes held back.
+/// How a core file reaches the disk.
+#[derive(Debug, Clone, Copy)]
+pub enum Keep {
+    /// Mirrored, its writes and cuts held back.
+    Held(Hold),
+    /// Written at once, after what the core's other files hold back: a writable core's oplog,
+    /// whose entries are the only copy of what was appended.
+    Ordered,
+    /// Written at once, while the other files go on holding theirs: a core's data, which the
+    /// library writes before anything that points to it. Cutting it or zeroing a range in it
+    /// still waits for the held writes, which may point into what goes.
+    Unordered,
+}
+
+/// How a held file is mirrored and ordered.
 #[derive(Debug, Clone, Copy)]
 pub struct Hold {
     /// Held writes of files of lower rank go down first.
@@ -94,13 +116,15 @@ pub struct Hold {
 
 /// The files of one core, in step.
 ///
-/// A file that holds its writes back is put down before any other file of the core is
-/// written, truncated or synced. Held files go down in rank order: the tree before the
-/// bitfield. The library writes a checkpoint as bitfield, tree, then header; a process
-/// that died between its bitfield and its tree writes would leave blocks marked present
-/// whose tree nodes are missing, a core that cannot serve them. In rank order the tree is
-/// always on disk before the bitfield that points into it. Held writes next to each other
-/// go down as one: the tree's node writes come in runs of a dozen or more per checkpoint.
+/// Held writes are put down before an [`Keep::Ordered`] file is written, before any file of
+/// the core is cut or synced, and when [`CoreFileIo::put_down_held`] says so. Held files go
+/// down in rank order: the tree, the bitfield, then the oplog. The library writes a checkpoint
+/// as bitfield, tree, then oplog header; a process that died between its bitfield and its tree
+/// writes would leave blocks marked present whose tree nodes are missing, a core that cannot
+/// serve them. In rank order the tree is always on disk before the bitfield that points into
+/// it, and both before the oplog header that stops replaying the entries they replace. A
+/// crash between two files leaves new tree and bitfield under an older header, as a crash in
+/// the library's own checkpoint does. Held writes next to each other go down as one.
 #[derive(Debug, Default)]
 pub struct WriteOrder {
     /// The files that can hold writes, in rank order.
@@ -154,6 +178,8 @@ pub struct CoreFileIo {
     len: AtomicU64,
     mirror: Mutex<Mirror>,
     hold: Option<Hold>,
+    /// Writes to it wait for what the core's files hold back.
+    ordered: bool,
     order: Arc<WriteOrder>,
     #[cfg(test)]
     put_down_at: AtomicU64,
@@ -164,13 +190,14 @@ static PUT_DOWNS: AtomicU64 = AtomicU64::new(0);
 
 impl CoreFileIo {
     /// Opens or creates one file of a core; all files of a core share one `order`. A held
-    /// file's bytes are kept in memory while its budget allows, and its writes wait until
-    /// another file of the core changes.
-    pub fn open(
-        path: &Path,
-        hold: Option<Hold>,
-        order: Arc<WriteOrder>,
-    ) -> std::io::Result<Arc<Self>> {
+    /// file's bytes are kept in memory while its budget allows, and its writes wait (see
+    /// [`WriteOrder`]).
+    pub fn open(path: &Path, keep: Keep, order: Arc<WriteOrder>) -> std::io::Result<Arc<Self>> {
+        let (hold, ordered) = match keep {
+            Keep::Held(hold) => (Some(hold), true),
+            Keep::Ordered => (None, true),
+            Keep::Unordered => (None, false),
+        };
         let file = fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -186,6 +213,7 @@ impl CoreFileIo {
                 None => Mirror::Off,
             }),
             hold,
+            ordered,
             order: order.clone(),
             #[cfg(test)]
             put_down_at: AtomicU64::new(0),
@@ -194,6 +222,11 @@ impl CoreFileIo {
             order.register(hold.rank, Arc::downgrade(&opened));
         }
         Ok(opened)
+    }
+
+    /// Puts down what the core's files hold back, in rank order.
+    pub fn put_down_held(&self) -> std::io::Result<()> {
+        self.order.put_down_all()
     }
 
     /// Puts down what the core's files hold back, then forces this file to disk.
@@ -230,6 +263,7 @@ impl CoreFileIo {
             Ok(()) => Some(Mirror::Loaded {
                 bytes,
                 held: Vec::new(),
+                cut: None,
                 reserved: len,
             }),
             Err(_) => {
@@ -251,6 +285,9 @@ impl CoreFileIo {
     }
 
     fn set_length(&self, len: u64) -> Result<(), RandomAccessError> {
+        if self.hold.is_some() && self.resize_held(len) {
+            return Ok(());
+        }
         self.order.put_down_all()?;
         let mut mirror = self.mirror();
         if let Err(e) = self.file.set_len(len) {
@@ -272,6 +309,37 @@ impl CoreFileIo {
         Ok(())
     }
 
+    /// Holds a change of length back in the mirror, if there is one with budget for it.
+    fn resize_held(&self, len: u64) -> bool {
+        let mut mirror = self.mirror();
+        let (
+            Mirror::Loaded {
+                bytes,
+                held,
+                cut,
+                reserved,
+            },
+            Some(budget),
+        ) = (&mut *mirror, self.budget())
+        else {
+            return false;
+        };
+        let Ok(len) = usize::try_from(len) else {
+            return false;
+        };
+        let before = bytes.len();
+        if !grow(bytes, reserved, len, budget) {
+            return false;
+        }
+        held.retain_mut(|(start, end)| {
+            *end = (*end).min(len);
+            start < end
+        });
+        *cut = Some(cut.unwrap_or(before).min(len));
+        self.len.store(len as u64, Ordering::SeqCst);
+        true
+    }
+
     /// Holds a write back in the mirror, if there is one with room and budget for it.
     fn hold(&self, offset: u64, data: &[u8]) -> Held {
         let mut mirror = self.mirror();
@@ -280,6 +348,7 @@ impl CoreFileIo {
                 bytes,
                 held,
                 reserved,
+                ..
             },
             Some(budget),
         ) = (&mut *mirror, self.budget())
@@ -300,7 +369,7 @@ impl CoreFileIo {
     }
 
     fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), RandomAccessError> {
-        // The data and oplog files (no `hold`) skip the mirror on every write.
+        // Files without a `hold` skip the mirror on every write.
         let held = match self.hold {
             Some(_) => self.hold(offset, data),
             None => Held::NoMirror,
@@ -315,7 +384,9 @@ impl CoreFileIo {
             }
             Held::NoMirror | Held::NoBudget => {}
         }
-        self.order.put_down_all()?;
+        if self.ordered {
+            self.order.put_down_all()?;
+        }
         if self.hold.is_some() {
             // A mirror that could not take the write is given up: the file is read from now on.
             give_up(&mut self.mirror(), self.budget());
@@ -385,14 +456,23 @@ fn grow(bytes: &mut Vec<u8>, reserved: &mut usize, len: usize, budget: &MirrorBu
 /// system call costs more than copying a page.
 const MAX_BRIDGED_GAP: usize = 4096;
 
-/// Writes the ranges a mirror holds back to the file, ranges near each other as one write.
-/// Outside the held ranges the mirror holds what the file holds, so bridging a gap writes
-/// the bytes already there. After an error the ranges stay held, to be tried again.
+/// Writes the ranges a mirror holds back to the file, ranges near each other as one write,
+/// after cutting the file as it was cut. Outside the held ranges the mirror holds what the
+/// file holds (below the cut), so bridging a gap writes the bytes already there. After an
+/// error the cut and the ranges stay held, to be tried again.
 fn put_down(file: &File, mirror: &mut Mirror) -> std::io::Result<()> {
-    let Mirror::Loaded { bytes, held, .. } = mirror else {
+    let Mirror::Loaded {
+        bytes, held, cut, ..
+    } = mirror
+    else {
         return Ok(());
     };
+    if let Some(at) = *cut {
+        file.set_len(at as u64)?;
+        file.set_len(bytes.len() as u64)?;
+    }
     if held.is_empty() {
+        *cut = None;
         return Ok(());
     }
     held.sort_unstable();
@@ -407,6 +487,7 @@ fn put_down(file: &File, mirror: &mut Mirror) -> std::io::Result<()> {
         file.write_all_at(&bytes[start..end], start as u64)?;
     }
     held.clear();
+    *cut = None;
     Ok(())
 }
 
@@ -462,9 +543,13 @@ impl RandomAccess for CoreFileIo {
         if length == 0 {
             return done(Ok(()));
         }
-        // Deleting through the end is a truncation; inside the file it zeroes the range.
+        // Deleting through the end is a truncation; inside the file it zeroes the range, after
+        // the held writes that may point into it.
         if offset.saturating_add(length) >= stored {
             return done(self.set_length(offset));
+        }
+        if let Err(e) = self.order.put_down_all() {
+            return done(Err(e.into()));
         }
         done(self.write_at(offset, &vec![0u8; length as usize]))
     }
@@ -524,7 +609,8 @@ mod tests {
         hold: Option<Hold>,
         order: &Arc<WriteOrder>,
     ) -> Arc<CoreFileIo> {
-        CoreFileIo::open(&dir.join(name), hold, order.clone()).unwrap()
+        let keep = hold.map_or(Keep::Ordered, Keep::Held);
+        CoreFileIo::open(&dir.join(name), keep, order.clone()).unwrap()
     }
 
     fn held_writes(file: &CoreFileIo) -> usize {
@@ -532,6 +618,40 @@ mod tests {
             Mirror::Loaded { held, .. } => held.len(),
             _ => 0,
         }
+    }
+
+    #[test]
+    fn data_writes_leave_held_writes_held_and_cuts_go_down_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = budget(1 << 20);
+        let order = Arc::default();
+        let tree = open(dir.path(), "tree", Some(Hold { rank: 0, budget }), &order);
+        let oplog = open(dir.path(), "oplog", Some(Hold { rank: 2, budget }), &order);
+        let data =
+            CoreFileIo::open(&dir.path().join("data"), Keep::Unordered, order.clone()).unwrap();
+        block_on(oplog.write(0, &[7; 100])).unwrap();
+        block_on(oplog.sync_all()).unwrap();
+        block_on(tree.write(0, &[1; 40])).unwrap();
+        block_on(oplog.truncate(10)).unwrap();
+        block_on(oplog.write(10, &[8; 5])).unwrap();
+        block_on(data.write(0, b"block")).unwrap();
+        assert_eq!(held_writes(&tree), 1, "a data write puts nothing down");
+        assert_eq!(oplog.len(), 15);
+        assert_eq!(
+            block_on(oplog.read(0, 15)).unwrap(),
+            [&[7u8; 10][..], &[8; 5]].concat()
+        );
+        let disk = |name: &str| std::fs::read(dir.path().join(name)).unwrap();
+        assert_eq!(disk("oplog"), [7; 100], "the cut is held too");
+        oplog.put_down_held().unwrap();
+        assert_eq!(disk("oplog"), [&[7u8; 10][..], &[8; 5]].concat());
+        assert_eq!(disk("tree"), [1; 40]);
+        assert!(tree.put_down_at.load(Ordering::SeqCst) < oplog.put_down_at.load(Ordering::SeqCst));
+        // Cut, then grown by a truncate: the grown part reads as zeros, on disk too.
+        block_on(oplog.truncate(4)).unwrap();
+        block_on(oplog.truncate(8)).unwrap();
+        oplog.put_down_held().unwrap();
+        assert_eq!(disk("oplog"), [[7u8; 4], [0; 4]].concat());
     }
 
     proptest! {
