@@ -254,11 +254,16 @@ pub async fn start(config: Config) -> Result<Engine, StoreError> {
     })
 }
 
-/// Writes what the feeds' files hold back in memory. A feed that cannot be written is reported
-/// once, until it can again; what it holds stays in memory and is tried again.
+/// Writes what the feeds' files hold back in memory. A feed in use is left for the next tick
+/// (replicating, it also puts its writes down every 1,024 of them). A feed that cannot be
+/// written is reported once, until it can again; what it holds stays in memory and is tried
+/// again.
 fn put_down_held(shared: &Shared, failing: &mut HashSet<FeedKey>) {
     for feed in shared.store.feeds() {
-        match feed.put_down() {
+        let Some(done) = feed.try_put_down() else {
+            continue;
+        };
+        match done {
             Ok(()) => {
                 failing.remove(&feed.entry.key);
             }

@@ -121,8 +121,21 @@ impl Feed {
     }
 
     /// Writes what the feed's files hold back in memory (see [`CoreFileIo`]), so that a
-    /// process killed afterwards keeps it.
-    pub fn put_down(&self) -> Result<(), StoreError> {
+    /// process killed afterwards keeps it. Waits for the core: in the middle of one of the
+    /// library's checkpoints the files must not go down.
+    pub async fn put_down(&self) -> Result<(), StoreError> {
+        let _core = self.core.lock().await;
+        self.put_down_locked()
+    }
+
+    /// [`Feed::put_down`] now, or `None` if the core is in use; the next call catches up.
+    pub fn try_put_down(&self) -> Option<Result<(), StoreError>> {
+        let _core = self.core.try_lock().ok()?;
+        Some(self.put_down_locked())
+    }
+
+    /// [`Feed::put_down`] for a caller that holds the core's lock.
+    fn put_down_locked(&self) -> Result<(), StoreError> {
         let Some(file) = self.files.first() else {
             return Ok(());
         };
@@ -138,7 +151,9 @@ impl Feed {
     /// Writes are not synced one by one (that costs several fsyncs per block); a process
     /// that dies keeps them in the OS, and this makes them survive a machine crash too.
     pub async fn sync(&self) -> Result<(), StoreError> {
-        // An fsync can take milliseconds: off the async threads, which serve every peer.
+        // An fsync can take milliseconds: off the async threads, which serve every peer. The
+        // core waits meanwhile: its files go down first, between two of the library's calls.
+        let _core = self.core.lock().await;
         let files = self.files.clone();
         let synced = tokio::task::spawn_blocking(move || files.iter().try_for_each(|f| f.sync()))
             .await
@@ -429,15 +444,18 @@ impl Store {
 
     async fn checkpoint_log(&self, feed: &Feed) -> bool {
         let oplog = core_dir(&self.dir, &feed.entry.key).join("oplog");
-        // The oplog on disk, once what it holds back is down.
-        let clean = || {
-            feed.put_down().is_ok()
-                && fs::metadata(&oplog).map_or(true, |m| m.len() <= OPLOG_ENTRIES_OFFSET)
-        };
-        if feed.entry.writable || clean() {
+        if feed.entry.writable {
             return true;
         }
         let core = feed.core.lock().await;
+        // The oplog on disk, once what it holds back is down (the core's lock is held).
+        let clean = || {
+            feed.put_down_locked().is_ok()
+                && fs::metadata(&oplog).map_or(true, |m| m.len() <= OPLOG_ENTRIES_OFFSET)
+        };
+        if clean() {
+            return true;
+        }
         let Some(index) = (0..core.info().length).find(|i| core.has(*i)) else {
             return false;
         };
@@ -573,16 +591,17 @@ async fn disk_storage(
             // a replica's oplog hold their writes, which reach the disk in a safe order (see
             // `WriteOrder`). A writable core's oplog holds what was appended: it goes down at
             // once.
-            let held = |rank| {
+            let held = |rank, last| {
                 Keep::Held(Hold {
                     rank,
                     budget: &MIRRORS,
+                    last,
                 })
             };
             let keep = match which {
-                CoreFile::Tree => held(0),
-                CoreFile::Bitfield => held(1),
-                CoreFile::Oplog if !writable => held(2),
+                CoreFile::Tree => held(0, false),
+                CoreFile::Bitfield => held(1, false),
+                CoreFile::Oplog if !writable => held(2, true),
                 CoreFile::Oplog => Keep::Ordered,
                 CoreFile::Data => Keep::Unordered,
             };
@@ -898,7 +917,7 @@ mod replica_tests {
             fetch_block(&wc, &*r.core.lock().await, i).await;
             let put_down = i % 5 == 4;
             if put_down {
-                r.put_down().unwrap();
+                r.put_down().await.unwrap();
             }
             let copy = tempfile::tempdir().unwrap();
             snapshot(b.path(), copy.path());

@@ -112,6 +112,9 @@ pub struct Hold {
     pub rank: u8,
     /// The memory its mirror counts against.
     pub budget: &'static MirrorBudget,
+    /// Written after the others in each of the library's checkpoints (the oplog, whose header
+    /// ends one): when it is written, no checkpoint is half made, and all files may go down.
+    pub last: bool,
 }
 
 /// The files of one core, in step.
@@ -146,6 +149,11 @@ impl WriteOrder {
     /// Puts down what the files ranked below `rank` hold back, in rank order.
     fn put_down_below(&self, rank: u8) -> std::io::Result<()> {
         self.put_down_ranked(|r| r < rank)
+    }
+
+    /// Puts down what the files ranked up to `rank` hold back, in rank order.
+    fn put_down_up_to(&self, rank: u8) -> std::io::Result<()> {
+        self.put_down_ranked(|r| r <= rank)
     }
 
     fn put_down_ranked(&self, pick: impl Fn(u8) -> bool) -> std::io::Result<()> {
@@ -340,8 +348,9 @@ impl CoreFileIo {
         true
     }
 
-    /// Holds a write back in the mirror, if there is one with room and budget for it.
-    fn hold(&self, offset: u64, data: &[u8]) -> Held {
+    /// Holds a write back in the mirror, if there is one with budget for it, and room
+    /// unless `past_cap`.
+    fn hold(&self, offset: u64, data: &[u8], past_cap: bool) -> Held {
         let mut mirror = self.mirror();
         let (
             Mirror::Loaded {
@@ -356,7 +365,7 @@ impl CoreFileIo {
             return Held::NoMirror;
         };
         let (start, end) = (offset as usize, offset as usize + data.len());
-        if held.len() >= MAX_HELD_WRITES {
+        if held.len() >= MAX_HELD_WRITES && !past_cap {
             return Held::Full;
         }
         if bytes.len() < end && !grow(bytes, reserved, end, budget) {
@@ -369,28 +378,38 @@ impl CoreFileIo {
     }
 
     fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), RandomAccessError> {
-        // Files without a `hold` skip the mirror on every write.
-        let held = match self.hold {
-            Some(_) => self.hold(offset, data),
-            None => Held::NoMirror,
+        let Some(hold) = self.hold else {
+            // Files without a `hold` skip the mirror on every write.
+            if self.ordered {
+                self.order.put_down_all()?;
+            }
+            return self.write_through(offset, data);
         };
-        match held {
+        match self.hold(offset, data, false) {
             Held::Yes => return Ok(()),
             Held::Full => {
-                self.order.put_down_all()?;
-                if let Held::Yes = self.hold(offset, data) {
+                // In the middle of a checkpoint the library may have written the bitfield and
+                // not yet the tree: only the tree may go down ahead of the rest (nodes nothing
+                // points to yet are harmless). The file that ends checkpoints puts all down.
+                if hold.last {
+                    self.order.put_down_all()?;
+                } else {
+                    self.order.put_down_up_to(0)?;
+                }
+                if let Held::Yes = self.hold(offset, data, true) {
                     return Ok(());
                 }
             }
             Held::NoMirror | Held::NoBudget => {}
         }
-        if self.ordered {
-            self.order.put_down_all()?;
-        }
-        if self.hold.is_some() {
-            // A mirror that could not take the write is given up: the file is read from now on.
-            give_up(&mut self.mirror(), self.budget());
-        }
+        // A mirror that cannot take the write is given up, after what it and the files ranked
+        // before it hold went down: the file is written and read directly from now on.
+        self.order.put_down_up_to(hold.rank)?;
+        give_up(&mut self.mirror(), self.budget());
+        self.write_through(offset, data)
+    }
+
+    fn write_through(&self, offset: u64, data: &[u8]) -> Result<(), RandomAccessError> {
         self.file.write_all_at(data, offset)?;
         self.len
             .fetch_max(offset + data.len() as u64, Ordering::SeqCst);
@@ -625,8 +644,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let budget = budget(1 << 20);
         let order = Arc::default();
-        let tree = open(dir.path(), "tree", Some(Hold { rank: 0, budget }), &order);
-        let oplog = open(dir.path(), "oplog", Some(Hold { rank: 2, budget }), &order);
+        let tree = open(
+            dir.path(),
+            "tree",
+            Some(Hold {
+                rank: 0,
+                budget,
+                last: false,
+            }),
+            &order,
+        );
+        let oplog = open(
+            dir.path(),
+            "oplog",
+            Some(Hold {
+                rank: 2,
+                budget,
+                last: true,
+            }),
+            &order,
+        );
         let data =
             CoreFileIo::open(&dir.path().join("data"), Keep::Unordered, order.clone()).unwrap();
         block_on(oplog.write(0, &[7; 100])).unwrap();
@@ -672,8 +709,8 @@ mod tests {
                 open(dir.path(), "plain1", None, &plain_order),
             ];
             let held = [
-                open(dir.path(), "held0", Some(Hold { rank: 0, budget }), &order),
-                open(dir.path(), "held1", Some(Hold { rank: 1, budget }), &order),
+                open(dir.path(), "held0", Some(Hold { rank: 0, budget, last: false }), &order),
+                open(dir.path(), "held1", Some(Hold { rank: 1, budget, last: false }), &order),
             ];
             let other = open(dir.path(), "other", None, &order);
             let same_disk = || disk("plain0") == disk("held0") && disk("plain1") == disk("held1");
@@ -730,10 +767,23 @@ mod tests {
         let bitfield = open(
             dir.path(),
             "bitfield",
-            Some(Hold { rank: 1, budget }),
+            Some(Hold {
+                rank: 1,
+                budget,
+                last: false,
+            }),
             &order,
         );
-        let tree = open(dir.path(), "tree", Some(Hold { rank: 0, budget }), &order);
+        let tree = open(
+            dir.path(),
+            "tree",
+            Some(Hold {
+                rank: 0,
+                budget,
+                last: false,
+            }),
+            &order,
+        );
         let oplog = open(dir.path(), "oplog", None, &order);
         // The library's checkpoint: bitfield first, then tree, then the oplog header.
         block_on(bitfield.write(0, &[0xff; 4])).unwrap();
@@ -769,11 +819,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let order = Arc::default();
         let budget = budget(1 << 20);
-        let tree = open(dir.path(), "tree", Some(Hold { rank: 0, budget }), &order);
+        let tree = open(
+            dir.path(),
+            "tree",
+            Some(Hold {
+                rank: 0,
+                budget,
+                last: false,
+            }),
+            &order,
+        );
         let bitfield = open(
             dir.path(),
             "bitfield",
-            Some(Hold { rank: 1, budget }),
+            Some(Hold {
+                rank: 1,
+                budget,
+                last: false,
+            }),
             &order,
         );
         block_on(bitfield.write(0, &[1; 4])).unwrap();
@@ -799,7 +862,11 @@ mod tests {
         let tree = open(
             dir.path(),
             "tree",
-            Some(Hold { rank: 0, budget }),
+            Some(Hold {
+                rank: 0,
+                budget,
+                last: false,
+            }),
             &Arc::default(),
         );
         let writes = MAX_HELD_WRITES + 10;
@@ -819,13 +886,76 @@ mod tests {
     }
 
     #[test]
+    fn a_file_at_its_cap_never_puts_the_bitfield_down_ahead_of_the_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = budget(1 << 22);
+        let order = Arc::default();
+        let tree = open(
+            dir.path(),
+            "tree",
+            Some(Hold {
+                rank: 0,
+                budget,
+                last: false,
+            }),
+            &order,
+        );
+        let bitfield = open(
+            dir.path(),
+            "bitfield",
+            Some(Hold {
+                rank: 1,
+                budget,
+                last: false,
+            }),
+            &order,
+        );
+        let oplog = open(
+            dir.path(),
+            "oplog",
+            Some(Hold {
+                rank: 2,
+                budget,
+                last: true,
+            }),
+            &order,
+        );
+        let disk = |name: &str| std::fs::read(dir.path().join(name)).unwrap();
+        // A checkpoint in the making: its bitfield writes are made, its tree writes are not.
+        for i in 0..=MAX_HELD_WRITES as u64 {
+            block_on(bitfield.write(i * 8, &[1; 8])).unwrap();
+        }
+        assert!(
+            disk("bitfield").is_empty(),
+            "the bitfield holds on past its cap"
+        );
+        assert_eq!(held_writes(&bitfield), MAX_HELD_WRITES + 1);
+        for i in 0..=MAX_HELD_WRITES as u64 {
+            block_on(tree.write(i * 40, &[2; 40])).unwrap();
+        }
+        assert!(!disk("tree").is_empty(), "the tree may go down ahead");
+        assert!(disk("bitfield").is_empty());
+        // The oplog ends the checkpoint: at its cap, everything goes down.
+        for i in 0..=MAX_HELD_WRITES as u64 {
+            block_on(oplog.write(i * 4, &[3; 4])).unwrap();
+        }
+        assert_eq!(disk("bitfield").len(), (MAX_HELD_WRITES + 1) * 8);
+        assert_eq!(disk("tree").len(), (MAX_HELD_WRITES + 1) * 40);
+        assert_eq!(held_writes(&bitfield), 0);
+    }
+
+    #[test]
     fn a_file_past_the_budget_is_read_from_disk() {
         let budget = budget(100);
         let dir = tempfile::tempdir().unwrap();
         let tree = open(
             dir.path(),
             "tree",
-            Some(Hold { rank: 0, budget }),
+            Some(Hold {
+                rank: 0,
+                budget,
+                last: false,
+            }),
             &Arc::default(),
         );
         block_on(tree.write(0, &[7; 60])).unwrap();
