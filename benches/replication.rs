@@ -650,6 +650,8 @@ fn to_json(rows: &[Row]) -> Value {
 }
 
 fn main() {
+    // The 1,000-feed run holds 8,000 files open, as the feedscope binary would be allowed to.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
     let options = Options::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -232,7 +232,7 @@ pub async fn start(config: Config) -> Result<Engine, StoreError> {
         next_peer: AtomicU64::new(1),
         shutting_down: AtomicBool::new(false),
     });
-    for note in &shared.store.rolled_back {
+    for note in &shared.store.notes {
         shared.emit(Event::Warning {
             peer: None,
             kind: "storage".into(),

@@ -192,9 +192,9 @@ pub struct Store {
     creating: tokio::sync::Mutex<()>,
     /// Feeds listed in the index that could not be opened, with the reason.
     pub broken: Vec<StoreError>,
-    /// Replicas that were rolled back to their last checkpoint or repaired on open, each with
-    /// a note for a warning.
-    pub rolled_back: Vec<String>,
+    /// Notes for warnings: replicas rolled back to their last checkpoint or repaired on open,
+    /// and an open-file limit too low for the storage.
+    pub notes: Vec<String>,
 }
 
 fn unusable(dir: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -249,11 +249,15 @@ impl Store {
         }
         let mut feeds = BTreeMap::new();
         let mut broken = Vec::new();
-        let mut rolled_back = Vec::new();
+        let mut notes = Vec::new();
+        // A core that fails to open for want of file descriptors is not damaged: it is not
+        // rolled back, and the note says what to do.
+        let fds_short = open_file_shortage(index.feeds.len());
+        notes.extend(fds_short.clone());
         for entry in index.feeds {
             if !entry.writable {
                 match forget_blocks_without_nodes(dir, &entry) {
-                    Ok(Some(note)) => rolled_back.push(note),
+                    Ok(Some(note)) => notes.push(note),
                     Ok(None) => {}
                     // It needs a repair it cannot have: reported, and the others still open.
                     Err(e) => {
@@ -263,11 +267,11 @@ impl Store {
                 }
             }
             let mut opened = open_core(dir, &entry).await;
-            if opened.is_err() && !entry.writable {
+            if opened.is_err() && !entry.writable && fds_short.is_none() {
                 if let Some(note) = roll_back_replica(dir, &entry)? {
                     opened = open_core(dir, &entry).await;
                     if opened.is_ok() {
-                        rolled_back.push(note);
+                        notes.push(note);
                     }
                 }
             }
@@ -291,7 +295,7 @@ impl Store {
             feeds: Mutex::new(feeds),
             creating: tokio::sync::Mutex::new(()),
             broken,
-            rolled_back,
+            notes,
         })
     }
 
@@ -473,6 +477,23 @@ impl Store {
         }
         clean()
     }
+}
+
+/// Files each open core holds: tree, data, bitfield and oplog.
+pub const FILES_PER_CORE: u64 = 4;
+/// File descriptors kept free for sockets, logs and the index.
+const SPARE_FILES: u64 = 256;
+
+/// A warning if the process may not open enough files for `cores` cores.
+fn open_file_shortage(cores: usize) -> Option<String> {
+    let needed = cores as u64 * FILES_PER_CORE + SPARE_FILES;
+    let (soft, _) = rlimit::getrlimit(rlimit::Resource::NOFILE).ok()?;
+    (soft < needed).then(|| {
+        format!(
+            "this storage has {cores} feeds, which hold {} files open, but this process may open only {soft}: raise the limit (`ulimit -n {needed}`) or some feeds will fail to open",
+            cores as u64 * FILES_PER_CORE
+        )
+    })
 }
 
 fn core_dir(dir: &Path, key: &FeedKey) -> PathBuf {
@@ -850,12 +871,8 @@ mod replica_tests {
 
         let dst = Store::open(b.path()).await.unwrap();
         assert!(dst.broken.is_empty(), "{:?}", dst.broken);
-        assert_eq!(dst.rolled_back.len(), 1, "{:?}", dst.rolled_back);
-        assert!(
-            dst.rolled_back[0].contains("1 block(s)"),
-            "{:?}",
-            dst.rolled_back
-        );
+        assert_eq!(dst.notes.len(), 1, "{:?}", dst.notes);
+        assert!(dst.notes[0].contains("1 block(s)"), "{:?}", dst.notes);
         let r = dst.get(&key).unwrap();
         {
             let rc = r.core.lock().await;
@@ -869,7 +886,7 @@ mod replica_tests {
         drop((wc, rc));
         drop(dst);
         let again = Store::open(b.path()).await.unwrap();
-        assert!(again.rolled_back.is_empty(), "{:?}", again.rolled_back);
+        assert!(again.notes.is_empty(), "{:?}", again.notes);
     }
 
     /// Copies a storage folder as a process killed at this moment would leave it.
@@ -974,7 +991,7 @@ mod replica_tests {
         }
         let dst = Store::open(b.path()).await.unwrap();
         if checkpoint {
-            assert!(dst.rolled_back.is_empty(), "{:?}", dst.rolled_back);
+            assert!(dst.notes.is_empty(), "{:?}", dst.notes);
             let rc = dst.get(&key).unwrap().core.clone();
             assert_eq!(rc.lock().await.get(1).await.unwrap().unwrap(), b"world");
         }

@@ -171,3 +171,38 @@ fn damaged_storage_files_are_named_with_what_to_do_and_the_other_feeds_are_serve
     let got = partial.iter().find(|f| f["key"] == cut.as_str()).unwrap();
     assert!(got["length"].as_u64().unwrap() <= 50, "{got}");
 }
+
+#[test]
+fn storage_with_more_feeds_than_the_soft_open_file_limit_opens_every_feed() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..40 {
+        append_lines(dir.path(), &format!("f{i}"), &[format!("block of f{i}")]);
+    }
+    let feeds_under = |limit: &str| {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                r#"ulimit {limit} && exec "$0" feeds --json --storage "$1""#
+            ))
+            .arg(bin())
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        (listed, stderr)
+    };
+    // Each feed holds four files open: under a soft limit of 64, about a dozen would open.
+    let (listed, stderr) = feeds_under("-Sn 64");
+    assert!(stderr.is_empty(), "{stderr}");
+    assert_eq!(listed.len(), 40, "{listed:?}");
+    assert!(listed.iter().all(|f| f["length"] == 1), "{listed:?}");
+    // A hard limit that low is said plainly, and the feeds that fail are left as they are.
+    let (listed, stderr) = feeds_under("-n 64");
+    assert!(stderr.contains("may open only 64"), "{stderr}");
+    assert!(stderr.contains("ulimit -n"), "{stderr}");
+    assert!(listed.len() < 40);
+    let (listed, _) = feeds_under("-Sn 64");
+    assert_eq!(listed.len(), 40, "nothing was damaged: {listed:?}");
+}
