@@ -4,7 +4,8 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tokio::io::AsyncBufReadExt;
 
 use feedscope::engine::{self, Config};
@@ -47,7 +48,8 @@ struct RecordArg {
 
 #[derive(clap::Args, Debug, Clone)]
 struct StorageArg {
-    /// Storage folder (default: feedscope's folder in the platform data dir)
+    /// Storage folder (default: feedscope's folder in the platform data dir; soak, demo and
+    /// replay use none)
     #[arg(long, env = "FEEDSCOPE_STORAGE", global = true)]
     storage: Option<PathBuf>,
 }
@@ -331,14 +333,31 @@ fn main() -> std::process::ExitCode {
     // Every feed holds four files open; a soft limit of 1,024, common by default, would stop
     // at about 250 feeds. The hard limit is what the system allows this process.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
-    let cli = Cli::parse();
-    match real_main(cli) {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let result = match &cli.command {
+        Some(Cmd::Soak(_) | Cmd::Demo { .. } | Cmd::Replay { .. }) if storage_typed(&matches) => {
+            Err(anyhow::anyhow!(
+                "--storage does not apply here: soak and demo run on temporary storage (soak \
+                 takes --dir), and replay reads only its file"
+            ))
+        }
+        _ => real_main(cli),
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("feedscope: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Whether `--storage` was typed (not taken from `FEEDSCOPE_STORAGE`), before or after the
+/// sub-command.
+fn storage_typed(matches: &clap::ArgMatches) -> bool {
+    let typed = |m: &clap::ArgMatches| m.value_source("storage") == Some(ValueSource::CommandLine);
+    typed(matches) || matches.subcommand().is_some_and(|(_, sub)| typed(sub))
 }
 
 fn real_main(cli: Cli) -> Result<()> {

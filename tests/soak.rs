@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::feedscope;
+use common::{bin, feedscope};
 
 #[test]
 fn a_short_soak_passes_and_reports_memory_fds_and_tasks() {
@@ -60,4 +60,28 @@ fn a_bad_soak_argument_is_refused() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--peers"), "{stderr}");
+}
+
+#[test]
+fn storage_typed_for_the_soak_is_refused_and_taken_from_the_environment_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().to_str().unwrap();
+    for args in [
+        ["soak", "--storage", storage, "--seconds", "1"],
+        ["--storage", storage, "soak", "--seconds", "1"],
+    ] {
+        let out = feedscope(&args, None);
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--storage does not apply"), "{stderr}");
+        assert!(stderr.contains("--dir"), "{stderr}");
+    }
+    // A storage folder set for every command is no reason to refuse a replay.
+    let out = std::process::Command::new(bin())
+        .args(["replay", "/nonexistent/recording.jsonl", "--json"])
+        .env("FEEDSCOPE_STORAGE", storage)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot read recording"), "{stderr}");
 }
