@@ -134,6 +134,16 @@ impl Feed {
         Some(self.put_down_locked())
     }
 
+    /// Lets go of the memory of a checkpointed replica's oplog, for a caller that holds the
+    /// core's lock. A failure only keeps the mirror.
+    fn release_log_mirror(&self) {
+        for file in self.files.iter() {
+            if let Err(e) = file.release_if_last() {
+                tracing::warn!("feed {}: oplog mirror kept: {e}", self.entry.key.short());
+            }
+        }
+    }
+
     /// [`Feed::put_down`] for a caller that holds the core's lock.
     fn put_down_locked(&self) -> Result<(), StoreError> {
         let Some(file) = self.files.first() else {
@@ -458,6 +468,7 @@ impl Store {
                 && fs::metadata(&oplog).map_or(true, |m| m.len() <= OPLOG_ENTRIES_OFFSET)
         };
         if clean() {
+            feed.release_log_mirror();
             return true;
         }
         let Some(index) = (0..core.info().length).find(|i| core.has(*i)) else {
@@ -472,6 +483,7 @@ impl Store {
                 return false;
             }
             if clean() {
+                feed.release_log_mirror();
                 return true;
             }
         }

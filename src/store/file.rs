@@ -237,6 +237,23 @@ impl CoreFileIo {
         self.order.put_down_all()
     }
 
+    /// Puts down what the core's files hold back and lets go of this file's mirror if it ends
+    /// checkpoints (the oplog of a replica that is done for now): it is read again on its next
+    /// write. Its memory would otherwise stay taken by every idle replica.
+    pub fn release_if_last(&self) -> std::io::Result<()> {
+        if !self.hold.is_some_and(|h| h.last) {
+            return Ok(());
+        }
+        self.order.put_down_all()?;
+        let mut mirror = self.mirror.lock().unwrap_or_else(|e| e.into_inner());
+        if matches!(&*mirror, Mirror::Loaded { held, cut, .. } if held.is_empty() && cut.is_none())
+        {
+            give_up(&mut mirror, self.budget());
+            *mirror = Mirror::Unloaded;
+        }
+        Ok(())
+    }
+
     /// Puts down what the core's files hold back, then forces this file to disk.
     pub fn sync(&self) -> std::io::Result<()> {
         self.order.put_down_all()?;
@@ -942,6 +959,58 @@ mod tests {
         assert_eq!(disk("bitfield").len(), (MAX_HELD_WRITES + 1) * 8);
         assert_eq!(disk("tree").len(), (MAX_HELD_WRITES + 1) * 40);
         assert_eq!(held_writes(&bitfield), 0);
+    }
+
+    #[test]
+    fn a_released_oplog_gives_its_memory_back_and_is_read_again_on_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = budget(1 << 20);
+        let order = Arc::default();
+        let tree = open(
+            dir.path(),
+            "tree",
+            Some(Hold {
+                rank: 0,
+                budget,
+                last: false,
+            }),
+            &order,
+        );
+        let oplog = open(
+            dir.path(),
+            "oplog",
+            Some(Hold {
+                rank: 2,
+                budget,
+                last: true,
+            }),
+            &order,
+        );
+        block_on(tree.write(0, &[1; 40])).unwrap();
+        block_on(oplog.write(0, &[2; 100])).unwrap();
+        tree.release_if_last().unwrap();
+        assert_eq!(
+            held_writes(&tree),
+            1,
+            "only the file that ends checkpoints lets go"
+        );
+        oplog.release_if_last().unwrap();
+        assert!(matches!(*oplog.mirror.lock().unwrap(), Mirror::Unloaded));
+        assert_eq!(std::fs::read(dir.path().join("oplog")).unwrap(), [2; 100]);
+        assert_eq!(
+            std::fs::read(dir.path().join("tree")).unwrap(),
+            [1; 40],
+            "in rank order"
+        );
+        let tree_only = match &*tree.mirror.lock().unwrap() {
+            Mirror::Loaded { reserved, .. } => *reserved,
+            _ => 0,
+        };
+        assert_eq!(budget.used(), tree_only, "the oplog's memory went back");
+        block_on(oplog.write(100, &[3; 10])).unwrap();
+        assert_eq!(held_writes(&oplog), 1, "mirrored again");
+        let read = block_on(oplog.read(95, 10)).unwrap();
+        assert_eq!(read, [[2u8; 5], [3; 5]].concat());
     }
 
     #[test]
