@@ -415,9 +415,10 @@ impl FeedChannel {
                 && !self.unavailable.contains(&index)
                 && !hc.has(index)
             {
-                // Answers come in the order asked for, from feedscope and JS peers alike: a
-                // block asked for right after the one before it will find that block's path
-                // stored, and needs only the nodes up to where the two paths meet.
+                // A peer answers in the order it was asked (feedscope does): a block asked for
+                // right after the one before it will find that block's path stored, and needs
+                // only the nodes up to where the two paths meet. A peer that answers out of
+                // order only turns this off (see `in_order`).
                 let before_held = index > 0 && hc.has(index - 1);
                 let before_first =
                     index > 0 && self.in_order && self.blocks_in_flight.contains(&(index - 1));
@@ -918,8 +919,8 @@ mod tests {
 
     /// Replicates up to `total` blocks into a replica the way the download loop does: the
     /// writer grows by each step's count, the replica upgrades to it and asks for a batch of
-    /// blocks, every count of nodes worked out before any of the batch's answers arrive. Each count must be at least
-    /// the library's own, and each proof made with it must verify.
+    /// blocks, every count of nodes worked out before any of the batch's answers arrive. Each
+    /// count must be at least the library's own, and each proof made with it must verify.
     async fn fetch_with_counted_nodes(total: u64, steps: Vec<(u64, Vec<u64>, bool)>) {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let src = Store::open(a.path()).await.unwrap();
