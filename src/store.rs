@@ -121,14 +121,9 @@ impl Feed {
     }
 
     /// Writes what the feed's files hold back in memory (see [`CoreFileIo`]), so that a
-    /// process killed afterwards keeps it. Waits for the core: in the middle of one of the
-    /// library's checkpoints the files must not go down.
-    pub async fn put_down(&self) -> Result<(), StoreError> {
-        let _core = self.core.lock().await;
-        self.put_down_locked()
-    }
-
-    /// [`Feed::put_down`] now, or `None` if the core is in use; the next call catches up.
+    /// process killed afterwards keeps it; `None` if the core is in use, since in the middle
+    /// of one of the library's checkpoints the files must not go down. The next call catches
+    /// up.
     pub fn try_put_down(&self) -> Option<Result<(), StoreError>> {
         let _core = self.core.try_lock().ok()?;
         Some(self.put_down_locked())
@@ -144,7 +139,7 @@ impl Feed {
         }
     }
 
-    /// [`Feed::put_down`] for a caller that holds the core's lock.
+    /// [`Feed::try_put_down`] for a caller that holds the core's lock.
     fn put_down_locked(&self) -> Result<(), StoreError> {
         let Some(file) = self.files.first() else {
             return Ok(());
@@ -498,12 +493,12 @@ const SPARE_FILES: u64 = 256;
 
 /// A warning if the process may not open enough files for `cores` cores.
 fn open_file_shortage(cores: usize) -> Option<String> {
-    let needed = cores as u64 * FILES_PER_CORE + SPARE_FILES;
+    let held = cores as u64 * FILES_PER_CORE;
+    let needed = held + SPARE_FILES;
     let (soft, _) = rlimit::getrlimit(rlimit::Resource::NOFILE).ok()?;
     (soft < needed).then(|| {
         format!(
-            "this storage has {cores} feeds, which hold {} files open, but this process may open only {soft}: raise the limit (`ulimit -n {needed}`) or some feeds will fail to open",
-            cores as u64 * FILES_PER_CORE
+            "this storage has {cores} feeds, which hold {held} files open, but this process may open only {soft}: raise the limit (`ulimit -n {needed}`) or some feeds will fail to open"
         )
     })
 }
@@ -946,7 +941,7 @@ mod replica_tests {
             fetch_block(&wc, &*r.core.lock().await, i).await;
             let put_down = i % 5 == 4;
             if put_down {
-                r.put_down().await.unwrap();
+                r.try_put_down().expect("the core is free").unwrap();
             }
             let copy = tempfile::tempdir().unwrap();
             snapshot(b.path(), copy.path());

@@ -639,6 +639,16 @@ mod tests {
         Box::leak(Box::new(MirrorBudget::new(max)))
     }
 
+    /// How the store keeps its file of `rank`: 0 the tree, 1 the bitfield, 2 a replica's
+    /// oplog, which ends checkpoints.
+    fn held(rank: u8, budget: &'static MirrorBudget) -> Option<Hold> {
+        Some(Hold {
+            rank,
+            budget,
+            last: rank == 2,
+        })
+    }
+
     fn open(
         dir: &Path,
         name: &str,
@@ -661,26 +671,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let budget = budget(1 << 20);
         let order = Arc::default();
-        let tree = open(
-            dir.path(),
-            "tree",
-            Some(Hold {
-                rank: 0,
-                budget,
-                last: false,
-            }),
-            &order,
-        );
-        let oplog = open(
-            dir.path(),
-            "oplog",
-            Some(Hold {
-                rank: 2,
-                budget,
-                last: true,
-            }),
-            &order,
-        );
+        let tree = open(dir.path(), "tree", held(0, budget), &order);
+        let oplog = open(dir.path(), "oplog", held(2, budget), &order);
         let data =
             CoreFileIo::open(&dir.path().join("data"), Keep::Unordered, order.clone()).unwrap();
         block_on(oplog.write(0, &[7; 100])).unwrap();
@@ -726,8 +718,8 @@ mod tests {
                 open(dir.path(), "plain1", None, &plain_order),
             ];
             let held = [
-                open(dir.path(), "held0", Some(Hold { rank: 0, budget, last: false }), &order),
-                open(dir.path(), "held1", Some(Hold { rank: 1, budget, last: false }), &order),
+                open(dir.path(), "held0", held(0, budget), &order),
+                open(dir.path(), "held1", held(1, budget), &order),
             ];
             let other = open(dir.path(), "other", None, &order);
             let same_disk = || disk("plain0") == disk("held0") && disk("plain1") == disk("held1");
@@ -781,26 +773,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let order = Arc::default();
         let budget = budget(1 << 20);
-        let bitfield = open(
-            dir.path(),
-            "bitfield",
-            Some(Hold {
-                rank: 1,
-                budget,
-                last: false,
-            }),
-            &order,
-        );
-        let tree = open(
-            dir.path(),
-            "tree",
-            Some(Hold {
-                rank: 0,
-                budget,
-                last: false,
-            }),
-            &order,
-        );
+        let bitfield = open(dir.path(), "bitfield", held(1, budget), &order);
+        let tree = open(dir.path(), "tree", held(0, budget), &order);
         let oplog = open(dir.path(), "oplog", None, &order);
         // The library's checkpoint: bitfield first, then tree, then the oplog header.
         block_on(bitfield.write(0, &[0xff; 4])).unwrap();
@@ -836,26 +810,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let order = Arc::default();
         let budget = budget(1 << 20);
-        let tree = open(
-            dir.path(),
-            "tree",
-            Some(Hold {
-                rank: 0,
-                budget,
-                last: false,
-            }),
-            &order,
-        );
-        let bitfield = open(
-            dir.path(),
-            "bitfield",
-            Some(Hold {
-                rank: 1,
-                budget,
-                last: false,
-            }),
-            &order,
-        );
+        let tree = open(dir.path(), "tree", held(0, budget), &order);
+        let bitfield = open(dir.path(), "bitfield", held(1, budget), &order);
         block_on(bitfield.write(0, &[1; 4])).unwrap();
         block_on(tree.write(0, &[2; 40])).unwrap();
         // Dropped bitfield first: the tree still goes down before it.
@@ -876,16 +832,7 @@ mod tests {
     fn a_long_run_of_writes_goes_down_in_batches_and_stays_mirrored() {
         let dir = tempfile::tempdir().unwrap();
         let budget = budget(1 << 20);
-        let tree = open(
-            dir.path(),
-            "tree",
-            Some(Hold {
-                rank: 0,
-                budget,
-                last: false,
-            }),
-            &Arc::default(),
-        );
+        let tree = open(dir.path(), "tree", held(0, budget), &Arc::default());
         let writes = MAX_HELD_WRITES + 10;
         for node in 0..writes as u64 {
             block_on(tree.write(node * 40, &[node as u8; 40])).unwrap();
@@ -907,36 +854,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let budget = budget(1 << 22);
         let order = Arc::default();
-        let tree = open(
-            dir.path(),
-            "tree",
-            Some(Hold {
-                rank: 0,
-                budget,
-                last: false,
-            }),
-            &order,
-        );
-        let bitfield = open(
-            dir.path(),
-            "bitfield",
-            Some(Hold {
-                rank: 1,
-                budget,
-                last: false,
-            }),
-            &order,
-        );
-        let oplog = open(
-            dir.path(),
-            "oplog",
-            Some(Hold {
-                rank: 2,
-                budget,
-                last: true,
-            }),
-            &order,
-        );
+        let tree = open(dir.path(), "tree", held(0, budget), &order);
+        let bitfield = open(dir.path(), "bitfield", held(1, budget), &order);
+        let oplog = open(dir.path(), "oplog", held(2, budget), &order);
         let disk = |name: &str| std::fs::read(dir.path().join(name)).unwrap();
         // A checkpoint in the making: its bitfield writes are made, its tree writes are not.
         for i in 0..=MAX_HELD_WRITES as u64 {
@@ -966,26 +886,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let budget = budget(1 << 20);
         let order = Arc::default();
-        let tree = open(
-            dir.path(),
-            "tree",
-            Some(Hold {
-                rank: 0,
-                budget,
-                last: false,
-            }),
-            &order,
-        );
-        let oplog = open(
-            dir.path(),
-            "oplog",
-            Some(Hold {
-                rank: 2,
-                budget,
-                last: true,
-            }),
-            &order,
-        );
+        let tree = open(dir.path(), "tree", held(0, budget), &order);
+        let oplog = open(dir.path(), "oplog", held(2, budget), &order);
         block_on(tree.write(0, &[1; 40])).unwrap();
         block_on(oplog.write(0, &[2; 100])).unwrap();
         tree.release_if_last().unwrap();
@@ -1017,16 +919,7 @@ mod tests {
     fn a_file_past_the_budget_is_read_from_disk() {
         let budget = budget(100);
         let dir = tempfile::tempdir().unwrap();
-        let tree = open(
-            dir.path(),
-            "tree",
-            Some(Hold {
-                rank: 0,
-                budget,
-                last: false,
-            }),
-            &Arc::default(),
-        );
+        let tree = open(dir.path(), "tree", held(0, budget), &Arc::default());
         block_on(tree.write(0, &[7; 60])).unwrap();
         assert_eq!(budget.used(), 60, "mirrored while it fits");
         block_on(tree.write(60, &[8; 60])).unwrap();
