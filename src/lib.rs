@@ -5,6 +5,7 @@
 //! disk), [`net`] (transport and per-peer tasks), [`engine`] (listen, dial, route commands),
 //! and [`event`] (the one schema every front end reads).
 
+pub mod core;
 pub mod demo;
 pub mod engine;
 pub mod event;
