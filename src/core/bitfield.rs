@@ -141,6 +141,31 @@ impl Bitfield {
         }
     }
 
+    /// The last block below `end` that is held.
+    pub fn last_set_below(&self, end: u64) -> Option<u64> {
+        let mut end = end;
+        while end > 0 {
+            let page = (end - 1) / PAGE_BITS;
+            if self.page_full(page) {
+                return Some(end - 1);
+            }
+            if let Some(p) = self.partial.get(&page) {
+                let from = (end - 1 - page * PAGE_BITS) as usize;
+                if let Some(bit) = (0..=from).rev().find(|&b| p[b / 8] & (1 << (b % 8)) != 0) {
+                    return Some(page * PAGE_BITS + bit as u64);
+                }
+            }
+            // The next page down that holds anything.
+            let below_partial = self.partial.keys().copied().filter(|&k| k < page).max();
+            let below_full = self.full.range(..page).next_back().map(|(_, &e)| e - 1);
+            end = match below_partial.max(below_full) {
+                Some(k) => (k + 1) * PAGE_BITS,
+                None => return None,
+            };
+        }
+        None
+    }
+
     /// Loads page `page` from its bytes in the file.
     pub fn load(&mut self, page: u64, bytes: &[u8]) {
         let mut p: Page = Box::new([0; PAGE_BYTES]);
@@ -252,6 +277,9 @@ mod tests {
                 }
                 let first = model.iter().position(|&b| !b).unwrap() as u64;
                 proptest::prop_assert_eq!(bits.first_unset(0), first);
+                let below = at + len;
+                let last = model[..below as usize].iter().rposition(|&b| b).map(|i| i as u64);
+                proptest::prop_assert_eq!(bits.last_set_below(below), last);
             }
             // What goes to disk reads back the same.
             let mut again = Bitfield::default();

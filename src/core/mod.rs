@@ -9,10 +9,12 @@
 //! 9 feeds of Cabal's wire.
 
 pub mod bitfield;
+pub mod disk;
 pub mod flat;
 pub mod hash;
 pub mod tree;
 
+pub use disk::{Core, CoreError, Info};
 pub use hash::{Flavour, Hash, Node};
 pub use tree::{
     BlockProof, HashProof, NodeSource, Proof, ProofError, Request, Tree, UpgradeProof, Verified,
