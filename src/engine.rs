@@ -33,9 +33,9 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub const DIAL_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 /// Attempts per dial before giving up.
 pub const DIAL_ATTEMPTS: u32 = 30;
-/// Longest time verified blocks stay only in memory: the files' held writes go down this often
-/// (see [`crate::store::CoreFileIo`]).
-pub const PUT_DOWN_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest time verified blocks stay staged in memory: they are committed this often (see
+/// `core::disk` for the commit protocol).
+pub const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What the engine needs to start.
 #[derive(Debug, Clone)]
@@ -254,13 +254,13 @@ pub async fn start(config: Config) -> Result<Engine, StoreError> {
     })
 }
 
-/// Writes what the feeds' files hold back in memory. A feed in use is left for the next tick
-/// (replicating, it also puts its writes down every 1,024 of them). A feed that cannot be
-/// written is reported once, until it can again; what it holds stays in memory and is tried
-/// again.
-fn put_down_held(shared: &Shared, failing: &mut HashSet<FeedKey>) {
+/// Commits what the feeds staged. A feed in use is left for the next tick (replicating, it
+/// also commits before each progress event and every few MiB). A feed that cannot be
+/// written is reported once, until it can again; what it staged stays in memory and is
+/// tried again.
+fn commit_staged(shared: &Shared, failing: &mut HashSet<FeedKey>) {
     for feed in shared.store.feeds() {
-        let Some(done) = feed.try_put_down() else {
+        let Some(done) = feed.try_commit() else {
             continue;
         };
         match done {
@@ -310,7 +310,7 @@ async fn run(shared: Arc<Shared>, config: Config, mut commands: mpsc::UnboundedR
         tasks.spawn(dial(shared.clone(), addr.clone(), conn_tx.clone()));
     }
     let mut peer_tasks = JoinSet::new();
-    let mut put_down = tokio::time::interval(PUT_DOWN_INTERVAL);
+    let mut put_down = tokio::time::interval(COMMIT_INTERVAL);
     put_down.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = HashSet::new();
     loop {
@@ -327,7 +327,7 @@ async fn run(shared: Arc<Shared>, config: Config, mut commands: mpsc::UnboundedR
                 spawn_peer(&shared, &mut peer_tasks, stream, initiator);
             }
             Some(_) = peer_tasks.join_next(), if !peer_tasks.is_empty() => {}
-            _ = put_down.tick() => put_down_held(&shared, &mut failing),
+            _ = put_down.tick() => commit_staged(&shared, &mut failing),
         }
     }
     tasks.abort_all();

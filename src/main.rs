@@ -667,11 +667,11 @@ async fn cat(dir: &std::path::Path, key: &str) -> Result<()> {
     let feed = store
         .get(&key)
         .with_context(|| format!("no feed {key} in {}", dir.display()))?;
-    let core = feed.core.lock().await;
+    let mut core = feed.core.lock().await;
     let length = core.info().length;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for i in 0..length {
-        match core.get(i).await? {
+        match core.get(i)? {
             Some(block) => {
                 out.write_all(&block)?;
                 out.write_all(b"\n")?;

@@ -141,16 +141,18 @@ fn damaged_storage_files_are_named_with_what_to_do_and_the_other_feeds_are_serve
     let cut = append_lines(a_dir.path(), "cut", &blocks("cut", 50, 100));
     let broken = append_lines(a_dir.path(), "broken", &blocks("broken", 5, 100));
     let core = |key: &str| a_dir.path().join("cores").join(key);
-    // One feed loses the second half of its blocks; another has a garbage log header.
+    // One feed loses the second half of its blocks; another has a garbage header.
     let data = std::fs::OpenOptions::new()
         .write(true)
         .open(core(&cut).join("data"))
         .unwrap();
     data.set_len(2_000).unwrap();
-    std::fs::write(core(&broken).join("oplog"), b"not an oplog").unwrap();
+    std::fs::write(core(&broken).join("header"), b"not a header").unwrap();
 
     let (mut a, addr) = Node::listen(a_dir.path(), &[]);
-    let at_start = a.wait_for("error", |v| v["kind"] == "storage");
+    let at_start = a.wait_for("error", |v| {
+        v["kind"] == "storage" && v["message"].as_str().unwrap().contains(&broken)
+    });
     let msg = at_start["message"].as_str().unwrap();
     assert!(msg.contains(&broken) && msg.contains("(broken)"), "{msg}");
     assert!(msg.contains("move this folder away"), "{msg}");

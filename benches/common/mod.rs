@@ -82,12 +82,11 @@ async fn seed(dir: &Path, feeds: &[FeedSpec]) -> Vec<FeedKey> {
             .create_writable(&spec.name)
             .await
             .expect("create a feed");
-        let core = feed.core.lock().await;
         for start in (0..spec.blocks).step_by(SEED_BATCH) {
             let batch: Vec<Vec<u8>> = (start..(start + SEED_BATCH).min(spec.blocks))
                 .map(|j| block(&spec.name, j, spec.size))
                 .collect();
-            core.append_batch(batch.as_slice())
+            feed.append(batch.as_slice())
                 .await
                 .expect("append while seeding");
         }

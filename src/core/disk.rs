@@ -209,6 +209,8 @@ pub struct Core {
     staged_bytes: usize,
     /// Whether anything changed since the last commit.
     changed: bool,
+    /// What opening found damaged in a feed that still opened.
+    pub damage: Option<String>,
 }
 
 impl std::fmt::Debug for Core {
@@ -299,6 +301,7 @@ impl Core {
             staged_data: BTreeMap::new(),
             staged_bytes: 0,
             changed: true,
+            damage: None,
         };
         core.commit()?;
         core.sync()?;
@@ -361,6 +364,7 @@ impl Core {
                         staged_data: BTreeMap::new(),
                         staged_bytes: 0,
                         changed: false,
+                        damage: None,
                     };
                     core.load_bits()?;
                     notes.extend(core.check_tail()?);
@@ -475,10 +479,13 @@ impl Core {
             end = i;
             match self.read_checked(i) {
                 Ok(_) => break,
+                // A writer keeps its length (going back would sign other blocks at the
+                // same place): it serves the blocks that check and says what is damaged.
                 Err(e) if self.secret.is_some() => {
-                    return Err(CoreError::Damaged(format!(
-                        "its last block does not check ({e}); its data file is damaged"
-                    )))
+                    self.damage = Some(format!(
+                        "its last block does not check ({e}): its data file is damaged or cut short, and blocks that do not check are not served; restore the folder from a backup"
+                    ));
+                    break;
                 }
                 Err(_) => {
                     self.bits.set(i, false);
@@ -924,8 +931,14 @@ mod tests {
             if file == "header" {
                 f.write_all_at(&[0xff; 8], SLOT_BYTES).unwrap();
             }
-            let err = Core::open(&path).map(|c| c.0).unwrap_err();
-            assert!(matches!(err, CoreError::Damaged(_)), "{file}: {err}");
+            match Core::open(&path) {
+                // A writer keeps its length and says what it cannot serve.
+                Ok((core, _)) if file == "data" => {
+                    assert!(core.damage.unwrap().contains("does not check"))
+                }
+                Ok((core, _)) => panic!("{file}: opened {core:?}"),
+                Err(err) => assert!(matches!(err, CoreError::Damaged(_)), "{file}: {err}"),
+            }
         }
     }
 }

@@ -8,10 +8,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use hypercore::HypercoreError;
 use hypercore_protocol::schema::{Data, NoData, Range, Request, Synchronize};
 use hypercore_protocol::Message;
-use hypercore_schema::{Proof, RequestBlock, RequestUpgrade};
+use hypercore_schema::{DataBlock, DataUpgrade, RequestBlock, RequestUpgrade};
+
+use crate::core::{self as fcore, CoreError};
 
 use crate::event::{Event, PeerId};
 use crate::frame::{core, Msg};
@@ -229,14 +230,8 @@ impl FeedChannel {
                     return out;
                 }
                 let block_len = d.block.as_ref().map_or(0, |b| b.value.len() as u64);
-                let proof = Proof {
-                    fork: d.fork,
-                    block: d.block,
-                    hash: d.hash,
-                    seek: d.seek,
-                    upgrade: d.upgrade,
-                };
-                let applied = hc.verify_and_apply_proof(proof).await;
+                let mut hc = hc;
+                let applied = proof_from_wire(d).and_then(|p| hc.apply(&p));
                 drop(hc);
                 match applied {
                     Ok(true) => {
@@ -244,6 +239,10 @@ impl FeedChannel {
                         out.grew = true;
                     }
                     Ok(false) => self.scanned = 0,
+                    Err(e @ (CoreError::Io { .. } | CoreError::Damaged(_))) => {
+                        self.scanned = 0;
+                        self.storage_error("store a received block", &e, &mut out);
+                    }
                     Err(e) if counted_short => {
                         // Not the peer's fault: the block before it did not arrive first.
                         // Asked again, counted from what we hold.
@@ -301,7 +300,7 @@ impl FeedChannel {
     }
 
     async fn serve(&mut self, r: Request, out: &mut Outcome) {
-        let hc = self.feed.core.lock().await;
+        let mut hc = self.feed.core.lock().await;
         let info = hc.info();
         // Requests a proof cannot answer get NoData before the proof code sees them: the
         // library can panic on some of them, and a JS peer never sends them to a healthy core.
@@ -326,46 +325,40 @@ impl FeedChannel {
             && (r.block.is_some() || r.upgrade.is_some())
             && upgrade_ok
             && block_ok;
-        let proof = if answerable {
-            hc.create_proof(r.block.clone(), None, None, r.upgrade)
-                .await
-        } else {
-            Ok(None)
-        };
+        let proof = answerable.then(|| hc.proof(&request_from_wire(&r)));
         drop(hc);
         match proof {
-            Ok(Some(p)) => out.send.push(core(hypercore_protocol::schema::Data {
-                request: r.id,
-                fork: r.fork,
-                block: p.block,
-                hash: p.hash,
-                seek: p.seek,
-                upgrade: p.upgrade,
-            })),
-            Err(e) => {
-                // Our own storage failed, not the peer: say so once per channel.
-                if !self.reported_unreadable {
-                    self.reported_unreadable = true;
-                    let what = r
-                        .block
-                        .as_ref()
-                        .map_or("an upgrade proof".to_string(), |b| {
-                            format!("block {}", b.index)
-                        });
-                    out.events.push(Event::Error {
-                        peer: Some(self.peer),
-                        kind: "storage".into(),
-                        message: format!(
-                            "feed {}: cannot read {what} to serve it ({e}); its files may be damaged: check with `feedscope cat --key {}`, and restore the folder from a backup or replicate the feed again",
-                            self.key.short(),
-                            self.key
-                        ),
+            Some(Ok(p)) => out.send.push(core(proof_to_wire(p, r.id, r.fork))),
+            Some(Err(e @ (CoreError::Io { .. } | CoreError::Damaged(_)))) => {
+                let what = r
+                    .block
+                    .as_ref()
+                    .map_or("an upgrade proof".to_string(), |b| {
+                        format!("block {}", b.index)
                     });
-                }
+                self.storage_error(&format!("read {what} to serve it"), &e, out);
                 out.send.push(core(NoData { request: r.id }))
             }
-            Ok(None) => out.send.push(core(NoData { request: r.id })),
+            // A request this tree cannot answer (a JS peer answers it with NoData too).
+            Some(Err(_)) | None => out.send.push(core(NoData { request: r.id })),
         }
+    }
+
+    /// Reports, once per channel, that our own storage failed (not the peer).
+    fn storage_error(&mut self, doing: &str, e: &CoreError, out: &mut Outcome) {
+        if self.reported_unreadable {
+            return;
+        }
+        self.reported_unreadable = true;
+        out.events.push(Event::Error {
+            peer: Some(self.peer),
+            kind: "storage".into(),
+            message: format!(
+                "feed {}: cannot {doing} ({e}); its files may be damaged: check with `feedscope cat --key {}`, and restore the folder from a backup or replicate the feed again",
+                self.key.short(),
+                self.key
+            ),
+        });
     }
 
     /// Sends the requests the window allows.
@@ -457,13 +450,25 @@ impl FeedChannel {
     }
 
     async fn progress(&mut self, out: &mut Outcome) {
-        let info = self.feed.core.lock().await.info();
+        let mut hc = self.feed.core.lock().await;
+        let info = hc.info();
         let synced = self.remote_synced
             && self.remote_length > 0
             && info.contiguous_length >= self.remote_length;
         let due = self
             .last_progress
             .is_none_or(|t| t.elapsed() >= PROGRESS_INTERVAL);
+        let report_synced = synced && self.reported_synced != Some(info.contiguous_length);
+        if (out.grew && (due || synced)) || report_synced {
+            // What a progress or synced event reports is committed first: it survives a
+            // kill from the moment the event is out.
+            if let Err(e) = hc.commit() {
+                drop(hc);
+                self.storage_error("write received blocks", &e, out);
+                return;
+            }
+        }
+        drop(hc);
         if out.grew && (due || synced) {
             self.last_progress = Some(Instant::now());
             out.events.push(Event::FeedProgress {
@@ -665,11 +670,106 @@ impl RemoteHave {
     }
 }
 
-fn proof_warning(key: &FeedKey, e: HypercoreError) -> String {
+fn proof_warning(key: &FeedKey, e: CoreError) -> String {
     format!(
         "rejected data for feed {} that does not verify ({e}); nothing was written",
         key.short()
     )
+}
+
+fn node_from_wire(n: &hypercore_schema::Node) -> Result<fcore::Node, CoreError> {
+    let hash = n.hash.as_slice().try_into().map_err(|_| {
+        fcore::ProofError::Malformed(format!(
+            "node {} has a hash of {} bytes",
+            n.index,
+            n.hash.len()
+        ))
+    })?;
+    Ok(fcore::Node {
+        index: n.index,
+        size: n.length,
+        hash,
+    })
+}
+
+fn nodes_from_wire(nodes: &[hypercore_schema::Node]) -> Result<Vec<fcore::Node>, CoreError> {
+    nodes.iter().map(node_from_wire).collect()
+}
+
+fn node_to_wire(n: fcore::Node) -> hypercore_schema::Node {
+    hypercore_schema::Node::new(n.index, n.hash.to_vec(), n.size)
+}
+
+/// A peer's Data message as a proof for our core.
+fn proof_from_wire(d: Data) -> Result<fcore::Proof, CoreError> {
+    Ok(fcore::Proof {
+        fork: d.fork,
+        block: match d.block {
+            Some(b) => Some(fcore::BlockProof {
+                index: b.index,
+                nodes: nodes_from_wire(&b.nodes)?,
+                value: b.value,
+            }),
+            None => None,
+        },
+        hash: match d.hash {
+            Some(h) => Some(fcore::HashProof {
+                index: h.index,
+                nodes: nodes_from_wire(&h.nodes)?,
+            }),
+            None => None,
+        },
+        upgrade: match d.upgrade {
+            Some(u) => Some(fcore::UpgradeProof {
+                start: u.start,
+                length: u.length,
+                nodes: nodes_from_wire(&u.nodes)?,
+                additional: nodes_from_wire(&u.additional_nodes)?,
+                signature: u.signature,
+            }),
+            None => None,
+        },
+    })
+}
+
+/// A peer's request as our core takes it (seek left out: it is never answered).
+pub fn request_from_wire(r: &Request) -> fcore::Request {
+    fcore::Request {
+        block: r.block.as_ref().map(|b| fcore::Want {
+            index: b.index,
+            nodes: b.nodes,
+        }),
+        hash: r.hash.as_ref().map(|h| fcore::Want {
+            index: h.index,
+            nodes: h.nodes,
+        }),
+        upgrade: r.upgrade.as_ref().map(|u| (u.start, u.length)),
+    }
+}
+
+/// Our proof as the Data message answering request `id` (whose fork it echoes).
+pub fn proof_to_wire(p: fcore::Proof, id: u64, fork: u64) -> Data {
+    Data {
+        request: id,
+        fork,
+        block: p.block.map(|b| DataBlock {
+            index: b.index,
+            value: b.value,
+            nodes: b.nodes.into_iter().map(node_to_wire).collect(),
+        }),
+        hash: p.hash.map(|h| hypercore_schema::DataHash {
+            index: h.index,
+            nodes: h.nodes.into_iter().map(node_to_wire).collect(),
+        }),
+        seek: None,
+        upgrade: p.upgrade.map(|u| DataUpgrade {
+            start: u.start,
+            length: u.length,
+            nodes: u.nodes.into_iter().map(node_to_wire).collect(),
+            additional_nodes: u.additional.into_iter().map(node_to_wire).collect(),
+            signature: u.signature,
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -678,6 +778,28 @@ mod tests {
     use crate::store::Store;
     use hypercore_protocol::schema::NoData;
     use hypercore_schema::{DataBlock, DataUpgrade};
+
+    /// The upgrade part of the writer's Data answering `upgrade`.
+    async fn wire_proof(
+        writer: &crate::store::Feed,
+        block: Option<RequestBlock>,
+        upgrade: Option<RequestUpgrade>,
+    ) -> Data {
+        let p = writer
+            .core
+            .lock()
+            .await
+            .proof(&fcore::Request {
+                block: block.map(|b| fcore::Want {
+                    index: b.index,
+                    nodes: b.nodes,
+                }),
+                hash: None,
+                upgrade: upgrade.map(|u| (u.start, u.length)),
+            })
+            .unwrap();
+        proof_to_wire(p, 0, 0)
+    }
 
     fn sync(length: u64) -> Message {
         Message::Synchronize(Synchronize {
@@ -706,7 +828,9 @@ mod tests {
         let store = Store::open(dir.path()).await.unwrap();
         let (feed, _) = store
             .get_or_create_replica(FeedKey(
-                hypercore::generate_signing_key().verifying_key().to_bytes(),
+                ed25519_dalek::SigningKey::from_bytes(&rand::random())
+                    .verifying_key()
+                    .to_bytes(),
             ))
             .await
             .unwrap();
@@ -728,7 +852,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).await.unwrap();
         let (feed, _) = store.create_writable("w").await.unwrap();
-        feed.core.lock().await.append(b"x").await.unwrap();
+        feed.append(&[b"x"]).await.unwrap();
         let mut ch = FeedChannel::new(feed, 1);
         let out = ch
             .on_message(Message::Request(Request {
@@ -760,7 +884,9 @@ mod tests {
 
     async fn replica() -> (tempfile::TempDir, FeedChannel) {
         replica_of(FeedKey(
-            hypercore::generate_signing_key().verifying_key().to_bytes(),
+            ed25519_dalek::SigningKey::from_bytes(&rand::random())
+                .verifying_key()
+                .to_bytes(),
         ))
         .await
     }
@@ -833,17 +959,10 @@ mod tests {
         let store = Store::open(dir.path()).await.unwrap();
         let (writer, _) = store.create_writable("w").await.unwrap();
         let lines: Vec<String> = (0..10).map(|i| format!("block {i}")).collect();
-        writer.core.lock().await.append_batch(&lines).await.unwrap();
+        writer.append(&lines).await.unwrap();
         let (_dir, mut ch) = replica_of(writer.entry.key).await;
         let up = requests(&ch.on_message(sync(10)).await);
-        let proof = writer
-            .core
-            .lock()
-            .await
-            .create_proof(None, None, None, up[0].upgrade.clone())
-            .await
-            .unwrap()
-            .unwrap();
+        let proof = wire_proof(&writer, None, up[0].upgrade.clone()).await;
         let range = |start, length| {
             Message::Range(Range {
                 drop: false,
@@ -935,7 +1054,7 @@ mod tests {
             .await
             .unwrap()
             .0;
-        let wc = w.core.lock().await;
+        let mut wc = w.core.lock().await;
         let mut length = 0;
         for (grow, picks, reopen) in steps {
             if reopen {
@@ -946,19 +1065,18 @@ mod tests {
                 r = store.get(&key).unwrap();
                 dst = Some(store);
             }
-            let rc = r.core.lock().await;
+            let mut rc = r.core.lock().await;
             let to = (length + grow).min(total);
             if to > length {
                 // The writer grows as it goes, as a live feed does.
-                wc.append_batch(&blocks[length as usize..to as usize])
-                    .await
+                wc.append(&blocks[length as usize..to as usize]).unwrap();
+                let p = wc
+                    .proof(&fcore::Request {
+                        upgrade: Some((length, to - length)),
+                        ..fcore::Request::default()
+                    })
                     .unwrap();
-                let upgrade = Some(RequestUpgrade {
-                    start: length,
-                    length: to - length,
-                });
-                let p = wc.create_proof(None, None, None, upgrade).await.unwrap();
-                assert!(rc.verify_and_apply_proof(p.unwrap()).await.unwrap());
+                assert!(rc.apply(&p).unwrap());
                 length = to;
             }
             let info = rc.info();
@@ -969,19 +1087,23 @@ mod tests {
                     continue;
                 }
                 let nodes = nodes_to_ask(i, info.length, info.contiguous_length);
-                let exact = rc.missing_nodes(i).await.unwrap();
+                let exact = rc.missing_nodes(i).unwrap();
                 assert!(nodes >= exact, "block {i} of {length}: {nodes} < {exact}");
                 asked.push((i, nodes));
             }
             for (i, nodes) in asked {
-                let block = Some(RequestBlock { index: i, nodes });
-                let p = wc.create_proof(block, None, None, None).await.unwrap();
-                let applied = rc.verify_and_apply_proof(p.unwrap()).await;
+                let p = wc
+                    .proof(&fcore::Request {
+                        block: Some(fcore::Want { index: i, nodes }),
+                        ..fcore::Request::default()
+                    })
+                    .unwrap();
+                let applied = rc.apply(&p);
                 assert!(
                     matches!(applied, Ok(true)),
                     "block {i} of {length} with {nodes} nodes: {applied:?}"
                 );
-                assert_eq!(rc.get(i).await.unwrap().unwrap(), blocks[i as usize]);
+                assert_eq!(rc.get(i).unwrap().unwrap(), blocks[i as usize]);
             }
         }
     }
@@ -1031,7 +1153,7 @@ mod tests {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let src = Store::open(a.path()).await.unwrap();
         let (w, _) = src.create_writable("w").await.unwrap();
-        w.core.lock().await.append_batch(blocks).await.unwrap();
+        w.append(blocks).await.unwrap();
         let dst = Store::open(b.path()).await.unwrap();
         let (r, _) = dst.get_or_create_replica(w.entry.key).await.unwrap();
         let (mut server, mut client) = (FeedChannel::new(w, 1), FeedChannel::new(r, 2));
@@ -1062,14 +1184,10 @@ mod tests {
             }
         }
         {
-            let rc = client.feed().core.lock().await;
+            let mut rc = client.feed().core.lock().await;
             assert_eq!(rc.info().contiguous_length, blocks.len() as u64);
             for (i, block) in blocks.iter().enumerate() {
-                assert_eq!(
-                    &rc.get(i as u64).await.unwrap().unwrap(),
-                    block,
-                    "block {i}"
-                );
+                assert_eq!(&rc.get(i as u64).unwrap().unwrap(), block, "block {i}");
             }
         }
         (warnings, requests, nodes, client)

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use feedscope::frame::{self, core, Item, Msg};
 use feedscope::net::peer::capability;
+use feedscope::net::replicate;
 use feedscope::net::transport::Transport;
 use feedscope::store::{Feed, Store};
 use feedscope::wire::{self, FeedKey, Handshake};
@@ -50,7 +51,11 @@ pub fn random_key() -> FeedKey {
 
 /// A real ed25519 public key nobody holds the feed of.
 pub fn random_public_key() -> FeedKey {
-    FeedKey(hypercore::generate_signing_key().verifying_key().to_bytes())
+    FeedKey(
+        ed25519_dalek::SigningKey::from_bytes(&rand::random())
+            .verifying_key()
+            .to_bytes(),
+    )
 }
 
 /// An extension message.
@@ -396,23 +401,9 @@ impl Bait {
             .core
             .lock()
             .await
-            .create_proof(
-                r.block.clone(),
-                r.hash.clone(),
-                r.seek.clone(),
-                r.upgrade.clone(),
-            )
-            .await
-            .unwrap()
+            .proof(&replicate::request_from_wire(r))
             .expect("the bait can answer what it was asked");
-        Data {
-            request: r.id,
-            fork: r.fork,
-            block: proof.block,
-            hash: proof.hash,
-            seek: proof.seek,
-            upgrade: proof.upgrade,
-        }
+        replicate::proof_to_wire(proof, r.id, r.fork)
     }
 }
 
