@@ -525,7 +525,14 @@ async fn handle_command(shared: &Arc<Shared>, cmd: Command) -> Option<String> {
                 }
             };
             match append(shared, &feed, &[block]).await {
-                Ok(key) => shared.feed_changed(key, None),
+                Ok((key, length)) => {
+                    shared.emit(Event::Appended {
+                        key,
+                        name: feed,
+                        length,
+                    });
+                    shared.feed_changed(key, None)
+                }
                 Err(e) => error("command", e.to_string()),
             }
         }
@@ -586,16 +593,18 @@ fn decide(shared: &Shared, peer: Option<PeerId>, key: &str, approve: bool) {
     }
 }
 
-/// Appends blocks to the writable feed named `name`; returns its key.
+/// Appends blocks to the writable feed named `name` and makes them durable; returns its key
+/// and new length.
 pub async fn append(
     shared: &Shared,
     name: &str,
     blocks: &[Vec<u8>],
-) -> Result<FeedKey, StoreError> {
+) -> Result<(FeedKey, u64), StoreError> {
     let feed = shared
         .store
         .by_name(name)
         .ok_or_else(|| StoreError::NoSuchFeed(name.to_string()))?;
-    feed.append(blocks).await?;
-    Ok(feed.entry.key)
+    let length = feed.append(blocks).await?;
+    feed.sync().await?;
+    Ok((feed.entry.key, length))
 }

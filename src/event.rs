@@ -133,6 +133,16 @@ pub enum Event {
         /// Whether we can append to it.
         writable: bool,
     },
+    /// Blocks appended to one of our feeds are durable: they survive a crash of the process
+    /// or the machine from now on.
+    Appended {
+        /// Feed key.
+        key: FeedKey,
+        /// Local name.
+        name: String,
+        /// The feed's length, every block below it durable.
+        length: u64,
+    },
     /// Replication of a feed with a peer moved on (at most ~10 per second per feed).
     FeedProgress {
         /// Connection id.

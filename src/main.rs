@@ -623,8 +623,13 @@ async fn feeds(dir: &std::path::Path, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string(&list)?);
     } else {
         for f in list {
+            let held = if f.held == f.length {
+                String::new()
+            } else {
+                format!(" ({} held)", f.held)
+            };
             println!(
-                "{}  {:>8} blocks {:>12} bytes  {}{}",
+                "{}  {:>8} blocks{held} {:>12} bytes  {}{}",
                 f.key,
                 f.length,
                 f.byte_length,

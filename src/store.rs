@@ -25,6 +25,8 @@ use crate::core::disk::{private_dir, secret_readable_by_others};
 use crate::core::{Core, CoreError, Flavour};
 use crate::wire::FeedKey;
 
+mod legacy;
+
 /// Everything that can go wrong with the storage folder.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -145,8 +147,10 @@ pub struct FeedInfo {
     pub key: FeedKey,
     /// Local name, if any.
     pub name: Option<String>,
-    /// Blocks in the feed.
+    /// Blocks in the feed, as far as we know it.
     pub length: u64,
+    /// Blocks of it held here.
+    pub held: u64,
     /// Bytes in the feed.
     pub byte_length: u64,
     /// Whether we hold its secret key.
@@ -304,6 +308,7 @@ impl Store {
                 key: feed.entry.key,
                 name: feed.entry.name.clone(),
                 length: info.length,
+                held: info.held,
                 byte_length: info.byte_length,
                 writable: feed.entry.writable,
             });
@@ -418,6 +423,10 @@ fn display_name(entry: &FeedEntry) -> String {
 
 /// Opens one feed's core, refusing storage of an earlier format with what to do.
 fn open_core(path: &Path, entry: &FeedEntry) -> Result<(Core, Vec<String>), StoreError> {
+    let mut notes = Vec::new();
+    if !path.join("header").exists() && path.join("oplog").exists() {
+        notes.push(convert_legacy(path, entry)?);
+    }
     if !path.join("header").exists() {
         let reason = if path.join("oplog").exists() {
             format!(
@@ -441,7 +450,9 @@ fn open_core(path: &Path, entry: &FeedEntry) -> Result<(Core, Vec<String>), Stor
             reason,
         });
     }
-    let opened = Core::open(path).map_err(|e| core_err(entry, path, e))?;
+    let mut opened = Core::open(path).map_err(|e| core_err(entry, path, e))?;
+    notes.append(&mut opened.1);
+    opened.1 = notes;
     if FeedKey(opened.0.key().to_bytes()) != entry.key {
         return Err(StoreError::Core {
             key: entry.key.to_hex(),
@@ -467,6 +478,90 @@ fn open_core(path: &Path, entry: &FeedEntry) -> Result<(Core, Vec<String>), Stor
         });
     }
     Ok(opened)
+}
+
+/// Converts a feed stored by builds before feedscope's own core (hypercore 0.17's files):
+/// its tree, data and bitfield are already laid out as the core's, so what its log holds
+/// is laid over them and a header committed; the log is kept beside them, renamed.
+fn convert_legacy(path: &Path, entry: &FeedEntry) -> Result<String, StoreError> {
+    let fail = |reason: String| {
+        StoreError::Core {
+        key: entry.key.to_hex(),
+        name: display_name(entry),
+        reason: format!(
+            "{} holds the feed in the format of earlier builds and it cannot be converted: {reason}; its files are left as they were",
+            path.display()
+        ),
+    }
+    };
+    let old = legacy::read_legacy(path).map_err(&fail)?;
+    if old.public_key != entry.key.0 {
+        return Err(fail("its log names another key".into()));
+    }
+    let public = VerifyingKey::from_bytes(&old.public_key).map_err(|e| fail(e.to_string()))?;
+    let secret = old.secret_key.map(|s| SigningKey::from_bytes(&s));
+    if secret.is_some() != entry.writable {
+        return Err(fail(if entry.writable {
+            "its log holds no secret key".into()
+        } else {
+            "its log holds a secret key, but feeds.json does not list the feed".into()
+        }));
+    }
+    let write = || -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let tree = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path.join("tree"))?;
+        for n in &old.oplog_nodes {
+            let mut b = n.size.to_le_bytes().to_vec();
+            b.extend_from_slice(&n.hash);
+            tree.write_all_at(&b, n.index * crate::core::disk::NODE_BYTES)?;
+        }
+        if !old.oplog_bitfield.is_empty() {
+            let mut bits = crate::core::bitfield::Bitfield::default();
+            let bytes = fs::read(path.join("bitfield")).unwrap_or_default();
+            for (page, chunk) in bytes.chunks(crate::core::bitfield::PAGE_BYTES).enumerate() {
+                bits.load(page as u64, chunk);
+            }
+            for change in &old.oplog_bitfield {
+                let end = change.start.saturating_add(change.length);
+                if change.drop {
+                    for i in change.start..end {
+                        bits.set(i, false);
+                    }
+                } else {
+                    bits.set_range(change.start, end);
+                }
+            }
+            let file = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path.join("bitfield"))?;
+            for (page, bytes) in bits.take_dirty() {
+                file.write_all_at(&bytes[..], page * crate::core::bitfield::PAGE_BYTES as u64)?;
+            }
+        }
+        Ok(())
+    };
+    write().map_err(|e| fail(e.to_string()))?;
+    Core::adopt(
+        path,
+        Flavour::Hc10,
+        public,
+        secret,
+        (old.length, old.fork, old.signature),
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    let kept = path.join("oplog.converted");
+    fs::rename(path.join("oplog"), &kept).map_err(|e| fail(e.to_string()))?;
+    Ok(format!(
+        "converted from the storage format of earlier builds ({} blocks); the old log is kept as {}",
+        old.length,
+        kept.display()
+    ))
 }
 
 fn core_err(entry: &FeedEntry, path: &Path, e: CoreError) -> StoreError {
@@ -598,7 +693,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn storage_of_the_earlier_format_is_refused_with_what_to_do_and_left_as_it_was() {
+    async fn storage_of_the_earlier_format_that_cannot_be_read_is_refused_and_left_as_it_was() {
         let dir = tempfile::tempdir().unwrap();
         let key = FeedKey([7; 32]);
         let old = core_dir(dir.path(), &key);
@@ -612,6 +707,102 @@ mod tests {
             "{msg}"
         );
         assert_eq!(fs::read(old.join("oplog")).unwrap(), b"old");
+    }
+
+    /// A storage folder as builds before feedscope's own core wrote it, with the hypercore
+    /// crate itself: a writer of 47 blocks and a replica holding some of them.
+    async fn earlier_storage(dir: &Path, blocks: &[Vec<u8>]) -> (FeedKey, Vec<u64>) {
+        use hypercore::{HypercoreBuilder, PartialKeypair, Storage};
+        use hypercore_schema::{RequestBlock, RequestUpgrade};
+        let secret = SigningKey::from_bytes(&[7; 32]);
+        let key = FeedKey(secret.verifying_key().to_bytes());
+        let open = |sub: &str, secret: Option<SigningKey>| {
+            let path = dir.join(sub).join("cores").join(key.to_hex());
+            async move {
+                let storage = Storage::new_disk(&path, false).await.unwrap();
+                HypercoreBuilder::new(storage)
+                    .key_pair(PartialKeypair {
+                        public: SigningKey::from_bytes(&[7; 32]).verifying_key(),
+                        secret,
+                    })
+                    .build()
+                    .await
+                    .unwrap()
+            }
+        };
+        let w = open("w", Some(secret)).await;
+        for chunk in blocks.chunks(10) {
+            w.append_batch(chunk).await.unwrap();
+        }
+        let r = open("r", None).await;
+        let upgrade = Some(RequestUpgrade {
+            start: 0,
+            length: blocks.len() as u64,
+        });
+        let p = w
+            .create_proof(None, None, None, upgrade)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(r.verify_and_apply_proof(p).await.unwrap());
+        let fetched: Vec<u64> = (0..blocks.len() as u64).filter(|i| i % 3 != 1).collect();
+        for &i in &fetched {
+            let nodes = r.missing_nodes(i).await.unwrap();
+            let block = Some(RequestBlock { index: i, nodes });
+            let p = w
+                .create_proof(block, None, None, None)
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(r.verify_and_apply_proof(p).await.unwrap());
+        }
+        let index = Index {
+            feeds: vec![FeedEntry {
+                key,
+                name: Some("old".into()),
+                writable: true,
+            }],
+        };
+        write_index(&dir.join("w"), &index).unwrap();
+        (key, fetched)
+    }
+
+    #[tokio::test]
+    async fn storage_of_earlier_builds_is_converted_on_open_and_keeps_every_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocks: Vec<Vec<u8>> = (0..47u8).map(|i| vec![i; 100 + i as usize]).collect();
+        let (key, fetched) = earlier_storage(dir.path(), &blocks).await;
+        for round in 0..2 {
+            let w = Store::open(&dir.path().join("w")).await.unwrap();
+            assert!(w.broken.is_empty(), "{:?}", w.broken);
+            let converted = w.notes.iter().any(|n| n.contains("converted"));
+            assert_eq!(converted, round == 0, "{:?}", w.notes);
+            let feed = w.by_name("old").unwrap();
+            {
+                let mut core = feed.core.lock().await;
+                assert!(core.info().writeable);
+                for (i, b) in blocks.iter().enumerate() {
+                    assert_eq!(&core.get(i as u64).unwrap().unwrap(), b, "block {i}");
+                }
+            }
+            let r = Store::open(&dir.path().join("r")).await.unwrap();
+            assert!(r.broken.is_empty(), "{:?}", r.broken);
+            let mut core = r.get(&key).unwrap().core.lock_owned().await;
+            assert_eq!(core.info().length, 47);
+            for i in 0..47 {
+                assert_eq!(core.has(i), fetched.contains(&i), "block {i}");
+                if core.has(i) {
+                    assert_eq!(core.get(i).unwrap().unwrap(), blocks[i as usize]);
+                }
+            }
+        }
+        // Once converted, it is an ordinary feed: it grows, and nothing is said on opening.
+        let w = Store::open(&dir.path().join("w")).await.unwrap();
+        assert!(w.notes.is_empty(), "{:?}", w.notes);
+        assert_eq!(
+            w.by_name("old").unwrap().append(&[b"new"]).await.unwrap(),
+            48
+        );
     }
 
     #[tokio::test]

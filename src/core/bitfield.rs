@@ -19,8 +19,8 @@ type Page = Box<[u8; PAGE_BYTES]>;
 pub struct Bitfield {
     /// Runs of full pages: first page to one past the last.
     full: BTreeMap<u64, u64>,
-    /// Pages with some bits set and some clear.
-    partial: HashMap<u64, Page>,
+    /// Pages with some bits set and some clear, with how many are set.
+    partial: HashMap<u64, (Page, u32)>,
     /// Pages changed since [`Bitfield::take_dirty`].
     dirty: BTreeSet<u64>,
 }
@@ -29,7 +29,7 @@ impl Bitfield {
     /// Whether block `i` is held.
     pub fn get(&self, i: u64) -> bool {
         let page = i / PAGE_BITS;
-        if let Some(p) = self.partial.get(&page) {
+        if let Some((p, _)) = self.partial.get(&page) {
             let bit = (i % PAGE_BITS) as usize;
             return p[bit / 8] & (1 << (bit % 8)) != 0;
         }
@@ -98,15 +98,19 @@ impl Bitfield {
                         self.remove_full(page);
                     }
                 } else {
-                    let mut bytes = self.take_page(page);
+                    let (mut bytes, mut ones) = self.take_page(page);
                     for bit in (i - page_start) as usize..(stop - page_start) as usize {
-                        if value {
-                            bytes[bit / 8] |= 1 << (bit % 8);
-                        } else {
-                            bytes[bit / 8] &= !(1 << (bit % 8));
+                        let mask = 1 << (bit % 8);
+                        let was = bytes[bit / 8] & mask != 0;
+                        if value && !was {
+                            bytes[bit / 8] |= mask;
+                            ones += 1;
+                        } else if !value && was {
+                            bytes[bit / 8] &= !mask;
+                            ones -= 1;
                         }
                     }
-                    self.put_page(page, bytes);
+                    self.put_page(page, bytes, ones);
                 }
             }
             i = stop;
@@ -122,7 +126,7 @@ impl Bitfield {
                 i = end * PAGE_BITS;
                 continue;
             }
-            let Some(p) = self.partial.get(&page) else {
+            let Some((p, _)) = self.partial.get(&page) else {
                 return i;
             };
             let mut bit = (i % PAGE_BITS) as usize;
@@ -149,7 +153,7 @@ impl Bitfield {
             if self.page_full(page) {
                 return Some(end - 1);
             }
-            if let Some(p) = self.partial.get(&page) {
+            if let Some((p, _)) = self.partial.get(&page) {
                 let from = (end - 1 - page * PAGE_BITS) as usize;
                 if let Some(bit) = (0..=from).rev().find(|&b| p[b / 8] & (1 << (b % 8)) != 0) {
                     return Some(page * PAGE_BITS + bit as u64);
@@ -166,11 +170,36 @@ impl Bitfield {
         None
     }
 
+    /// How many blocks below `end` are held.
+    pub fn count_below(&self, end: u64) -> u64 {
+        let mut n = 0;
+        for (&s, &e) in &self.full {
+            let (s, e) = (s * PAGE_BITS, (e * PAGE_BITS).min(end));
+            n += e.saturating_sub(s);
+        }
+        for (&page, (p, ones)) in &self.partial {
+            let start = page * PAGE_BITS;
+            if start >= end {
+                continue;
+            }
+            if end - start >= PAGE_BITS {
+                n += u64::from(*ones);
+                continue;
+            }
+            let bits = (end - start) as usize;
+            n += (0..bits)
+                .filter(|&b| p[b / 8] & (1 << (b % 8)) != 0)
+                .count() as u64;
+        }
+        n
+    }
+
     /// Loads page `page` from its bytes in the file.
     pub fn load(&mut self, page: u64, bytes: &[u8]) {
         let mut p: Page = Box::new([0; PAGE_BYTES]);
         p[..bytes.len().min(PAGE_BYTES)].copy_from_slice(&bytes[..bytes.len().min(PAGE_BYTES)]);
-        self.put_page(page, p);
+        let ones = p.iter().map(|b| b.count_ones()).sum();
+        self.put_page(page, p, ones);
         self.dirty.remove(&page);
     }
 
@@ -186,34 +215,34 @@ impl Bitfield {
     }
 
     fn page_bytes(&self, page: u64) -> Page {
-        if let Some(p) = self.partial.get(&page) {
+        if let Some((p, _)) = self.partial.get(&page) {
             return p.clone();
         }
         Box::new([if self.page_full(page) { 0xff } else { 0 }; PAGE_BYTES])
     }
 
-    fn take_page(&mut self, page: u64) -> Page {
+    fn take_page(&mut self, page: u64) -> (Page, u32) {
         if let Some(p) = self.partial.remove(&page) {
             return p;
         }
         if self.page_full(page) {
             self.remove_full(page);
-            return Box::new([0xff; PAGE_BYTES]);
+            return (Box::new([0xff; PAGE_BYTES]), PAGE_BITS as u32);
         }
-        Box::new([0; PAGE_BYTES])
+        (Box::new([0; PAGE_BYTES]), 0)
     }
 
-    fn put_page(&mut self, page: u64, bytes: Page) {
+    fn put_page(&mut self, page: u64, bytes: Page, ones: u32) {
         self.dirty.insert(page);
         self.partial.remove(&page);
-        if bytes.iter().all(|&b| b == 0xff) {
+        if u64::from(ones) == PAGE_BITS {
             self.add_full(page);
         } else {
             if self.page_full(page) {
                 self.remove_full(page);
             }
-            if bytes.iter().any(|&b| b != 0) {
-                self.partial.insert(page, bytes);
+            if ones > 0 {
+                self.partial.insert(page, (bytes, ones));
             }
         }
     }
@@ -280,6 +309,8 @@ mod tests {
                 let below = at + len;
                 let last = model[..below as usize].iter().rposition(|&b| b).map(|i| i as u64);
                 proptest::prop_assert_eq!(bits.last_set_below(below), last);
+                let count = model[..below as usize].iter().filter(|&&b| b).count() as u64;
+                proptest::prop_assert_eq!(bits.count_below(below), count);
             }
             // What goes to disk reads back the same.
             let mut again = Bitfield::default();

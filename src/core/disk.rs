@@ -77,6 +77,8 @@ pub struct Info {
     pub length: u64,
     /// Blocks held from the start without a gap.
     pub contiguous_length: u64,
+    /// Blocks held in all.
+    pub held: u64,
     /// Bytes in the feed.
     pub byte_length: u64,
     /// The writer's truncation count.
@@ -323,7 +325,8 @@ impl Core {
                     None if b.iter().any(|&x| x != 0) => bad_slots += 1,
                     None => {}
                 },
-                Err(e) if e.kind() == ErrorKind::UnexpectedEof => {}
+                // The first commit writes slot 1: a file that ends before it was cut short.
+                Err(e) if e.kind() == ErrorKind::UnexpectedEof => bad_slots += slot,
                 Err(e) => return Err(files.err("header")(e)),
             }
         }
@@ -383,6 +386,61 @@ impl Core {
         Err(CoreError::Damaged(format!(
             "no commit in its header checks: {why}"
         )))
+    }
+
+    /// Gives files laid out as this module's (`tree`, `data`, `bitfield`, written by an
+    /// earlier build) the header that commits `length` blocks at `fork` under `signature`,
+    /// once the roots in `tree` check against them. Then [`Core::open`] opens them.
+    pub fn adopt(
+        dir: &Path,
+        flavour: Flavour,
+        key: VerifyingKey,
+        secret: Option<SigningKey>,
+        (length, fork, signature): (u64, u64, Option<[u8; 64]>),
+    ) -> Result<(), CoreError> {
+        let io_err = |path: PathBuf| move |source| CoreError::Io { path, source };
+        private_dir(dir).map_err(io_err(dir.to_path_buf()))?;
+        if length > MAX_LENGTH {
+            return Err(CoreError::Damaged(format!("length {length} is too large")));
+        }
+        if let Some(s) = &secret {
+            write_secret(dir, s).map_err(io_err(dir.join("secret")))?;
+        }
+        let files = Files::open(dir, true)?;
+        let staged = BTreeMap::new();
+        let mut cache = HashMap::new();
+        let mut nodes = Nodes {
+            staged: &staged,
+            cache: &mut cache,
+            file: &files.tree,
+        };
+        let mut roots = Vec::new();
+        for index in flat::full_roots(2 * length) {
+            let root = nodes.node(index).map_err(files.err("tree"))?;
+            roots.push(root.ok_or_else(|| {
+                CoreError::Damaged(format!("root node {index} is missing from its tree file"))
+            })?);
+        }
+        let header = Header {
+            seq: 1,
+            flavour,
+            key: key.to_bytes(),
+            fork,
+            length,
+            byte_length: roots.iter().map(|r| r.size).sum(),
+            tree_hash: flavour.tree(&roots),
+            signature,
+        };
+        Core::at_commit(&files, &header, secret.as_ref())?;
+        files.data.sync_data().map_err(files.err("data"))?;
+        files.tree.sync_data().map_err(files.err("tree"))?;
+        files.bitfield.sync_data().map_err(files.err("bitfield"))?;
+        files
+            .header
+            .write_all_at(&header.encode(), SLOT_BYTES)
+            .map_err(files.err("header"))?;
+        files.header.sync_data().map_err(files.err("header"))?;
+        fsync_dir(dir).map_err(io_err(dir.to_path_buf()))
     }
 
     /// The tree a header commits to, once its roots and signature check.
@@ -514,6 +572,11 @@ impl Core {
         Info {
             length: self.tree.length,
             contiguous_length: self.contiguous,
+            held: if self.secret.is_some() {
+                self.tree.length
+            } else {
+                self.bits.count_below(self.tree.length)
+            },
             byte_length: self.tree.byte_length,
             fork: self.tree.fork,
             writeable: self.secret.is_some(),

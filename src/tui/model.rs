@@ -406,6 +406,12 @@ impl Model {
                 };
                 log(Some(*peer), kind, false, keys_text(keys));
             }
+            Event::Appended { key, name, length } => log(
+                None,
+                "appended",
+                false,
+                format!("{} {name}: length {length}", short(key)),
+            ),
             Event::FeedAdded {
                 key,
                 name,
