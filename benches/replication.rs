@@ -129,6 +129,79 @@ async fn one_feed(blocks: usize, size: usize) -> Result<Measure, String> {
     Ok(rate(blocks * size, secs))
 }
 
+/// One feed of `blocks` × 1 KiB from A to B (time from connect to synced, and the peak RSS of
+/// both engines), then how long B's storage takes to open again.
+async fn million(blocks: usize) -> Vec<Row> {
+    let workload = format!("1 feed × {blocks} × 1 KiB");
+    let (a_dir, keys) = seeded(&[FeedSpec::new("million", blocks, KIB)]).await;
+    reset_peak_rss();
+    let b_dir = tempfile::tempdir().expect("temporary storage");
+    let mut pair = Pair::start(a_dir, b_dir).await;
+    let t0 = pair.t0;
+    let mut sync = SyncTracker::new([(Side::B, keys[0])], blocks as u64);
+    let end = pair
+        .wait(t0 + 2 * BUDGET, |ev| sync.observe(ev))
+        .await
+        .ok_or_else(|| timeout_text(&sync.describe()));
+    let rss = peak_rss();
+    let b_dir = pair.stop_keeping_b().await;
+    let time = end.map(|end| Measure {
+        value: elapsed(t0, end),
+        unit: "s",
+        note: format!("{:.1} MB/s", (blocks * KIB) as f64 / elapsed(t0, end) / 1e6),
+    });
+    let rss = rss.map_or(Err("no /proc/self/status".to_string()), |b| {
+        Ok(Measure {
+            value: b as f64 / 1e6,
+            unit: "MB",
+            note: String::new(),
+        })
+    });
+    let started = Instant::now();
+    let opened = match feedscope::store::Store::open(b_dir.path()).await {
+        Ok(store) => {
+            let took = started.elapsed().as_secs_f64() * 1e3;
+            let held = match store.get(&keys[0]) {
+                Some(feed) => feed.core.lock().await.info().held,
+                None => 0,
+            };
+            if held == blocks as u64 {
+                Ok(Measure {
+                    value: took,
+                    unit: "ms",
+                    note: String::new(),
+                })
+            } else {
+                Err(format!("reopened with {held} of {blocks} blocks"))
+            }
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    vec![
+        Row::new(
+            "million",
+            format!("{workload}: connect → synced"),
+            time,
+            "≤ 10 s",
+            Target::AtMost(10.0),
+        ),
+        Row::new(
+            "million-rss",
+            format!("{workload}: peak RSS, both engines"),
+            rss,
+            "≤ 200 MB",
+            Target::AtMost(200.0),
+        ),
+        Row::new(
+            "million-open",
+            format!("{workload}: opening the downloaded storage"),
+            opened,
+            "≤ 200 ms",
+            Target::AtMost(200.0),
+        ),
+    ]
+}
+
 /// How long a JS peer may take to start and create its feed.
 const JS_SETUP: Duration = Duration::from_secs(120);
 
@@ -533,6 +606,9 @@ async fn run(options: &Options) -> Vec<Row> {
             "≤ 20 ms",
             Target::AtMost(20.0),
         ));
+    }
+    if selected("million") {
+        rows.extend(million(options.blocks.unwrap_or(1_000_000)).await);
     }
     // Last, so that the heavier storage of this run does not weigh on the others.
     if selected("thousand-feeds") {

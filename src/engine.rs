@@ -351,7 +351,7 @@ async fn run(shared: Arc<Shared>, config: Config, mut commands: mpsc::UnboundedR
                 peer: None,
                 kind: "storage".into(),
                 message: format!(
-                    "feed {} could not be checkpointed; its newest blocks may be downloaded again next time",
+                    "feed {} could not be written to disk; its newest blocks may be downloaded again next time",
                     feed.entry.key
                 ),
             });

@@ -330,8 +330,9 @@ fn rules(net: &NetArgs) -> Result<Rules> {
 }
 
 fn main() -> std::process::ExitCode {
-    // Every feed holds four files open; a soft limit of 1,024, common by default, would stop
-    // at about 250 feeds. The hard limit is what the system allows this process.
+    // A replicating feed holds four files open; a soft limit of 1,024, common by default,
+    // would stop at about 250 feeds replicating at once. The hard limit is what the system
+    // allows this process.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());

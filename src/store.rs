@@ -61,7 +61,7 @@ pub enum StoreError {
         key: String,
         /// Local name or "unnamed".
         name: String,
-        /// What the hypercore library said, and what to do.
+        /// What went wrong, and what to do.
         reason: String,
     },
     /// No feed by that name or key.
@@ -117,12 +117,15 @@ impl Feed {
         appended.map_err(|e| self.err("cannot append", e))
     }
 
-    /// Commits what the feed staged, unless the core is in use (then `None`: the next call
-    /// catches up).
+    /// Commits what the feed staged and closes its files if it idles, unless the core is in
+    /// use (then `None`: the next call catches up).
     pub fn try_commit(&self) -> Option<Result<(), StoreError>> {
         let mut core = self.core.try_lock().ok()?;
+        let done = core
+            .commit()
+            .and_then(|()| core.close_if_idle(CLOSE_FILES_AFTER));
         Some(
-            core.commit()
+            done.map(drop)
                 .map_err(|e| self.err("cannot write to disk", e)),
         )
     }
@@ -168,8 +171,8 @@ pub struct Store {
     creating: tokio::sync::Mutex<()>,
     /// Feeds that could not be opened, or opened with damage found, with the reason.
     pub broken: Vec<StoreError>,
-    /// Notes for warnings: replicas cut back to what checks, secret keys others can read,
-    /// an open-file limit too low for the storage.
+    /// Notes for warnings: replicas cut back to what checks, storage converted from earlier
+    /// builds, secret keys others can read.
     pub notes: Vec<String>,
 }
 
@@ -226,7 +229,6 @@ impl Store {
         let mut feeds = BTreeMap::new();
         let mut broken = Vec::new();
         let mut notes = Vec::new();
-        notes.extend(open_file_shortage(index.feeds.len()));
         for entry in index.feeds {
             let path = core_dir(dir, &entry.key);
             match open_core(&path, &entry) {
@@ -396,22 +398,8 @@ impl Store {
     }
 }
 
-/// Files each open core holds.
-pub const FILES_PER_CORE: u64 = 4;
-/// File descriptors kept free for sockets, logs and the index.
-const SPARE_FILES: u64 = 256;
-
-/// A warning if the process may not open enough files for `cores` cores.
-fn open_file_shortage(cores: usize) -> Option<String> {
-    let held = cores as u64 * FILES_PER_CORE;
-    let needed = held + SPARE_FILES;
-    let (soft, _) = rlimit::getrlimit(rlimit::Resource::NOFILE).ok()?;
-    (soft < needed).then(|| {
-        format!(
-            "this storage has {cores} feeds, which hold {held} files open, but this process may open only {soft}: raise the limit (`ulimit -n {needed}`) or some feeds will fail to open"
-        )
-    })
-}
+/// How long a feed's files stay open after their last use.
+pub const CLOSE_FILES_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn core_dir(dir: &Path, key: &FeedKey) -> PathBuf {
     dir.join("cores").join(key.to_hex())
@@ -421,29 +409,17 @@ fn display_name(entry: &FeedEntry) -> String {
     entry.name.clone().unwrap_or_else(|| "unnamed".into())
 }
 
-/// Opens one feed's core, refusing storage of an earlier format with what to do.
+/// Opens one feed's core, converting storage of earlier builds first.
 fn open_core(path: &Path, entry: &FeedEntry) -> Result<(Core, Vec<String>), StoreError> {
     let mut notes = Vec::new();
     if !path.join("header").exists() && path.join("oplog").exists() {
         notes.push(convert_legacy(path, entry)?);
     }
     if !path.join("header").exists() {
-        let reason = if path.join("oplog").exists() {
-            format!(
-                "{} holds this feed in the format of feedscope builds before its own core (hypercore 0.17's oplog), which this build does not read; its files are left as they were: {}",
-                path.display(),
-                if entry.writable {
-                    "open it with the earlier build to keep appending, or move the folder away to start over"
-                } else {
-                    "move the folder away and the feed is replicated again from a peer"
-                }
-            )
-        } else {
-            format!(
-                "its files are missing under {}; remove it from feeds.json or restore the folder",
-                path.display()
-            )
-        };
+        let reason = format!(
+            "its files are missing under {}; remove it from feeds.json or restore the folder",
+            path.display()
+        );
         return Err(StoreError::Core {
             key: entry.key.to_hex(),
             name: display_name(entry),
@@ -489,8 +465,13 @@ fn convert_legacy(path: &Path, entry: &FeedEntry) -> Result<String, StoreError> 
         key: entry.key.to_hex(),
         name: display_name(entry),
         reason: format!(
-            "{} holds the feed in the format of earlier builds and it cannot be converted: {reason}; its files are left as they were",
-            path.display()
+            "{} holds the feed in the format of earlier builds and it cannot be converted: {reason}; its files are left as they were: {}",
+            path.display(),
+            if entry.writable {
+                "open it with the earlier build to keep appending, or move the folder away to start over"
+            } else {
+                "move the folder away and the feed is replicated again from a peer"
+            }
         ),
     }
     };

@@ -146,11 +146,22 @@ impl Pair {
         self.a.stop().await;
         self.b.stop().await;
     }
+
+    /// Stops both engines and hands back `B`'s storage.
+    pub async fn stop_keeping_b(self) -> TempDir {
+        self.a.stop().await;
+        self.b.stop_keeping().await
+    }
 }
 
 impl Node {
     /// Asks the engine to quit and waits for it (checkpoints included), but not forever.
     pub async fn stop(self) {
+        self.stop_keeping().await;
+    }
+
+    /// [`Node::stop`], handing back its storage instead of removing it.
+    pub async fn stop_keeping(self) -> TempDir {
         let _ = self.commands.send(Command::Quit);
         let abort = self.done.abort_handle();
         if tokio::time::timeout(Duration::from_secs(60), self.done)
@@ -160,6 +171,7 @@ impl Node {
             eprintln!("an engine did not stop within 60 s; aborted");
             abort.abort();
         }
+        self._dir
     }
 }
 

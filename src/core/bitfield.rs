@@ -209,6 +209,15 @@ impl Bitfield {
         dirty.into_iter().map(|p| (p, self.page_bytes(p))).collect()
     }
 
+    /// The pages changed since the last [`Bitfield::take_dirty`], with their bytes, in page
+    /// order; they stay marked changed.
+    pub fn dirty_pages(&self) -> Vec<(u64, Page)> {
+        self.dirty
+            .iter()
+            .map(|&p| (p, self.page_bytes(p)))
+            .collect()
+    }
+
     /// Whether there are changes not yet taken.
     pub fn is_dirty(&self) -> bool {
         !self.dirty.is_empty()

@@ -29,6 +29,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind};
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use blake2::digest::consts::U32;
 use blake2::{Blake2b, Digest};
@@ -44,9 +46,9 @@ pub const NODE_BYTES: u64 = 40;
 const SLOT_BYTES: u64 = 4096;
 const MAGIC: &[u8; 8] = b"FSCORE\x00\x01";
 /// Nodes kept in memory after reading them, per feed, before the cache starts over.
-const NODE_CACHE: usize = 8192;
+pub const NODE_CACHE: usize = 8192;
 /// Staged bytes past which an apply commits by itself.
-const MAX_STAGED_BYTES: usize = 4 << 20;
+pub const MAX_STAGED_BYTES: usize = 4 << 20;
 
 /// Everything that can go wrong with one feed's files.
 #[derive(Debug, thiserror::Error)]
@@ -89,38 +91,84 @@ pub struct Info {
     pub flavour: Flavour,
 }
 
-/// The four files of a core.
+/// The four files of a core, each opened when first used and closed when the feed idles
+/// (see [`Core::close_if_idle`]): storage with thousands of feeds holds files open only for
+/// the ones in use.
 #[derive(Debug)]
 struct Files {
     dir: PathBuf,
-    header: File,
-    tree: File,
-    data: File,
-    bitfield: File,
+    handles: [OnceLock<File>; 4],
 }
 
+const FILE_NAMES: [&str; 4] = ["header", "tree", "data", "bitfield"];
+
 impl Files {
+    /// The files of a core in `dir`; with `create`, all four are created now.
     fn open(dir: &Path, create: bool) -> Result<Files, CoreError> {
-        let open = |name: &str| -> Result<File, CoreError> {
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(create)
-                .truncate(false)
-                .mode(0o600)
-                .open(dir.join(name))
-                .map_err(|source| CoreError::Io {
-                    path: dir.join(name),
-                    source,
-                })
-        };
-        Ok(Files {
+        let files = Files {
             dir: dir.to_path_buf(),
-            header: open("header")?,
-            tree: open("tree")?,
-            data: open("data")?,
-            bitfield: open("bitfield")?,
-        })
+            handles: Default::default(),
+        };
+        if create {
+            for which in 0..FILE_NAMES.len() {
+                files.get(which, true)?;
+            }
+        }
+        Ok(files)
+    }
+
+    fn get(&self, which: usize, create: bool) -> Result<&File, CoreError> {
+        let cell = &self.handles[which];
+        if let Some(f) = cell.get() {
+            return Ok(f);
+        }
+        let path = self.dir.join(FILE_NAMES[which]);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|source| {
+                // EMFILE: say what to do, not just what happened.
+                let source = if source.raw_os_error() == Some(24) {
+                    io::Error::other(format!(
+                        "{source}: this process has too many files open; raise the limit with `ulimit -n`"
+                    ))
+                } else {
+                    source
+                };
+                CoreError::Io { path, source }
+            })?;
+        Ok(cell.get_or_init(|| file))
+    }
+
+    fn header(&self) -> Result<&File, CoreError> {
+        self.get(0, false)
+    }
+
+    fn tree(&self) -> Result<&File, CoreError> {
+        self.get(1, false)
+    }
+
+    fn data(&self) -> Result<&File, CoreError> {
+        self.get(2, false)
+    }
+
+    fn bitfield(&self) -> Result<&File, CoreError> {
+        self.get(3, false)
+    }
+
+    /// Closes whatever is open; the next use opens it again.
+    fn close(&mut self) {
+        for h in &mut self.handles {
+            h.take();
+        }
+    }
+
+    fn any_open(&self) -> bool {
+        self.handles.iter().any(|h| h.get().is_some())
     }
 
     fn err(&self, name: &str) -> impl FnOnce(io::Error) -> CoreError + '_ {
@@ -213,6 +261,8 @@ pub struct Core {
     changed: bool,
     /// What opening found damaged in a feed that still opened.
     pub damage: Option<String>,
+    /// When the files were last read or written.
+    last_used: Instant,
 }
 
 impl std::fmt::Debug for Core {
@@ -304,6 +354,7 @@ impl Core {
             staged_bytes: 0,
             changed: true,
             damage: None,
+            last_used: Instant::now(),
         };
         core.commit()?;
         core.sync()?;
@@ -319,7 +370,7 @@ impl Core {
         let mut bad_slots = 0;
         for slot in 0..2 {
             let mut b = vec![0u8; Header::BYTES + 32];
-            match files.header.read_exact_at(&mut b, slot * SLOT_BYTES) {
+            match files.header()?.read_exact_at(&mut b, slot * SLOT_BYTES) {
                 Ok(()) => match Header::decode(&b) {
                     Some(h) => slots.push(h),
                     None if b.iter().any(|&x| x != 0) => bad_slots += 1,
@@ -368,9 +419,12 @@ impl Core {
                         staged_bytes: 0,
                         changed: false,
                         damage: None,
+                        last_used: Instant::now(),
                     };
                     core.load_bits()?;
                     notes.extend(core.check_tail()?);
+                    // Opened again when first used: opening storage holds no file open.
+                    core.files.close();
                     return Ok((core, notes));
                 }
                 // A writer must not go back to an older length: it would sign other
@@ -412,7 +466,7 @@ impl Core {
         let mut nodes = Nodes {
             staged: &staged,
             cache: &mut cache,
-            file: &files.tree,
+            file: files.tree()?,
         };
         let mut roots = Vec::new();
         for index in flat::full_roots(2 * length) {
@@ -432,14 +486,17 @@ impl Core {
             signature,
         };
         Core::at_commit(&files, &header, secret.as_ref())?;
-        files.data.sync_data().map_err(files.err("data"))?;
-        files.tree.sync_data().map_err(files.err("tree"))?;
-        files.bitfield.sync_data().map_err(files.err("bitfield"))?;
+        files.data()?.sync_data().map_err(files.err("data"))?;
+        files.tree()?.sync_data().map_err(files.err("tree"))?;
         files
-            .header
+            .bitfield()?
+            .sync_data()
+            .map_err(files.err("bitfield"))?;
+        files
+            .header()?
             .write_all_at(&header.encode(), SLOT_BYTES)
             .map_err(files.err("header"))?;
-        files.header.sync_data().map_err(files.err("header"))?;
+        files.header()?.sync_data().map_err(files.err("header"))?;
         fsync_dir(dir).map_err(io_err(dir.to_path_buf()))
     }
 
@@ -467,7 +524,7 @@ impl Core {
         let mut nodes = Nodes {
             staged: &staged,
             cache: &mut cache,
-            file: &files.tree,
+            file: files.tree()?,
         };
         let mut roots = Vec::new();
         for index in flat::full_roots(2 * h.length) {
@@ -594,12 +651,13 @@ impl Core {
         i < self.tree.length && self.bits.get(i)
     }
 
-    fn nodes(&mut self) -> Nodes<'_> {
-        Nodes {
+    fn nodes(&mut self) -> Result<Nodes<'_>, CoreError> {
+        self.last_used = Instant::now();
+        Ok(Nodes {
             staged: &self.staged_nodes,
             cache: &mut self.cache,
-            file: &self.files.tree,
-        }
+            file: self.files.tree()?,
+        })
     }
 
     /// Block `i`, or `None` if it is not held. A block that does not match its leaf is an
@@ -613,7 +671,7 @@ impl Core {
 
     fn read_checked(&mut self, i: u64) -> Result<Vec<u8>, CoreError> {
         let tree = self.tree.clone();
-        let mut nodes = self.nodes();
+        let mut nodes = self.nodes()?;
         let offset = tree.byte_offset(&mut nodes, i).map_err(|e| {
             CoreError::Damaged(format!("cannot find block {i} in its tree file: {e}"))
         })?;
@@ -626,7 +684,7 @@ impl Core {
         } else {
             let mut v = vec![0; leaf.size as usize];
             self.files
-                .data
+                .data()?
                 .read_exact_at(&mut v, offset)
                 .map_err(self.files.err("data"))?;
             v
@@ -671,7 +729,7 @@ impl Core {
     /// The proof that answers a peer's request, block bytes included.
     pub fn proof(&mut self, req: &Request) -> Result<Proof, CoreError> {
         let tree = self.tree.clone();
-        let mut proof = tree.proof(&mut self.nodes(), req)?;
+        let mut proof = tree.proof(&mut self.nodes()?, req)?;
         if let Some(b) = &mut proof.block {
             if !self.has(b.index) {
                 return Err(ProofError::Malformed(format!("block {} is not held", b.index)).into());
@@ -683,10 +741,11 @@ impl Core {
 
     /// How many levels of block `i`'s path are missing here.
     pub fn missing_nodes(&mut self, i: u64) -> Result<u64, CoreError> {
+        self.last_used = Instant::now();
         let mut nodes = Nodes {
             staged: &self.staged_nodes,
             cache: &mut self.cache,
-            file: &self.files.tree,
+            file: self.files.tree()?,
         };
         self.tree
             .missing_nodes(&mut nodes, i)
@@ -696,10 +755,11 @@ impl Core {
     /// Checks a peer's proof and stages what it adds. Returns whether it added anything.
     /// Nothing is staged when it does not check.
     pub fn apply(&mut self, proof: &Proof) -> Result<bool, CoreError> {
+        self.last_used = Instant::now();
         let mut nodes = Nodes {
             staged: &self.staged_nodes,
             cache: &mut self.cache,
-            file: &self.files.tree,
+            file: self.files.tree()?,
         };
         let verified = self.tree.verify(&mut nodes, proof, &self.key)?;
         let mut changed = false;
@@ -719,7 +779,7 @@ impl Core {
             }
             if !self.bits.get(i) {
                 let tree = self.tree.clone();
-                let offset = tree.byte_offset(&mut self.nodes(), i)?;
+                let offset = tree.byte_offset(&mut self.nodes()?, i)?;
                 self.staged_bytes += value.len();
                 self.staged_data.insert(offset, value);
                 self.bits.set(i, true);
@@ -747,22 +807,22 @@ impl Core {
         if !self.changed {
             return Ok(());
         }
+        // Nothing staged is dropped until the header that commits it is written: a write
+        // that fails leaves it staged, to be tried again.
         let files = &self.files;
-        for (offset, run) in merge_runs(std::mem::take(&mut self.staged_data)) {
+        for (offset, run) in merge_runs(&self.staged_data) {
             files
-                .data
+                .data()?
                 .write_all_at(&run, offset)
                 .map_err(files.err("data"))?;
         }
-        self.staged_bytes = 0;
-        let nodes = std::mem::take(&mut self.staged_nodes);
         let mut run: Vec<u8> = Vec::new();
         let mut run_start = 0;
         let mut next = u64::MAX;
-        for (&index, n) in &nodes {
+        for (&index, n) in &self.staged_nodes {
             if index != next && !run.is_empty() {
                 files
-                    .tree
+                    .tree()?
                     .write_all_at(&run, run_start * NODE_BYTES)
                     .map_err(files.err("tree"))?;
                 run.clear();
@@ -776,17 +836,14 @@ impl Core {
         }
         if !run.is_empty() {
             files
-                .tree
+                .tree()?
                 .write_all_at(&run, run_start * NODE_BYTES)
                 .map_err(files.err("tree"))?;
         }
-        if self.cache.len() + nodes.len() < NODE_CACHE {
-            self.cache.extend(nodes);
-        }
         if self.secret.is_none() {
-            for (page, bytes) in self.bits.take_dirty() {
+            for (page, bytes) in self.bits.dirty_pages() {
                 files
-                    .bitfield
+                    .bitfield()?
                     .write_all_at(&bytes[..], page * PAGE_BYTES as u64)
                     .map_err(files.err("bitfield"))?;
             }
@@ -802,32 +859,56 @@ impl Core {
             signature: self.tree.signature,
         };
         files
-            .header
+            .header()?
             .write_all_at(&header.encode(), (header.seq % 2) * SLOT_BYTES)
             .map_err(files.err("header"))?;
         self.seq = header.seq;
         self.changed = false;
+        self.bits.take_dirty();
+        self.staged_data.clear();
+        self.staged_bytes = 0;
+        let nodes = std::mem::take(&mut self.staged_nodes);
+        if self.cache.len() + nodes.len() < NODE_CACHE {
+            self.cache.extend(nodes);
+        }
+        self.last_used = Instant::now();
         Ok(())
+    }
+
+    /// Commits and closes the feed's files if they have not been used for `idle`; the next
+    /// use opens them again. Returns whether they were closed.
+    pub fn close_if_idle(&mut self, idle: Duration) -> Result<bool, CoreError> {
+        if !self.files.any_open() || self.last_used.elapsed() < idle {
+            return Ok(false);
+        }
+        self.commit()?;
+        self.files.close();
+        Ok(true)
     }
 
     /// Commits, then makes every commit so far survive a machine crash.
     pub fn sync(&mut self) -> Result<(), CoreError> {
         self.commit()?;
         let files = &self.files;
-        files.data.sync_data().map_err(files.err("data"))?;
-        files.tree.sync_data().map_err(files.err("tree"))?;
-        files.bitfield.sync_data().map_err(files.err("bitfield"))?;
-        files.header.sync_data().map_err(files.err("header"))
+        files.data()?.sync_data().map_err(files.err("data"))?;
+        files.tree()?.sync_data().map_err(files.err("tree"))?;
+        files
+            .bitfield()?
+            .sync_data()
+            .map_err(files.err("bitfield"))?;
+        files.header()?.sync_data().map_err(files.err("header"))
     }
 }
 
 /// Joins writes that touch end to end into one.
-fn merge_runs(staged: BTreeMap<u64, Vec<u8>>) -> Vec<(u64, Vec<u8>)> {
+fn merge_runs(staged: &BTreeMap<u64, Vec<u8>>) -> Vec<(u64, Vec<u8>)> {
     let mut out: Vec<(u64, Vec<u8>)> = Vec::new();
-    for (offset, bytes) in staged {
+    for (&offset, bytes) in staged {
         match out.last_mut() {
-            Some((start, run)) if *start + run.len() as u64 == offset => run.extend(bytes),
-            _ => out.push((offset, bytes)),
+            Some((start, run)) if *start + run.len() as u64 == offset => {
+                run.extend_from_slice(bytes)
+            }
+            _ => out.push((offset, bytes.clone())),
         }
     }
     out

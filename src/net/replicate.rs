@@ -302,8 +302,8 @@ impl FeedChannel {
     async fn serve(&mut self, r: Request, out: &mut Outcome) {
         let mut hc = self.feed.core.lock().await;
         let info = hc.info();
-        // Requests a proof cannot answer get NoData before the proof code sees them: the
-        // library can panic on some of them, and a JS peer never sends them to a healthy core.
+        // Requests a proof cannot answer get NoData at once, as JS hypercore answers them; a
+        // JS peer never sends them to a healthy core.
         let upgrade_ok = r.upgrade.as_ref().is_none_or(|u| {
             u.length > 0
                 && u.start
@@ -498,7 +498,7 @@ impl FeedChannel {
 /// its length; so a node is surely stored when its span starts below `contiguous` or when it
 /// is a root. Nodes that arrived as siblings in other proofs may be stored too and are asked
 /// for again: a proof with more nodes than needed verifies just the same, while one with too
-/// few does not. This counts in a few integer steps what the library's `missing_nodes` finds
+/// few does not. This counts in a few integer steps what the core's `missing_nodes` finds
 /// with a tree read per level, a cost that was a sixth of the CPU time of a download.
 pub fn nodes_to_ask(index: u64, length: u64, contiguous: u64) -> u64 {
     if index >= length {
@@ -1039,7 +1039,7 @@ mod tests {
     /// Replicates up to `total` blocks into a replica the way the download loop does: the
     /// writer grows by each step's count, the replica upgrades to it and asks for a batch of
     /// blocks, every count of nodes worked out before any of the batch's answers arrive. Each
-    /// count must be at least the library's own, and each proof made with it must verify.
+    /// count must be at least the core's own, and each proof made with it must verify.
     async fn fetch_with_counted_nodes(total: u64, steps: Vec<(u64, Vec<u64>, bool)>) {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let src = Store::open(a.path()).await.unwrap();
