@@ -162,7 +162,7 @@ async fn million(blocks: usize) -> Vec<Row> {
         Ok(store) => {
             let took = started.elapsed().as_secs_f64() * 1e3;
             let held = match store.get(&keys[0]) {
-                Some(feed) => feed.core.lock().await.info().held,
+                Some(feed) => feed.core.lock().await.held(),
                 None => 0,
             };
             if held == blocks as u64 {

@@ -305,12 +305,14 @@ impl Store {
     pub async fn list(&self) -> Vec<FeedInfo> {
         let mut out = Vec::new();
         for feed in self.feeds() {
-            let info = feed.core.lock().await.info();
+            let core = feed.core.lock().await;
+            let (info, held) = (core.info(), core.held());
+            drop(core);
             out.push(FeedInfo {
                 key: feed.entry.key,
                 name: feed.entry.name.clone(),
                 length: info.length,
-                held: info.held,
+                held,
                 byte_length: info.byte_length,
                 writable: feed.entry.writable,
             });

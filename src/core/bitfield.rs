@@ -187,9 +187,13 @@ impl Bitfield {
                 continue;
             }
             let bits = (end - start) as usize;
-            n += (0..bits)
-                .filter(|&b| p[b / 8] & (1 << (b % 8)) != 0)
-                .count() as u64;
+            let whole: u32 = p[..bits / 8].iter().map(|b| b.count_ones()).sum();
+            let rest = if bits % 8 == 0 {
+                0
+            } else {
+                (p[bits / 8] & ((1u8 << (bits % 8)) - 1)).count_ones()
+            };
+            n += u64::from(whole + rest);
         }
         n
     }

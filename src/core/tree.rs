@@ -124,8 +124,8 @@ pub struct Verified {
     pub nodes: Vec<Node>,
     /// The tree after the upgrade, if the proof carried one.
     pub upgraded: Option<Tree>,
-    /// The block's number and bytes, now known to be right.
-    pub block: Option<(u64, Vec<u8>)>,
+    /// The number of the block, now known to be right.
+    pub block: Option<u64>,
 }
 
 /// The signed state of a feed's tree.
@@ -364,7 +364,7 @@ impl Tree {
                 None => return Err(ProofError::MissingNode(u.index)),
             }
         }
-        let block = proof.block.as_ref().map(|b| (b.index, b.value.clone()));
+        let block = proof.block.as_ref().map(|b| b.index);
         Ok(Verified {
             nodes,
             upgraded,

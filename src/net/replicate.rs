@@ -231,7 +231,7 @@ impl FeedChannel {
                 }
                 let block_len = d.block.as_ref().map_or(0, |b| b.value.len() as u64);
                 let mut hc = hc;
-                let applied = proof_from_wire(d).and_then(|p| hc.apply(&p));
+                let applied = proof_from_wire(d).and_then(|p| hc.apply(p));
                 drop(hc);
                 match applied {
                     Ok(true) => {
@@ -1076,7 +1076,7 @@ mod tests {
                         ..fcore::Request::default()
                     })
                     .unwrap();
-                assert!(rc.apply(&p).unwrap());
+                assert!(rc.apply(p).unwrap());
                 length = to;
             }
             let info = rc.info();
@@ -1098,7 +1098,7 @@ mod tests {
                         ..fcore::Request::default()
                     })
                     .unwrap();
-                let applied = rc.apply(&p);
+                let applied = rc.apply(p);
                 assert!(
                     matches!(applied, Ok(true)),
                     "block {i} of {length} with {nodes} nodes: {applied:?}"
