@@ -188,7 +188,7 @@ impl Bitfield {
             }
             let bits = (end - start) as usize;
             let whole: u32 = p[..bits / 8].iter().map(|b| b.count_ones()).sum();
-            let rest = if bits % 8 == 0 {
+            let rest = if bits.is_multiple_of(8) {
                 0
             } else {
                 (p[bits / 8] & ((1u8 << (bits % 8)) - 1)).count_ones()
