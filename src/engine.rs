@@ -122,6 +122,10 @@ pub struct Shared {
     peers: Mutex<HashMap<PeerId, mpsc::UnboundedSender<PeerCmd>>>,
     next_peer: AtomicU64,
     shutting_down: AtomicBool,
+    /// Feeds with appends waiting for the fsync that acknowledges them.
+    acks_due: Mutex<HashSet<FeedKey>>,
+    /// Acknowledgements not yet sent.
+    acks_in_flight: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -231,6 +235,8 @@ pub async fn start(config: Config) -> Result<Engine, StoreError> {
         peers: Mutex::new(HashMap::new()),
         next_peer: AtomicU64::new(1),
         shutting_down: AtomicBool::new(false),
+        acks_due: Mutex::new(HashSet::new()),
+        acks_in_flight: std::sync::atomic::AtomicUsize::new(0),
     });
     for note in &shared.store.notes {
         shared.emit(Event::Warning {
@@ -333,6 +339,13 @@ async fn run(shared: Arc<Shared>, config: Config, mut commands: mpsc::UnboundedR
     tasks.abort_all();
     // A peer still in its handshake sees this flag before it registers, so none is missed.
     shared.shutting_down.store(true, Ordering::SeqCst);
+    // Appends waiting for their acknowledgement get it before `stopped`.
+    for _ in 0..1_000 {
+        if shared.acks_in_flight.load(Ordering::SeqCst) == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     let ids: Vec<PeerId> = shared.peers.lock().unwrap().keys().copied().collect();
     for id in ids {
         shared.send_to(Some(id), || PeerCmd::Close("shutting down".into()));
@@ -486,6 +499,38 @@ async fn dial(
     }
 }
 
+/// Appends wait this long for others to share their fsync (a group commit). It also lets
+/// the block reach peers first: an fsync stalls other writes to the same file system.
+pub const ACK_DELAY: Duration = Duration::from_millis(2);
+
+/// Makes a feed's appends durable and says so with one `appended` event for all of them,
+/// after [`ACK_DELAY`].
+fn acknowledge_when_durable(shared: &Arc<Shared>, feed: Feed) {
+    if !shared.acks_due.lock().unwrap().insert(feed.entry.key) {
+        return;
+    }
+    let shared = shared.clone();
+    shared.acks_in_flight.fetch_add(1, Ordering::SeqCst);
+    tokio::spawn(async move {
+        tokio::time::sleep(ACK_DELAY).await;
+        // Appends from here on wait for the next fsync.
+        shared.acks_due.lock().unwrap().remove(&feed.entry.key);
+        match feed.sync().await {
+            Ok(length) => shared.emit(Event::Appended {
+                key: feed.entry.key,
+                name: feed.entry.name.clone().unwrap_or_default(),
+                length,
+            }),
+            Err(e) => shared.emit(Event::Error {
+                peer: None,
+                kind: "storage".into(),
+                message: e.to_string(),
+            }),
+        }
+        shared.acks_in_flight.fetch_sub(1, Ordering::SeqCst);
+    });
+}
+
 /// Carries out one command; returns an address to dial for `connect`.
 async fn handle_command(shared: &Arc<Shared>, cmd: Command) -> Option<String> {
     let error = |kind: &str, message: String| {
@@ -524,17 +569,17 @@ async fn handle_command(shared: &Arc<Shared>, cmd: Command) -> Option<String> {
                     return None;
                 }
             };
-            match append(shared, &feed, &[block]).await {
-                Ok((key, length)) => {
-                    shared.emit(Event::Appended {
-                        key,
-                        name: feed,
-                        length,
-                    });
-                    shared.feed_changed(key, None)
-                }
-                Err(e) => error("command", e.to_string()),
+            let Some(found) = shared.store.by_name(&feed) else {
+                error("command", StoreError::NoSuchFeed(feed).to_string());
+                return None;
+            };
+            // Peers hear of the block at once; the user hears of it once it is durable.
+            if let Err(e) = found.append(&[block]).await {
+                error("command", e.to_string());
+                return None;
             }
+            shared.feed_changed(found.entry.key, None);
+            acknowledge_when_durable(shared, found);
         }
         Command::Stop { peer, key } => match FeedKey::parse(&key) {
             Ok(k) => {
@@ -591,20 +636,4 @@ fn decide(shared: &Shared, peer: Option<PeerId>, key: &str, approve: bool) {
             message: format!("no connected peer {}", peer.unwrap_or_default()),
         });
     }
-}
-
-/// Appends blocks to the writable feed named `name` and makes them durable; returns its key
-/// and new length.
-pub async fn append(
-    shared: &Shared,
-    name: &str,
-    blocks: &[Vec<u8>],
-) -> Result<(FeedKey, u64), StoreError> {
-    let feed = shared
-        .store
-        .by_name(name)
-        .ok_or_else(|| StoreError::NoSuchFeed(name.to_string()))?;
-    let length = feed.append(blocks).await?;
-    feed.sync().await?;
-    Ok((feed.entry.key, length))
 }

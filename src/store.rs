@@ -137,9 +137,24 @@ impl Feed {
     }
 
     /// Commits and forces the feed's files to disk, so that it survives a machine crash.
-    pub async fn sync(&self) -> Result<(), StoreError> {
-        let synced = self.core.lock().await.sync();
-        synced.map_err(|e| self.err("cannot sync to disk", e))
+    /// Returns the length made durable.
+    pub async fn sync(&self) -> Result<u64, StoreError> {
+        let mut core = self.core.lock().await;
+        let length = core.info().length;
+        let durable = core.sync_later();
+        drop(core);
+        let durable = durable.map_err(|e| self.err("cannot sync to disk", e))?;
+        // Off the async threads and without the core: peers are served meanwhile.
+        let synced = tokio::task::spawn_blocking(move || durable.run())
+            .await
+            .unwrap_or_else(|e| {
+                Err(CoreError::Io {
+                    path: PathBuf::new(),
+                    source: std::io::Error::other(e),
+                })
+            });
+        synced.map_err(|e| self.err("cannot sync to disk", e))?;
+        Ok(length)
     }
 }
 

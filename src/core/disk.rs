@@ -889,15 +889,44 @@ impl Core {
 
     /// Commits, then makes every commit so far survive a machine crash.
     pub fn sync(&mut self) -> Result<(), CoreError> {
+        self.sync_later()?.run()
+    }
+
+    /// Commits, and returns the fsyncs that make every commit so far survive a machine
+    /// crash, to run without holding the core (they take milliseconds).
+    pub fn sync_later(&mut self) -> Result<Durable, CoreError> {
         self.commit()?;
-        let files = &self.files;
-        files.data()?.sync_data().map_err(files.err("data"))?;
-        files.tree()?.sync_data().map_err(files.err("tree"))?;
-        files
-            .bitfield()?
-            .sync_data()
-            .map_err(files.err("bitfield"))?;
-        files.header()?.sync_data().map_err(files.err("header"))
+        let mut files = Vec::new();
+        // The header last: it must not reach the disk ahead of what it commits.
+        for which in [2, 1, 3, 0] {
+            let path = self.files.dir.join(FILE_NAMES[which]);
+            let file = self.files.get(which, false)?.try_clone();
+            files.push((
+                file.map_err(|source| CoreError::Io {
+                    path: path.clone(),
+                    source,
+                })?,
+                path,
+            ));
+        }
+        Ok(Durable { files })
+    }
+}
+
+/// The fsyncs of [`Core::sync_later`].
+#[derive(Debug)]
+pub struct Durable {
+    files: Vec<(File, PathBuf)>,
+}
+
+impl Durable {
+    /// Forces the files to disk, in order.
+    pub fn run(self) -> Result<(), CoreError> {
+        for (file, path) in self.files {
+            file.sync_data()
+                .map_err(|source| CoreError::Io { path, source })?;
+        }
+        Ok(())
     }
 }
 
