@@ -1,9 +1,10 @@
 //! feedscope: watch, curate and debug multifeed replication on the hypercore v10 wire.
 //!
 //! Layers, from the bytes up: [`frame`] (protomux framing), [`wire`] (the four multifeed
-//! messages), [`session`] (the exchange as a state machine without I/O), [`store`] (cores on
-//! disk), [`net`] (transport and per-peer tasks), [`engine`] (listen, dial, route commands),
-//! and [`event`] (the one schema every front end reads).
+//! messages), [`session`] (the exchange as a state machine without I/O), [`core`] (the
+//! hypercore tree, proofs and one feed's files), [`store`] (the storage folder), [`net`]
+//! (transport and per-peer tasks), [`engine`] (listen, dial, route commands), and [`event`]
+//! (the one schema every front end reads).
 
 pub mod core;
 pub mod demo;
