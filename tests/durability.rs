@@ -252,3 +252,35 @@ fn damaged_files_are_found_on_open_and_reported_for_that_feed_only() {
     }
     eprintln!("12 damaged storages checked in {:?}", started.elapsed());
 }
+
+#[test]
+fn a_feed_of_a_million_blocks_is_appended_reopened_and_replicated() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // Small blocks keep the storage at 15 MB; the length is what this test is about.
+    let lines: Vec<String> = (0..1_000_000).map(|i| format!("{i:015}")).collect();
+    let key = append_lines(a_dir.path(), "million", &lines);
+    let row = feed_row(a_dir.path(), &key);
+    assert_eq!(row["length"], 1_000_000);
+    assert_eq!(row["held"], 1_000_000);
+
+    let started = Instant::now();
+    let (a, addr) = Node::listen(a_dir.path(), &[]);
+    let mut b = Node::start(b_dir.path(), &["--connect", &addr]);
+    b.wait_for_within("feed_synced", Duration::from_secs(600), |v| {
+        v["key"] == key.as_str() && v["length"] == 1_000_000
+    })
+    .expect("a million blocks within 10 minutes");
+    eprintln!("a million blocks replicated in {:?}", started.elapsed());
+    b.quit();
+    a.quit();
+    assert_eq!(feed_row(b_dir.path(), &key)["held"], 1_000_000);
+    let expected = catted(&lines);
+    assert!(
+        cat(b_dir.path(), &key) == expected,
+        "the replica's blocks differ"
+    );
+    assert!(
+        cat(a_dir.path(), &key) == expected,
+        "the writer's blocks differ"
+    );
+}

@@ -219,3 +219,48 @@ fn a_request_for_a_never_offered_key_is_refused() {
         "a request for an unoffered key",
     );
 }
+
+/// Past one bitfield page (32,768 blocks), where the `hypercore` crate could not reopen a core.
+const LONG: usize = 40_001;
+
+#[test]
+fn a_js_feed_past_one_bitfield_page_is_downloaded_and_reopens() {
+    let (js_dir, fs_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (mut js, addr) = JsPeer::listen(
+        js_dir.path(),
+        &[
+            "--feeds",
+            "1",
+            "--blocks",
+            &LONG.to_string(),
+            "--block-size",
+            "16",
+        ],
+    );
+    let key = js.feed_key("f0");
+    let mut fs = Node::start(fs_dir.path(), &["--connect", &addr]);
+    fs.wait_for_within("feed_synced", Duration::from_secs(300), |v| {
+        v["key"] == key.as_str() && v["length"] == LONG as u64
+    })
+    .expect("the long feed syncs");
+    fs.quit();
+    js.quit();
+    assert_eq!(cat(fs_dir.path(), &key), catted(&blocks("f0", LONG, 16)));
+}
+
+#[test]
+fn a_feedscope_feed_past_one_bitfield_page_verifies_in_js() {
+    let (js_dir, fs_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let lines = blocks("long", LONG, 16);
+    let key = append_lines(fs_dir.path(), "long", &lines);
+    let (fs, addr) = Node::listen(fs_dir.path(), &[]);
+    let mut js = JsPeer::start(js_dir.path(), &["--connect", &addr]);
+    let synced = js
+        .wait_for_within("synced", Duration::from_secs(300), |v| {
+            v["key"] == key.as_str() && v["length"] == LONG as u64
+        })
+        .expect("JS syncs the long feed");
+    assert_eq!(synced["digest"], digest(&lines).as_str());
+    js.quit();
+    fs.quit();
+}
