@@ -239,6 +239,21 @@ fn hypercore_9_hashes_and_signatures_match_javascript() {
     // Its writer's proof of block 0: siblings up to the root, then the other root.
     let proof = nodes(&v["proof_for_block0_digest0"]["nodes"]);
     assert_eq!(proof, [store[&2], store[&4]]);
+    assert_eq!(tree.proof_hc9(&mut store, 0).unwrap(), proof);
+    // And a reader that holds nothing takes it, signature and all, to length 3.
+    let data = feedscope::core::hc9::Hc9Proof {
+        index: 0,
+        value: b"block-0".to_vec(),
+        nodes: proof,
+        signature: Some(bytes(&v["proof_for_block0_digest0"]["signature"])),
+    };
+    let reader = Tree::new(Flavour::Hc9);
+    let verified = reader
+        .verify_hc9(&mut HashMap::new(), &data, &key.verifying_key())
+        .unwrap();
+    let after = verified.upgraded.unwrap();
+    assert_eq!(after.length, 3);
+    assert_eq!(after.hash().to_vec(), bytes(&v["tree_hash"]));
 }
 
 /// Grows a writer's tree in random batches and brings a second tree along by proofs alone.

@@ -3,7 +3,9 @@
 //! - [`flat`]: flat-tree indexes;
 //! - [`hash`]: BLAKE2b hashes and Ed25519 signatures, in hypercore 10's or 9's [`Flavour`];
 //! - [`tree`]: appending, making proofs for peers and checking theirs, without I/O;
-//! - [`bitfield`]: which blocks are held, in pages kept only where bits are set.
+//! - [`hc9`]: the proofs of hypercore 9's wire (Cabal), over the same tree;
+//! - [`bitfield`]: which blocks are held, in pages kept only where bits are set;
+//! - [`disk`]: one feed's files and their commit protocol.
 //!
 //! The flavour is chosen per feed: the same code serves hypercore 10 peers and the hypercore
 //! 9 feeds of Cabal's wire.
@@ -12,6 +14,7 @@ pub mod bitfield;
 pub mod disk;
 pub mod flat;
 pub mod hash;
+pub mod hc9;
 pub mod tree;
 
 pub use disk::{Core, CoreError, Info};
