@@ -39,7 +39,8 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 use super::bitfield::{Bitfield, PAGE_BYTES};
 use super::flat;
 use super::hash::{Flavour, Node};
-use super::tree::{NodeSource, Proof, ProofError, Request, Tree, MAX_LENGTH};
+use super::hc9::Hc9Proof;
+use super::tree::{NodeSource, Proof, ProofError, Request, Tree, Verified, MAX_LENGTH};
 
 /// Bytes of one node in the tree file.
 pub const NODE_BYTES: u64 = 40;
@@ -763,6 +764,34 @@ impl Core {
     pub fn apply(&mut self, mut proof: Proof) -> Result<bool, CoreError> {
         let mut nodes = nodes_of!(self);
         let verified = self.tree.verify(&mut nodes, &proof, &self.key)?;
+        let value = proof.block.take().map(|b| b.value);
+        self.stage(verified, value)
+    }
+
+    /// [`Core::apply`] for a proof from hypercore 9's wire.
+    pub fn apply_hc9(&mut self, mut proof: Hc9Proof) -> Result<bool, CoreError> {
+        let mut nodes = nodes_of!(self);
+        let verified = self.tree.verify_hc9(&mut nodes, &proof, &self.key)?;
+        let value = std::mem::take(&mut proof.value);
+        self.stage(verified, Some(value))
+    }
+
+    /// The hypercore 9 proof of block `index`, bytes and signature included.
+    pub fn proof_hc9(&mut self, index: u64) -> Result<Hc9Proof, CoreError> {
+        if !self.has(index) {
+            return Err(ProofError::Malformed(format!("block {index} is not held")).into());
+        }
+        let nodes = self.tree.proof_hc9(&mut nodes_of!(self), index)?;
+        Ok(Hc9Proof {
+            index,
+            value: self.read(index, false)?,
+            nodes,
+            signature: self.tree.signature.map(|s| s.to_vec()),
+        })
+    }
+
+    /// Stages what a checked proof adds: its nodes, the upgrade, the block's bytes.
+    fn stage(&mut self, verified: Verified, value: Option<Vec<u8>>) -> Result<bool, CoreError> {
         let mut changed = false;
         if let Some(up) = verified.upgraded {
             if self.secret.is_some() {
@@ -775,7 +804,7 @@ impl Core {
             self.staged_nodes.insert(n.index, *n);
         }
         if let Some(i) = verified.block {
-            let value = proof.block.take().map(|b| b.value).unwrap_or_default();
+            let value = value.unwrap_or_default();
             if i >= self.tree.length {
                 return Err(ProofError::Malformed(format!("block {i} is past the end")).into());
             }
@@ -1077,6 +1106,41 @@ mod tests {
             })
             .unwrap();
         assert_eq!(p.block.unwrap().value, blocks[60]);
+    }
+
+    #[test]
+    fn a_hypercore_9_feed_replicates_by_its_own_proofs_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = SigningKey::from_bytes(&[9; 32]);
+        let key = secret.verifying_key();
+        let mut w = Core::create(&dir.path().join("w"), Flavour::Hc9, key, Some(secret)).unwrap();
+        let blocks: Vec<Vec<u8>> = (0..37u32).map(|i| i.to_be_bytes().repeat(3)).collect();
+        w.append(&blocks[..20]).unwrap();
+        w.append(&blocks[20..]).unwrap();
+        let rpath = dir.path().join("r");
+        let mut r = Core::create(&rpath, Flavour::Hc9, key, None).unwrap();
+        for i in [36, 0, 17, 35, 1] {
+            assert!(r.apply_hc9(w.proof_hc9(i).unwrap()).unwrap(), "block {i}");
+        }
+        assert!(
+            !r.apply_hc9(w.proof_hc9(0).unwrap()).unwrap(),
+            "held already"
+        );
+        let mut bad = w.proof_hc9(5).unwrap();
+        bad.value[0] ^= 1;
+        assert!(r.apply_hc9(bad).is_err());
+        r.commit().unwrap();
+        drop(r);
+        let (mut r, notes) = Core::open(&rpath).unwrap();
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(r.info().flavour, Flavour::Hc9);
+        assert_eq!(r.info().length, 37);
+        assert_eq!(r.info().contiguous_length, 2);
+        assert_eq!(r.get(17).unwrap().unwrap(), blocks[17]);
+        assert!(!r.has(5));
+        // And it serves what it holds to a third copy.
+        let mut third = Core::create(&dir.path().join("t"), Flavour::Hc9, key, None).unwrap();
+        assert!(third.apply_hc9(r.proof_hc9(35).unwrap()).unwrap());
     }
 
     #[test]
