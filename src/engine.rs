@@ -44,7 +44,8 @@ pub struct Config {
     pub storage: PathBuf,
     /// The shared multifeed key (the root core's key).
     pub key: FeedKey,
-    /// Address to listen on, if any.
+    /// Address to listen on, if any. An engine that cannot listen there reports an `error` of
+    /// kind `listen` and stops at once.
     pub listen: Option<String>,
     /// Addresses to dial at start.
     pub connect: Vec<String>,
@@ -207,7 +208,8 @@ pub struct Engine {
     pub commands: mpsc::UnboundedSender<Command>,
     /// Events out.
     pub events: mpsc::UnboundedReceiver<Event>,
-    /// Resolves when the engine has stopped (after [`Command::Quit`]).
+    /// Resolves when the engine has stopped (after [`Command::Quit`], or at once when it
+    /// cannot listen).
     pub done: tokio::task::JoinHandle<()>,
 }
 
@@ -305,11 +307,17 @@ async fn run(shared: Arc<Shared>, config: Config, mut commands: mpsc::UnboundedR
                     }
                 });
             }
-            Err(e) => shared.emit(Event::Error {
-                peer: None,
-                kind: "listen".into(),
-                message: format!("cannot listen on {addr}: {e}; pass another --listen address"),
-            }),
+            Err(e) => {
+                // An engine asked to listen that cannot is of no use: it reports why and
+                // stops at once, dialing nobody.
+                shared.emit(Event::Error {
+                    peer: None,
+                    kind: "listen".into(),
+                    message: listen_failure(addr, &e),
+                });
+                shut_down(&shared, tasks, JoinSet::new()).await;
+                return;
+            }
         }
     }
     for addr in &config.connect {
@@ -336,6 +344,37 @@ async fn run(shared: Arc<Shared>, config: Config, mut commands: mpsc::UnboundedR
             _ = put_down.tick() => commit_staged(&shared, &mut failing),
         }
     }
+    shut_down(&shared, tasks, peer_tasks).await;
+}
+
+/// Why `TcpListener::bind(addr)` failed, and what to do about it, in one line.
+pub fn listen_failure(addr: &str, e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    const NOT_AN_ADDRESS: &str =
+        "give an address as HOST:PORT, e.g. 127.0.0.1:4000 (port 0 takes any free one)";
+    let advice = match e.kind() {
+        ErrorKind::AddrInUse => {
+            "another process listens there: pick another port (port 0 takes any free one) or \
+             stop that process"
+        }
+        ErrorKind::InvalidInput => NOT_AN_ADDRESS,
+        ErrorKind::PermissionDenied => {
+            "not allowed to listen there: ports below 1024 need privileges, pick a higher one"
+        }
+        ErrorKind::AddrNotAvailable => {
+            "this machine has no such address: use one of its own, e.g. 127.0.0.1 or 0.0.0.0"
+        }
+        // A name that does not resolve.
+        _ if addr.parse::<SocketAddr>().is_err() => NOT_AN_ADDRESS,
+        _ => "pass another --listen address",
+    };
+    format!("cannot listen on {addr}: {e}; {advice}")
+}
+
+/// The end of every engine: stops dialing and listening, acknowledges pending appends, closes
+/// every peer (aborting those that do not close within [`SHUTDOWN_GRACE`]), writes storage out
+/// and emits `stopped`.
+async fn shut_down(shared: &Arc<Shared>, mut tasks: JoinSet<()>, mut peer_tasks: JoinSet<()>) {
     tasks.abort_all();
     // A peer still in its handshake sees this flag before it registers, so none is missed.
     shared.shutting_down.store(true, Ordering::SeqCst);

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use tokio::io::AsyncBufReadExt;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use feedscope::engine::{self, Config};
 use feedscope::event::{Command, Event};
@@ -114,7 +114,10 @@ enum Cmd {
         {\"cmd\":\"approve\",\"peer\":1,\"key\":\"<hex>|*\"}   (peer optional)\n  \
         {\"cmd\":\"decline\",\"peer\":1,\"key\":\"<hex>|*\"}\n  \
         {\"cmd\":\"quit\"}\n\
-        The process exits 0 after quit or at the end of stdin. Policy defaults to accept-all.")]
+        The process exits 0 after quit, at the end of stdin, or on SIGTERM, SIGHUP or SIGINT, \
+        once storage is written out and every peer is closed (the last event is \
+        {\"type\":\"stopped\"}). It exits 1 if it cannot listen on --listen, after an error \
+        event of kind \"listen\". Policy defaults to accept-all.")]
     Run {
         #[command(flatten)]
         net: NetArgs,
@@ -393,6 +396,7 @@ fn real_main(cli: Cli) -> Result<()> {
                 storage,
             }) => decisions(&storage_dir(&storage)?, json, forget).await,
             None => {
+                let signals = QuitSignals::catch()?;
                 let mut net = cli.net;
                 if net.listen.is_none() {
                     net.listen = Some("127.0.0.1:0".into());
@@ -401,11 +405,41 @@ fn real_main(cli: Cli) -> Result<()> {
                     config(&net, Policy::Manual)?,
                     !cli.no_mouse,
                     recorder(&cli.record)?,
+                    signals,
                 )
                 .await
             }
         }
     })
+}
+
+/// SIGTERM, SIGHUP and SIGINT, caught from [`QuitSignals::catch`] on: each asks for the clean
+/// shutdown that `quit` (headless) or ctrl-c (UI) does, instead of ending the process with the
+/// terminal and storage as they are.
+struct QuitSignals {
+    term: Signal,
+    hup: Signal,
+    int: Signal,
+}
+
+impl QuitSignals {
+    fn catch() -> Result<QuitSignals> {
+        let catch = |kind| signal(kind).context("cannot catch signals");
+        Ok(QuitSignals {
+            term: catch(SignalKind::terminate())?,
+            hup: catch(SignalKind::hangup())?,
+            int: catch(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Waits for the next of them (one that came since `catch` counts).
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.hup.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }
 
 fn log_dir() -> PathBuf {
@@ -446,7 +480,14 @@ async fn replay(file: &std::path::Path, json: bool, sequence: bool) -> Result<()
             no_color: std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
             ..Default::default()
         };
-        feedscope::tui::replay(entries, settings, problem.as_ref().map(|p| p.to_string())).await?;
+        let mut signals = QuitSignals::catch()?;
+        feedscope::tui::replay(
+            entries,
+            settings,
+            problem.as_ref().map(|p| p.to_string()),
+            async move { signals.recv().await },
+        )
+        .await?;
         return Ok(());
     }
     if let Some(p) = problem {
@@ -455,7 +496,12 @@ async fn replay(file: &std::path::Path, json: bool, sequence: bool) -> Result<()
     Ok(())
 }
 
-async fn run_tui(config: Config, mouse: bool, recorder: Option<Recorder>) -> Result<()> {
+async fn run_tui(
+    config: Config,
+    mouse: bool,
+    recorder: Option<Recorder>,
+    mut signals: QuitSignals,
+) -> Result<()> {
     use std::io::IsTerminal;
     if !std::io::stdout().is_terminal() {
         bail!("the terminal UI needs a terminal; for scripts use `feedscope run --json`");
@@ -488,12 +534,14 @@ async fn run_tui(config: Config, mouse: bool, recorder: Option<Recorder>) -> Res
         engine,
         feedscope::tui::Options { mouse, settings },
         recorder,
+        async move { signals.recv().await },
     )
     .await?;
     Ok(())
 }
 
 async fn demo(mouse: bool) -> Result<()> {
+    let signals = QuitSignals::catch()?;
     let base = std::env::temp_dir().join(format!("feedscope-demo-{}", std::process::id()));
     let key = FeedKey::parse(DEFAULT_MULTIFEED_KEY)?;
     let peers = feedscope::demo::start(base.join("peers"), key).await?;
@@ -503,18 +551,21 @@ async fn demo(mouse: bool) -> Result<()> {
         policy: Policy::Manual,
         ..Config::new(base.join("you"), key)
     };
-    let result = run_tui(config, mouse, None).await;
+    let result = run_tui(config, mouse, None, signals).await;
     drop(peers);
     let _ = std::fs::remove_dir_all(&base);
     result
 }
 
 async fn run_headless(config: Config, json: bool, mut recorder: Option<Recorder>) -> Result<()> {
+    let mut signals = QuitSignals::catch()?;
     let mut engine = engine::start(config).await?;
     let commands = engine.commands.clone();
-    let stdin_task = tokio::spawn(async move {
-        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
+    // A thread rather than a runtime task: a read of stdin that never returns (after a signal)
+    // must not hold up the runtime's shutdown, and the process's exit ends it.
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
             if line.trim().is_empty() {
                 continue;
             }
@@ -538,7 +589,31 @@ async fn run_headless(config: Config, json: bool, mut recorder: Option<Recorder>
         }
         let _ = commands.send(Command::Quit);
     });
-    while let Some(ev) = engine.events.recv().await {
+    let mut quitting = false;
+    let mut listen_failure = None;
+    loop {
+        let ev = tokio::select! {
+            ev = engine.events.recv() => match ev {
+                Some(ev) => ev,
+                None => break,
+            },
+            () = signals.recv(), if !quitting => {
+                // The same path as {"cmd":"quit"}: peers closed, storage written, `stopped`.
+                quitting = true;
+                let _ = engine.commands.send(Command::Quit);
+                continue;
+            }
+        };
+        if let Event::Error {
+            peer: None,
+            kind,
+            message,
+        } = &ev
+        {
+            if kind == "listen" {
+                listen_failure = Some(message.clone());
+            }
+        }
         let stopped = ev == Event::Stopped;
         if let Some(r) = recorder.as_mut() {
             if let Err(e) = r.write(&ev) {
@@ -551,8 +626,10 @@ async fn run_headless(config: Config, json: bool, mut recorder: Option<Recorder>
             break;
         }
     }
-    stdin_task.abort();
     let _ = engine.done.await;
+    if let Some(message) = listen_failure {
+        bail!("{message}");
+    }
     Ok(())
 }
 

@@ -9,6 +9,7 @@ pub mod keys;
 pub mod model;
 pub mod view;
 
+use std::future::Future;
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,7 @@ use ratatui::crossterm::event::{
     MouseEventKind,
 };
 use ratatui::crossterm::execute;
+use ratatui::crossterm::terminal::{disable_raw_mode, LeaveAlternateScreen};
 
 use crate::engine::Engine;
 use crate::event::{Command, Event};
@@ -37,11 +39,14 @@ pub struct Options {
     pub settings: Settings,
 }
 
-/// Runs the UI on `engine` until the user quits; shuts the engine down cleanly.
+/// Runs the UI on `engine` until the user quits or `stop` resolves (the binary passes SIGTERM,
+/// SIGHUP and SIGINT), then restores the terminal and shuts the engine down cleanly. An engine
+/// that cannot listen ends the UI too, with its message as the error.
 pub async fn run(
     mut engine: Engine,
     opts: Options,
     mut recorder: Option<crate::record::Recorder>,
+    stop: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let mut terminal = ratatui::init();
     if opts.mouse {
@@ -52,11 +57,13 @@ pub async fn run(
             previous(info);
         }));
     }
-    let result = event_loop(&mut terminal, &mut engine, &opts, &mut recorder).await;
-    if opts.mouse {
-        let _ = execute!(io::stdout(), DisableMouseCapture);
-    }
-    ratatui::restore();
+    tokio::pin!(stop);
+    let result = tokio::select! {
+        result = event_loop(&mut terminal, &mut engine, &opts, &mut recorder) => result,
+        () = &mut stop => Ok(()),
+    };
+    let result = hung_up_is_quit(result, stop).await;
+    restore(terminal, opts.mouse);
     // Let the engine close peers and flush storage before the process ends.
     let _ = engine.commands.send(Command::Quit);
     let _ = tokio::time::timeout(Duration::from_secs(10), async {
@@ -118,6 +125,12 @@ async fn event_loop(
                         }
                     }
                     app.on_event(&ev, started.elapsed().as_secs_f64());
+                    if let Event::Error { peer: None, kind, message } = &ev {
+                        if kind == "listen" {
+                            // The engine stops: there is nothing left to show.
+                            return Err(io::Error::other(message.clone()));
+                        }
+                    }
                     n += 1;
                     if n < EVENTS_PER_TURN {
                         next = engine.events.try_recv().ok();
@@ -148,11 +161,49 @@ async fn event_loop(
     }
 }
 
-/// Shows a recording in the same views, with a timeline.
+/// How long a terminal error waits for the `stop` that explains it.
+const HANG_UP_GRACE: Duration = Duration::from_millis(500);
+
+/// A terminal that hangs up fails the next draw, often before its SIGHUP is handled: an OS
+/// error followed at once by `stop` is that hang-up asking to quit, not a failure.
+async fn hung_up_is_quit(
+    result: io::Result<()>,
+    stop: std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> io::Result<()> {
+    match result {
+        Err(e) if e.raw_os_error().is_some() => {
+            match tokio::time::timeout(HANG_UP_GRACE, stop).await {
+                Ok(()) => Ok(()),
+                Err(_) => Err(e),
+            }
+        }
+        other => other,
+    }
+}
+
+/// Puts the terminal back as it was before [`ratatui::init`]: cooked mode, the main screen, the
+/// cursor shown and the mouse released. Each step is tried even when one before it failed (on a
+/// terminal that hung up, they all fail).
+fn restore(mut terminal: ratatui::DefaultTerminal, mouse: bool) {
+    if mouse {
+        let _ = execute!(io::stdout(), DisableMouseCapture);
+    }
+    let _ = disable_raw_mode();
+    let _ = execute!(io::stdout(), LeaveAlternateScreen);
+    if terminal.show_cursor().is_err() {
+        // Dropped, it would try again and report the failure with `eprintln!`, which panics
+        // when stderr is the terminal that hung up.
+        std::mem::forget(terminal);
+    }
+}
+
+/// Shows a recording in the same views, with a timeline, until the user quits or `stop`
+/// resolves.
 pub async fn replay(
     entries: Vec<crate::record::Entry>,
     settings: Settings,
     problem: Option<String>,
+    stop: impl Future<Output = ()>,
 ) -> io::Result<()> {
     use ratatui::crossterm::event::KeyCode;
     let mut terminal = ratatui::init();
@@ -168,7 +219,7 @@ pub async fn replay(
     let (mut pos, mut playing, mut speed) = (0usize, true, 1.0f64);
     // The playhead in recording time, and when it was last moved in wall time.
     let (mut head, mut moved) = (0.0f64, Instant::now());
-    let result: io::Result<()> = async {
+    let shown = async {
         loop {
             if playing {
                 head = (head + moved.elapsed().as_secs_f64() * speed).min(end);
@@ -250,8 +301,13 @@ pub async fn replay(
                 _ = tokio::time::sleep(wait) => {}
             }
         }
-    }
-    .await;
-    ratatui::restore();
+    };
+    tokio::pin!(stop);
+    let result: io::Result<()> = tokio::select! {
+        result = shown => result,
+        () = &mut stop => Ok(()),
+    };
+    let result = hung_up_is_quit(result, stop).await;
+    restore(terminal, false);
     result
 }
