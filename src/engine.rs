@@ -324,8 +324,8 @@ async fn run(shared: Arc<Shared>, config: Config, mut commands: mpsc::UnboundedR
         tasks.spawn(dial(shared.clone(), addr.clone(), conn_tx.clone()));
     }
     let mut peer_tasks = JoinSet::new();
-    let mut put_down = tokio::time::interval(COMMIT_INTERVAL);
-    put_down.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut commit_tick = tokio::time::interval(COMMIT_INTERVAL);
+    commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = HashSet::new();
     loop {
         tokio::select! {
@@ -341,7 +341,7 @@ async fn run(shared: Arc<Shared>, config: Config, mut commands: mpsc::UnboundedR
                 spawn_peer(&shared, &mut peer_tasks, stream, initiator);
             }
             Some(_) = peer_tasks.join_next(), if !peer_tasks.is_empty() => {}
-            _ = put_down.tick() => commit_staged(&shared, &mut failing),
+            _ = commit_tick.tick() => commit_staged(&shared, &mut failing),
         }
     }
     shut_down(&shared, tasks, peer_tasks).await;

@@ -688,8 +688,20 @@ async fn append(dir: &std::path::Path, name: &str, data: Vec<String>) -> Result<
     Ok(())
 }
 
+/// Opens storage that must already exist: the commands that only read it never create a
+/// folder at a mistyped path.
+async fn existing_store(dir: &std::path::Path) -> Result<Store> {
+    if !dir.join("cores").is_dir() {
+        bail!(
+            "no feedscope storage at {}: check the path (storage is created by `feedscope append`, `feedscope run` or the UI)",
+            dir.display()
+        );
+    }
+    Ok(Store::open(dir).await?)
+}
+
 async fn feeds(dir: &std::path::Path, json: bool) -> Result<()> {
-    let store = Store::open(dir).await?;
+    let store = existing_store(dir).await?;
     for note in &store.notes {
         eprintln!("warning: {note}");
     }
@@ -721,7 +733,7 @@ async fn feeds(dir: &std::path::Path, json: bool) -> Result<()> {
 
 async fn decisions(dir: &std::path::Path, json: bool, forget: Option<String>) -> Result<()> {
     // Taking the storage lock keeps this from racing a running engine.
-    let _store = Store::open(dir).await?;
+    let _store = existing_store(dir).await?;
     let d = Decisions::load(dir).map_err(anyhow::Error::msg)?;
     if let Some(key) = forget {
         let key = FeedKey::parse(&key).context("--forget")?;
@@ -746,7 +758,7 @@ async fn decisions(dir: &std::path::Path, json: bool, forget: Option<String>) ->
 
 async fn cat(dir: &std::path::Path, key: &str) -> Result<()> {
     let key = FeedKey::parse(key).context("--key")?;
-    let store = Store::open(dir).await?;
+    let store = existing_store(dir).await?;
     let feed = store
         .get(&key)
         .with_context(|| format!("no feed {key} in {}", dir.display()))?;

@@ -202,3 +202,22 @@ fn storage_with_more_feeds_than_open_files_allowed_opens_every_feed() {
     assert_eq!(listed.len(), 40, "{listed:?}");
     assert!(listed.iter().all(|f| f["length"] == 1), "{listed:?}");
 }
+
+#[test]
+fn commands_that_only_read_storage_never_create_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("no-such-storage");
+    let path = typo.to_str().unwrap();
+    let key = "ab".repeat(32);
+    for args in [
+        vec!["feeds", "--storage", path],
+        vec!["cat", "--storage", path, "--key", &key],
+        vec!["decisions", "--storage", path],
+    ] {
+        let out = feedscope(&args, None);
+        assert!(!out.status.success(), "{args:?}");
+        let msg = String::from_utf8_lossy(&out.stderr);
+        assert!(msg.contains("no feedscope storage at"), "{args:?}: {msg}");
+        assert!(!typo.exists(), "{args:?} created {}", typo.display());
+    }
+}
