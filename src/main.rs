@@ -666,7 +666,16 @@ fn text_line(ev: &Event) -> String {
 
 async fn append(dir: &std::path::Path, name: &str, data: Vec<String>) -> Result<()> {
     let store = Store::open(dir).await?;
-    let (feed, created) = store.create_writable(name).await?;
+    // A feed named by its key is that feed, never a new one named after it.
+    let by_key = FeedKey::parse(name).ok().and_then(|key| store.get(&key));
+    let (feed, created) = match by_key {
+        Some(feed) if !feed.entry.writable => bail!(
+            "feed {} is read-only here: it was replicated from a peer; append to one of your own feeds (`feedscope feeds` lists them)",
+            feed.entry.key
+        ),
+        Some(feed) => (feed, false),
+        None => store.create_writable(name).await?,
+    };
     let blocks: Vec<Vec<u8>> = if data.is_empty() {
         let mut out = Vec::new();
         for line in std::io::stdin().lock().lines() {

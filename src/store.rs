@@ -67,6 +67,14 @@ pub enum StoreError {
     /// No feed by that name or key.
     #[error("no feed {0:?} in this storage; `feedscope feeds --storage DIR` lists them")]
     NoSuchFeed(String),
+    /// A block too large to ever cross the wire.
+    #[error("a block of {size} bytes cannot be replicated: a block holds at most {limit} bytes (one wire frame less its proof); split it")]
+    BlockTooLarge {
+        /// The block's size.
+        size: usize,
+        /// [`MAX_BLOCK_BYTES`].
+        limit: usize,
+    },
     /// The feed exists but we hold no secret key for it.
     #[error("feed {0} is not writable here: it was replicated from a peer")]
     NotWritable(String),
@@ -112,6 +120,12 @@ impl Feed {
     pub async fn append<B: AsRef<[u8]>>(&self, blocks: &[B]) -> Result<u64, StoreError> {
         if !self.entry.writable {
             return Err(StoreError::NotWritable(display_name(&self.entry)));
+        }
+        if let Some(b) = blocks.iter().find(|b| b.as_ref().len() > MAX_BLOCK_BYTES) {
+            return Err(StoreError::BlockTooLarge {
+                size: b.as_ref().len(),
+                limit: MAX_BLOCK_BYTES,
+            });
         }
         let appended = self.core.lock().await.append(blocks);
         appended.map_err(|e| self.err("cannot append", e))
@@ -414,6 +428,10 @@ impl Store {
         feed.sync().await.is_ok()
     }
 }
+
+/// The largest block a feed takes: one wire frame, less room for its proof (62 levels of
+/// nodes, a signature and the message's own fields fit in far less than the 64 KiB kept).
+pub const MAX_BLOCK_BYTES: usize = crate::frame::MAX_FRAME_BYTES - 64 * 1024;
 
 /// How long a feed's files stay open after their last use.
 pub const CLOSE_FILES_AFTER: std::time::Duration = std::time::Duration::from_secs(10);

@@ -221,3 +221,53 @@ fn commands_that_only_read_storage_never_create_it() {
         assert!(!typo.exists(), "{args:?} created {}", typo.display());
     }
 }
+
+#[test]
+fn appends_that_could_never_replicate_are_refused_and_change_nothing() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let key = append_lines(a.path(), "mine", &["one".to_string()]);
+    // B holds A's feed as a replica; appending to it by key is refused.
+    let (node, addr) = Node::listen(a.path(), &[]);
+    let mut replica = Node::start(b.path(), &["--connect", &addr]);
+    replica.wait_synced(&key, 1);
+    replica.quit();
+    node.quit();
+    let storage = b.path().to_str().unwrap();
+    let out = feedscope(&["append", "--storage", storage, "--feed", &key, "x"], None);
+    assert!(!out.status.success());
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(msg.contains("read-only"), "{msg}");
+    assert_eq!(feeds(b.path()).len(), 1, "no feed named after the key");
+
+    // A block larger than a wire frame can carry.
+    let storage = a.path().to_str().unwrap();
+    let huge = vec![b'x'; 17 << 20];
+    let out = feedscope(
+        &["append", "--storage", storage, "--feed", "mine"],
+        Some(&huge),
+    );
+    assert!(!out.status.success());
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(msg.contains("cannot be replicated"), "{msg}");
+    assert_eq!(feed_row_length(a.path(), &key), 1);
+    // Its own feed by key takes blocks.
+    let out = feedscope(
+        &["append", "--storage", storage, "--feed", &key, "two"],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(cat(a.path(), &key), b"one\ntwo\n");
+}
+
+fn feed_row_length(storage: &std::path::Path, key: &str) -> u64 {
+    feeds(storage)
+        .into_iter()
+        .find(|f| f["key"] == key)
+        .unwrap()["length"]
+        .as_u64()
+        .unwrap()
+}
