@@ -174,7 +174,8 @@ enum Cmd {
         /// JSON object {key: {"approved": bool, "at": unix seconds}}
         #[arg(long)]
         json: bool,
-        /// Forget the decision on this key: its next offer is asked again
+        /// Forget the decision on this key (or a start of it that only this key has): its
+        /// next offer is asked again
         #[arg(long, value_name = "KEY")]
         forget: Option<String>,
         #[command(flatten)]
@@ -182,7 +183,7 @@ enum Cmd {
     },
     /// Write the blocks of a feed to stdout, each followed by a newline
     Cat {
-        /// Feed key, 64 hex characters
+        /// Feed key, 64 hex characters, or a start of it that only this feed has
         #[arg(long)]
         key: String,
         #[command(flatten)]
@@ -745,7 +746,8 @@ async fn decisions(dir: &std::path::Path, json: bool, forget: Option<String>) ->
     let _store = existing_store(dir).await?;
     let d = Decisions::load(dir).map_err(anyhow::Error::msg)?;
     if let Some(key) = forget {
-        let key = FeedKey::parse(&key).context("--forget")?;
+        let key =
+            unique_key(&key, d.all().into_keys(), "remembered decision").context("--forget")?;
         if !d.forget(&key).map_err(anyhow::Error::msg)? {
             bail!("no decision is remembered for {key}");
         }
@@ -765,9 +767,32 @@ async fn decisions(dir: &std::path::Path, json: bool, forget: Option<String>) ->
     Ok(())
 }
 
+/// The one key of `known` that `text` names: a whole key, or a prefix of one (either case),
+/// as the UI takes them.
+fn unique_key(text: &str, known: impl Iterator<Item = FeedKey>, what: &str) -> Result<FeedKey> {
+    let prefix = text.trim().to_ascii_lowercase();
+    if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) || prefix.len() > 64 {
+        bail!("{text:?} is not a key or the start of one (hex digits)");
+    }
+    let matches: Vec<FeedKey> = known.filter(|k| k.to_hex().starts_with(&prefix)).collect();
+    match matches.as_slice() {
+        [key] => Ok(*key),
+        [] => bail!("no {what} has a key starting with {prefix}"),
+        many => bail!(
+            "{} keys start with {prefix}: {}; give more of the key",
+            many.len(),
+            many.iter()
+                .map(|k| k.to_hex())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
 async fn cat(dir: &std::path::Path, key: &str) -> Result<()> {
-    let key = FeedKey::parse(key).context("--key")?;
     let store = existing_store(dir).await?;
+    let key = unique_key(key, store.feeds().into_iter().map(|f| f.entry.key), "feed")
+        .with_context(|| format!("--key, in {}", dir.display()))?;
     let feed = store
         .get(&key)
         .with_context(|| format!("no feed {key} in {}", dir.display()))?;

@@ -271,3 +271,41 @@ fn feed_row_length(storage: &std::path::Path, key: &str) -> u64 {
         .as_u64()
         .unwrap()
 }
+
+#[test]
+fn cat_takes_a_unique_start_of_a_key_and_says_which_keys_an_ambiguous_one_fits() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys: Vec<String> = (0..20)
+        .map(|i| append_lines(dir.path(), &format!("f{i}"), &[format!("block of f{i}")]))
+        .collect();
+    let storage = dir.path().to_str().unwrap();
+    // The shortest start that only one key has, in upper case.
+    let (i, key) = keys.iter().enumerate().next().unwrap();
+    let unique = (1..=64)
+        .map(|n| &key[..n])
+        .find(|p| keys.iter().filter(|k| k.starts_with(p)).count() == 1)
+        .unwrap();
+    let out = feedscope(
+        &["cat", "--storage", storage, "--key", &unique.to_uppercase()],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, format!("block of f{i}\n").into_bytes());
+    // A start that several keys share names them, and cats nothing.
+    let first = &key[..1];
+    let sharing: Vec<&String> = keys.iter().filter(|k| k.starts_with(first)).collect();
+    let out = feedscope(&["cat", "--storage", storage, "--key", first], None);
+    if sharing.len() > 1 {
+        assert!(!out.status.success());
+        let msg = String::from_utf8_lossy(&out.stderr);
+        assert!(msg.contains("give more of the key"), "{msg}");
+        assert!(sharing.iter().all(|k| msg.contains(k.as_str())), "{msg}");
+        assert!(out.stdout.is_empty());
+    }
+    let out = feedscope(&["cat", "--storage", storage, "--key", "xyz"], None);
+    assert!(!out.status.success());
+}
