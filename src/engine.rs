@@ -398,7 +398,7 @@ async fn shut_down(shared: &Arc<Shared>, mut tasks: JoinSet<()>, mut peer_tasks:
         peer_tasks.shutdown().await;
     }
     for feed in shared.store.feeds() {
-        if !shared.store.checkpoint_and_sync(&feed).await {
+        if feed.sync().await.is_err() {
             shared.emit(Event::Warning {
                 peer: None,
                 kind: "storage".into(),

@@ -417,16 +417,6 @@ impl Store {
         }
         Ok(feed)
     }
-
-    /// Commits what a feed staged. Returns whether that worked.
-    pub async fn checkpoint(&self, feed: &Feed) -> bool {
-        feed.commit().await.is_ok()
-    }
-
-    /// Commits what a feed staged and forces its files to disk (at shutdown).
-    pub async fn checkpoint_and_sync(&self, feed: &Feed) -> bool {
-        feed.sync().await.is_ok()
-    }
 }
 
 /// The largest block a feed takes: one wire frame, less room for its proof (62 levels of

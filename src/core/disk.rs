@@ -604,7 +604,7 @@ impl Core {
         let mut end = self.tree.length;
         while let Some(i) = self.bits.last_set_below(end) {
             end = i;
-            match self.read_checked(i) {
+            match self.read(i, true) {
                 Ok(_) => break,
                 // A writer keeps its length (going back would sign other blocks at the
                 // same place): it serves the blocks that check and says what is damaged.
@@ -673,11 +673,7 @@ impl Core {
         if !self.has(i) {
             return Ok(None);
         }
-        self.read_checked(i).map(Some)
-    }
-
-    fn read_checked(&mut self, i: u64) -> Result<Vec<u8>, CoreError> {
-        self.read(i, true)
+        self.read(i, true).map(Some)
     }
 
     /// Block `i`'s bytes, checked against its leaf if `check`.
@@ -824,11 +820,6 @@ impl Core {
             self.commit()?;
         }
         Ok(changed)
-    }
-
-    /// Whether changes wait for a commit.
-    pub fn is_staged(&self) -> bool {
-        self.changed
     }
 
     /// Writes what is staged, then the header that commits it (see the module's commit

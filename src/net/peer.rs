@@ -452,21 +452,6 @@ impl Peer {
         for m in outcome.send {
             self.send_msg(local, m);
         }
-        let synced = outcome
-            .events
-            .iter()
-            .any(|e| matches!(e, Event::FeedSynced { .. }));
-        if synced {
-            if let Some(Chan {
-                role: Role::Feed(fc),
-                ..
-            }) = self.chans.get(&local)
-            {
-                // Make what we hold durable now, not only at a clean shutdown.
-                let feed = fc.feed().clone();
-                self.shared.store.checkpoint(&feed).await;
-            }
-        }
         for ev in outcome.events {
             self.emit(ev);
         }

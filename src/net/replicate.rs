@@ -1058,7 +1058,7 @@ mod tests {
         let mut length = 0;
         for (grow, picks, reopen) in steps {
             if reopen {
-                dst.as_ref().unwrap().checkpoint_and_sync(&r).await;
+                r.sync().await.unwrap();
                 drop((r, dst.take()));
                 let store = Store::open(b.path()).await.unwrap();
                 assert!(store.broken.is_empty(), "{:?}", store.broken);
