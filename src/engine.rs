@@ -5,20 +5,19 @@
 //! bounded at the source (progress at most every 100 ms per feed and peer). A panic in a peer
 //! task ends that peer only, reported as an error.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::event::{Command, Event, PeerId};
-use crate::net::peer::Peer;
+use crate::net::peer::{Peer, PeerCmd, PeerContext, Report};
 use crate::net::transport::Transport;
 use crate::policy::{Curator, Decisions, Rules};
 use crate::session::Policy;
@@ -76,50 +75,11 @@ impl Config {
     }
 }
 
-/// A message from the engine to one peer task.
-#[derive(Debug)]
-pub enum PeerCmd {
-    /// A feed appeared locally; offer it if the peer does not know it.
-    LocalFeed(FeedKey, FeedMeta),
-    /// Our copy of a feed changed; tell the peer if the feed is active with it.
-    FeedChanged(FeedKey),
-    /// Approve or decline a key (`None`: everything pending).
-    Decide {
-        /// The key, or every pending key.
-        key: Option<FeedKey>,
-        /// `true` for approve.
-        approve: bool,
-    },
-    /// Stop replicating a feed.
-    Stop(FeedKey),
-    /// Start holding received messages.
-    Hold,
-    /// Let one held message through.
-    Step,
-    /// Let all held messages through and stop holding.
-    Continue,
-    /// Hold when a message of this kind arrives (empty: clear breakpoints).
-    Break(String),
-    /// End the connection.
-    Close(String),
-}
-
 /// State shared by the engine and its peer tasks.
 #[derive(Debug)]
-pub struct Shared {
-    /// Storage.
-    pub store: Arc<Store>,
-    /// Root key.
-    pub root_key: FeedKey,
-    /// Offer policy.
-    pub policy: Policy,
-    /// Rules and remembered decisions.
-    pub curator: Curator,
-    /// Whether `wire` events are wanted.
-    pub trace_wire: bool,
-    /// Whether new peers start in step mode.
-    pub step: bool,
-    events: mpsc::UnboundedSender<Event>,
+struct Shared {
+    /// What peer tasks see.
+    ctx: Arc<PeerContext>,
     peers: Mutex<HashMap<PeerId, mpsc::UnboundedSender<PeerCmd>>>,
     next_peer: AtomicU64,
     shutting_down: AtomicBool,
@@ -131,47 +91,35 @@ pub struct Shared {
 
 impl Shared {
     /// Publishes an event; a front end that went away is not an error.
-    pub fn emit(&self, ev: Event) {
-        let _ = self.events.send(ev);
+    fn emit(&self, ev: Event) {
+        self.ctx.emit(ev);
     }
 
-    /// Metadata of every local feed, as offered in manifests.
-    pub async fn offer_meta(&self) -> BTreeMap<FeedKey, FeedMeta> {
-        let mut out = BTreeMap::new();
-        for feed in self.store.feeds() {
-            out.insert(feed.entry.key, meta_of(&feed).await);
-        }
-        out
+    fn store(&self) -> &Store {
+        &self.ctx.store
     }
 
-    /// The feed with `key`, created as an empty replica if absent (and then announced).
-    pub async fn replica(&self, key: FeedKey) -> Result<Feed, StoreError> {
-        let (feed, created) = self.store.get_or_create_replica(key).await?;
-        if created {
-            self.announce(&feed).await;
-        }
-        Ok(feed)
-    }
-
-    /// Reports a new local feed and offers it to every peer.
-    pub async fn announce(&self, feed: &Feed) {
-        self.emit(Event::FeedAdded {
-            key: feed.entry.key,
-            name: feed.entry.name.clone(),
-            writable: feed.entry.writable,
-        });
-        let meta = meta_of(feed).await;
+    /// Offers a local feed to every peer.
+    fn local_feed(&self, key: FeedKey, meta: FeedMeta) {
         for tx in self.peers.lock().unwrap().values() {
-            let _ = tx.send(PeerCmd::LocalFeed(feed.entry.key, meta.clone()));
+            let _ = tx.send(PeerCmd::LocalFeed(key, meta.clone()));
         }
     }
 
     /// Tells every peer (but `except`) that our copy of `key` changed.
-    pub fn feed_changed(&self, key: FeedKey, except: Option<PeerId>) {
+    fn feed_changed(&self, key: FeedKey, except: Option<PeerId>) {
         for (id, tx) in self.peers.lock().unwrap().iter() {
             if Some(*id) != except {
                 let _ = tx.send(PeerCmd::FeedChanged(key));
             }
+        }
+    }
+
+    /// Carries out what a peer task reported.
+    fn on_report(&self, report: Report) {
+        match report {
+            Report::LocalFeed(key, meta) => self.local_feed(key, meta),
+            Report::FeedGrew(key, by) => self.feed_changed(key, Some(by)),
         }
     }
 
@@ -190,15 +138,6 @@ impl Shared {
             }
         }
     }
-}
-
-async fn meta_of(feed: &Feed) -> FeedMeta {
-    let info = feed.core.lock().await.info();
-    let mut m = json!({ "length": info.length, "byte_length": info.byte_length });
-    if let Some(name) = &feed.entry.name {
-        m["name"] = json!(name);
-    }
-    m
 }
 
 /// A running engine: send it commands, read its events.
@@ -222,39 +161,43 @@ pub async fn start(config: Config) -> Result<Engine, StoreError> {
     })?;
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let (report_tx, report_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
-        store,
-        root_key: config.key,
-        policy: config.policy,
-        curator: Curator {
+        ctx: Arc::new(PeerContext {
+            store,
+            root_key: config.key,
             policy: config.policy,
-            rules: config.rules.clone(),
-            decisions,
-        },
-        trace_wire: config.trace_wire,
-        step: config.step,
-        events: ev_tx,
+            curator: Curator {
+                policy: config.policy,
+                rules: config.rules.clone(),
+                decisions,
+            },
+            trace_wire: config.trace_wire,
+            step: config.step,
+            events: ev_tx,
+            reports: report_tx,
+        }),
         peers: Mutex::new(HashMap::new()),
         next_peer: AtomicU64::new(1),
         shutting_down: AtomicBool::new(false),
         acks_due: Mutex::new(HashSet::new()),
         acks_in_flight: std::sync::atomic::AtomicUsize::new(0),
     });
-    for note in &shared.store.notes {
+    for note in &shared.store().notes {
         shared.emit(Event::Warning {
             peer: None,
             kind: "storage".into(),
             message: note.clone(),
         });
     }
-    for e in &shared.store.broken {
+    for e in &shared.store().broken {
         shared.emit(Event::Error {
             peer: None,
             kind: "storage".into(),
             message: e.to_string(),
         });
     }
-    let done = tokio::spawn(run(shared, config, cmd_rx));
+    let done = tokio::spawn(run(shared, config, cmd_rx, report_rx));
     Ok(Engine {
         commands: cmd_tx,
         events: ev_rx,
@@ -267,7 +210,7 @@ pub async fn start(config: Config) -> Result<Engine, StoreError> {
 /// written is reported once, until it can again; what it staged stays in memory and is
 /// tried again.
 fn commit_staged(shared: &Shared, failing: &mut HashSet<FeedKey>) {
-    for feed in shared.store.feeds() {
+    for feed in shared.store().feeds() {
         let Some(done) = feed.try_commit() else {
             continue;
         };
@@ -287,7 +230,12 @@ fn commit_staged(shared: &Shared, failing: &mut HashSet<FeedKey>) {
     }
 }
 
-async fn run(shared: Arc<Shared>, config: Config, mut commands: mpsc::UnboundedReceiver<Command>) {
+async fn run(
+    shared: Arc<Shared>,
+    config: Config,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    mut reports: mpsc::UnboundedReceiver<Report>,
+) {
     let mut tasks = JoinSet::new();
     let (conn_tx, mut conn_rx) = mpsc::unbounded_channel::<(TcpStream, bool)>();
     if let Some(addr) = &config.listen {
@@ -340,6 +288,7 @@ async fn run(shared: Arc<Shared>, config: Config, mut commands: mpsc::UnboundedR
             Some((stream, initiator)) = conn_rx.recv() => {
                 spawn_peer(&shared, &mut peer_tasks, stream, initiator);
             }
+            Some(report) = reports.recv() => shared.on_report(report),
             Some(_) = peer_tasks.join_next(), if !peer_tasks.is_empty() => {}
             _ = commit_tick.tick() => commit_staged(&shared, &mut failing),
         }
@@ -397,7 +346,7 @@ async fn shut_down(shared: &Arc<Shared>, mut tasks: JoinSet<()>, mut peer_tasks:
         // Aborting a peer's outer task aborts its connection task too (see `spawn_peer`).
         peer_tasks.shutdown().await;
     }
-    for feed in shared.store.feeds() {
+    for feed in shared.store().feeds() {
         if feed.sync().await.is_err() {
             shared.emit(Event::Warning {
                 peer: None,
@@ -466,7 +415,7 @@ fn spawn_peer(
         }
         // The peer runs in its own task so that a panic in it (or in a library under it) is
         // caught here and ends this peer only. The guard aborts it when this task is aborted.
-        let inner = tokio::spawn(Peer::run(id, shared.clone(), transport, rx));
+        let inner = tokio::spawn(Peer::run(id, shared.ctx.clone(), transport, rx));
         let guard = AbortOnDrop(inner.abort_handle());
         let result = inner.await;
         drop(guard);
@@ -581,8 +530,8 @@ async fn handle_command(shared: &Arc<Shared>, cmd: Command) -> Option<String> {
     };
     match cmd {
         Command::Connect { addr } => return Some(addr),
-        Command::AddFeed { name } => match shared.store.create_writable(&name).await {
-            Ok((feed, true)) => shared.announce(&feed).await,
+        Command::AddFeed { name } => match shared.store().create_writable(&name).await {
+            Ok((feed, true)) => shared.ctx.announce(&feed).await,
             Ok((_, false)) => error("command", format!("a feed named {name:?} exists already")),
             Err(e) => error("storage", e.to_string()),
         },
@@ -608,7 +557,7 @@ async fn handle_command(shared: &Arc<Shared>, cmd: Command) -> Option<String> {
                     return None;
                 }
             };
-            let Some(found) = shared.store.by_name(&feed) else {
+            let Some(found) = shared.store().by_name(&feed) else {
                 error("command", StoreError::NoSuchFeed(feed).to_string());
                 return None;
             };

@@ -420,6 +420,11 @@ impl Session {
         vec![Action::Stop(key)]
     }
 
+    /// A feed agreed on could not be started (its storage failed): it is not active here.
+    pub fn on_start_failed(&mut self, key: &FeedKey) {
+        self.active.remove(key);
+    }
+
     /// The peer closed a feed's channel: the feed is no longer active here.
     pub fn on_feed_closed(&mut self, key: &FeedKey) {
         self.active.remove(key);

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::disk::{private_dir, secret_readable_by_others};
 use crate::core::{Core, CoreError, Flavour};
-use crate::wire::FeedKey;
+use crate::wire::{FeedKey, FeedMeta};
 
 mod legacy;
 
@@ -107,6 +107,16 @@ pub struct Feed {
 }
 
 impl Feed {
+    /// What a manifest offers of this feed: its length, byte length and name.
+    pub async fn offer_meta(&self) -> FeedMeta {
+        let info = self.core.lock().await.info();
+        let mut m = serde_json::json!({ "length": info.length, "byte_length": info.byte_length });
+        if let Some(name) = &self.entry.name {
+            m["name"] = serde_json::json!(name);
+        }
+        m
+    }
+
     fn err(&self, what: &str, e: CoreError) -> StoreError {
         StoreError::Core {
             key: self.entry.key.to_hex(),
@@ -313,6 +323,15 @@ impl Store {
     /// Every open feed.
     pub fn feeds(&self) -> Vec<Feed> {
         self.feeds.lock().unwrap().values().cloned().collect()
+    }
+
+    /// The manifest metadata of every feed, by key.
+    pub async fn offer_meta(&self) -> BTreeMap<FeedKey, FeedMeta> {
+        let mut out = BTreeMap::new();
+        for feed in self.feeds() {
+            out.insert(feed.entry.key, feed.offer_meta().await);
+        }
+        out
     }
 
     /// The feed with this key, if we hold it.

@@ -12,9 +12,8 @@ use common::evil::*;
 use common::*;
 use feedscope::engine::MAX_PEERS;
 use feedscope::frame::{Item, Msg, MAX_FRAME_BYTES};
-use feedscope::net::peer::{
-    IDLE_TIMEOUT, MAX_EARLY_BYTES, MAX_EARLY_MESSAGES, MAX_PENDING_OPENS, STALL_TIMEOUT,
-};
+use feedscope::net::hc10::{IDLE_TIMEOUT, MAX_EARLY_BYTES, MAX_EARLY_MESSAGES, MAX_PENDING_OPENS};
+use feedscope::net::peer::STALL_TIMEOUT;
 use feedscope::net::transport::HANDSHAKE_TIMEOUT;
 use feedscope::net::transport::MAX_WRITE_BACKLOG;
 use feedscope::session::{MAX_ACTIVE_FEEDS, MAX_REMOTE_OFFER};

@@ -1,5 +1,8 @@
-//! The network side: encrypted transport, per-peer tasks and feed replication.
+//! The network side: encrypted transport, the connection core, per-peer tasks and feed
+//! replication. Nothing here knows the engine: peers report upward through
+//! [`peer::PeerContext`].
 
+pub mod hc10;
 pub mod peer;
 pub mod replicate;
 pub mod transport;

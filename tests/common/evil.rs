@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use feedscope::frame::{self, core, Item, Msg};
-use feedscope::net::peer::capability;
+use feedscope::net::hc10::capability;
 use feedscope::net::replicate;
 use feedscope::net::transport::Transport;
 use feedscope::store::{Feed, Store};
