@@ -1,0 +1,320 @@
+//! The JSON of every event and command, pinned: headless mode, recordings and scripts read
+//! these bytes, so a change to the Rust types must not change them. The samples cover every
+//! variant (the match below stops compiling when one is added) and every kind of problem.
+
+use std::collections::BTreeMap;
+
+use feedscope::event::{Command, Event};
+use feedscope::wire::FeedKey;
+use serde_json::json;
+
+const A: FeedKey = FeedKey([0xaa; 32]);
+const B: FeedKey = FeedKey([0xbb; 32]);
+
+/// Every problem kind the engine reports, as documented in the README.
+const PROBLEMS: &[&str] = &[
+    "bad_capability",
+    "bad_data",
+    "command",
+    "connect",
+    "different_multifeed_key",
+    "handshake",
+    "idle",
+    "incompatible",
+    "invalid_key",
+    "limit",
+    "listen",
+    "malformed",
+    "malformed_frame",
+    "malformed_message",
+    "not_active",
+    "panic",
+    "protocol",
+    "refused_request",
+    "stalled",
+    "storage",
+    "unknown_extension",
+    "unknown_offer",
+    "unrequested_feed",
+];
+
+fn events() -> Vec<Event> {
+    let meta = BTreeMap::from([(A, json!({"length": 3, "byte_length": 12, "name": "notes"}))]);
+    let mut all = vec![
+        Event::Listening {
+            addr: "127.0.0.1:4000".into(),
+        },
+        Event::ConnectRetry {
+            addr: "127.0.0.1:4001".into(),
+            attempt: 2,
+            retry_in_ms: 200,
+            error: "Connection refused (os error 111)".into(),
+        },
+        Event::PeerConnected {
+            peer: 1,
+            addr: "127.0.0.1:50000".into(),
+            initiator: true,
+            remote_public_key: "cc".repeat(32),
+        },
+        Event::HandshakeReceived {
+            peer: 1,
+            client: "feedscope".into(),
+            version: "1.0.0".into(),
+        },
+        Event::OfferSent {
+            peer: 1,
+            keys: vec![A],
+            meta: meta.clone(),
+        },
+        Event::OfferReceived {
+            peer: 1,
+            keys: vec![A, B],
+            meta,
+        },
+        Event::OfferPending {
+            peer: 1,
+            keys: vec![B],
+        },
+        Event::Decision {
+            peer: 1,
+            key: A,
+            approved: true,
+            by: None,
+        },
+        Event::Decision {
+            peer: 1,
+            key: A,
+            approved: false,
+            by: Some("rule deny aa".into()),
+        },
+        Event::Decision {
+            peer: 1,
+            key: A,
+            approved: true,
+            by: Some("remembered approval".into()),
+        },
+        Event::FeedStopped { peer: 1, key: A },
+        Event::RequestSent {
+            peer: 1,
+            keys: vec![A],
+        },
+        Event::RequestReceived {
+            peer: 1,
+            keys: vec![B],
+        },
+        Event::ReplicateSent {
+            peer: 1,
+            keys: vec![B],
+        },
+        Event::ReplicateReceived {
+            peer: 1,
+            keys: vec![A],
+        },
+        Event::FeedAdded {
+            key: A,
+            name: Some("notes".into()),
+            writable: true,
+        },
+        Event::FeedAdded {
+            key: B,
+            name: None,
+            writable: false,
+        },
+        Event::Appended {
+            key: A,
+            name: "notes".into(),
+            length: 4,
+        },
+        Event::FeedProgress {
+            peer: 1,
+            key: B,
+            local_length: 2,
+            remote_length: 5,
+            bytes: 2048,
+        },
+        Event::FeedSynced {
+            peer: 1,
+            key: B,
+            length: 5,
+        },
+        Event::Wire {
+            peer: 1,
+            dir: "in".into(),
+            channel: "root".into(),
+            kind: "Extension(MULTIFEED_MANIFEST)".into(),
+            bytes: 70,
+            summary: "channel 1: MULTIFEED_MANIFEST".into(),
+            hex: "0102".into(),
+        },
+        Event::Wire {
+            peer: 1,
+            dir: "out".into(),
+            channel: "control".into(),
+            kind: "Open".into(),
+            bytes: 80,
+            summary: "channel 1".into(),
+            hex: String::new(),
+        },
+        Event::Held {
+            peer: 1,
+            kind: "Data".into(),
+            summary: "channel 2: Data".into(),
+            waiting: 1,
+        },
+        Event::Released {
+            peer: 1,
+            kind: "Data".into(),
+            waiting: 0,
+        },
+        Event::PeerDisconnected {
+            peer: 1,
+            reason: "connection closed by the peer".into(),
+        },
+        Event::Stopped,
+    ];
+    for (i, kind) in PROBLEMS.iter().enumerate() {
+        let peer = (i % 2 == 0).then_some(1);
+        all.push(Event::Warning {
+            peer,
+            kind: (*kind).into(),
+            message: format!("a {kind} warning"),
+        });
+        all.push(Event::Error {
+            peer,
+            kind: (*kind).into(),
+            message: format!("a {kind} error"),
+        });
+    }
+    all
+}
+
+/// Names every variant, so that a new one cannot be left out of the samples unnoticed.
+fn variant(e: &Event) -> &'static str {
+    match e {
+        Event::Listening { .. } => "listening",
+        Event::ConnectRetry { .. } => "connect_retry",
+        Event::PeerConnected { .. } => "peer_connected",
+        Event::HandshakeReceived { .. } => "handshake_received",
+        Event::OfferSent { .. } => "offer_sent",
+        Event::OfferReceived { .. } => "offer_received",
+        Event::OfferPending { .. } => "offer_pending",
+        Event::Decision { .. } => "decision",
+        Event::FeedStopped { .. } => "feed_stopped",
+        Event::RequestSent { .. } => "request_sent",
+        Event::RequestReceived { .. } => "request_received",
+        Event::ReplicateSent { .. } => "replicate_sent",
+        Event::ReplicateReceived { .. } => "replicate_received",
+        Event::FeedAdded { .. } => "feed_added",
+        Event::Appended { .. } => "appended",
+        Event::FeedProgress { .. } => "feed_progress",
+        Event::FeedSynced { .. } => "feed_synced",
+        Event::Wire { .. } => "wire",
+        Event::Held { .. } => "held",
+        Event::Released { .. } => "released",
+        Event::PeerDisconnected { .. } => "peer_disconnected",
+        Event::Warning { .. } => "warning",
+        Event::Error { .. } => "error",
+        Event::Stopped => "stopped",
+    }
+}
+
+fn commands() -> Vec<Command> {
+    vec![
+        Command::Approve {
+            peer: Some(1),
+            key: A.to_hex(),
+        },
+        Command::Approve {
+            peer: None,
+            key: "*".into(),
+        },
+        Command::Decline {
+            peer: None,
+            key: B.to_hex(),
+        },
+        Command::Decline {
+            peer: Some(2),
+            key: "*".into(),
+        },
+        Command::Stop {
+            peer: Some(1),
+            key: A.to_hex(),
+        },
+        Command::Hold { peer: None },
+        Command::Step { peer: Some(1) },
+        Command::Continue { peer: None },
+        Command::Break {
+            peer: None,
+            kind: "Data".into(),
+        },
+        Command::Break {
+            peer: Some(1),
+            kind: String::new(),
+        },
+        Command::Connect {
+            addr: "127.0.0.1:4000".into(),
+        },
+        Command::AddFeed {
+            name: "notes".into(),
+        },
+        Command::Append {
+            feed: "notes".into(),
+            data: Some("hello".into()),
+            data_hex: None,
+        },
+        Command::Append {
+            feed: "notes".into(),
+            data: None,
+            data_hex: Some("00ff".into()),
+        },
+        Command::Quit,
+    ]
+}
+
+#[test]
+fn every_event_keeps_its_json() {
+    let all = events();
+    let mut seen: Vec<&str> = all.iter().map(variant).collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 24, "a sample of every variant");
+    let lines: Vec<String> = all
+        .iter()
+        .map(|e| {
+            let line = serde_json::to_string(e).unwrap();
+            let back: Event = serde_json::from_str(&line).unwrap();
+            assert_eq!(&back, e, "{line} reads back as it was written");
+            line
+        })
+        .collect();
+    insta::assert_snapshot!(lines.join("\n"));
+}
+
+#[test]
+fn every_command_keeps_its_json() {
+    let lines: Vec<String> = commands()
+        .iter()
+        .map(|c| {
+            let line = serde_json::to_string(c).unwrap();
+            let back: Command = serde_json::from_str(&line).unwrap();
+            assert_eq!(&back, c, "{line} reads back as it was written");
+            line
+        })
+        .collect();
+    insta::assert_snapshot!(lines.join("\n"));
+}
+
+#[test]
+fn commands_as_people_write_them_still_parse() {
+    for line in [
+        r#"{"cmd":"approve","key":"*"}"#,
+        r#"{"cmd":"decline","peer":3,"key":"*"}"#,
+        r#"{"cmd":"break","kind":""}"#,
+        r#"{"cmd":"append","feed":"notes","data":"hi"}"#,
+        r#"{"cmd":"quit"}"#,
+    ] {
+        let c: Command = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        let again: Command = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(c, again);
+    }
+}
