@@ -16,16 +16,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::event::{Command, Event, PeerId};
+use crate::event::{Command, Event, PeerId, ProblemKind};
+use crate::limits::Limits;
 use crate::net::peer::{Peer, PeerCmd, PeerContext, Report};
 use crate::net::transport::Transport;
-use crate::policy::{Curator, Decisions, Rules};
-use crate::session::Policy;
+use crate::policy::{Curator, Decisions, Policy, Rules};
 use crate::store::{Feed, Store, StoreError};
 use crate::wire::{FeedKey, FeedMeta};
 
-/// Most simultaneous peers per process; further connections are refused.
-pub const MAX_PEERS: usize = 256;
 /// Time peers get to close cleanly at shutdown before their tasks are aborted.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// First and largest delay between attempts to dial an address that is not up.
@@ -56,6 +54,8 @@ pub struct Config {
     pub trace_wire: bool,
     /// Hold every received message of every peer until it is stepped through.
     pub step: bool,
+    /// What peers may make the engine hold or wait for.
+    pub limits: Limits,
 }
 
 impl Config {
@@ -71,6 +71,7 @@ impl Config {
             rules: Rules::default(),
             trace_wire: false,
             step: false,
+            limits: Limits::DEFAULT,
         }
     }
 }
@@ -166,7 +167,6 @@ pub async fn start(config: Config) -> Result<Engine, StoreError> {
         ctx: Arc::new(PeerContext {
             store,
             root_key: config.key,
-            policy: config.policy,
             curator: Curator {
                 policy: config.policy,
                 rules: config.rules.clone(),
@@ -174,6 +174,7 @@ pub async fn start(config: Config) -> Result<Engine, StoreError> {
             },
             trace_wire: config.trace_wire,
             step: config.step,
+            limits: config.limits.clone(),
             events: ev_tx,
             reports: report_tx,
         }),
@@ -186,14 +187,14 @@ pub async fn start(config: Config) -> Result<Engine, StoreError> {
     for note in &shared.store().notes {
         shared.emit(Event::Warning {
             peer: None,
-            kind: "storage".into(),
+            kind: ProblemKind::Storage,
             message: note.clone(),
         });
     }
     for e in &shared.store().broken {
         shared.emit(Event::Error {
             peer: None,
-            kind: "storage".into(),
+            kind: ProblemKind::Storage,
             message: e.to_string(),
         });
     }
@@ -220,7 +221,7 @@ fn commit_staged(shared: &Shared, failing: &mut HashSet<FeedKey>) {
             }
             Err(e) if failing.insert(feed.entry.key) => shared.emit(Event::Error {
                 peer: None,
-                kind: "storage".into(),
+                kind: ProblemKind::Storage,
                 message: format!(
                     "{e}; its newest blocks are kept in memory and written as soon as the disk takes them"
                 ),
@@ -260,7 +261,7 @@ async fn run(
                 // stops at once, dialing nobody.
                 shared.emit(Event::Error {
                     peer: None,
-                    kind: "listen".into(),
+                    kind: ProblemKind::Listen,
                     message: listen_failure(addr, &e),
                 });
                 shut_down(&shared, tasks, JoinSet::new()).await;
@@ -350,7 +351,7 @@ async fn shut_down(shared: &Arc<Shared>, mut tasks: JoinSet<()>, mut peer_tasks:
         if feed.sync().await.is_err() {
             shared.emit(Event::Warning {
                 peer: None,
-                kind: "storage".into(),
+                kind: ProblemKind::Storage,
                 message: format!(
                     "feed {} could not be written to disk; its newest blocks may be downloaded again next time",
                     feed.entry.key
@@ -372,11 +373,12 @@ fn spawn_peer(
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "?".into());
     // Connections still in their handshake count too: each holds a socket and a task.
-    if peer_tasks.len() >= MAX_PEERS {
+    let max = shared.ctx.limits.max_peers;
+    if peer_tasks.len() >= max {
         shared.emit(Event::Warning {
             peer: None,
-            kind: "limit".into(),
-            message: format!("refused a connection from {addr}: already {MAX_PEERS} peers"),
+            kind: ProblemKind::Limit,
+            message: format!("refused a connection from {addr}: already {max} peers"),
         });
         return;
     }
@@ -384,12 +386,12 @@ fn spawn_peer(
     let shared = shared.clone();
     peer_tasks.spawn(async move {
         let (tx, rx) = mpsc::unbounded_channel();
-        let transport = match Transport::handshake(stream, initiator).await {
+        let transport = match Transport::handshake(stream, initiator, &shared.ctx.limits).await {
             Ok(t) => t,
             Err(e) => {
                 shared.emit(Event::Error {
                     peer: Some(id),
-                    kind: "handshake".into(),
+                    kind: ProblemKind::Handshake,
                     message: format!("connection with {addr} failed during the handshake: {e}"),
                 });
                 return;
@@ -430,7 +432,7 @@ fn spawn_peer(
                 };
                 shared.emit(Event::Error {
                     peer: Some(id),
-                    kind: "panic".into(),
+                    kind: ProblemKind::Panic,
                     message: reason.clone(),
                 });
                 reason
@@ -469,7 +471,7 @@ async fn dial(
                 if attempt == DIAL_ATTEMPTS {
                     shared.emit(Event::Error {
                         peer: None,
-                        kind: "connect".into(),
+                        kind: ProblemKind::Connect,
                         message: format!("gave up dialing {addr} after {attempt} attempts: {e}"),
                     });
                     return;
@@ -511,7 +513,7 @@ fn acknowledge_when_durable(shared: &Arc<Shared>, feed: Feed) {
             }),
             Err(e) => shared.emit(Event::Error {
                 peer: None,
-                kind: "storage".into(),
+                kind: ProblemKind::Storage,
                 message: e.to_string(),
             }),
         }
@@ -521,10 +523,10 @@ fn acknowledge_when_durable(shared: &Arc<Shared>, feed: Feed) {
 
 /// Carries out one command; returns an address to dial for `connect`.
 async fn handle_command(shared: &Arc<Shared>, cmd: Command) -> Option<String> {
-    let error = |kind: &str, message: String| {
+    let error = |kind: ProblemKind, message: String| {
         shared.emit(Event::Error {
             peer: None,
-            kind: kind.into(),
+            kind,
             message,
         })
     };
@@ -532,8 +534,11 @@ async fn handle_command(shared: &Arc<Shared>, cmd: Command) -> Option<String> {
         Command::Connect { addr } => return Some(addr),
         Command::AddFeed { name } => match shared.store().create_writable(&name).await {
             Ok((feed, true)) => shared.ctx.announce(&feed).await,
-            Ok((_, false)) => error("command", format!("a feed named {name:?} exists already")),
-            Err(e) => error("storage", e.to_string()),
+            Ok((_, false)) => error(
+                ProblemKind::Command,
+                format!("a feed named {name:?} exists already"),
+            ),
+            Err(e) => error(ProblemKind::Storage, e.to_string()),
         },
         Command::Append {
             feed,
@@ -545,47 +550,48 @@ async fn handle_command(shared: &Arc<Shared>, cmd: Command) -> Option<String> {
                 (None, Some(h)) => match hex::decode(h.trim()) {
                     Ok(b) => b,
                     Err(e) => {
-                        error("command", format!("append: data_hex is not hex: {e}"));
+                        error(
+                            ProblemKind::Command,
+                            format!("append: data_hex is not hex: {e}"),
+                        );
                         return None;
                     }
                 },
                 _ => {
                     error(
-                        "command",
+                        ProblemKind::Command,
                         "append needs exactly one of \"data\" or \"data_hex\"".into(),
                     );
                     return None;
                 }
             };
             let Some(found) = shared.store().by_name(&feed) else {
-                error("command", StoreError::NoSuchFeed(feed).to_string());
+                error(
+                    ProblemKind::Command,
+                    StoreError::NoSuchFeed(feed).to_string(),
+                );
                 return None;
             };
             // Peers hear of the block at once; the user hears of it once it is durable.
             if let Err(e) = found.append(&[block]).await {
-                error("command", e.to_string());
+                error(ProblemKind::Command, e.to_string());
                 return None;
             }
             shared.feed_changed(found.entry.key, None);
             acknowledge_when_durable(shared, found);
         }
-        Command::Stop { peer, key } => match FeedKey::parse(&key) {
-            Ok(k) => {
-                if !shared.send_to(peer, || PeerCmd::Stop(k)) {
-                    error(
-                        "command",
-                        format!("no connected peer {}", peer.unwrap_or_default()),
-                    );
-                }
-            }
-            Err(e) => error("command", format!("stop: {e}")),
-        },
+        Command::Stop { peer, key } => to_peers(shared, peer, || PeerCmd::Stop(key)),
         Command::Hold { peer } => to_peers(shared, peer, || PeerCmd::Hold),
         Command::Step { peer } => to_peers(shared, peer, || PeerCmd::Step),
         Command::Continue { peer } => to_peers(shared, peer, || PeerCmd::Continue),
         Command::Break { peer, kind } => to_peers(shared, peer, || PeerCmd::Break(kind.clone())),
-        Command::Approve { peer, key } => decide(shared, peer, &key, true),
-        Command::Decline { peer, key } => decide(shared, peer, &key, false),
+        Command::Approve { peer, key } => {
+            to_peers(shared, peer, || PeerCmd::Decide { key, approve: true })
+        }
+        Command::Decline { peer, key } => to_peers(shared, peer, || PeerCmd::Decide {
+            key,
+            approve: false,
+        }),
         Command::Quit => {}
     }
     None
@@ -595,32 +601,7 @@ fn to_peers(shared: &Shared, peer: Option<PeerId>, make: impl Fn() -> PeerCmd) {
     if !shared.send_to(peer, make) {
         shared.emit(Event::Error {
             peer,
-            kind: "command".into(),
-            message: format!("no connected peer {}", peer.unwrap_or_default()),
-        });
-    }
-}
-
-fn decide(shared: &Shared, peer: Option<PeerId>, key: &str, approve: bool) {
-    let key = if key == "*" {
-        None
-    } else {
-        match FeedKey::parse(key) {
-            Ok(k) => Some(k),
-            Err(e) => {
-                shared.emit(Event::Error {
-                    peer,
-                    kind: "command".into(),
-                    message: format!("{}: {e}", if approve { "approve" } else { "decline" }),
-                });
-                return;
-            }
-        }
-    };
-    if !shared.send_to(peer, || PeerCmd::Decide { key, approve }) {
-        shared.emit(Event::Error {
-            peer,
-            kind: "command".into(),
+            kind: ProblemKind::Command,
             message: format!("no connected peer {}", peer.unwrap_or_default()),
         });
     }

@@ -12,6 +12,230 @@ use crate::wire::{FeedKey, FeedMeta};
 /// A connection id; never reused within one process.
 pub type PeerId = u64;
 
+/// What kind of problem a `warning` or `error` reports: stable and machine-readable, for
+/// scripts to match on; the message beside it is for people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemKind {
+    /// The peer's channel open carried a capability that does not prove the key.
+    BadCapability,
+    /// A block or proof that does not verify, or an answer nobody asked for.
+    BadData,
+    /// A front end's command could not be carried out.
+    Command,
+    /// Dialing failed for good.
+    Connect,
+    /// The peer uses another multifeed key.
+    DifferentMultifeedKey,
+    /// The Noise handshake failed.
+    Handshake,
+    /// The peer sent nothing for too long.
+    Idle,
+    /// The peer's multifeed handshake is of an incompatible version.
+    Incompatible,
+    /// A key that is not 32 bytes of hex.
+    InvalidKey,
+    /// A limit was reached; what is over it is refused or dropped.
+    Limit,
+    /// The engine cannot listen where it was asked to.
+    Listen,
+    /// A multifeed message over its size or key limit.
+    Oversized,
+    /// A multifeed message that does not decode.
+    Malformed,
+    /// A frame that does not decode.
+    MalformedFrame,
+    /// A channel message that does not decode.
+    MalformedMessage,
+    /// Stopping a feed that is not replicating with that peer.
+    NotActive,
+    /// A peer task panicked; other peers are unaffected.
+    Panic,
+    /// The peer broke a channel rule.
+    Protocol,
+    /// The peer asked for a feed we never offered it.
+    RefusedRequest,
+    /// The peer reads nothing of what we send.
+    Stalled,
+    /// Storage could not be read or written.
+    Storage,
+    /// An extension message of a name multifeed does not know.
+    UnknownExtension,
+    /// The peer asked to replicate a feed it never offered.
+    UnknownOffer,
+    /// The peer started replicating a feed we never requested.
+    UnrequestedFeed,
+}
+
+impl ProblemKind {
+    /// The name scripts see.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProblemKind::BadCapability => "bad_capability",
+            ProblemKind::BadData => "bad_data",
+            ProblemKind::Command => "command",
+            ProblemKind::Connect => "connect",
+            ProblemKind::DifferentMultifeedKey => "different_multifeed_key",
+            ProblemKind::Handshake => "handshake",
+            ProblemKind::Idle => "idle",
+            ProblemKind::Incompatible => "incompatible",
+            ProblemKind::InvalidKey => "invalid_key",
+            ProblemKind::Limit => "limit",
+            ProblemKind::Listen => "listen",
+            ProblemKind::Oversized => "oversized",
+            ProblemKind::Malformed => "malformed",
+            ProblemKind::MalformedFrame => "malformed_frame",
+            ProblemKind::MalformedMessage => "malformed_message",
+            ProblemKind::NotActive => "not_active",
+            ProblemKind::Panic => "panic",
+            ProblemKind::Protocol => "protocol",
+            ProblemKind::RefusedRequest => "refused_request",
+            ProblemKind::Stalled => "stalled",
+            ProblemKind::Storage => "storage",
+            ProblemKind::UnknownExtension => "unknown_extension",
+            ProblemKind::UnknownOffer => "unknown_offer",
+            ProblemKind::UnrequestedFeed => "unrequested_feed",
+        }
+    }
+}
+
+impl std::fmt::Display for ProblemKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which way a message went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Received.
+    In,
+    /// Sent.
+    Out,
+}
+
+impl std::fmt::Display for Direction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Direction::In => "in",
+            Direction::Out => "out",
+        })
+    }
+}
+
+/// Who decided an offer. In JSON: absent for a person, else a phrase (`rule deny ab12`,
+/// `remembered approval`, `accept-all`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum DecidedBy {
+    /// A person, in the UI or through a command.
+    #[default]
+    Person,
+    /// The classic accept-all policy.
+    AcceptAll,
+    /// A rule, described (`deny ab12`, `max-feed-bytes 1000 (offer states 2000)`).
+    Rule(String),
+    /// A decision a person made earlier for this key.
+    Memory {
+        /// What was remembered.
+        approved: bool,
+    },
+}
+
+impl DecidedBy {
+    /// Whether a person decided.
+    pub fn is_person(&self) -> bool {
+        *self == DecidedBy::Person
+    }
+}
+
+impl std::fmt::Display for DecidedBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecidedBy::Person => f.write_str("a person"),
+            DecidedBy::AcceptAll => f.write_str("accept-all"),
+            DecidedBy::Rule(rule) => write!(f, "rule {rule}"),
+            DecidedBy::Memory { approved: true } => f.write_str("remembered approval"),
+            DecidedBy::Memory { approved: false } => f.write_str("remembered decline"),
+        }
+    }
+}
+
+impl Serialize for DecidedBy {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            DecidedBy::Person => s.serialize_none(),
+            other => s.serialize_str(&other.to_string()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DecidedBy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let Some(text) = Option::<String>::deserialize(d)? else {
+            return Ok(DecidedBy::Person);
+        };
+        match text.as_str() {
+            "accept-all" => Ok(DecidedBy::AcceptAll),
+            "remembered approval" => Ok(DecidedBy::Memory { approved: true }),
+            "remembered decline" => Ok(DecidedBy::Memory { approved: false }),
+            _ => match text.strip_prefix("rule ") {
+                Some(rule) => Ok(DecidedBy::Rule(rule.to_string())),
+                None => Err(serde::de::Error::custom(format!(
+                    "unknown decider {text:?}: expected \"rule …\", \"remembered approval\", \"remembered decline\" or \"accept-all\""
+                ))),
+            },
+        }
+    }
+}
+
+/// Which offered keys a decision is for. In JSON: `*` for every pending key, else a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySelection {
+    /// Every key waiting for a decision.
+    AllPending,
+    /// One key.
+    One(FeedKey),
+}
+
+impl std::fmt::Display for KeySelection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeySelection::AllPending => f.write_str("*"),
+            KeySelection::One(key) => write!(f, "{key}"),
+        }
+    }
+}
+
+impl std::str::FromStr for KeySelection {
+    type Err = crate::wire::WireError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text == "*" {
+            Ok(KeySelection::AllPending)
+        } else {
+            FeedKey::parse(text).map(KeySelection::One)
+        }
+    }
+}
+
+impl Serialize for KeySelection {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for KeySelection {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(|e| {
+            serde::de::Error::custom(format!(
+                "key {text:?}: {e} (or \"*\" for every pending key)"
+            ))
+        })
+    }
+}
+
 /// Something that happened in the engine.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -85,9 +309,9 @@ pub enum Event {
         key: FeedKey,
         /// `true` for approve.
         approved: bool,
-        /// Who decided when it was not a person: the rule, or a remembered decision.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        by: Option<String>,
+        /// Who decided; absent in JSON when a person did.
+        #[serde(default, skip_serializing_if = "DecidedBy::is_person")]
+        by: DecidedBy,
     },
     /// Replication of a feed with a peer was stopped on request; stored blocks are kept.
     FeedStopped {
@@ -170,7 +394,7 @@ pub enum Event {
         /// Connection id.
         peer: PeerId,
         /// `in` or `out`.
-        dir: String,
+        dir: Direction,
         /// `root`, a feed's short key, `control`, or `channel N` while not yet matched.
         channel: String,
         /// Message type: `Open`, `Synchronize`, `Data`, `Extension(MULTIFEED_MANIFEST)`, …
@@ -215,7 +439,7 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         peer: Option<PeerId>,
         /// Stable machine-readable kind.
-        kind: String,
+        kind: ProblemKind,
         /// What happened, for a person.
         message: String,
     },
@@ -225,7 +449,7 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         peer: Option<PeerId>,
         /// Stable machine-readable kind.
-        kind: String,
+        kind: ProblemKind,
         /// What happened and what to do, for a person.
         message: String,
     },
@@ -242,16 +466,16 @@ pub enum Command {
         /// Connection id; every peer when absent.
         #[serde(default)]
         peer: Option<PeerId>,
-        /// Key, or `*` for everything pending.
-        key: String,
+        /// A key, or `*` for everything pending.
+        key: KeySelection,
     },
     /// Decline an offered key.
     Decline {
         /// Connection id; every peer when absent.
         #[serde(default)]
         peer: Option<PeerId>,
-        /// Key, or `*` for everything pending.
-        key: String,
+        /// A key, or `*` for everything pending.
+        key: KeySelection,
     },
     /// Stop replicating an active feed with a peer (`approve` resumes it).
     Stop {
@@ -259,7 +483,7 @@ pub enum Command {
         #[serde(default)]
         peer: Option<PeerId>,
         /// Key.
-        key: String,
+        key: FeedKey,
     },
     /// Hold every received message of a peer until it is let through (step mode).
     Hold {

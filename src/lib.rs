@@ -11,6 +11,7 @@ pub mod demo;
 pub mod engine;
 pub mod event;
 pub mod frame;
+pub mod limits;
 pub mod net;
 pub mod policy;
 pub mod record;

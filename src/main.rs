@@ -9,10 +9,11 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use feedscope::engine::{self, Config};
-use feedscope::event::{Command, Event};
+use feedscope::event::{Command, Event, ProblemKind};
+use feedscope::limits::Limits;
+use feedscope::policy::Policy;
 use feedscope::policy::{Decisions, Rules};
 use feedscope::record::Recorder;
-use feedscope::session::Policy;
 use feedscope::store::Store;
 use feedscope::wire::{FeedKey, DEFAULT_MULTIFEED_KEY};
 
@@ -93,6 +94,11 @@ struct NetArgs {
     /// "max-feed-bytes N"; "#" starts a comment
     #[arg(long, value_name = "FILE")]
     rules: Option<PathBuf>,
+    /// Most peers connected at once, handshakes included; further connections are refused
+    /// with a `limit` warning
+    #[arg(long, value_name = "N", default_value_t = Limits::DEFAULT.max_peers,
+          value_parser = at_least_one)]
+    max_peers: usize,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy)]
@@ -284,6 +290,15 @@ fn soak(args: SoakArgs) -> Result<()> {
     Ok(())
 }
 
+/// A count of one or more.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{e}; give a whole number of 1 or more")),
+    }
+}
+
 fn storage_dir(arg: &StorageArg) -> Result<PathBuf> {
     if let Some(dir) = &arg.storage {
         return Ok(dir.clone());
@@ -308,6 +323,10 @@ fn config(net: &NetArgs, default_policy: Policy) -> Result<Config> {
         rules: rules(net)?,
         trace_wire: net.trace_wire,
         step: net.step,
+        limits: Limits {
+            max_peers: net.max_peers,
+            ..Limits::DEFAULT
+        },
     })
 }
 
@@ -581,7 +600,7 @@ async fn run_headless(config: Config, json: bool, mut recorder: Option<Recorder>
                 Err(e) => print_event(
                     &Event::Error {
                         peer: None,
-                        kind: "command".into(),
+                        kind: ProblemKind::Command,
                         message: format!("cannot read command {line:?}: {e}"),
                     },
                     json,
@@ -611,7 +630,7 @@ async fn run_headless(config: Config, json: bool, mut recorder: Option<Recorder>
             message,
         } = &ev
         {
-            if kind == "listen" {
+            if *kind == ProblemKind::Listen {
                 listen_failure = Some(message.clone());
             }
         }

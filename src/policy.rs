@@ -13,8 +13,18 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::session::Policy;
+use crate::event::DecidedBy;
 use crate::wire::{FeedKey, FeedMeta};
+
+/// How remote offers are answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Policy {
+    /// Classic multifeed: request every offered feed at once.
+    AcceptAll,
+    /// Queue offers until a person approves or declines each.
+    Manual,
+}
 
 /// Rules from the command line or a rules file, applied before asking.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -110,10 +120,10 @@ impl Rules {
         key: &FeedKey,
         meta: &FeedMeta,
         remote_public_key: &str,
-    ) -> Option<(bool, String)> {
+    ) -> Option<(bool, DecidedBy)> {
         let hex = key.to_hex();
         if let Some(p) = self.deny.iter().find(|p| hex.starts_with(p.as_str())) {
-            return Some((false, format!("rule deny {p}")));
+            return Some((false, DecidedBy::Rule(format!("deny {p}"))));
         }
         if let (Some(max), Some(size)) = (
             self.max_feed_bytes,
@@ -122,19 +132,19 @@ impl Rules {
             if size > max {
                 return Some((
                     false,
-                    format!("rule max-feed-bytes {max} (offer states {size})"),
+                    DecidedBy::Rule(format!("max-feed-bytes {max} (offer states {size})")),
                 ));
             }
         }
         if let Some(p) = self.allow.iter().find(|p| hex.starts_with(p.as_str())) {
-            return Some((true, format!("rule allow {p}")));
+            return Some((true, DecidedBy::Rule(format!("allow {p}"))));
         }
         if let Some(p) = self
             .allow_peers
             .iter()
             .find(|p| remote_public_key.starts_with(p.as_str()))
         {
-            return Some((true, format!("rule allow-peer {p}")));
+            return Some((true, DecidedBy::Rule(format!("allow-peer {p}"))));
         }
         None
     }
@@ -241,19 +251,18 @@ impl Curator {
         key: &FeedKey,
         meta: &FeedMeta,
         remote_public_key: &str,
-    ) -> Option<(bool, String)> {
+    ) -> Option<(bool, DecidedBy)> {
         if let Some(d) = self.rules.decide(key, meta, remote_public_key) {
             return Some(d);
         }
         match self.policy {
-            Policy::AcceptAll => Some((true, "accept-all".into())),
+            Policy::AcceptAll => Some((true, DecidedBy::AcceptAll)),
             Policy::Manual => self.decisions.get(key).map(|r| {
                 (
                     r.approved,
-                    format!(
-                        "remembered {}",
-                        if r.approved { "approval" } else { "decline" }
-                    ),
+                    DecidedBy::Memory {
+                        approved: r.approved,
+                    },
                 )
             }),
         }
@@ -278,7 +287,10 @@ mod tests {
         assert!(!r.decide(&key(0xab), &json!(null), "").unwrap().0);
         assert_eq!(
             r.decide(&key(0xac), &json!({"byte_length": 5000}), ""),
-            Some((false, "rule max-feed-bytes 1000 (offer states 5000)".into()))
+            Some((
+                false,
+                DecidedBy::Rule("max-feed-bytes 1000 (offer states 5000)".into())
+            ))
         );
         assert_eq!(r.decide(&key(0xac), &json!({"byte_length": 5}), ""), None);
         r.add("allow-peer", "ff00").unwrap();

@@ -220,7 +220,11 @@ pub fn sequence(entries: &[Entry]) -> String {
                     "Note over us: {} {}{}",
                     if *approved { "approved" } else { "declined" },
                     short(key),
-                    by.as_deref().map(|b| format!(" ({b})")).unwrap_or_default()
+                    if by.is_person() {
+                        String::new()
+                    } else {
+                        format!(" ({by})")
+                    }
                 ),
             ),
             Event::RequestSent { peer, keys } => {

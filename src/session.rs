@@ -11,23 +11,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::event::{DecidedBy, ProblemKind};
+use crate::limits::Limits;
+use crate::policy::Policy;
 use crate::wire::{self, FeedKey, FeedMeta, Handshake, KeyList, WireError};
-
-/// Most keys a peer may offer on one connection; further offered keys are ignored.
-pub const MAX_REMOTE_OFFER: usize = 100_000;
-/// Most feeds replicating on one connection; further agreed feeds are refused. Each open
-/// core holds four files, so this also keeps one peer from exhausting file descriptors.
-pub const MAX_ACTIVE_FEEDS: usize = 4_096;
-
-/// How remote offers are answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Policy {
-    /// Classic multifeed: request every offered feed at once.
-    AcceptAll,
-    /// Queue offers until a person approves or declines each.
-    Manual,
-}
 
 /// A multifeed message to send on the root channel.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,8 +55,8 @@ pub enum Action {
         key: FeedKey,
         /// `true` for approve.
         approved: bool,
-        /// Who decided when it was not a person: a rule, a remembered decision.
-        reason: Option<String>,
+        /// Who decided.
+        by: DecidedBy,
     },
     /// Stop replicating this feed on this connection (its channel closes; storage is kept).
     Stop(FeedKey),
@@ -78,14 +65,14 @@ pub enum Action {
     /// Something the peer did wrong that the session survives.
     Warn {
         /// Stable machine-readable kind.
-        kind: &'static str,
+        kind: ProblemKind,
         /// What happened, for a person.
         message: String,
     },
     /// The session cannot go on; the engine closes the connection.
     Fail {
         /// Stable machine-readable kind.
-        kind: &'static str,
+        kind: ProblemKind,
         /// What happened, for a person.
         message: String,
     },
@@ -108,17 +95,20 @@ pub struct Session {
     pub pending: BTreeSet<FeedKey>,
     /// Offers declined on this connection.
     pub declined: BTreeSet<FeedKey>,
+    limits: Limits,
     remote_handshake: Option<Handshake>,
     failed: bool,
     last_extension: String,
 }
 
 impl Session {
-    /// A session with the given policy and the feeds we hold now (with their offer metadata).
-    pub fn new(policy: Policy, local_feeds: BTreeMap<FeedKey, FeedMeta>) -> Self {
+    /// A session with the given policy and the feeds we hold now (with their offer metadata),
+    /// bounded by `limits` (`max_remote_offer`, `max_active_feeds`, the message limits).
+    pub fn new(policy: Policy, local_feeds: BTreeMap<FeedKey, FeedMeta>, limits: &Limits) -> Self {
         Session {
             policy,
             local_feeds,
+            limits: limits.clone(),
             local_offer: BTreeSet::new(),
             remote_offer: BTreeMap::new(),
             requested: BTreeSet::new(),
@@ -161,29 +151,29 @@ impl Session {
         match name.as_str() {
             wire::EXT_HANDSHAKE => self.on_handshake(payload),
             wire::EXT_MANIFEST => self.after_handshake(wire::EXT_MANIFEST, |s| {
-                match wire::decode_manifest(payload) {
+                match wire::decode_manifest(payload, &s.limits) {
                     Ok(list) => s.on_manifest(list),
                     Err(e) => vec![malformed(e)],
                 }
             }),
             wire::EXT_REQUEST_FEEDS => self.after_handshake(wire::EXT_REQUEST_FEEDS, |s| {
-                match wire::decode_keys(wire::EXT_REQUEST_FEEDS, payload) {
+                match wire::decode_keys(wire::EXT_REQUEST_FEEDS, payload, &s.limits) {
                     Ok(list) => s.on_request(list),
                     Err(e) => vec![malformed(e)],
                 }
             }),
             wire::EXT_REPLICATE_FEEDS => self.after_handshake(wire::EXT_REPLICATE_FEEDS, |s| {
-                match wire::decode_keys(wire::EXT_REPLICATE_FEEDS, payload) {
+                match wire::decode_keys(wire::EXT_REPLICATE_FEEDS, payload, &s.limits) {
                     Ok(list) => s.on_replicate(list),
                     Err(e) => vec![malformed(e)],
                 }
             }),
             "" => vec![warn(
-                "protocol",
+                ProblemKind::Protocol,
                 "extension message with an empty name and no earlier name on the channel".into(),
             )],
             other => vec![warn(
-                "unknown_extension",
+                ProblemKind::UnknownExtension,
                 format!("ignored unknown extension {other:?}"),
             )],
         }
@@ -196,7 +186,7 @@ impl Session {
     ) -> Vec<Action> {
         if self.remote_handshake.is_none() {
             return vec![warn(
-                "protocol",
+                ProblemKind::Protocol,
                 format!("ignored {name} received before the peer's handshake"),
             )];
         }
@@ -204,23 +194,26 @@ impl Session {
     }
 
     fn on_handshake(&mut self, payload: &[u8]) -> Vec<Action> {
-        let h = match wire::decode_handshake(payload) {
+        let h = match wire::decode_handshake(payload, &self.limits) {
             Ok(h) => h,
             Err(e) => {
                 self.failed = true;
                 return vec![Action::Fail {
-                    kind: "malformed",
+                    kind: ProblemKind::Malformed,
                     message: format!("{e}; cannot tell whether the peer is compatible"),
                 }];
             }
         };
         if self.remote_handshake.is_some() {
-            return vec![warn("protocol", "ignored a second handshake".into())];
+            return vec![warn(
+                ProblemKind::Protocol,
+                "ignored a second handshake".into(),
+            )];
         }
         if let Some(why) = h.incompatibility() {
             self.failed = true;
             return vec![Action::Fail {
-                kind: "incompatible",
+                kind: ProblemKind::Incompatible,
                 message: why,
             }];
         }
@@ -243,7 +236,8 @@ impl Session {
         let mut fresh = Vec::new();
         let mut ignored = 0usize;
         for key in list.keys {
-            if self.remote_offer.len() >= MAX_REMOTE_OFFER && !self.remote_offer.contains_key(&key)
+            if self.remote_offer.len() >= self.limits.max_remote_offer
+                && !self.remote_offer.contains_key(&key)
             {
                 ignored += 1;
                 continue;
@@ -260,9 +254,10 @@ impl Session {
         }
         if ignored > 0 {
             out.push(warn(
-                "limit",
+                ProblemKind::Limit,
                 format!(
-                    "ignored {ignored} offered key(s): a peer may offer at most {MAX_REMOTE_OFFER}"
+                    "ignored {ignored} offered key(s): a peer may offer at most {}",
+                    self.limits.max_remote_offer
                 ),
             ));
         }
@@ -279,7 +274,7 @@ impl Session {
     }
 
     fn request(&mut self, keys: Vec<FeedKey>) -> Vec<Action> {
-        let (keys, over) = within_limit(&self.requested, keys);
+        let (keys, over) = within_limit(&self.requested, keys, self.limits.max_active_feeds);
         let fresh: Vec<FeedKey> = keys
             .into_iter()
             .filter(|k| self.requested.insert(*k))
@@ -289,7 +284,7 @@ impl Session {
             out.push(Action::Send(Outgoing::Request(fresh)));
         }
         if over > 0 {
-            out.push(over_limit(over, "requested"));
+            out.push(over_limit(over, "requested", self.limits.max_active_feeds));
         }
         out
     }
@@ -304,7 +299,7 @@ impl Session {
             .partition(|k| self.local_offer.contains(k));
         if !refused.is_empty() {
             out.push(warn(
-                "refused_request",
+                ProblemKind::RefusedRequest,
                 format!(
                     "refused a request for {} feed(s) never offered to this peer: {}",
                     refused.len(),
@@ -313,11 +308,11 @@ impl Session {
             ));
         }
         // Only what this connection can replicate is promised.
-        let (served, over) = within_limit(&self.active, served);
+        let (served, over) = within_limit(&self.active, served, self.limits.max_active_feeds);
         out.push(Action::Send(Outgoing::Replicate(served.clone())));
         out.extend(self.activate(served));
         if over > 0 {
-            out.push(over_limit(over, "served"));
+            out.push(over_limit(over, "served", self.limits.max_active_feeds));
         }
         out
     }
@@ -332,7 +327,7 @@ impl Session {
             .partition(|k| self.requested.contains(k));
         if !unwanted.is_empty() {
             out.push(warn(
-                "unrequested_feed",
+                ProblemKind::UnrequestedFeed,
                 format!(
                     "ignored {} feed(s) the peer offered to replicate without a request: {}",
                     unwanted.len(),
@@ -345,7 +340,7 @@ impl Session {
     }
 
     fn activate(&mut self, keys: Vec<FeedKey>) -> Vec<Action> {
-        let (keys, over) = within_limit(&self.active, keys);
+        let (keys, over) = within_limit(&self.active, keys, self.limits.max_active_feeds);
         let fresh: Vec<FeedKey> = keys
             .into_iter()
             .filter(|k| self.active.insert(*k))
@@ -355,7 +350,7 @@ impl Session {
             out.push(Action::Replicate(fresh));
         }
         if over > 0 {
-            out.push(over_limit(over, "replicated"));
+            out.push(over_limit(over, "replicated", self.limits.max_active_feeds));
         }
         out
     }
@@ -376,17 +371,17 @@ impl Session {
 
     /// A person (or a rule) decided on an offered key.
     pub fn on_decision(&mut self, key: FeedKey, approve: bool) -> Vec<Action> {
-        self.on_decisions(vec![(key, approve, None)])
+        self.on_decisions(vec![(key, approve, DecidedBy::Person)])
     }
 
     /// Several decisions at once; the approved keys go out in one request.
-    pub fn on_decisions(&mut self, decisions: Vec<(FeedKey, bool, Option<String>)>) -> Vec<Action> {
+    pub fn on_decisions(&mut self, decisions: Vec<(FeedKey, bool, DecidedBy)>) -> Vec<Action> {
         let mut out = Vec::new();
         let mut approved = Vec::new();
-        for (key, approve, reason) in decisions {
+        for (key, approve, by) in decisions {
             if !self.remote_offer.contains_key(&key) {
                 out.push(warn(
-                    "unknown_offer",
+                    ProblemKind::UnknownOffer,
                     format!("{} was not offered by this peer", key.short()),
                 ));
                 continue;
@@ -395,7 +390,7 @@ impl Session {
             out.push(Action::Decided {
                 key,
                 approved: approve,
-                reason,
+                by,
             });
             if approve {
                 self.declined.remove(&key);
@@ -412,7 +407,7 @@ impl Session {
     pub fn on_stop(&mut self, key: FeedKey) -> Vec<Action> {
         if !self.active.remove(&key) {
             return vec![warn(
-                "not_active",
+                ProblemKind::NotActive,
                 format!("{} is not replicating with this peer", key.short()),
             )];
         }
@@ -432,10 +427,10 @@ impl Session {
     }
 }
 
-/// The keys of `keys` that `set` holds or has room for under [`MAX_ACTIVE_FEEDS`], in order,
+/// The keys of `keys` that `set` holds or has room for under `max` in all, in order,
 /// and how many new keys there was no room for.
-fn within_limit(set: &BTreeSet<FeedKey>, keys: Vec<FeedKey>) -> (Vec<FeedKey>, usize) {
-    let mut room = MAX_ACTIVE_FEEDS.saturating_sub(set.len());
+fn within_limit(set: &BTreeSet<FeedKey>, keys: Vec<FeedKey>, max: usize) -> (Vec<FeedKey>, usize) {
+    let mut room = max.saturating_sub(set.len());
     let mut taken = BTreeSet::new();
     let mut over = 0;
     let kept = keys
@@ -456,23 +451,21 @@ fn within_limit(set: &BTreeSet<FeedKey>, keys: Vec<FeedKey>) -> (Vec<FeedKey>, u
     (kept, over)
 }
 
-fn over_limit(over: usize, what: &str) -> Action {
+fn over_limit(over: usize, what: &str, max: usize) -> Action {
     warn(
-        "limit",
-        format!(
-            "{over} feeds not {what}: a connection replicates at most {MAX_ACTIVE_FEEDS} feeds"
-        ),
+        ProblemKind::Limit,
+        format!("{over} feeds not {what}: a connection replicates at most {max} feeds"),
     )
 }
 
-fn warn(kind: &'static str, message: String) -> Action {
+fn warn(kind: ProblemKind, message: String) -> Action {
     Action::Warn { kind, message }
 }
 
 fn malformed(e: WireError) -> Action {
     let kind = match e {
-        WireError::TooLarge(_) | WireError::TooManyKeys(_) => "oversized",
-        _ => "malformed",
+        WireError::TooLarge { .. } | WireError::TooManyKeys { .. } => ProblemKind::Oversized,
+        _ => ProblemKind::Malformed,
     };
     warn(kind, e.to_string())
 }
@@ -480,7 +473,7 @@ fn malformed(e: WireError) -> Action {
 fn report_rejected(out: &mut Vec<Action>, name: &str, rejected: &[String]) {
     if !rejected.is_empty() {
         out.push(warn(
-            "invalid_key",
+            ProblemKind::InvalidKey,
             format!(
                 "dropped {} invalid key(s) from {name} (a key is 64 hex characters): {}",
                 rejected.len(),
@@ -535,7 +528,11 @@ mod tests {
     }
 
     fn ready(policy: Policy, local: &[u8]) -> Session {
-        let mut s = Session::new(policy, feeds(local));
+        ready_within(policy, local, &Limits::DEFAULT)
+    }
+
+    fn ready_within(policy: Policy, local: &[u8], limits: &Limits) -> Session {
+        let mut s = Session::new(policy, feeds(local), limits);
         s.on_open();
         s.on_extension(wire::EXT_HANDSHAKE, &handshake());
         s
@@ -564,12 +561,12 @@ mod tests {
     fn warned(actions: &[Action], kind: &str) -> bool {
         actions
             .iter()
-            .any(|a| matches!(a, Action::Warn { kind: k, .. } if *k == kind))
+            .any(|a| matches!(a, Action::Warn { kind: k, .. } if k.as_str() == kind))
     }
 
     #[test]
     fn open_sends_handshake_and_compatible_handshake_sends_manifest() {
-        let mut s = Session::new(Policy::AcceptAll, feeds(&[1, 2]));
+        let mut s = Session::new(Policy::AcceptAll, feeds(&[1, 2]), &Limits::DEFAULT);
         assert_eq!(
             sent(&s.on_open()),
             vec![Outgoing::Handshake(Handshake::ours())]
@@ -581,13 +578,13 @@ mod tests {
 
     #[test]
     fn version_mismatch_fails_the_session() {
-        let mut s = Session::new(Policy::AcceptAll, feeds(&[1]));
+        let mut s = Session::new(Policy::AcceptAll, feeds(&[1]), &Limits::DEFAULT);
         let out = s.on_extension(
             wire::EXT_HANDSHAKE,
             br#"{"client":"MULTIFEED","version":"4.0.0"}"#,
         );
         assert!(
-            matches!(&out[0], Action::Fail { kind: "incompatible", message } if message.contains("4.0.0"))
+            matches!(&out[0], Action::Fail { kind: ProblemKind::Incompatible, message } if message.contains("4.0.0"))
         );
         assert!(s.is_failed());
         assert!(
@@ -601,7 +598,7 @@ mod tests {
 
     #[test]
     fn client_mismatch_fails_the_session() {
-        let mut s = Session::new(Policy::AcceptAll, feeds(&[]));
+        let mut s = Session::new(Policy::AcceptAll, feeds(&[]), &Limits::DEFAULT);
         let out = s.on_extension(
             wire::EXT_HANDSHAKE,
             br#"{"client":"OTHER","version":"5.0.0"}"#,
@@ -609,7 +606,7 @@ mod tests {
         assert!(matches!(
             &out[0],
             Action::Fail {
-                kind: "incompatible",
+                kind: ProblemKind::Incompatible,
                 ..
             }
         ));
@@ -683,7 +680,7 @@ mod tests {
 
     #[test]
     fn nothing_is_processed_before_the_handshake() {
-        let mut s = Session::new(Policy::AcceptAll, feeds(&[1]));
+        let mut s = Session::new(Policy::AcceptAll, feeds(&[1]), &Limits::DEFAULT);
         let out = s.on_extension(wire::EXT_REQUEST_FEEDS, &list(&[1]));
         assert!(warned(&out, "protocol"));
         assert!(replicated(&out).is_empty());
@@ -702,7 +699,7 @@ mod tests {
         assert!(out.contains(&Action::Decided {
             key: key(2),
             approved: false,
-            reason: None
+            by: DecidedBy::Person
         }));
         // A re-offer of a declined key is not queued again and never requested.
         let out = s.on_extension(wire::EXT_MANIFEST, &manifest(&[2]));
@@ -715,8 +712,13 @@ mod tests {
 
     #[test]
     fn offers_past_the_limit_are_ignored_with_a_warning() {
-        let mut s = ready(Policy::Manual, &[]);
-        let keys: Vec<FeedKey> = (0..=MAX_REMOTE_OFFER as u32)
+        let limits = Limits {
+            max_remote_offer: 40,
+            max_keys_per_message: 15,
+            ..Limits::DEFAULT
+        };
+        let mut s = ready_within(Policy::Manual, &[], &limits);
+        let keys: Vec<FeedKey> = (0..=limits.max_remote_offer as u32)
             .map(|i| {
                 let mut k = [0u8; 32];
                 k[..4].copy_from_slice(&i.to_le_bytes());
@@ -724,17 +726,28 @@ mod tests {
             })
             .collect();
         let mut warned_limit = false;
-        for body in encode_manifests(&keys, &BTreeMap::new()) {
+        for chunk in keys.chunks(limits.max_keys_per_message) {
+            let body = encode_manifests(chunk, &BTreeMap::new()).remove(0);
             warned_limit |= warned(&s.on_extension(wire::EXT_MANIFEST, &body), "limit");
         }
         assert!(warned_limit);
-        assert_eq!(s.remote_offer.len(), MAX_REMOTE_OFFER);
+        assert_eq!(s.remote_offer.len(), limits.max_remote_offer);
+        // A message over the key limit is refused whole.
+        let body = encode_manifests(&keys[..16], &BTreeMap::new()).remove(0);
+        assert!(warned(
+            &s.on_extension(wire::EXT_MANIFEST, &body),
+            "oversized"
+        ));
     }
 
     #[test]
     fn a_connection_replicates_at_most_the_feed_limit() {
-        let mut s = ready(Policy::AcceptAll, &[]);
-        let keys: Vec<FeedKey> = (0..MAX_ACTIVE_FEEDS as u32 + 5)
+        let limits = Limits {
+            max_active_feeds: 30,
+            ..Limits::DEFAULT
+        };
+        let mut s = ready_within(Policy::AcceptAll, &[], &limits);
+        let keys: Vec<FeedKey> = (0..limits.max_active_feeds as u32 + 5)
             .map(|i| {
                 let mut k = [0u8; 32];
                 k[..4].copy_from_slice(&i.to_le_bytes());
@@ -748,7 +761,7 @@ mod tests {
         let limit = |actions: &[Action]| {
             actions.iter().find_map(|a| match a {
                 Action::Warn {
-                    kind: "limit",
+                    kind: ProblemKind::Limit,
                     message,
                 } => Some(message.clone()),
                 _ => None,
@@ -762,19 +775,19 @@ mod tests {
             })
             .sum();
         assert_eq!(
-            requested, MAX_ACTIVE_FEEDS,
+            requested, limits.max_active_feeds,
             "no more requested than can run"
         );
         assert!(limit(&actions)
             .unwrap()
             .starts_with("5 feeds not requested"));
         let actions = s.on_extension(wire::EXT_REPLICATE_FEEDS, &encode_keys(&keys));
-        assert_eq!(replicated(&actions).len(), MAX_ACTIVE_FEEDS);
-        assert_eq!(s.active.len(), MAX_ACTIVE_FEEDS);
+        assert_eq!(replicated(&actions).len(), limits.max_active_feeds);
+        assert_eq!(s.active.len(), limits.max_active_feeds);
 
         // Served the other way: only what fits is promised in REPLICATE_FEEDS.
         let local: Vec<u8> = Vec::new();
-        let mut s = ready(Policy::AcceptAll, &local);
+        let mut s = ready_within(Policy::AcceptAll, &local, &limits);
         for k in &keys {
             s.on_local_feed(*k, FeedMeta::Null);
         }
@@ -786,8 +799,8 @@ mod tests {
                 _ => 0,
             })
             .sum();
-        assert_eq!(promised, MAX_ACTIVE_FEEDS);
-        assert_eq!(replicated(&actions).len(), MAX_ACTIVE_FEEDS);
+        assert_eq!(promised, limits.max_active_feeds);
+        assert_eq!(replicated(&actions).len(), limits.max_active_feeds);
         assert!(limit(&actions).unwrap().starts_with("5 feeds not served"));
     }
 
@@ -796,9 +809,9 @@ mod tests {
         let mut s = ready(Policy::Manual, &[]);
         s.on_extension(wire::EXT_MANIFEST, &manifest(&[1, 2, 3]));
         let out = s.on_decisions(vec![
-            (key(1), true, Some("rule allow 01".into())),
-            (key(2), false, None),
-            (key(3), true, None),
+            (key(1), true, DecidedBy::Rule("allow 01".into())),
+            (key(2), false, DecidedBy::Person),
+            (key(3), true, DecidedBy::Person),
         ]);
         assert_eq!(sent(&out), vec![Outgoing::Request(vec![key(1), key(3)])]);
         assert!(s.pending.is_empty());
@@ -831,7 +844,7 @@ mod tests {
 
     #[test]
     fn feeds_added_before_the_handshake_go_in_the_first_manifest() {
-        let mut s = Session::new(Policy::AcceptAll, feeds(&[1]));
+        let mut s = Session::new(Policy::AcceptAll, feeds(&[1]), &Limits::DEFAULT);
         s.on_open();
         assert!(s.on_local_feed(key(2), FeedMeta::Null).is_empty());
         let out = s.on_extension(wire::EXT_HANDSHAKE, &handshake());
@@ -883,7 +896,7 @@ mod properties {
             ops in proptest::collection::vec(op(), 0..60),
         ) {
             let policy = if manual { Policy::Manual } else { Policy::AcceptAll };
-            let mut s = Session::new(policy, BTreeMap::new());
+            let mut s = Session::new(policy, BTreeMap::new(), &Limits::DEFAULT);
             s.on_open();
             s.on_extension(wire::EXT_HANDSHAKE, &encode_handshake(&Handshake::ours()));
             let mut declined: BTreeSet<FeedKey> = BTreeSet::new();

@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 
 use crate::engine::{self, Config, Engine};
 use crate::event::{Command, Event};
+use crate::limits::Limits;
 use crate::store::Store;
 use crate::wire::{FeedKey, DEFAULT_MULTIFEED_KEY};
 
@@ -252,8 +253,9 @@ impl Probe {
 
 /// Runs the soak and writes its progress and its report to `out`.
 pub fn run(options: &Options, out: &mut dyn Write) -> Result<Report> {
-    if options.peers == 0 || options.peers > engine::MAX_PEERS {
-        bail!("--peers must be between 1 and {}", engine::MAX_PEERS);
+    let max_peers = Limits::DEFAULT.max_peers;
+    if options.peers == 0 || options.peers > max_peers {
+        bail!("--peers must be between 1 and {max_peers}");
     }
     if options.feeds == 0 || options.blocks == 0 || options.block_size == 0 {
         bail!("--feeds, --blocks and --block-size must be at least 1");

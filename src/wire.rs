@@ -10,6 +10,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::limits::Limits;
+
 /// Extension name of the handshake message.
 pub const EXT_HANDSHAKE: &str = "MULTIFEED_HANDSHAKE";
 /// Extension name of the manifest (offer) message.
@@ -24,10 +26,6 @@ pub const CLIENT: &str = "MULTIFEED";
 /// The protocol version feedscope speaks; peers must share the major number.
 pub const PROTOCOL_VERSION: &str = "5.0.0";
 
-/// Largest extension payload accepted from a peer, in bytes.
-pub const MAX_EXTENSION_BYTES: usize = 4 * 1024 * 1024;
-/// Most keys accepted in one received message.
-pub const MAX_KEYS_PER_MESSAGE: usize = 100_000;
 /// Most keys put in one sent manifest; larger offers are split over several messages.
 pub const KEYS_PER_SENT_MANIFEST: usize = 10_000;
 
@@ -97,9 +95,14 @@ fn shorten(text: &str) -> String {
 /// Everything that can be wrong with a received multifeed message.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WireError {
-    /// The payload is larger than [`MAX_EXTENSION_BYTES`].
-    #[error("message of {0} bytes is over the limit of {MAX_EXTENSION_BYTES} bytes")]
-    TooLarge(usize),
+    /// The payload is larger than `Limits::max_extension_bytes`.
+    #[error("message of {size} bytes is over the limit of {limit} bytes")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// The payload is not JSON of the expected shape.
     #[error("malformed {name} body: {reason}")]
     Malformed {
@@ -108,9 +111,14 @@ pub enum WireError {
         /// What the JSON parser or shape check said.
         reason: String,
     },
-    /// A list carries more keys than [`MAX_KEYS_PER_MESSAGE`].
-    #[error("{0} keys in one message, over the limit of {MAX_KEYS_PER_MESSAGE}")]
-    TooManyKeys(usize),
+    /// A list carries more keys than `Limits::max_keys_per_message`.
+    #[error("{count} keys in one message, over the limit of {limit}")]
+    TooManyKeys {
+        /// Keys in the message.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// A key that is not 64 hex characters.
     #[error("invalid feed key {0:?}: a key is 64 hex characters")]
     BadKey(String),
@@ -172,8 +180,8 @@ pub struct KeyList {
 }
 
 /// Decodes the handshake body.
-pub fn decode_handshake(payload: &[u8]) -> Result<Handshake, WireError> {
-    check_size(payload)?;
+pub fn decode_handshake(payload: &[u8], limits: &Limits) -> Result<Handshake, WireError> {
+    check_size(payload, limits)?;
     serde_json::from_slice(payload).map_err(|e| WireError::Malformed {
         name: EXT_HANDSHAKE,
         reason: e.to_string(),
@@ -181,8 +189,8 @@ pub fn decode_handshake(payload: &[u8]) -> Result<Handshake, WireError> {
 }
 
 /// Decodes a manifest body `{"keys":[…],"meta":{…}}`.
-pub fn decode_manifest(payload: &[u8]) -> Result<KeyList, WireError> {
-    check_size(payload)?;
+pub fn decode_manifest(payload: &[u8], limits: &Limits) -> Result<KeyList, WireError> {
+    check_size(payload, limits)?;
     let value: Value = serde_json::from_slice(payload).map_err(|e| WireError::Malformed {
         name: EXT_MANIFEST,
         reason: e.to_string(),
@@ -199,7 +207,7 @@ pub fn decode_manifest(payload: &[u8]) -> Result<KeyList, WireError> {
             reason: "missing \"keys\" array".into(),
         });
     };
-    let mut list = key_list(keys)?;
+    let mut list = key_list(keys, limits)?;
     if let Some(Value::Object(meta)) = obj.remove("meta") {
         for (k, v) in meta {
             if let Ok(key) = FeedKey::parse(&k) {
@@ -213,8 +221,12 @@ pub fn decode_manifest(payload: &[u8]) -> Result<KeyList, WireError> {
 }
 
 /// Decodes a bare key array, the body of `REQUEST_FEEDS` and `REPLICATE_FEEDS`.
-pub fn decode_keys(name: &'static str, payload: &[u8]) -> Result<KeyList, WireError> {
-    check_size(payload)?;
+pub fn decode_keys(
+    name: &'static str,
+    payload: &[u8],
+    limits: &Limits,
+) -> Result<KeyList, WireError> {
+    check_size(payload, limits)?;
     let value: Value = serde_json::from_slice(payload).map_err(|e| WireError::Malformed {
         name,
         reason: e.to_string(),
@@ -225,19 +237,25 @@ pub fn decode_keys(name: &'static str, payload: &[u8]) -> Result<KeyList, WireEr
             reason: "expected an array of keys".into(),
         });
     };
-    key_list(keys)
+    key_list(keys, limits)
 }
 
-fn check_size(payload: &[u8]) -> Result<(), WireError> {
-    if payload.len() > MAX_EXTENSION_BYTES {
-        return Err(WireError::TooLarge(payload.len()));
+fn check_size(payload: &[u8], limits: &Limits) -> Result<(), WireError> {
+    if payload.len() > limits.max_extension_bytes {
+        return Err(WireError::TooLarge {
+            size: payload.len(),
+            limit: limits.max_extension_bytes,
+        });
     }
     Ok(())
 }
 
-fn key_list(items: Vec<Value>) -> Result<KeyList, WireError> {
-    if items.len() > MAX_KEYS_PER_MESSAGE {
-        return Err(WireError::TooManyKeys(items.len()));
+fn key_list(items: Vec<Value>, limits: &Limits) -> Result<KeyList, WireError> {
+    if items.len() > limits.max_keys_per_message {
+        return Err(WireError::TooManyKeys {
+            count: items.len(),
+            limit: limits.max_keys_per_message,
+        });
     }
     let mut list = KeyList::default();
     let mut seen = std::collections::HashSet::with_capacity(items.len());
@@ -329,7 +347,7 @@ mod tests {
             key(2),
             key(1)
         );
-        let list = decode_manifest(body.as_bytes()).unwrap();
+        let list = decode_manifest(body.as_bytes(), &Limits::DEFAULT).unwrap();
         assert_eq!(list.keys, vec![key(1), key(2)]);
         assert_eq!(list.rejected.len(), 3);
         assert_eq!(list.meta.len(), 1);
@@ -338,34 +356,37 @@ mod tests {
     #[test]
     fn duplicate_keys_are_listed_once() {
         let body = encode_keys(&[key(3), key(3), key(4)]);
-        let list = decode_keys(EXT_REQUEST_FEEDS, &body).unwrap();
+        let list = decode_keys(EXT_REQUEST_FEEDS, &body, &Limits::DEFAULT).unwrap();
         assert_eq!(list.keys, vec![key(3), key(4)]);
     }
 
     #[test]
     fn malformed_json_is_an_error_not_a_panic() {
         assert!(matches!(
-            decode_manifest(b"{not json"),
+            decode_manifest(b"{not json", &Limits::DEFAULT),
             Err(WireError::Malformed { .. })
         ));
         assert!(matches!(
-            decode_manifest(b"[]"),
+            decode_manifest(b"[]", &Limits::DEFAULT),
             Err(WireError::Malformed { .. })
         ));
         assert!(matches!(
-            decode_keys(EXT_REQUEST_FEEDS, br#"{"keys":[]}"#),
+            decode_keys(EXT_REQUEST_FEEDS, br#"{"keys":[]}"#, &Limits::DEFAULT),
             Err(WireError::Malformed { .. })
         ));
     }
 
     #[test]
     fn oversized_messages_are_refused() {
-        let big = vec![b' '; MAX_EXTENSION_BYTES + 1];
+        let big = vec![b' '; Limits::DEFAULT.max_extension_bytes + 1];
         assert_eq!(
-            decode_manifest(&big),
-            Err(WireError::TooLarge(MAX_EXTENSION_BYTES + 1))
+            decode_manifest(&big, &Limits::DEFAULT),
+            Err(WireError::TooLarge {
+                size: Limits::DEFAULT.max_extension_bytes + 1,
+                limit: Limits::DEFAULT.max_extension_bytes
+            })
         );
-        let many: Vec<FeedKey> = (0..=MAX_KEYS_PER_MESSAGE as u32)
+        let many: Vec<FeedKey> = (0..=Limits::DEFAULT.max_keys_per_message as u32)
             .map(|i| {
                 let mut k = [0u8; 32];
                 k[..4].copy_from_slice(&i.to_le_bytes());
@@ -373,9 +394,9 @@ mod tests {
             })
             .collect();
         let body = encode_keys(&many);
-        assert!(body.len() < MAX_EXTENSION_BYTES * 2);
+        assert!(body.len() < Limits::DEFAULT.max_extension_bytes * 2);
         // The body is over the byte limit too; either refusal is a clear error.
-        assert!(decode_keys(EXT_REQUEST_FEEDS, &body).is_err());
+        assert!(decode_keys(EXT_REQUEST_FEEDS, &body, &Limits::DEFAULT).is_err());
     }
 
     #[test]
@@ -391,17 +412,22 @@ mod tests {
         assert_eq!(bodies.len(), 3);
         let total: usize = bodies
             .iter()
-            .map(|b| decode_manifest(b).unwrap().keys.len())
+            .map(|b| decode_manifest(b, &Limits::DEFAULT).unwrap().keys.len())
             .sum();
         assert_eq!(total, keys.len());
-        assert!(bodies.iter().all(|b| b.len() < MAX_EXTENSION_BYTES));
+        assert!(bodies
+            .iter()
+            .all(|b| b.len() < Limits::DEFAULT.max_extension_bytes));
     }
 
     #[test]
     fn an_empty_offer_is_one_empty_manifest() {
         let bodies = encode_manifests(&[], &BTreeMap::new());
         assert_eq!(bodies, vec![br#"{"keys":[]}"#.to_vec()]);
-        assert!(decode_manifest(&bodies[0]).unwrap().keys.is_empty());
+        assert!(decode_manifest(&bodies[0], &Limits::DEFAULT)
+            .unwrap()
+            .keys
+            .is_empty());
     }
 
     #[test]

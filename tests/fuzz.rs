@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use feedscope::frame::{self, Item, Msg};
+use feedscope::limits::Limits;
 use feedscope::wire::{self, FeedKey};
 use hypercore_protocol::schema::{Data, NoData, Range, Request, Synchronize};
 use hypercore_schema::{DataBlock, Node, RequestBlock, RequestUpgrade};
@@ -141,9 +142,9 @@ proptest! {
 
     #[test]
     fn multifeed_bodies_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
-        let _ = wire::decode_handshake(&bytes);
-        let _ = wire::decode_manifest(&bytes);
-        let _ = wire::decode_keys(wire::EXT_REQUEST_FEEDS, &bytes);
+        let _ = wire::decode_handshake(&bytes, &Limits::DEFAULT);
+        let _ = wire::decode_manifest(&bytes, &Limits::DEFAULT);
+        let _ = wire::decode_keys(wire::EXT_REQUEST_FEEDS, &bytes, &Limits::DEFAULT);
     }
 
     #[test]
@@ -155,7 +156,7 @@ proptest! {
             "keys": keys,
             "meta": meta.iter().cloned().collect::<BTreeMap<String, String>>(),
         });
-        let list = wire::decode_manifest(body.to_string().as_bytes()).unwrap();
+        let list = wire::decode_manifest(body.to_string().as_bytes(), &Limits::DEFAULT).unwrap();
         for k in &list.keys {
             prop_assert!(FeedKey::parse(&k.to_hex()).is_ok());
         }

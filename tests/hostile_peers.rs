@@ -10,14 +10,9 @@ use std::time::{Duration, Instant};
 
 use common::evil::*;
 use common::*;
-use feedscope::engine::MAX_PEERS;
 use feedscope::frame::{Item, Msg, MAX_FRAME_BYTES};
-use feedscope::net::hc10::{IDLE_TIMEOUT, MAX_EARLY_BYTES, MAX_EARLY_MESSAGES, MAX_PENDING_OPENS};
-use feedscope::net::peer::STALL_TIMEOUT;
-use feedscope::net::transport::HANDSHAKE_TIMEOUT;
-use feedscope::net::transport::MAX_WRITE_BACKLOG;
-use feedscope::session::{MAX_ACTIVE_FEEDS, MAX_REMOTE_OFFER};
-use feedscope::wire::{self, FeedKey, MAX_EXTENSION_BYTES, MAX_KEYS_PER_MESSAGE};
+use feedscope::limits::Limits;
+use feedscope::wire::{self, FeedKey};
 use hypercore_protocol::discovery_key;
 use hypercore_protocol::schema::{Data, Request};
 use hypercore_protocol::Message;
@@ -25,6 +20,9 @@ use hypercore_schema::{DataBlock, RequestBlock, RequestUpgrade};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 use tokio::runtime::Runtime;
+
+/// The limits of the process under test: its defaults.
+const L: Limits = Limits::DEFAULT;
 
 /// Upper bound for one step of a test (a reply, an event).
 const SOON: Duration = Duration::from_secs(15);
@@ -403,7 +401,11 @@ fn replayed_opens_handshake_manifest_and_replicate_do_not_replicate_a_feed_twice
         .received
         .iter()
         .filter_map(|i| ext_payload(i, wire::EXT_REQUEST_FEEDS))
-        .map(|b| wire::decode_keys(wire::EXT_REQUEST_FEEDS, b).unwrap().keys)
+        .map(|b| {
+            wire::decode_keys(wire::EXT_REQUEST_FEEDS, b, &Limits::DEFAULT)
+                .unwrap()
+                .keys
+        })
         .collect();
     assert_eq!(requests, vec![vec![bait]], "the feed was requested again");
     // A replayed open of a channel that is still open ends the connection, as protomux does.
@@ -446,7 +448,7 @@ fn a_request_for_keys_never_offered_is_refused() {
     let body = rt
         .block_on(evil.wait_ext(wire::EXT_REPLICATE_FEEDS, SOON))
         .unwrap();
-    let served = wire::decode_keys(wire::EXT_REPLICATE_FEEDS, &body).unwrap();
+    let served = wire::decode_keys(wire::EXT_REPLICATE_FEEDS, &body, &Limits::DEFAULT).unwrap();
     assert_eq!(served.keys, vec![mine], "only the offered feed is served");
     let w = victim.wait_for("warning", |v| {
         v["peer"] == evil_peer && v["kind"] == "refused_request"
@@ -506,7 +508,7 @@ fn data_for_a_feed_never_asked_for_is_not_stored_and_memory_stays_bounded() {
     let pid = victim.child.id();
     let rss_before = rss_kib(pid);
     const BLOCK: usize = 8 * 1024;
-    const FLOOD: usize = 8 * MAX_EARLY_MESSAGES;
+    const FLOOD: usize = 8 * L.max_early_messages;
     for chunk in 0..FLOOD / 64 {
         let batch: Vec<(u64, Msg)> = (0..64)
             .map(|j| {
@@ -535,7 +537,7 @@ fn data_for_a_feed_never_asked_for_is_not_stored_and_memory_stays_bounded() {
     let grown = rss_kib(pid).saturating_sub(rss_before);
     eprintln!("the victim grew by {grown} KiB");
     let sent = (FLOOD * BLOCK / 1024) as u64;
-    let bound = ((MAX_EARLY_MESSAGES * BLOCK).min(MAX_EARLY_BYTES) / 1024) as u64 + 16 * 1024;
+    let bound = ((L.max_early_messages * BLOCK).min(L.max_early_bytes) / 1024) as u64 + 16 * 1024;
     assert!(
         grown < bound,
         "the victim grew by {grown} KiB after {sent} KiB on an unopened channel (bound {bound} KiB)"
@@ -573,7 +575,7 @@ fn thousands_of_channel_opens_are_rejected_past_the_limit_and_the_victim_stays_r
     for i in 0..OPENS {
         evil.open(100 + i, &random_key());
     }
-    let expected = OPENS as usize - MAX_PENDING_OPENS;
+    let expected = OPENS as usize - L.max_pending_opens;
     let mut rejected = 0usize;
     rt.block_on(evil.wait(SOON, |item| {
         if matches!(item, Item::Reject { channel } if *channel >= 100) {
@@ -588,7 +590,7 @@ fn thousands_of_channel_opens_are_rejected_past_the_limit_and_the_victim_stays_r
         v["peer"] == evil_peer && v["kind"] == "limit"
     });
     assert!(
-        text(&w).contains(&format!("over {MAX_PENDING_OPENS} unmatched opens")),
+        text(&w).contains(&format!("over {} unmatched opens", L.max_pending_opens)),
         "{w}"
     );
 
@@ -646,22 +648,22 @@ fn a_manifest_flood_is_capped_at_the_offer_limit() {
     // Twelve manifests of 10,000 fresh keys each: two past the limit.
     const PER: usize = wire::KEYS_PER_SENT_MANIFEST;
     let over = 2;
-    let manifests = MAX_REMOTE_OFFER / PER + over;
+    let manifests = L.max_remote_offer / PER + over;
     for _ in 0..manifests {
         let keys: Vec<FeedKey> = (0..PER).map(|_| random_key()).collect();
         evil.offer(&keys);
     }
-    // The victim (accepting everything) keeps the first MAX_REMOTE_OFFER offers and requests
+    // The victim (accepting everything) keeps the first L.max_remote_offer offers and requests
     // no more than a connection can replicate.
     let mut requested = 0usize;
     rt.block_on(evil.wait(Duration::from_secs(30), |item| {
         if let Some(body) = ext_payload(item, wire::EXT_REQUEST_FEEDS) {
-            requested += wire::decode_keys(wire::EXT_REQUEST_FEEDS, body)
+            requested += wire::decode_keys(wire::EXT_REQUEST_FEEDS, body, &Limits::DEFAULT)
                 .unwrap()
                 .keys
                 .len();
         }
-        (requested >= MAX_ACTIVE_FEEDS).then_some(())
+        (requested >= L.max_active_feeds).then_some(())
     }))
     .unwrap_or_else(|e| panic!("{requested} keys requested: {e}"));
     rt.block_on(evil.alive(SOON)).unwrap();
@@ -670,13 +672,16 @@ fn a_manifest_flood_is_capped_at_the_offer_limit() {
         .iter()
         .filter_map(|i| ext_payload(i, wire::EXT_REQUEST_FEEDS))
         .map(|b| {
-            wire::decode_keys(wire::EXT_REQUEST_FEEDS, b)
+            wire::decode_keys(wire::EXT_REQUEST_FEEDS, b, &Limits::DEFAULT)
                 .unwrap()
                 .keys
                 .len()
         })
         .sum();
-    assert_eq!(late, MAX_ACTIVE_FEEDS, "keys requested past the feed limit");
+    assert_eq!(
+        late, L.max_active_feeds,
+        "keys requested past the feed limit"
+    );
     let warned = victim.wait_count("warning", over, SOON, |v| {
         v["peer"] == evil_peer && v["kind"] == "limit" && text(v).contains("offered key(s)")
     });
@@ -684,7 +689,8 @@ fn a_manifest_flood_is_capped_at_the_offer_limit() {
     for w in &warned {
         assert!(
             text(w).contains(&format!(
-                "ignored {PER} offered key(s): a peer may offer at most {MAX_REMOTE_OFFER}"
+                "ignored {PER} offered key(s): a peer may offer at most {}",
+                L.max_remote_offer
             )),
             "{w}"
         );
@@ -694,17 +700,17 @@ fn a_manifest_flood_is_capped_at_the_offer_limit() {
     assert!(panics(&events).is_empty());
 }
 
-/// Ignored by default: it creates MAX_ACTIVE_FEEDS replicas (four open files each), which takes
+/// Ignored by default: it creates L.max_active_feeds replicas (four open files each), which takes
 /// about half a minute and more file descriptors than a default `ulimit -n` of 1,024 allows.
 #[test]
-#[ignore = "creates MAX_ACTIVE_FEEDS replicas; run with --ignored"]
+#[ignore = "creates L.max_active_feeds replicas; run with --ignored"]
 fn feeds_past_the_per_connection_limit_are_refused() {
     let rt = runtime();
     let victim_dir = tempfile::tempdir().unwrap();
     let (mut victim, _, mut evil, evil_peer) = victim_and_evil(&rt, victim_dir.path());
     rt.block_on(evil.wait_ext(wire::EXT_MANIFEST, SOON))
         .unwrap();
-    let keys: Vec<FeedKey> = (0..=MAX_ACTIVE_FEEDS)
+    let keys: Vec<FeedKey> = (0..=L.max_active_feeds)
         .map(|_| random_public_key())
         .collect();
     evil.offer(&keys);
@@ -713,12 +719,12 @@ fn feeds_past_the_per_connection_limit_are_refused() {
     let _ = rt.block_on(evil.wait(Duration::from_secs(10), |item| {
         if let Some(body) = ext_payload(item, wire::EXT_REQUEST_FEEDS) {
             requested.extend(
-                wire::decode_keys(wire::EXT_REQUEST_FEEDS, body)
+                wire::decode_keys(wire::EXT_REQUEST_FEEDS, body, &Limits::DEFAULT)
                     .unwrap()
                     .keys,
             );
         }
-        (requested.len() > MAX_ACTIVE_FEEDS).then_some(())
+        (requested.len() > L.max_active_feeds).then_some(())
     }));
     evil.ext(wire::EXT_REPLICATE_FEEDS, wire::encode_keys(&keys));
     let w = victim.wait_event(Duration::from_secs(180), |v| {
@@ -735,7 +741,7 @@ fn feeds_past_the_per_connection_limit_are_refused() {
             storage.first()
         )
     });
-    assert!(text(&w).contains(&MAX_ACTIVE_FEEDS.to_string()), "{w}");
+    assert!(text(&w).contains(&L.max_active_feeds.to_string()), "{w}");
     rt.block_on(evil.alive(Duration::from_secs(300))).unwrap();
     let root = discovery_key(&root_key().0);
     let feed_opens = evil
@@ -744,7 +750,7 @@ fn feeds_past_the_per_connection_limit_are_refused() {
         .filter(|i| matches!(i, Item::Open { discovery_key, .. } if discovery_key[..] != root[..]))
         .count();
     assert!(
-        feed_opens <= MAX_ACTIVE_FEEDS,
+        feed_opens <= L.max_active_feeds,
         "{feed_opens} feed channels on one connection"
     );
     drop(evil);
@@ -773,29 +779,33 @@ fn extensions_and_manifests_past_their_size_limits_are_refused_and_the_session_g
     };
 
     // At the size limit the manifest is read (and is not JSON); one byte more, it is refused.
-    evil.ext(wire::EXT_MANIFEST, vec![b' '; MAX_EXTENSION_BYTES]);
+    evil.ext(wire::EXT_MANIFEST, vec![b' '; L.max_extension_bytes]);
     warning("malformed", wire::EXT_MANIFEST.into());
-    for size in [MAX_EXTENSION_BYTES + 1, MAX_FRAME_BYTES - 64] {
+    for size in [L.max_extension_bytes + 1, MAX_FRAME_BYTES - 64] {
         evil.ext(wire::EXT_MANIFEST, vec![b' '; size]);
         let w = warning("oversized", format!("message of {size} bytes"));
         assert!(
-            w.contains(&format!("over the limit of {MAX_EXTENSION_BYTES} bytes")),
+            w.contains(&format!(
+                "over the limit of {} bytes",
+                L.max_extension_bytes
+            )),
             "{w}"
         );
     }
     // At the key limit every entry is looked at (and none is a key); one more, none is.
     let entries = |n: usize| format!("{{\"keys\":[{}]}}", vec!["0"; n].join(",")).into_bytes();
-    evil.ext(wire::EXT_MANIFEST, entries(MAX_KEYS_PER_MESSAGE));
+    evil.ext(wire::EXT_MANIFEST, entries(L.max_keys_per_message));
     warning(
         "invalid_key",
-        format!("dropped {MAX_KEYS_PER_MESSAGE} invalid key(s)"),
+        format!("dropped {} invalid key(s)", L.max_keys_per_message),
     );
-    evil.ext(wire::EXT_MANIFEST, entries(MAX_KEYS_PER_MESSAGE + 1));
+    evil.ext(wire::EXT_MANIFEST, entries(L.max_keys_per_message + 1));
     warning(
         "oversized",
         format!(
-            "{} keys in one message, over the limit of {MAX_KEYS_PER_MESSAGE}",
-            MAX_KEYS_PER_MESSAGE + 1
+            "{} keys in one message, over the limit of {}",
+            L.max_keys_per_message + 1,
+            L.max_keys_per_message
         ),
     );
 
@@ -806,7 +816,7 @@ fn extensions_and_manifests_past_their_size_limits_are_refused_and_the_session_g
         .block_on(evil.wait_ext(wire::EXT_REQUEST_FEEDS, SOON))
         .unwrap();
     assert_eq!(
-        wire::decode_keys(wire::EXT_REQUEST_FEEDS, &body)
+        wire::decode_keys(wire::EXT_REQUEST_FEEDS, &body, &Limits::DEFAULT)
             .unwrap()
             .keys,
         vec![fresh]
@@ -824,11 +834,13 @@ fn extensions_and_manifests_past_their_size_limits_are_refused_and_the_session_g
 fn connections_past_the_peer_limit_are_refused_and_reported() {
     let rt = runtime();
     let (victim_dir, honest_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (mut victim, addr) = Node::listen(victim_dir.path(), &[]);
+    // The limit is a setting: lowered here so the flood stays small.
+    const MAX: usize = 24;
+    let (mut victim, addr) = Node::listen(victim_dir.path(), &["--max-peers", &MAX.to_string()]);
     let extra = 4;
     let mut held = Vec::new();
     let mut refused = 0;
-    for _ in 0..MAX_PEERS + extra {
+    for _ in 0..MAX + extra {
         let joined = rt.block_on(async {
             let mut evil = tokio::time::timeout(Duration::from_secs(5), Evil::connect(&addr))
                 .await
@@ -853,7 +865,7 @@ fn connections_past_the_peer_limit_are_refused_and_reported() {
     );
     assert_eq!(
         (held.len(), refused),
-        (MAX_PEERS, extra),
+        (MAX, extra),
         "peers held and refused"
     );
     let warned = victim.wait_count("warning", extra, SOON, |v| v["kind"] == "limit");
@@ -861,13 +873,8 @@ fn connections_past_the_peer_limit_are_refused_and_reported() {
 
     // Once they leave, the process serves again.
     drop(held);
-    let gone = victim.wait_count(
-        "peer_disconnected",
-        MAX_PEERS,
-        Duration::from_secs(20),
-        |_| true,
-    );
-    assert_eq!(gone.len(), MAX_PEERS);
+    let gone = victim.wait_count("peer_disconnected", MAX, Duration::from_secs(20), |_| true);
+    assert_eq!(gone.len(), MAX);
     let mut honest = Node::start(honest_dir.path(), &["--connect", &addr]);
     honest.wait_for("handshake_received", |_| true);
     honest.quit();
@@ -875,10 +882,30 @@ fn connections_past_the_peer_limit_are_refused_and_reported() {
     assert!(panics(&events).is_empty());
 }
 
+#[test]
+fn a_peer_limit_of_zero_or_not_a_number_is_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("s");
+    for bad in ["0", "many", "-3"] {
+        let flag = format!("--max-peers={bad}");
+        let out = feedscope(
+            &["run", "--storage", storage.to_str().unwrap(), &flag],
+            None,
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--max-peers {bad}: {err}");
+        assert!(err.contains("--max-peers"), "{err}");
+        assert!(
+            !storage.exists(),
+            "nothing was created for --max-peers {bad}"
+        );
+    }
+}
+
 /// One test, because it waits out the idle timeout: a peer that goes silent after the root
 /// channel opens, and one that stops in the middle of a frame, are dropped after
-/// `IDLE_TIMEOUT`; a TCP client that stops in the middle of a handshake frame is dropped after
-/// `HANDSHAKE_TIMEOUT`; an honest peer that is merely quiet (it sends keep-alives) stays.
+/// `L.idle_timeout`; a TCP client that stops in the middle of a handshake frame is dropped after
+/// `L.handshake_timeout`; an honest peer that is merely quiet (it sends keep-alives) stays.
 #[test]
 fn silent_and_stalled_peers_are_dropped_after_their_timeouts_and_quiet_ones_stay() {
     let rt = runtime();
@@ -921,12 +948,12 @@ fn silent_and_stalled_peers_are_dropped_after_their_timeouts_and_quiet_ones_stay
     let raw_since = Instant::now();
 
     let err = victim
-        .wait_for_within("error", HANDSHAKE_TIMEOUT + Duration::from_secs(5), |v| {
+        .wait_for_within("error", L.handshake_timeout + Duration::from_secs(5), |v| {
             v["kind"] == "handshake" && text(v).contains(&raw_addr)
         })
         .expect("a stalled handshake is reported");
     assert!(text(&err).contains("no Noise handshake"), "{err}");
-    assert!(raw_since.elapsed() >= HANDSHAKE_TIMEOUT - Duration::from_secs(1));
+    assert!(raw_since.elapsed() >= L.handshake_timeout - Duration::from_secs(1));
 
     for (peer, since, who) in [
         (&silent_peer, silent_since, "silent peer"),
@@ -935,14 +962,14 @@ fn silent_and_stalled_peers_are_dropped_after_their_timeouts_and_quiet_ones_stay
         let err = victim
             .wait_for_within(
                 "error",
-                IDLE_TIMEOUT.saturating_sub(since.elapsed()) + Duration::from_secs(5),
+                L.idle_timeout.saturating_sub(since.elapsed()) + Duration::from_secs(5),
                 |v| v["peer"] == *peer,
             )
             .unwrap_or_else(|| panic!("the {who} was not dropped"));
         assert_eq!(err["kind"], "idle", "{who}: {err}");
         assert!(text(&err).contains("sent nothing"), "{who}: {err}");
         assert!(
-            since.elapsed() >= IDLE_TIMEOUT - Duration::from_secs(1),
+            since.elapsed() >= L.idle_timeout - Duration::from_secs(1),
             "the {who} was dropped early, after {:?}",
             since.elapsed()
         );
@@ -969,7 +996,7 @@ fn silent_and_stalled_peers_are_dropped_after_their_timeouts_and_quiet_ones_stay
 
 /// The victim answers block requests only while what it sent is being read: its memory stays
 /// bounded by the write backlog, and the peer is dropped once it has read nothing for
-/// STALL_TIMEOUT. Other peers are served meanwhile.
+/// L.stall_timeout. Other peers are served meanwhile.
 #[test]
 fn a_peer_that_asks_for_everything_and_reads_nothing_is_bounded_then_dropped() {
     const BLOCKS: usize = 1_200;
@@ -1011,7 +1038,7 @@ fn a_peer_that_asks_for_everything_and_reads_nothing_is_bounded_then_dropped() {
     let grown = rss_kib(pid).saturating_sub(rss_before);
     eprintln!("the victim grew by {grown} KiB");
     let asked = (BLOCKS * SIZE / 1024) as u64;
-    let bound = (MAX_WRITE_BACKLOG / 1024) as u64 + 32 * 1024;
+    let bound = (L.max_write_backlog / 1024) as u64 + 32 * 1024;
     assert!(
         grown < bound,
         "the victim grew by {grown} KiB for {asked} KiB asked and not read (bound {bound} KiB)"
@@ -1023,7 +1050,7 @@ fn a_peer_that_asks_for_everything_and_reads_nothing_is_bounded_then_dropped() {
     victim.wait_for("handshake_received", |v| v["peer"] != evil_peer);
 
     // The hostile peer keeps sending keep-alives, so it is not idle: it only reads nothing.
-    let deadline = Instant::now() + STALL_TIMEOUT + Duration::from_secs(30);
+    let deadline = Instant::now() + L.stall_timeout + Duration::from_secs(30);
     let err = loop {
         evil.raw(Vec::new());
         let seen =

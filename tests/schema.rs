@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use feedscope::event::{Command, Event};
+use feedscope::event::{Command, DecidedBy, Direction, Event, KeySelection, ProblemKind};
 use feedscope::wire::FeedKey;
 use serde_json::json;
 
@@ -36,7 +36,15 @@ const PROBLEMS: &[&str] = &[
     "unknown_extension",
     "unknown_offer",
     "unrequested_feed",
+    "oversized",
 ];
+
+/// The kind named `name`, read the way a script's JSON is.
+fn problem(name: &str) -> ProblemKind {
+    let kind: ProblemKind = serde_json::from_value(json!(name)).unwrap();
+    assert_eq!(kind.as_str(), name);
+    kind
+}
 
 fn events() -> Vec<Event> {
     let meta = BTreeMap::from([(A, json!({"length": 3, "byte_length": 12, "name": "notes"}))]);
@@ -79,19 +87,19 @@ fn events() -> Vec<Event> {
             peer: 1,
             key: A,
             approved: true,
-            by: None,
+            by: DecidedBy::Person,
         },
         Event::Decision {
             peer: 1,
             key: A,
             approved: false,
-            by: Some("rule deny aa".into()),
+            by: DecidedBy::Rule("deny aa".into()),
         },
         Event::Decision {
             peer: 1,
             key: A,
             approved: true,
-            by: Some("remembered approval".into()),
+            by: DecidedBy::Memory { approved: true },
         },
         Event::FeedStopped { peer: 1, key: A },
         Event::RequestSent {
@@ -139,7 +147,7 @@ fn events() -> Vec<Event> {
         },
         Event::Wire {
             peer: 1,
-            dir: "in".into(),
+            dir: Direction::In,
             channel: "root".into(),
             kind: "Extension(MULTIFEED_MANIFEST)".into(),
             bytes: 70,
@@ -148,7 +156,7 @@ fn events() -> Vec<Event> {
         },
         Event::Wire {
             peer: 1,
-            dir: "out".into(),
+            dir: Direction::Out,
             channel: "control".into(),
             kind: "Open".into(),
             bytes: 80,
@@ -176,12 +184,12 @@ fn events() -> Vec<Event> {
         let peer = (i % 2 == 0).then_some(1);
         all.push(Event::Warning {
             peer,
-            kind: (*kind).into(),
+            kind: problem(kind),
             message: format!("a {kind} warning"),
         });
         all.push(Event::Error {
             peer,
-            kind: (*kind).into(),
+            kind: problem(kind),
             message: format!("a {kind} error"),
         });
     }
@@ -222,23 +230,23 @@ fn commands() -> Vec<Command> {
     vec![
         Command::Approve {
             peer: Some(1),
-            key: A.to_hex(),
+            key: KeySelection::One(A),
         },
         Command::Approve {
             peer: None,
-            key: "*".into(),
+            key: KeySelection::AllPending,
         },
         Command::Decline {
             peer: None,
-            key: B.to_hex(),
+            key: KeySelection::One(B),
         },
         Command::Decline {
             peer: Some(2),
-            key: "*".into(),
+            key: KeySelection::AllPending,
         },
         Command::Stop {
             peer: Some(1),
-            key: A.to_hex(),
+            key: A,
         },
         Command::Hold { peer: None },
         Command::Step { peer: Some(1) },

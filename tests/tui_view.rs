@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use feedscope::event::{Command, Event};
+use feedscope::event::{Command, DecidedBy, Direction, Event, KeySelection, ProblemKind};
 use feedscope::tui::app::{App, Settings};
 use feedscope::tui::view;
 use feedscope::wire::FeedKey;
@@ -77,7 +77,7 @@ fn session() -> App {
             peer: 1,
             key: key(1),
             approved: true,
-            by: None,
+            by: DecidedBy::Person,
         },
         Event::RequestSent {
             peer: 1,
@@ -102,7 +102,7 @@ fn session() -> App {
         },
         Event::Error {
             peer: Some(2),
-            kind: "incompatible".into(),
+            kind: ProblemKind::Incompatible,
             message: "version mismatch: peer speaks 4.0.0".into(),
         },
         Event::PeerDisconnected {
@@ -191,7 +191,7 @@ fn approving_from_the_screen_sends_the_selected_key() {
         cmds,
         vec![Command::Approve {
             peer: Some(1),
-            key: key(2).to_hex()
+            key: KeySelection::One(key(2))
         }]
     );
     assert!(draw(&app, 80, 24).contains("approved 02020202 from peer #1"));
@@ -234,7 +234,11 @@ fn wire_inspector_at_80x24() {
         app.on_event(
             &Event::Wire {
                 peer: 1,
-                dir: dir.to_string(),
+                dir: if *dir == "in" {
+                    Direction::In
+                } else {
+                    Direction::Out
+                },
                 channel: channel.to_string(),
                 kind: kind.to_string(),
                 bytes: *bytes,

@@ -14,23 +14,15 @@ use hypercore_protocol::schema::{NoData, Request};
 use hypercore_protocol::Message;
 use tokio::sync::mpsc;
 
-use crate::event::{Event, PeerId};
+use crate::event::{DecidedBy, Event, KeySelection, PeerId, ProblemKind};
+use crate::limits::Limits;
 use crate::net::hc10::{Conn, Output, Setup};
 use crate::net::replicate::{FeedChannel, Outcome};
 use crate::net::transport::{Transport, TransportError};
-use crate::policy::Curator;
-use crate::session::{Action, Outgoing, Policy, Session};
+use crate::policy::{Curator, Policy};
+use crate::session::{Action, Outgoing, Session};
 use crate::store::{Feed, Store};
 use crate::wire::{self, FeedKey, FeedMeta};
-
-use crate::net::hc10::IDLE_TIMEOUT;
-
-/// Block requests waiting for an answer while the connection is congested, at most; more
-/// are answered with NoData (the peer may ask again).
-pub const MAX_OWED_REQUESTS: usize = 1 << 18;
-/// A congested connection that writes nothing to its socket for this long (the peer reads
-/// nothing) is dropped; a slow reader is not.
-pub const STALL_TIMEOUT: Duration = IDLE_TIMEOUT;
 
 /// What every peer task shares: storage, the offer policy, where to report.
 #[derive(Debug)]
@@ -39,14 +31,14 @@ pub struct PeerContext {
     pub store: Arc<Store>,
     /// The multifeed key.
     pub root_key: FeedKey,
-    /// Offer policy.
-    pub policy: Policy,
     /// Rules and remembered decisions.
     pub curator: Curator,
     /// Whether `wire` events are wanted.
     pub trace_wire: bool,
     /// Whether new peers start in step mode.
     pub step: bool,
+    /// What peers may make us hold or wait for.
+    pub limits: Limits,
     /// Events to the front end.
     pub events: mpsc::UnboundedSender<Event>,
     /// Reports to the engine.
@@ -87,10 +79,10 @@ pub enum PeerCmd {
     LocalFeed(FeedKey, FeedMeta),
     /// Our copy of a feed changed; tell the peer if the feed is active with it.
     FeedChanged(FeedKey),
-    /// Approve or decline a key (`None`: everything pending).
+    /// Approve or decline offered keys.
     Decide {
         /// The key, or every pending key.
-        key: Option<FeedKey>,
+        key: KeySelection,
         /// `true` for approve.
         approve: bool,
     },
@@ -139,7 +131,7 @@ impl Peer {
     ) -> EndReason {
         let local_feeds = ctx.store.offer_meta().await;
         // Offers go through the curator whenever it may say something other than "yes".
-        let policy = if ctx.policy == Policy::AcceptAll && ctx.curator.rules.is_empty() {
+        let policy = if ctx.curator.policy == Policy::AcceptAll && ctx.curator.rules.is_empty() {
             Policy::AcceptAll
         } else {
             Policy::Manual
@@ -152,13 +144,14 @@ impl Peer {
                 root_key: ctx.root_key.0,
                 trace: ctx.trace_wire,
                 step: ctx.step,
+                limits: ctx.limits.clone(),
             },
             Instant::now(),
         );
         let mut peer = Peer {
             id,
             remote_pk: hex::encode(transport.remote_public_key()),
-            session: Session::new(policy, local_feeds),
+            session: Session::new(policy, local_feeds, &ctx.limits),
             ctx,
             transport,
             conn,
@@ -168,6 +161,7 @@ impl Peer {
         // When the backlog was last seen over its limit without a byte written since.
         let mut stalled_since: Option<(Instant, u64)> = None;
         let backlog = peer.transport.backlog();
+        let stall = peer.ctx.limits.stall_timeout;
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while peer.conn.end().is_none() {
@@ -192,10 +186,10 @@ impl Peer {
                     let written = backlog.written_total();
                     if !peer.transport.congested() || stalled_since.is_some_and(|(_, w)| w != written) {
                         stalled_since = None;
-                    } else if stalled_since.get_or_insert((Instant::now(), written)).0.elapsed() > STALL_TIMEOUT {
+                    } else if stalled_since.get_or_insert((Instant::now(), written)).0.elapsed() > stall {
                         peer.conn.fail(
-                            "stalled",
-                            format!("the peer read nothing of what we sent for {STALL_TIMEOUT:?}; dropped"),
+                            ProblemKind::Stalled,
+                            format!("the peer read nothing of what we sent for {stall:?}; dropped"),
                         );
                     }
                 }
@@ -260,14 +254,15 @@ impl Peer {
         // socket's backlog stays bounded, and reading goes on so that neither side blocks.
         let msg = match msg {
             Message::Request(r) if self.transport.congested() || !self.owed.is_empty() => {
-                if self.owed.len() < MAX_OWED_REQUESTS {
+                let max = self.ctx.limits.max_owed_requests;
+                if self.owed.len() < max {
                     self.owed.push_back((local, r));
                 } else {
                     if !self.owed_overflow {
                         self.owed_overflow = true;
                         self.conn.warn(
-                            "limit",
-                            format!("over {MAX_OWED_REQUESTS} block requests wait while the peer reads nothing; answering NoData"),
+                            ProblemKind::Limit,
+                            format!("over {max} block requests wait while the peer reads nothing; answering NoData"),
                         );
                     }
                     self.conn.send(local, NoData { request: r.id }.into());
@@ -292,7 +287,7 @@ impl Peer {
             self.emit(ev);
         }
         if let Some(w) = outcome.warning {
-            self.conn.warn("bad_data", w);
+            self.conn.warn(ProblemKind::BadData, w);
         }
         if outcome.grew {
             if let Some(fc) = self.conn.payload_mut(local) {
@@ -369,16 +364,15 @@ impl Peer {
                     }
                 }
                 // The classic policy's implicit yes is not news.
-                Action::Decided { reason, .. } if reason.as_deref() == Some("accept-all") => {}
                 Action::Decided {
-                    key,
-                    approved,
-                    reason,
-                } => self.emit(Event::Decision {
+                    by: DecidedBy::AcceptAll,
+                    ..
+                } => {}
+                Action::Decided { key, approved, by } => self.emit(Event::Decision {
                     peer: id,
                     key,
                     approved,
-                    by: reason,
+                    by,
                 }),
                 Action::Stop(key) => {
                     self.conn.close(&key);
@@ -397,7 +391,7 @@ impl Peer {
 
     /// Splits offered keys into those the curator decides and those to ask a person about.
     #[allow(clippy::type_complexity)]
-    fn curate(&self, keys: Vec<FeedKey>) -> (Vec<(FeedKey, bool, Option<String>)>, Vec<FeedKey>) {
+    fn curate(&self, keys: Vec<FeedKey>) -> (Vec<(FeedKey, bool, DecidedBy)>, Vec<FeedKey>) {
         let mut decided = Vec::new();
         let mut ask = Vec::new();
         for key in keys {
@@ -408,7 +402,7 @@ impl Peer {
                 .cloned()
                 .unwrap_or_default();
             match self.ctx.curator.decide(&key, &meta, &self.remote_pk) {
-                Some((approve, by)) => decided.push((key, approve, Some(by))),
+                Some((approve, by)) => decided.push((key, approve, by)),
                 None => ask.push(key),
             }
         }
@@ -467,7 +461,7 @@ impl Peer {
                 self.session.on_start_failed(&key);
                 self.emit(Event::Error {
                     peer: Some(self.id),
-                    kind: "storage".into(),
+                    kind: ProblemKind::Storage,
                     message: e.to_string(),
                 });
                 return;
@@ -494,19 +488,21 @@ impl Peer {
             }
             PeerCmd::Decide { key, approve } => {
                 let keys: Vec<FeedKey> = match key {
-                    Some(k) if self.session.remote_offer.contains_key(&k) => vec![k],
+                    KeySelection::One(k) if self.session.remote_offer.contains_key(&k) => vec![k],
                     // A decision for every peer reaches peers that never saw the key.
-                    Some(_) => return,
-                    None => self.session.pending.iter().copied().collect(),
+                    KeySelection::One(_) => return,
+                    KeySelection::AllPending => self.session.pending.iter().copied().collect(),
                 };
                 for k in &keys {
                     if let Err(e) = self.ctx.curator.decisions.remember(*k, approve) {
-                        self.conn.warn("storage", e);
+                        self.conn.warn(ProblemKind::Storage, e);
                     }
                 }
-                let actions = self
-                    .session
-                    .on_decisions(keys.into_iter().map(|k| (k, approve, None)).collect());
+                let actions = self.session.on_decisions(
+                    keys.into_iter()
+                        .map(|k| (k, approve, DecidedBy::Person))
+                        .collect(),
+                );
                 self.perform(actions).await;
             }
             PeerCmd::Stop(key) => {

@@ -14,7 +14,7 @@ use hypercore_schema::{DataBlock, DataUpgrade, RequestBlock, RequestUpgrade};
 
 use crate::core::{self as fcore, CoreError};
 
-use crate::event::{Event, PeerId};
+use crate::event::{Event, PeerId, ProblemKind};
 use crate::frame::{core, Msg};
 use crate::store::Feed;
 use crate::wire::FeedKey;
@@ -352,7 +352,7 @@ impl FeedChannel {
         self.reported_unreadable = true;
         out.events.push(Event::Error {
             peer: Some(self.peer),
-            kind: "storage".into(),
+            kind: ProblemKind::Storage,
             message: format!(
                 "feed {}: cannot {doing} ({e}); its files may be damaged: check with `feedscope cat --key {}`, and restore the folder from a backup or replicate the feed again",
                 self.key.short(),

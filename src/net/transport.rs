@@ -19,12 +19,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
 use crate::frame::MAX_FRAME_BYTES;
-
-/// How long a peer may take to finish the Noise handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Bytes queued for the socket beyond which the connection counts as congested: the peer
-/// task then stops answering block requests until the peer has read some of it.
-pub const MAX_WRITE_BACKLOG: usize = 8 << 20;
+use crate::limits::Limits;
 
 /// Why a connection failed.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +33,7 @@ pub enum TransportError {
     /// Noise or decryption failed.
     #[error("encryption failed: {0}")]
     Crypto(String),
-    /// No complete handshake within [`HANDSHAKE_TIMEOUT`].
+    /// No complete handshake within `Limits::handshake_timeout`.
     #[error("no Noise handshake within {0:?}; is the other side a hypercore peer?")]
     HandshakeTimeout(Duration),
 }
@@ -73,6 +68,9 @@ impl std::fmt::Debug for Transport {
 /// Bytes handed to the writer and not yet written to the socket.
 #[derive(Debug, Default)]
 pub struct Backlog {
+    /// Bytes beyond which the connection counts as congested: the peer task then stops
+    /// answering block requests until the peer has read some of it.
+    limit: usize,
     bytes: AtomicUsize,
     written: AtomicU64,
     drained: Notify,
@@ -92,7 +90,7 @@ impl Backlog {
     fn written(&self, n: usize) {
         self.written.fetch_add(n as u64, Ordering::AcqRel);
         let before = self.bytes.fetch_sub(n, Ordering::AcqRel);
-        if before > MAX_WRITE_BACKLOG && before - n <= MAX_WRITE_BACKLOG {
+        if before > self.limit && before - n <= self.limit {
             self.drained.notify_one();
         }
     }
@@ -130,12 +128,20 @@ async fn write_loop(
 
 impl Transport {
     /// Runs the Noise XX handshake on `stream`; `initiator` is the side that speaks first.
-    pub async fn handshake(stream: TcpStream, initiator: bool) -> Result<Self, TransportError> {
+    /// `limits` bounds the handshake's time and the write backlog.
+    pub async fn handshake(
+        stream: TcpStream,
+        initiator: bool,
+        limits: &Limits,
+    ) -> Result<Self, TransportError> {
         let _ = stream.set_nodelay(true);
         let (read, write) = stream.into_split();
         let reader = FramedRead::new(read, codec());
         let (tx, rx) = mpsc::unbounded_channel();
-        let backlog = Arc::new(Backlog::default());
+        let backlog = Arc::new(Backlog {
+            limit: limits.max_write_backlog,
+            ..Backlog::default()
+        });
         tokio::spawn(write_loop(
             FramedWrite::new(write, codec()),
             rx,
@@ -160,9 +166,9 @@ impl Transport {
             remote_public_key: [0; 32],
             handshake_hash: Vec::new(),
         };
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, t.finish_handshake())
+        tokio::time::timeout(limits.handshake_timeout, t.finish_handshake())
             .await
-            .map_err(|_| TransportError::HandshakeTimeout(HANDSHAKE_TIMEOUT))??;
+            .map_err(|_| TransportError::HandshakeTimeout(limits.handshake_timeout))??;
         Ok(t)
     }
 
@@ -234,9 +240,9 @@ impl Transport {
         &self.handshake_hash
     }
 
-    /// Whether more than [`MAX_WRITE_BACKLOG`] bytes wait to be written to the socket.
+    /// Whether more than `Limits::max_write_backlog` bytes wait to be written to the socket.
     pub fn congested(&self) -> bool {
-        self.backlog.bytes.load(Ordering::Acquire) > MAX_WRITE_BACKLOG
+        self.backlog.bytes.load(Ordering::Acquire) > self.backlog.limit
     }
 
     /// The write backlog, to wait on while the transport itself is busy reading.

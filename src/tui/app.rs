@@ -7,7 +7,7 @@ use ratatui::crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifi
 use tui_input::backend::crossterm::EventHandler;
 use tui_input::Input;
 
-use crate::event::{Command, Event, PeerId};
+use crate::event::{Command, Event, KeySelection, PeerId};
 use crate::tui::keys::{action_for, Action, COMMANDS};
 use crate::tui::model::{Model, OfferState, PeerView};
 use crate::wire::FeedKey;
@@ -364,7 +364,7 @@ impl App {
                     ),
                     false,
                 );
-                return vec![decide(approve, Some(id), "*".into())];
+                return vec![decide(approve, Some(id), KeySelection::AllPending)];
             }
             Action::Hold | Action::StepOne | Action::Continue => {
                 let Some(id) = self.selected_peer().map(|p| p.id) else {
@@ -437,7 +437,7 @@ impl App {
             ),
             false,
         );
-        vec![decide(approve, Some(id), key.to_hex())]
+        vec![decide(approve, Some(id), KeySelection::One(*key))]
     }
 
     fn move_row(&mut self, by: i64) {
@@ -569,7 +569,7 @@ impl App {
                 let approve = word == "approve";
                 if rest == "*" {
                     let peer = self.selected_peer().map(|p| p.id);
-                    return vec![decide(approve, peer, "*".into())];
+                    return vec![decide(approve, peer, KeySelection::AllPending)];
                 }
                 match self.offered_matching(rest).as_slice() {
                     [] => {
@@ -578,7 +578,7 @@ impl App {
                     }
                     [(_, key)] => {
                         self.say(format!("{word}d {}", key.short()), false);
-                        vec![decide(approve, None, key.to_hex())]
+                        vec![decide(approve, None, KeySelection::One(*key))]
                     }
                     many => {
                         self.say(
@@ -656,7 +656,7 @@ impl App {
     }
 }
 
-fn decide(approve: bool, peer: Option<PeerId>, key: String) -> Command {
+fn decide(approve: bool, peer: Option<PeerId>, key: KeySelection) -> Command {
     if approve {
         Command::Approve { peer, key }
     } else {
@@ -714,7 +714,7 @@ mod tests {
             press(&mut app, KeyCode::Char('a')),
             vec![Command::Approve {
                 peer: Some(7),
-                key: key(1).to_hex()
+                key: KeySelection::One(key(1))
             }]
         );
         press(&mut app, KeyCode::Down);
@@ -722,7 +722,7 @@ mod tests {
             press(&mut app, KeyCode::Char('d')),
             vec![Command::Decline {
                 peer: Some(7),
-                key: key(2).to_hex()
+                key: KeySelection::One(key(2))
             }]
         );
     }
@@ -734,7 +734,7 @@ mod tests {
             app.run_line("approve 0202"),
             vec![Command::Approve {
                 peer: None,
-                key: key(2).to_hex()
+                key: KeySelection::One(key(2))
             }]
         );
         assert!(app.run_line("approve 0").is_empty());

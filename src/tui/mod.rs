@@ -22,7 +22,7 @@ use ratatui::crossterm::execute;
 use ratatui::crossterm::terminal::{disable_raw_mode, LeaveAlternateScreen};
 
 use crate::engine::Engine;
-use crate::event::{Command, Event};
+use crate::event::{Command, Event, ProblemKind};
 use app::{App, Settings};
 
 /// Least time between two frames (about 30 per second).
@@ -126,7 +126,7 @@ async fn event_loop(
                     }
                     app.on_event(&ev, started.elapsed().as_secs_f64());
                     if let Event::Error { peer: None, kind, message } = &ev {
-                        if kind == "listen" {
+                        if *kind == ProblemKind::Listen {
                             // The engine stops: there is nothing left to show.
                             return Err(io::Error::other(message.clone()));
                         }

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde_json::Value;
 
-use crate::event::{Event, PeerId};
+use crate::event::{Direction, Event, PeerId};
 use crate::wire::FeedKey;
 
 /// Log lines kept; older ones are dropped.
@@ -358,9 +358,11 @@ impl Model {
                         "{} {}{}",
                         if *approved { "approved" } else { "declined" },
                         short(key),
-                        by.as_deref()
-                            .map(|b| format!(" by {b}"))
-                            .unwrap_or_default()
+                        if by.is_person() {
+                            String::new()
+                        } else {
+                            format!(" by {by}")
+                        }
                     ),
                 );
             }
@@ -490,7 +492,7 @@ impl Model {
                     }
                     p.wire.push_back(WireLine {
                         at,
-                        incoming: dir == "in",
+                        incoming: *dir == Direction::In,
                         channel: channel.clone(),
                         kind: kind.clone(),
                         bytes: *bytes,
@@ -643,7 +645,7 @@ mod tests {
                 peer: 1,
                 key: key(2),
                 approved: false,
-                by: None,
+                by: crate::event::DecidedBy::Person,
             },
             0.3,
         );
@@ -693,14 +695,14 @@ mod tests {
             m.apply(
                 &Event::Warning {
                     peer: None,
-                    kind: "x".into(),
+                    kind: crate::event::ProblemKind::Limit,
                     message: i.to_string(),
                 },
                 i as f64,
             );
         }
         assert_eq!(m.log.len(), LOG_CAPACITY);
-        assert_eq!(m.log.front().unwrap().text, "x: 10");
+        assert_eq!(m.log.front().unwrap().text, "limit: 10");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use feedscope::frame::{self, core, Item, Msg};
+use feedscope::limits::Limits;
 use feedscope::net::hc10::capability;
 use feedscope::net::replicate;
 use feedscope::net::transport::Transport;
@@ -119,7 +120,7 @@ impl Evil {
             .await
             .map_err(|e| format!("connect {addr}: {e}"))?;
         let local_addr = tcp.local_addr().map_err(|e| e.to_string())?.to_string();
-        let t = Transport::handshake(tcp, true)
+        let t = Transport::handshake(tcp, true, &Limits::DEFAULT)
             .await
             .map_err(|e| format!("handshake with {addr}: {e}"))?;
         Ok(Evil {
@@ -320,7 +321,8 @@ impl Evil {
             if ext_payload(&item, wire::EXT_HANDSHAKE).is_some() {
                 self.offer(&[*key]);
             } else if let Some(body) = ext_payload(&item, wire::EXT_REQUEST_FEEDS) {
-                let asked = wire::decode_keys(wire::EXT_REQUEST_FEEDS, body).unwrap();
+                let asked =
+                    wire::decode_keys(wire::EXT_REQUEST_FEEDS, body, &Limits::DEFAULT).unwrap();
                 if asked.keys.contains(key) {
                     self.ext(wire::EXT_REPLICATE_FEEDS, wire::encode_keys(&[*key]));
                     self.open(FEED, key);

@@ -1,7 +1,7 @@
 //! Step mode and wire tracing: what a person debugging an exchange sees of a connection.
 
 use super::{Conn, Out, TRACE_HEX_BYTES};
-use crate::event::Event;
+use crate::event::{Direction, Event};
 use crate::frame::{self, Item, Msg};
 
 impl<T> Conn<T> {
@@ -59,7 +59,7 @@ impl<T> Conn<T> {
 
     pub(super) fn traced(
         &mut self,
-        dir: &str,
+        dir: Direction,
         local: Option<u64>,
         kind: String,
         bytes: &[u8],
@@ -67,7 +67,7 @@ impl<T> Conn<T> {
     ) {
         let ev = Event::Wire {
             peer: self.peer,
-            dir: dir.into(),
+            dir,
             channel: self.channel_name(local),
             kind,
             bytes: bytes.len(),
@@ -102,7 +102,7 @@ impl<T> Conn<T> {
                 Item::Reject { channel } => (None, frame::encode_reject(*channel)),
                 Item::Message(..) => (None, Vec::new()),
             };
-            self.traced("in", local, kind.clone(), &bytes, item.summary());
+            self.traced(Direction::In, local, kind.clone(), &bytes, item.summary());
         }
         let stop_here = self
             .breakpoints
@@ -142,7 +142,7 @@ impl<T> Conn<T> {
                     format!("channel {ch}: {}", m.summary()),
                 ),
             };
-            self.traced("out", local, kind, &bytes, summary);
+            self.traced(Direction::Out, local, kind, &bytes, summary);
         }
     }
 }

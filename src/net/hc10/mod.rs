@@ -20,34 +20,18 @@
 //! so it stays whole; what only a person debugging needs (step mode, tracing) is in `inspect`.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use blake2::digest::{FixedOutput, Mac};
 use blake2::Blake2bMac;
 use hypercore_protocol::schema::{NoData, Synchronize};
 use hypercore_protocol::{discovery_key, Message};
 
-use crate::event::{Event, PeerId};
+use crate::event::{Event, PeerId, ProblemKind};
 use crate::frame::{self, core, Item, Msg};
+use crate::limits::Limits;
 use crate::wire::FeedKey;
 
-/// Time allowed between the Noise handshake and the root channel opening on both sides.
-pub const ROOT_OPEN_TIMEOUT: Duration = Duration::from_secs(5);
-/// After this long without sending, we send an empty keep-alive frame.
-pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
-/// A peer that sends nothing, not even a keep-alive, for this long is dropped.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Remote opens we have not matched yet, at most; more are rejected.
-pub const MAX_PENDING_OPENS: usize = 1024;
-/// Messages buffered per not-yet-matched remote channel, at most; more are dropped.
-pub const MAX_EARLY_MESSAGES: usize = 1024;
-/// Bytes of messages buffered for all not-yet-matched remote channels of a connection, at
-/// most; more are dropped.
-pub const MAX_EARLY_BYTES: usize = 8 << 20;
-/// Received messages held in step mode, at most; reading pauses beyond it.
-pub const MAX_HELD: usize = 10_000;
-/// Bytes of received messages held in step mode, at most; reading pauses beyond it.
-pub const MAX_HELD_BYTES: usize = 64 << 20;
 /// Bytes of a message shown in a `wire` event's hex dump.
 const TRACE_HEX_BYTES: usize = 512;
 /// Channel messages gathered before a frame is sealed.
@@ -138,6 +122,7 @@ enum Out {
 /// One connection's channels, as a state machine.
 pub struct Conn<T> {
     peer: PeerId,
+    limits: Limits,
     initiator: bool,
     handshake_hash: Vec<u8>,
     trace: bool,
@@ -188,6 +173,9 @@ pub struct Setup {
     pub trace: bool,
     /// Start holding received messages.
     pub step: bool,
+    /// The limits it keeps (`root_open_timeout`, `keepalive_interval`, `idle_timeout`,
+    /// `max_pending_opens`, `max_early_*`, `max_held*`).
+    pub limits: Limits,
 }
 
 impl<T> Conn<T> {
@@ -195,6 +183,7 @@ impl<T> Conn<T> {
     pub fn new(setup: Setup, now: Instant) -> Self {
         let mut conn = Conn {
             peer: setup.peer,
+            limits: setup.limits,
             initiator: setup.initiator,
             handshake_hash: setup.handshake_hash,
             trace: setup.trace,
@@ -244,7 +233,9 @@ impl<T> Conn<T> {
     /// Whether to read more from the peer: not while received items wait, nor while step
     /// mode holds too much.
     pub fn may_read(&self) -> bool {
-        self.inbox.is_empty() && self.held.len() < MAX_HELD && self.held_bytes < MAX_HELD_BYTES
+        self.inbox.is_empty()
+            && self.held.len() < self.limits.max_held
+            && self.held_bytes < self.limits.max_held_bytes
     }
 
     /// A decrypted frame arrived.
@@ -253,7 +244,7 @@ impl<T> Conn<T> {
         self.last_heard = now;
         match frame::decode(bytes) {
             Ok(items) => self.inbox.extend(items),
-            Err(e) => self.warn("malformed_frame", format!("dropped a frame: {e}")),
+            Err(e) => self.warn(ProblemKind::MalformedFrame, format!("dropped a frame: {e}")),
         }
     }
 
@@ -290,19 +281,23 @@ impl<T> Conn<T> {
         // Held messages may include the peer's root open: no verdict while stepping.
         if !self.root_open
             && self.held.is_empty()
-            && now.duration_since(self.started) > ROOT_OPEN_TIMEOUT
+            && now.duration_since(self.started) > self.limits.root_open_timeout
         {
             self.different_key(format!(
-                "the root channel did not open within {ROOT_OPEN_TIMEOUT:?}"
+                "the root channel did not open within {:?}",
+                self.limits.root_open_timeout
             ));
         }
-        if now.duration_since(self.last_heard) > IDLE_TIMEOUT && self.may_read() {
+        let idle = self.limits.idle_timeout;
+        if now.duration_since(self.last_heard) > idle && self.may_read() {
             self.fail(
-                "idle",
-                format!("the peer sent nothing for {IDLE_TIMEOUT:?} (no complete frame, not even a keep-alive); dropped"),
+                ProblemKind::Idle,
+                format!("the peer sent nothing for {idle:?} (no complete frame, not even a keep-alive); dropped"),
             );
         }
-        if now.duration_since(self.last_sent) >= KEEPALIVE_INTERVAL && self.out.is_empty() {
+        if now.duration_since(self.last_sent) >= self.limits.keepalive_interval
+            && self.out.is_empty()
+        {
             self.sealed.push_back(Vec::new());
             self.last_sent = now;
         }
@@ -407,19 +402,19 @@ impl<T> Conn<T> {
     }
 
     /// Reports a problem that does not end the connection.
-    pub fn warn(&mut self, kind: &str, message: String) {
+    pub fn warn(&mut self, kind: ProblemKind, message: String) {
         self.event(Event::Warning {
             peer: Some(self.peer),
-            kind: kind.into(),
+            kind,
             message,
         });
     }
 
     /// Reports an error and ends the connection.
-    pub fn fail(&mut self, kind: &str, message: String) {
+    pub fn fail(&mut self, kind: ProblemKind, message: String) {
         self.event(Event::Error {
             peer: Some(self.peer),
-            kind: kind.into(),
+            kind,
             message: message.clone(),
         });
         self.finish(true, message);
@@ -427,7 +422,7 @@ impl<T> Conn<T> {
 
     fn different_key(&mut self, detail: String) {
         self.fail(
-            "different_multifeed_key",
+            ProblemKind::DifferentMultifeedKey,
             format!(
                 "different multifeed key: the peer does not share our key {} ({detail}); both sides must use the same --key",
                 FeedKey(self.chans[&self.root_local].key).short()
@@ -492,7 +487,7 @@ impl<T> Conn<T> {
         );
         if p.capability != Some(expected) {
             self.fail(
-                "bad_capability",
+                ProblemKind::BadCapability,
                 "the peer opened a channel with a capability that does not match the key; closing the connection".into(),
             );
             return;
@@ -568,7 +563,10 @@ impl<T> Conn<T> {
                 let msg = match msg {
                     Ok(m) => m,
                     Err(e) => {
-                        self.warn("malformed_message", format!("dropped a message: {e}"));
+                        self.warn(
+                            ProblemKind::MalformedMessage,
+                            format!("dropped a message: {e}"),
+                        );
                         return;
                     }
                 };
@@ -576,9 +574,10 @@ impl<T> Conn<T> {
                     self.dispatch(local, msg);
                 } else if let Some(dkey) = self.pending_by_remote.get(&remote) {
                     let weight = msg.weight();
-                    let room = self.early_bytes + weight <= MAX_EARLY_BYTES;
+                    let room = self.early_bytes + weight <= self.limits.max_early_bytes;
+                    let max_messages = self.limits.max_early_messages;
                     if let Some(p) = self.pending.get_mut(dkey) {
-                        if room && p.early.len() < MAX_EARLY_MESSAGES {
+                        if room && p.early.len() < max_messages {
                             p.early.push(msg);
                             p.early_bytes += weight;
                             self.early_bytes += weight;
@@ -613,7 +612,7 @@ impl<T> Conn<T> {
         }
         if self.by_remote.contains_key(&channel) || self.pending_by_remote.contains_key(&channel) {
             self.fail(
-                "protocol",
+                ProblemKind::Protocol,
                 format!("the peer opened its channel {channel} again without closing it; closing the connection"),
             );
             return;
@@ -625,7 +624,7 @@ impl<T> Conn<T> {
         if matched {
             self.push(Out::Control(frame::encode_reject(channel)));
             self.warn(
-                "protocol",
+                ProblemKind::Protocol,
                 format!("rejected channel {channel}: the peer already has that core open on another channel"),
             );
             return;
@@ -635,11 +634,12 @@ impl<T> Conn<T> {
         // An open that matches one of ours does not wait, so it never counts against the
         // limit: a flood of opens for unknown keys cannot block the feeds we agreed on.
         let waits = !self.by_dkey.contains_key(&dkey) && !self.rejected.contains_key(&dkey);
-        if waits && self.pending.len() >= MAX_PENDING_OPENS {
+        let max = self.limits.max_pending_opens;
+        if waits && self.pending.len() >= max {
             self.push(Out::Control(frame::encode_reject(channel)));
             self.warn(
-                "limit",
-                format!("rejected a channel: over {MAX_PENDING_OPENS} unmatched opens"),
+                ProblemKind::Limit,
+                format!("rejected a channel: over {max} unmatched opens"),
             );
             return;
         }

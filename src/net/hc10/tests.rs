@@ -11,6 +11,12 @@ use crate::event::Event;
 const ROOT: [u8; 32] = [1; 32];
 const FEED: [u8; 32] = [2; 32];
 const HASH: [u8; 64] = [7; 64];
+/// Lowered so that floods stay small.
+const L: Limits = Limits {
+    max_pending_opens: 16,
+    max_early_messages: 8,
+    ..Limits::DEFAULT
+};
 
 fn conn(peer: PeerId, initiator: bool, root: [u8; 32]) -> Conn<&'static str> {
     Conn::new(
@@ -21,6 +27,7 @@ fn conn(peer: PeerId, initiator: bool, root: [u8; 32]) -> Conn<&'static str> {
             root_key: root,
             trace: false,
             step: false,
+            limits: L,
         },
         Instant::now(),
     )
@@ -219,6 +226,7 @@ fn a_capability_that_does_not_prove_the_key_ends_the_connection() {
             root_key: ROOT,
             trace: false,
             step: false,
+            limits: L,
         },
         Instant::now(),
     );
@@ -231,9 +239,9 @@ fn a_capability_that_does_not_prove_the_key_ends_the_connection() {
 fn a_root_channel_that_never_opens_is_a_different_key_after_the_timeout() {
     let start = Instant::now();
     let mut a = conn(1, true, ROOT);
-    a.handle_timeout(start + ROOT_OPEN_TIMEOUT / 2);
+    a.handle_timeout(start + L.root_open_timeout / 2);
     assert!(drain(&mut a).is_empty());
-    a.handle_timeout(start + ROOT_OPEN_TIMEOUT + Duration::from_millis(1));
+    a.handle_timeout(start + L.root_open_timeout + Duration::from_millis(1));
     assert_eq!(drain(&mut a), ["error different_multifeed_key"]);
 }
 
@@ -243,14 +251,14 @@ fn silence_is_answered_with_keep_alives_and_ends_the_connection_after_the_idle_t
     let start = Instant::now();
     a.seal(start);
     while a.take_sealed().is_some() {}
-    a.handle_timeout(start + KEEPALIVE_INTERVAL);
+    a.handle_timeout(start + L.keepalive_interval);
     assert_eq!(
         a.take_sealed(),
         Some(Vec::new()),
         "an empty keep-alive frame"
     );
     assert!(a.end().is_none());
-    a.handle_timeout(start + IDLE_TIMEOUT + Duration::from_secs(1));
+    a.handle_timeout(start + L.idle_timeout + Duration::from_secs(1));
     assert_eq!(drain(&mut a), ["error idle"]);
 }
 
@@ -315,7 +323,7 @@ fn traced_connections_report_every_message_both_ways() {
 fn unmatched_opens_are_bounded_and_the_rest_rejected_with_a_warning() {
     let (mut a, mut b) = pair();
     let now = Instant::now();
-    for i in 0..=MAX_PENDING_OPENS as u64 {
+    for i in 0..=L.max_pending_opens as u64 {
         let mut key = [0u8; 32];
         key[..8].copy_from_slice(&i.to_le_bytes());
         key[31] = 0xff;
@@ -327,7 +335,7 @@ fn unmatched_opens_are_bounded_and_the_rest_rejected_with_a_warning() {
     }
     assert_eq!(drain(&mut b), ["warning limit"]);
     assert!(b.end().is_none(), "a flood of opens is not fatal");
-    assert_eq!(b.pending.len(), MAX_PENDING_OPENS);
+    assert_eq!(b.pending.len(), L.max_pending_opens);
     // The honest side's own channels still open.
     assert!(a.open(FeedKey(FEED), "a's feed"));
     assert!(b.open(FeedKey(FEED), "b's feed"));
@@ -352,7 +360,7 @@ fn early_messages_are_bounded_per_channel() {
     let now = Instant::now();
     let cap = capability(true, &HASH, &FEED);
     b.receive(&frame::encode_open(5, &discovery_key(&FEED), &cap), now);
-    let many: Vec<(u64, Msg)> = (0..MAX_EARLY_MESSAGES + 10)
+    let many: Vec<(u64, Msg)> = (0..L.max_early_messages + 10)
         .map(|_| (5, Msg::Core(sync())))
         .collect();
     b.receive(&frame::encode_messages(&many), now);
@@ -361,7 +369,7 @@ fn early_messages_are_bounded_per_channel() {
     let seen = drain(&mut b);
     assert_eq!(
         seen.len(),
-        1 + MAX_EARLY_MESSAGES,
+        1 + L.max_early_messages,
         "opened, then the kept messages"
     );
 }
