@@ -270,4 +270,6 @@ pub fn proof_to_wire(p: fcore::Proof, id: u64, fork: u64) -> Data {
 }
 
 #[cfg(test)]
+mod memory;
+#[cfg(test)]
 mod tests;
