@@ -23,8 +23,8 @@ use hypercore_protocol::Message;
 use hypercore_schema::{RequestBlock, RequestUpgrade};
 
 use super::remote::{bit_runs, RemoteHave};
-use super::shape::check_answer;
 pub use super::shape::nodes_to_ask;
+use super::shape::{check_answer, MAX_LENGTH};
 use crate::event::{Event, PeerId};
 use crate::wire::FeedKey;
 
@@ -32,12 +32,6 @@ use crate::wire::FeedKey;
 pub const WINDOW: usize = 256;
 /// Least time between two progress events of one feed on one connection.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
-/// Separate spans of blocks a peer says it holds that we keep track of, at most; a span
-/// that does not touch a known one is forgotten beyond it (its blocks are not asked for).
-pub const MAX_REMOTE_SPANS: usize = 4096;
-/// Largest feed length taken from a peer: tree indexes are twice a length, and the proof
-/// code does not check its arithmetic.
-pub(super) const MAX_LENGTH: u64 = u64::MAX / 4;
 
 /// What the machine reads of the core: a consistent state for the length of one call.
 pub trait View {
@@ -319,7 +313,8 @@ impl Replicator {
         self.go_on(view, now, false, fx)
     }
 
-    /// What the peer answered is not there: a block it lacks, or a length it cannot prove.
+    /// What was asked is not to be had from this peer for now: a block is not asked again
+    /// until it says it holds it, a length not until its next Synchronize.
     fn not_there(&mut self, what: Inflight) {
         match what {
             Inflight::Block(i) => {

@@ -25,8 +25,9 @@ use crate::frame::{core, Msg};
 use crate::store::Feed;
 use crate::wire::FeedKey;
 
-pub use machine::{nodes_to_ask, MAX_REMOTE_SPANS, PROGRESS_INTERVAL, WINDOW};
+pub use machine::{nodes_to_ask, PROGRESS_INTERVAL, WINDOW};
 use machine::{Effect, Effects, Failure, Replicator, View};
+pub use remote::MAX_REMOTE_SPANS;
 
 /// The outcome of handling one message, for the peer task.
 #[derive(Debug, Default)]

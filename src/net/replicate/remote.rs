@@ -2,7 +2,11 @@
 
 use std::collections::BTreeMap;
 
-use super::machine::{MAX_LENGTH, MAX_REMOTE_SPANS};
+use super::shape::MAX_LENGTH;
+
+/// Separate spans of blocks a peer says it holds that we keep track of, at most; a span
+/// that does not touch a known one is forgotten beyond it (its blocks are not asked for).
+pub const MAX_REMOTE_SPANS: usize = 4096;
 
 /// The runs of set bits in `words` (32 blocks a word, least significant bit first), as
 /// half-open block spans counted from `start`; at most about [`MAX_REMOTE_SPANS`] of them.

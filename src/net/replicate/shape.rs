@@ -3,7 +3,11 @@
 
 use hypercore_protocol::schema::Data;
 
-use super::machine::{Inflight, MAX_LENGTH};
+use super::machine::Inflight;
+
+/// Largest feed length taken from a peer: tree indexes are twice a length, and the proof
+/// code does not check its arithmetic.
+pub(super) const MAX_LENGTH: u64 = u64::MAX / 4;
 
 /// How many tree nodes to ask for with block `index` of a replica whose tree has `length`
 /// blocks, `contiguous` of them held from the start: the nodes from the block's leaf up to,
