@@ -1,0 +1,276 @@
+//! Replication of one feed on one channel, both directions, from the core's proof API.
+//!
+//! Two layers: [`machine::Replicator`] makes every protocol decision (window, requests in
+//! flight, what the peer holds, upgrades, progress) without I/O; [`FeedChannel`] drives it
+//! for one store feed. Each call of the driver takes the core's lock once, shows the core to
+//! the machine through [`machine::View`], and carries out the machine's effects under that
+//! lock: a received proof is checked and applied without another peer's change in between,
+//! and what a progress or synced event reports is committed before the event is out.
+
+pub mod machine;
+mod remote;
+mod shape;
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use hypercore_protocol::schema::{Data, Request};
+use hypercore_protocol::Message;
+use hypercore_schema::{DataBlock, DataUpgrade};
+
+use crate::core::{self as fcore, Core, CoreError};
+
+use crate::event::{Event, PeerId};
+use crate::frame::{core, Msg};
+use crate::store::Feed;
+use crate::wire::FeedKey;
+
+pub use machine::{nodes_to_ask, PROGRESS_INTERVAL, WINDOW};
+use machine::{Effect, Effects, Failure, Replicator, View};
+pub use remote::MAX_REMOTE_SPANS;
+
+/// The outcome of handling one message, for the peer task.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Messages to send on this channel.
+    pub send: Vec<Msg>,
+    /// Events to publish.
+    pub events: Vec<Event>,
+    /// Our copy of the feed grew: other peers should hear of it.
+    pub grew: bool,
+    /// Something the peer did wrong (the session survives).
+    pub warning: Option<String>,
+}
+
+/// One feed's replication with one peer: a [`Replicator`] over a store feed.
+#[derive(Debug)]
+pub struct FeedChannel {
+    /// The feed.
+    pub key: FeedKey,
+    /// Block bytes received on this channel.
+    pub bytes: u64,
+    feed: Feed,
+    machine: Replicator,
+}
+
+impl FeedChannel {
+    /// A channel for `feed` with `peer`; nothing is sent until [`FeedChannel::on_open`].
+    pub fn new(feed: Feed, peer: PeerId) -> Self {
+        FeedChannel {
+            key: feed.entry.key,
+            bytes: 0,
+            machine: Replicator::new(feed.entry.key, peer),
+            feed,
+        }
+    }
+
+    /// The feed this channel replicates.
+    pub fn feed(&self) -> &Feed {
+        &self.feed
+    }
+
+    /// Both sides opened the channel: say what we have.
+    pub async fn on_open(&mut self) -> Outcome {
+        let mut hc = self.feed.core.lock().await;
+        let fx = self.machine.on_open(&*hc);
+        let out = carry_out(&mut self.machine, &mut hc, fx, Instant::now());
+        self.bytes = self.machine.bytes();
+        out
+    }
+
+    /// Our copy changed (a local append, or blocks from another peer): tell this peer.
+    pub async fn on_local_change(&mut self) -> Outcome {
+        let mut hc = self.feed.core.lock().await;
+        let fx = self.machine.on_local_change(&*hc);
+        let out = carry_out(&mut self.machine, &mut hc, fx, Instant::now());
+        self.bytes = self.machine.bytes();
+        out
+    }
+
+    /// A hypercore message arrived on this channel.
+    pub async fn on_message(&mut self, msg: Message) -> Outcome {
+        let mut hc = self.feed.core.lock().await;
+        let now = Instant::now();
+        let fx = self.machine.on_message(msg, &*hc, now);
+        let out = carry_out(&mut self.machine, &mut hc, fx, now);
+        self.bytes = self.machine.bytes();
+        out
+    }
+}
+
+/// Carries out the machine's effects in order, with the core's lock held throughout;
+/// effects that need an answer are answered at once and what follows from it comes next.
+fn carry_out(machine: &mut Replicator, hc: &mut Core, fx: Effects, now: Instant) -> Outcome {
+    let mut out = Outcome::default();
+    let mut queue = VecDeque::from(fx);
+    while let Some(effect) = queue.pop_front() {
+        let next = match effect {
+            Effect::Send(m) => {
+                out.send.push(Msg::Core(m));
+                continue;
+            }
+            Effect::Event(e) => {
+                out.events.push(e);
+                continue;
+            }
+            Effect::Warning(w) => {
+                out.warning = Some(w);
+                continue;
+            }
+            Effect::Grew => {
+                out.grew = true;
+                continue;
+            }
+            Effect::Serve(r) => match hc.proof(&request_from_wire(&r)) {
+                Ok(p) => {
+                    out.send.push(core(proof_to_wire(p, r.id, r.fork)));
+                    continue;
+                }
+                Err(e) => machine.on_serve_failed(&r, failure(e)),
+            },
+            Effect::Apply(d) => {
+                let applied = proof_from_wire(d).and_then(|p| hc.apply(p));
+                machine.on_applied(applied.map_err(failure), &*hc, now)
+            }
+            Effect::Commit => {
+                let committed = hc.commit().map_err(|e| e.to_string());
+                machine.on_committed(committed, &*hc, now)
+            }
+        };
+        for e in next.into_iter().rev() {
+            queue.push_front(e);
+        }
+    }
+    out
+}
+
+/// Our core as the machine sees it.
+impl View for Core {
+    fn length(&self) -> u64 {
+        self.tree().length
+    }
+
+    fn contiguous_length(&self) -> u64 {
+        self.info().contiguous_length
+    }
+
+    fn fork(&self) -> u64 {
+        self.tree().fork
+    }
+
+    fn writable(&self) -> bool {
+        self.info().writeable
+    }
+
+    fn has(&self, index: u64) -> bool {
+        Core::has(self, index)
+    }
+}
+
+/// Whose fault a core error is: our storage's, or the peer's proof or request.
+fn failure(e: CoreError) -> Failure {
+    match e {
+        CoreError::Io { .. } | CoreError::Damaged(_) => Failure::Storage(e.to_string()),
+        _ => Failure::Refused(e.to_string()),
+    }
+}
+
+fn node_from_wire(n: &hypercore_schema::Node) -> Result<fcore::Node, CoreError> {
+    let hash = n.hash.as_slice().try_into().map_err(|_| {
+        fcore::ProofError::Malformed(format!(
+            "node {} has a hash of {} bytes",
+            n.index,
+            n.hash.len()
+        ))
+    })?;
+    Ok(fcore::Node {
+        index: n.index,
+        size: n.length,
+        hash,
+    })
+}
+
+fn nodes_from_wire(nodes: &[hypercore_schema::Node]) -> Result<Vec<fcore::Node>, CoreError> {
+    nodes.iter().map(node_from_wire).collect()
+}
+
+fn node_to_wire(n: fcore::Node) -> hypercore_schema::Node {
+    hypercore_schema::Node::new(n.index, n.hash.to_vec(), n.size)
+}
+
+/// A peer's Data message as a proof for our core.
+fn proof_from_wire(d: Data) -> Result<fcore::Proof, CoreError> {
+    Ok(fcore::Proof {
+        fork: d.fork,
+        block: match d.block {
+            Some(b) => Some(fcore::BlockProof {
+                index: b.index,
+                nodes: nodes_from_wire(&b.nodes)?,
+                value: b.value,
+            }),
+            None => None,
+        },
+        hash: match d.hash {
+            Some(h) => Some(fcore::HashProof {
+                index: h.index,
+                nodes: nodes_from_wire(&h.nodes)?,
+            }),
+            None => None,
+        },
+        upgrade: match d.upgrade {
+            Some(u) => Some(fcore::UpgradeProof {
+                start: u.start,
+                length: u.length,
+                nodes: nodes_from_wire(&u.nodes)?,
+                additional: nodes_from_wire(&u.additional_nodes)?,
+                signature: u.signature,
+            }),
+            None => None,
+        },
+    })
+}
+
+/// A peer's request as our core takes it (seek left out: it is never answered).
+pub fn request_from_wire(r: &Request) -> fcore::Request {
+    fcore::Request {
+        block: r.block.as_ref().map(|b| fcore::Want {
+            index: b.index,
+            nodes: b.nodes,
+        }),
+        hash: r.hash.as_ref().map(|h| fcore::Want {
+            index: h.index,
+            nodes: h.nodes,
+        }),
+        upgrade: r.upgrade.as_ref().map(|u| (u.start, u.length)),
+    }
+}
+
+/// Our proof as the Data message answering request `id` (whose fork it echoes).
+pub fn proof_to_wire(p: fcore::Proof, id: u64, fork: u64) -> Data {
+    Data {
+        request: id,
+        fork,
+        block: p.block.map(|b| DataBlock {
+            index: b.index,
+            value: b.value,
+            nodes: b.nodes.into_iter().map(node_to_wire).collect(),
+        }),
+        hash: p.hash.map(|h| hypercore_schema::DataHash {
+            index: h.index,
+            nodes: h.nodes.into_iter().map(node_to_wire).collect(),
+        }),
+        seek: None,
+        upgrade: p.upgrade.map(|u| DataUpgrade {
+            start: u.start,
+            length: u.length,
+            nodes: u.nodes.into_iter().map(node_to_wire).collect(),
+            additional_nodes: u.additional.into_iter().map(node_to_wire).collect(),
+            signature: u.signature,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod memory;
+#[cfg(test)]
+mod tests;
