@@ -844,3 +844,17 @@ fn clicks_select_tabs_peers_and_rows() {
     click(&mut app, r.tabs.x + 2, r.tabs.y + 1);
     assert_eq!(app.pane, Pane::Offered);
 }
+
+#[test]
+fn a_paused_log_keeps_its_line_when_the_ring_drops_the_oldest() {
+    let mut app = session();
+    sized(&mut app, 80, 24);
+    app.run_line("filter line");
+    warnings(&mut app, 0, feedscope::tui::model::LOG_CAPACITY);
+    for _ in 0..5 {
+        press(&mut app, KeyCode::Up);
+    }
+    let chosen = app.log_lines()[app.row].text.clone();
+    warnings(&mut app, 5000, 3);
+    assert_eq!(app.log_lines()[app.row].text, chosen);
+}

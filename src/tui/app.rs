@@ -18,7 +18,7 @@ use crate::tui::keys::{
     self, action_for, break_kind, line_action_for, Action, LineAction, Mode, Verb, BREAK_KINDS,
     COMMANDS,
 };
-use crate::tui::model::{Model, OfferState, PeerView};
+use crate::tui::model::{LogLine, Model, OfferState, PeerView, WireLine, LOG_CAPACITY};
 use crate::tui::view::{self, Regions};
 use crate::wire::FeedKey;
 
@@ -313,7 +313,14 @@ impl App {
 
     /// Folds an engine event (always into the live model, also while frozen).
     pub fn on_event(&mut self, ev: &Event, at: f64) {
+        // A paused list whose oldest line the ring is about to drop moves up with its lines, so
+        // the selection stays on the line the user chose.
+        let shifts = !self.follows() && self.frozen.is_none() && self.drops_a_shown_line(ev);
         self.live.apply(ev, at);
+        if shifts {
+            self.row = self.row.saturating_sub(1);
+            self.row_top = self.row_top.saturating_sub(1);
+        }
         match ev {
             Event::Held { peer, .. } => {
                 self.holding.insert(*peer);
@@ -324,6 +331,27 @@ impl App {
             _ => {}
         }
         self.hear_outcome(ev);
+    }
+
+    /// Whether folding `ev` drops the oldest line of the shown Log or Wire list.
+    fn drops_a_shown_line(&self, ev: &Event) -> bool {
+        let f = self.filter.to_lowercase();
+        match (self.pane, ev) {
+            // Every event but these adds a log line.
+            (Pane::Log, Event::FeedProgress { .. } | Event::Wire { .. }) => false,
+            (Pane::Log, _) => {
+                self.live.log.len() == LOG_CAPACITY
+                    && self.live.log.front().is_some_and(|l| log_passes(l, &f))
+            }
+            (Pane::Wire, Event::Wire { peer, .. }) => self
+                .selected_peer()
+                .filter(|p| p.id == *peer)
+                .is_some_and(|p| {
+                    p.wire.len() == LOG_CAPACITY
+                        && p.wire.front().is_some_and(|w| wire_passes(w, &f))
+                }),
+            _ => false,
+        }
     }
 
     /// Replaces the awaited command's message with what the engine says happened.
@@ -467,36 +495,21 @@ impl App {
     }
 
     /// Wire lines of the selected peer that pass the filter.
-    pub fn wire_lines(&self) -> Vec<&crate::tui::model::WireLine> {
+    pub fn wire_lines(&self) -> Vec<&WireLine> {
         let f = self.filter.to_lowercase();
         let Some(p) = self.selected_peer() else {
             return Vec::new();
         };
-        p.wire
-            .iter()
-            .filter(|w| {
-                f.is_empty()
-                    || w.kind.to_lowercase().contains(&f)
-                    || w.channel.contains(&f)
-                    || (f == "in" && w.incoming)
-                    || (f == "out" && !w.incoming)
-                    || w.summary.to_lowercase().contains(&f)
-            })
-            .collect()
+        p.wire.iter().filter(|w| wire_passes(w, &f)).collect()
     }
 
     /// Log lines that pass the filter (and concern the selected peer, if it is chosen).
-    pub fn log_lines(&self) -> Vec<&crate::tui::model::LogLine> {
+    pub fn log_lines(&self) -> Vec<&LogLine> {
         let f = self.filter.to_lowercase();
         self.model()
             .log
             .iter()
-            .filter(|l| {
-                f.is_empty()
-                    || l.text.to_lowercase().contains(&f)
-                    || l.kind.contains(&f)
-                    || l.peer.is_some_and(|p| format!("#{p}") == f)
-            })
+            .filter(|l| log_passes(l, &f))
             .collect()
     }
 
@@ -785,6 +798,8 @@ impl App {
             Action::Help => {
                 self.help = !self.help;
                 self.help_scroll = 0;
+                // Help is laid out only while open; scrolling needs its size now.
+                self.set_area(self.regions.screen);
             }
             Action::Dismiss => {
                 self.help = false;
@@ -1171,6 +1186,24 @@ impl App {
             }
         }
     }
+}
+
+/// Whether a log line passes the (lowercase) filter.
+fn log_passes(l: &LogLine, f: &str) -> bool {
+    f.is_empty()
+        || l.text.to_lowercase().contains(f)
+        || l.kind.contains(f)
+        || l.peer.is_some_and(|p| format!("#{p}") == f)
+}
+
+/// Whether a wire line passes the (lowercase) filter.
+fn wire_passes(w: &WireLine, f: &str) -> bool {
+    f.is_empty()
+        || w.kind.to_lowercase().contains(f)
+        || w.channel.contains(f)
+        || (f == "in" && w.incoming)
+        || (f == "out" && !w.incoming)
+        || w.summary.to_lowercase().contains(f)
 }
 
 /// What `tab` makes of a command line.

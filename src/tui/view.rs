@@ -164,6 +164,9 @@ pub fn regions(area: Rect, app: &App) -> Regions {
         height: r.table.height.saturating_sub(1),
         ..r.table
     };
+    if !app.help {
+        return r;
+    }
     let width = area.width.saturating_sub(2).min(80);
     r.help_lines = help_text(app, width.saturating_sub(2)).len() as u16;
     // Above the footer, which shows how to scroll and close it.
