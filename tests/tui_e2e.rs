@@ -18,7 +18,10 @@ impl Tmux {
             Command::new("tmux").arg("-V").output().is_ok(),
             "this test drives the UI in tmux: install it (apt-get install tmux)"
         );
-        let session = format!("feedscope-e2e-{}", std::process::id());
+        // Tests run in parallel: each needs its own session.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let session = format!("feedscope-e2e-{}-{n}", std::process::id());
         let script = format!("{cmd}; echo $? > {}", exit_file.display());
         let ok = Command::new("tmux")
             .args(["new-session", "-d", "-s", &session, "-x", "100", "-y", "30"])
@@ -130,4 +133,74 @@ fn approve_an_offer_in_the_terminal_and_get_exactly_that_feed() {
     );
     assert_eq!(got[0]["key"], wanted.as_str());
     assert_eq!(cat(ui_dir.path(), &wanted), catted(&wanted_blocks));
+}
+
+#[test]
+fn keys_move_the_log_and_the_status_line_reports_what_happened() {
+    let (peer_dir, ui_dir, scratch) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    append_lines(peer_dir.path(), "offered", &blocks("offered", 3, 10));
+    let (peer, addr) = Node::listen(peer_dir.path(), &[]);
+    let exit_file = scratch.path().join("exit");
+    let ui = Tmux::start(
+        &format!(
+            "{} --storage {} --connect {addr} --no-mouse",
+            bin(),
+            ui_dir.path().display()
+        ),
+        &exit_file,
+    );
+    ui.wait_for("the offer", |s| s.contains("pending"));
+
+    // A command the engine refuses shows the engine's reason, not a success.
+    ui.keys(&[":", "append nosuch hi", "Enter"]);
+    ui.wait_for("the engine's refusal", |s| {
+        s.contains("append nosuch: no feed \"nosuch\"")
+    });
+    // A message goes when the next command runs.
+    ui.keys(&[":", "bogus", "Enter"]);
+    ui.wait_for("the unknown command", |s| s.contains("unknown command"));
+    ui.keys(&[":", "filter o", "Enter"]);
+    ui.wait_for("the message gone", |s| !s.contains("unknown command"));
+
+    // The log (where the filter went) follows until moved up, and again after G.
+    ui.wait_for("the log following", |s| s.contains("following ·"));
+    ui.keys(&["k"]);
+    ui.wait_for("the log paused", |s| s.contains("paused: G follows"));
+    ui.keys(&["G"]);
+    ui.wait_for("the log following again", |s| s.contains("following ·"));
+    ui.keys(&["Home"]);
+    ui.wait_for("the log paused at the top", |s| {
+        s.contains("paused: G follows")
+    });
+    ui.keys(&["End"]);
+    ui.wait_for("the log following from the end", |s| {
+        s.contains("following ·")
+    });
+
+    // Tab on an ambiguous prefix lists the candidates.
+    ui.keys(&[":", "a", "Tab"]);
+    ui.wait_for("the candidates", |s| {
+        s.contains("approve") && s.contains("add-feed") && s.contains("append")
+    });
+    // An escape followed at once by a key reads as alt-key: wait between them.
+    ui.keys(&["Escape"]);
+    ui.wait_for("the command line closed", |s| s.contains("a approve"));
+
+    // Help pages to its end, where the log file is named.
+    ui.keys(&["?", "End"]);
+    ui.wait_for("the end of help", |s| s.contains("feedscope.log"));
+    ui.keys(&["Escape"]);
+    ui.wait_for("help closed", |s| s.contains("a approve"));
+    ui.keys(&["q"]);
+    let deadline = Instant::now() + WAIT;
+    while !exit_file.exists() {
+        assert!(Instant::now() < deadline, "the UI did not exit on q");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(std::fs::read_to_string(&exit_file).unwrap().trim(), "0");
+    peer.quit();
 }

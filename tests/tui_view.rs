@@ -2,12 +2,17 @@
 
 use std::collections::BTreeMap;
 
+use std::time::{Duration, Instant};
+
 use feedscope::event::{Command, DecidedBy, Direction, Event, KeySelection, ProblemKind};
-use feedscope::tui::app::{App, Settings};
+use feedscope::tui::app::{App, Pane, Settings};
 use feedscope::tui::view;
 use feedscope::wire::FeedKey;
 use ratatui::backend::TestBackend;
-use ratatui::crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};
+use ratatui::crossterm::event::{
+    Event as TermEvent, KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
+};
+use ratatui::layout::Rect;
 use ratatui::Terminal;
 use serde_json::json;
 
@@ -136,6 +141,77 @@ fn press(app: &mut App, code: KeyCode) -> Vec<Command> {
     app.on_terminal(&TermEvent::Key(KeyEvent::new(code, KeyModifiers::NONE)))
 }
 
+/// Lays `app` out for a terminal this size, as the UI does before each frame.
+fn sized(app: &mut App, w: u16, h: u16) {
+    app.set_area(Rect::new(0, 0, w, h));
+}
+
+/// Types a command line and runs it, as the keyboard would.
+fn command(app: &mut App, line: &str) -> Vec<Command> {
+    press(app, KeyCode::Char(':'));
+    for c in line.chars() {
+        press(app, KeyCode::Char(c));
+    }
+    press(app, KeyCode::Enter)
+}
+
+fn click(app: &mut App, column: u16, row: u16) {
+    app.on_terminal(&TermEvent::Mouse(MouseEvent {
+        kind: MouseEventKind::Down(MouseButton::Left),
+        column,
+        row,
+        modifiers: KeyModifiers::NONE,
+    }));
+}
+
+fn status(app: &App) -> String {
+    app.status
+        .as_ref()
+        .map(|s| s.text.clone())
+        .unwrap_or_default()
+}
+
+/// The screen line that holds `what`.
+fn line_with<'a>(screen: &'a str, what: &str) -> &'a str {
+    screen
+        .lines()
+        .find(|l| l.contains(what))
+        .unwrap_or_else(|| panic!("no line with {what:?}:\n{screen}"))
+}
+
+fn peer(app: &mut App, id: u64, at: f64) {
+    app.on_event(
+        &Event::PeerConnected {
+            peer: id,
+            addr: format!("10.0.0.{id}:4000"),
+            initiator: true,
+            remote_public_key: format!("{id:02x}").repeat(32),
+        },
+        at,
+    );
+    app.on_event(
+        &Event::HandshakeReceived {
+            peer: id,
+            client: "MULTIFEED".into(),
+            version: "5.0.0".into(),
+        },
+        at,
+    );
+}
+
+fn warnings(app: &mut App, from: usize, n: usize) {
+    for i in from..from + n {
+        app.on_event(
+            &Event::Warning {
+                peer: None,
+                kind: ProblemKind::Limit,
+                message: format!("line {i}"),
+            },
+            10.0 + i as f64,
+        );
+    }
+}
+
 #[test]
 fn offers_at_80x24() {
     insta::assert_snapshot!(draw(&session(), 80, 24));
@@ -213,12 +289,19 @@ fn replay_timeline_at_80x24() {
 #[test]
 fn help_scrolls_to_the_commands_and_the_log_path_at_80x24() {
     let mut app = session();
+    sized(&mut app, 80, 24);
     press(&mut app, KeyCode::Char('?'));
-    for _ in 0..10 {
+    let mut screen = draw(&app, 80, 24);
+    for _ in 0..60 {
+        if screen.contains("Commands after :") {
+            break;
+        }
         press(&mut app, KeyCode::Down);
+        screen = draw(&app, 80, 24);
     }
-    let screen = draw(&app, 80, 24);
     assert!(screen.contains("Commands after :"), "{screen}");
+    press(&mut app, KeyCode::End);
+    let screen = draw(&app, 80, 24);
     assert!(screen.contains("feedscope.log"), "{screen}");
 }
 
@@ -260,6 +343,8 @@ fn wire_inspector_at_80x24() {
     for _ in 0..4 {
         press(&mut app, KeyCode::Tab);
     }
+    // The wire follows its last message; g selects the first.
+    press(&mut app, KeyCode::Char('g'));
     let screen = draw(&app, 80, 24);
     assert!(screen.contains("held (1): Synchronize"), "{screen}");
     assert!(
@@ -267,4 +352,513 @@ fn wire_inspector_at_80x24() {
         "the hex dump of the selected message: {screen}"
     );
     insta::assert_snapshot!(screen);
+}
+
+// Moving through lists.
+
+#[test]
+fn the_log_follows_new_lines_until_scrolled_up_and_again_from_the_end() {
+    let mut app = session();
+    sized(&mut app, 80, 24);
+    app.run_line("filter line");
+    warnings(&mut app, 0, 100);
+    let screen = draw(&app, 80, 24);
+    assert!(line_with(&screen, "line 99").contains("limit: line 99"));
+    assert!(screen.contains("following"), "{screen}");
+    // Scrolling up stops following: new lines arrive below, the view stays.
+    press(&mut app, KeyCode::Up);
+    warnings(&mut app, 100, 5);
+    let screen = draw(&app, 80, 24);
+    let pane = screen.split(" Events ").next().unwrap();
+    assert!(pane.contains("line 98"), "{screen}");
+    assert!(!pane.contains("limit: line 104"), "{screen}");
+    assert!(pane.contains("paused: G follows"), "{screen}");
+    // G (or end) follows again.
+    press(&mut app, KeyCode::Char('G'));
+    warnings(&mut app, 105, 1);
+    let screen = draw(&app, 80, 24);
+    assert!(screen.contains("limit: line 105"), "{screen}");
+    insta::assert_snapshot!(screen);
+}
+
+#[test]
+fn moving_down_to_the_last_line_follows_again() {
+    let mut app = session();
+    sized(&mut app, 80, 24);
+    app.run_line("filter line");
+    warnings(&mut app, 0, 30);
+    press(&mut app, KeyCode::PageUp);
+    assert!(!app.follows());
+    press(&mut app, KeyCode::PageDown);
+    assert!(app.follows(), "a page down to the end follows");
+    press(&mut app, KeyCode::Home);
+    assert_eq!(app.row, 0);
+    press(&mut app, KeyCode::Char('j'));
+    warnings(&mut app, 30, 1);
+    assert_eq!(app.selected_row(app.log_lines().len()), 1, "stays put");
+}
+
+#[test]
+fn the_wire_follows_new_messages() {
+    let mut app = session();
+    sized(&mut app, 120, 40);
+    for _ in 0..4 {
+        press(&mut app, KeyCode::Tab);
+    }
+    assert_eq!(app.pane, Pane::Wire);
+    for i in 0..60 {
+        app.on_event(
+            &Event::Wire {
+                peer: 1,
+                dir: Direction::In,
+                channel: "01010101".into(),
+                kind: "Data".into(),
+                bytes: 100,
+                summary: format!("block {i}"),
+                hex: "00".into(),
+            },
+            6.0 + i as f64,
+        );
+    }
+    let screen = draw(&app, 120, 40);
+    assert!(screen.contains("block 59"), "{screen}");
+    press(&mut app, KeyCode::Char('g'));
+    let screen = draw(&app, 120, 40);
+    assert!(screen.contains("block 0 "), "{screen}");
+    assert!(!screen.contains("block 59"), "{screen}");
+}
+
+/// A peer list longer than the screen, each peer offering `n` feeds.
+fn many_peers(n: u64) -> App {
+    let mut app = App::new(settings());
+    for id in 1..=n {
+        peer(&mut app, id, id as f64);
+    }
+    app
+}
+
+#[test]
+fn page_keys_move_the_peers_list_after_a_peer_move() {
+    let mut app = many_peers(100);
+    sized(&mut app, 80, 24);
+    let page = app.regions.peer_rows.height as usize;
+    press(&mut app, KeyCode::Char('l'));
+    press(&mut app, KeyCode::PageDown);
+    assert_eq!(app.selected_peer().unwrap().id, 2 + page as u64);
+    press(&mut app, KeyCode::End);
+    assert_eq!(app.selected_peer().unwrap().id, 100);
+    let screen = draw(&app, 80, 24);
+    assert!(screen.contains("#100"), "{screen}");
+    press(&mut app, KeyCode::Char('g'));
+    assert_eq!(app.selected_peer().unwrap().id, 1);
+    press(&mut app, KeyCode::Char('G'));
+    press(&mut app, KeyCode::PageUp);
+    assert_eq!(app.selected_peer().unwrap().id, 100 - page as u64);
+}
+
+#[test]
+fn page_keys_move_the_offers_list() {
+    let mut app = App::new(settings());
+    peer(&mut app, 1, 0.0);
+    app.on_event(
+        &Event::OfferReceived {
+            peer: 1,
+            keys: (1..=60).map(key).collect(),
+            meta: BTreeMap::new(),
+        },
+        1.0,
+    );
+    sized(&mut app, 80, 24);
+    press(&mut app, KeyCode::PageDown);
+    let page = app.regions.rows.height as usize;
+    assert_eq!(app.row, page);
+    press(&mut app, KeyCode::End);
+    assert_eq!(app.row, 59);
+    let screen = draw(&app, 80, 24);
+    assert!(screen.contains(&key(60).short()), "{screen}");
+    press(&mut app, KeyCode::Home);
+    assert_eq!(app.row, 0);
+}
+
+// Sorting.
+
+/// Three peers: #2 has the most pending offers and #3 the fastest download.
+fn three_peers() -> App {
+    let mut app = many_peers(3);
+    for (id, n) in [(1u64, 1u8), (2, 3), (3, 0)] {
+        app.on_event(
+            &Event::OfferReceived {
+                peer: id,
+                keys: (0..n).map(|i| key(10 * id as u8 + i)).collect(),
+                meta: BTreeMap::new(),
+            },
+            4.0,
+        );
+    }
+    for (t, bytes) in [(5.0, 0), (6.0, 9_000_000)] {
+        app.on_event(
+            &Event::FeedProgress {
+                peer: 3,
+                key: key(99),
+                local_length: 1,
+                remote_length: 100,
+                bytes,
+            },
+            t,
+        );
+    }
+    app
+}
+
+#[test]
+fn sorting_keeps_the_selected_peer_selected_and_marks_the_column() {
+    let mut app = three_peers();
+    sized(&mut app, 120, 40);
+    press(&mut app, KeyCode::Char('l'));
+    assert_eq!(app.selected_peer().unwrap().id, 2);
+    // By rate (#3 first), then by pending offers (#2 first): #2 stays selected throughout.
+    press(&mut app, KeyCode::Char('o'));
+    assert_eq!(app.selected_peer().unwrap().id, 2);
+    let screen = draw(&app, 120, 40);
+    assert!(line_with(&screen, "address").contains("rate▼"), "{screen}");
+    press(&mut app, KeyCode::Char('o'));
+    let screen = draw(&app, 120, 40);
+    assert!(line_with(&screen, "address").contains("n▼"), "{screen}");
+    assert_eq!(app.selected_peer().unwrap().id, 2);
+    // `a` approves an offer of the peer the user chose, wherever its row went.
+    let cmds = press(&mut app, KeyCode::Char('a'));
+    assert_eq!(
+        cmds,
+        vec![Command::Approve {
+            peer: Some(2),
+            key: KeySelection::One(key(20))
+        }]
+    );
+    insta::assert_snapshot!(screen);
+}
+
+// The status line.
+
+#[test]
+fn a_message_is_replaced_by_the_next_command_and_goes_stale() {
+    let mut app = session();
+    command(&mut app, "bogus");
+    assert!(status(&app).contains("unknown command"), "{}", status(&app));
+    command(&mut app, "filter offer");
+    assert_eq!(status(&app), "", "the next command drops it");
+    command(&mut app, "bogus");
+    press(&mut app, KeyCode::Char('j'));
+    assert_eq!(status(&app), "", "the next key drops it");
+    command(&mut app, "bogus");
+    assert!(!app.tick(Instant::now()));
+    assert!(app.tick(Instant::now() + Duration::from_secs(30)));
+    assert!(!draw(&app, 80, 24).contains("unknown command"));
+}
+
+#[test]
+fn the_engine_error_for_a_command_replaces_its_message() {
+    let mut app = session();
+    let cmds = command(&mut app, "append nosuch hi");
+    assert_eq!(cmds.len(), 1);
+    assert!(!status(&app).contains("appended"), "{}", status(&app));
+    app.on_event(
+        &Event::Error {
+            peer: None,
+            kind: ProblemKind::Command,
+            message: "no feed \"nosuch\"".into(),
+        },
+        7.0,
+    );
+    let screen = draw(&app, 80, 24);
+    let status_line = screen.lines().rev().nth(1).unwrap();
+    assert!(
+        status_line.contains("append nosuch: no feed \"nosuch\""),
+        "{screen}"
+    );
+    assert!(app.status.as_ref().unwrap().error);
+    // And a success says what the engine did.
+    command(&mut app, "append notes hi");
+    app.on_event(
+        &Event::Appended {
+            key: key(9),
+            name: "notes".into(),
+            length: 4,
+        },
+        8.0,
+    );
+    assert_eq!(status(&app), "appended to notes: it has 4 block(s)");
+}
+
+#[test]
+fn a_replay_refuses_commands_that_need_an_engine() {
+    let mut app = session();
+    app.replay = Some("⏸ paused 3.2s/9.0s".into());
+    for line in ["connect 127.0.0.1:4000", "add-feed x", "append notes hi"] {
+        assert!(command(&mut app, line).is_empty(), "{line}");
+        let s = status(&app);
+        assert!(!s.contains("dialing") && s.contains("live session"), "{s}");
+        assert!(app.status.as_ref().unwrap().error);
+    }
+    assert!(press(&mut app, KeyCode::Char('a')).is_empty());
+    assert!(status(&app).contains("live session"));
+    // Looking around still works.
+    command(&mut app, "filter offer");
+    assert_eq!(app.pane, Pane::Log);
+}
+
+#[test]
+fn an_unknown_breakpoint_kind_is_refused_with_the_valid_ones() {
+    let mut app = session();
+    assert!(command(&mut app, "break Dta").is_empty());
+    let s = status(&app);
+    assert!(
+        s.contains("Data") && s.contains("MULTIFEED_REQUEST_FEEDS"),
+        "{s}"
+    );
+    assert_eq!(
+        command(&mut app, "break request_feeds"),
+        vec![Command::Break {
+            peer: Some(1),
+            kind: "MULTIFEED_REQUEST_FEEDS".into()
+        }]
+    );
+    assert_eq!(
+        command(&mut app, "break"),
+        vec![Command::Break {
+            peer: Some(1),
+            kind: String::new()
+        }]
+    );
+    assert!(status(&app).contains("cleared"));
+}
+
+// Footer and help.
+
+#[test]
+fn the_footer_follows_the_mode() {
+    let mut app = session();
+    let footer = |app: &App| draw(app, 80, 24).lines().last().unwrap().to_string();
+    assert!(footer(&app).contains("a approve"), "{}", footer(&app));
+    press(&mut app, KeyCode::Char(':'));
+    let f = footer(&app);
+    assert!(f.contains("enter run") && f.contains("tab complete"), "{f}");
+    assert!(!f.contains("a approve"), "{f}");
+    press(&mut app, KeyCode::Esc);
+    press(&mut app, KeyCode::Char('?'));
+    let f = footer(&app);
+    assert!(f.contains("scroll") && f.contains("esc close"), "{f}");
+    press(&mut app, KeyCode::Esc);
+    app.on_event(
+        &Event::Held {
+            peer: 1,
+            kind: "Data".into(),
+            summary: "block 3".into(),
+            waiting: 1,
+        },
+        9.0,
+    );
+    let f = footer(&app);
+    assert!(f.starts_with("\"n let one through  c continue"), "{f}");
+    let screen = draw(&app, 80, 24);
+    assert!(line_with(&screen, "#1 ").contains("held"), "{screen}");
+    app.replay = Some("⏸ paused".into());
+    let f = footer(&app);
+    assert!(f.contains("p play/pause") && f.contains("b back"), "{f}");
+    assert!(!f.contains("b step"), "{f}");
+}
+
+#[test]
+fn help_lists_every_command_and_how_to_clear_a_breakpoint() {
+    let mut app = session();
+    sized(&mut app, 200, 60);
+    press(&mut app, KeyCode::Char('?'));
+    let mut seen = String::new();
+    for _ in 0..10 {
+        seen.push_str(&draw(&app, 200, 60));
+        press(&mut app, KeyCode::PageDown);
+    }
+    for c in feedscope::tui::keys::COMMANDS {
+        assert!(seen.contains(&c.usage()), "{} missing", c.usage());
+    }
+    for b in feedscope::tui::keys::BINDINGS {
+        let start: Vec<&str> = b.help.split(' ').take(3).collect();
+        assert!(seen.contains(&start.join(" ")), "{} missing", b.help);
+    }
+    assert!(seen.contains("alone: clear its breakpoints"), "{seen}");
+    assert!(seen.contains("Mouse"), "{seen}");
+}
+
+// Small terminals and the legend.
+
+#[test]
+fn a_terminal_too_small_gets_a_notice() {
+    let mut app = session();
+    sized(&mut app, 50, 12);
+    let screen = draw(&app, 50, 12);
+    assert!(screen.contains("needs a terminal of at least"), "{screen}");
+    assert!(screen.contains("50×12"), "{screen}");
+    insta::assert_snapshot!(screen);
+    // Keys still work: q quits.
+    press(&mut app, KeyCode::Char('q'));
+    press(&mut app, KeyCode::Char('q'));
+    assert!(app.quit);
+}
+
+#[test]
+fn the_peers_list_explains_its_states() {
+    let screen = draw(&session(), 80, 24);
+    for word in ["live", "sync", "gone", "held", "2?"] {
+        assert!(
+            screen
+                .lines()
+                .any(|l| l.contains(&format!("{word} ")) && !l.contains("#")),
+            "{word} not explained:\n{screen}"
+        );
+    }
+    assert!(line_with(&screen, "address").contains("state"), "{screen}");
+}
+
+// Completion.
+
+#[test]
+fn tab_on_an_ambiguous_prefix_shows_the_candidates() {
+    let mut app = session();
+    press(&mut app, KeyCode::Char(':'));
+    press(&mut app, KeyCode::Char('a'));
+    press(&mut app, KeyCode::Tab);
+    let screen = draw(&app, 80, 24);
+    let footer = screen.lines().last().unwrap();
+    for c in ["approve", "add-feed", "append"] {
+        assert!(footer.contains(c), "{footer}");
+    }
+    // Key prefixes too: three offered keys start with 0.
+    press(&mut app, KeyCode::Esc);
+    press(&mut app, KeyCode::Char(':'));
+    for c in "approve 0".chars() {
+        press(&mut app, KeyCode::Char(c));
+    }
+    press(&mut app, KeyCode::Tab);
+    let screen = draw(&app, 80, 24);
+    let footer = screen.lines().last().unwrap();
+    assert!(footer.contains("01010101 photos"), "{footer}");
+    assert!(footer.contains("02020202 chat"), "{footer}");
+    press(&mut app, KeyCode::Char('2'));
+    assert!(app.candidates.is_empty(), "typing drops the candidates");
+}
+
+// Wire names, widths and the mouse.
+
+#[test]
+fn the_wire_shows_message_names_people_know() {
+    let mut app = session();
+    for (i, kind) in [
+        "Extension(MULTIFEED_MANIFEST)",
+        "Extension(MULTIFEED_REQUEST_FEEDS)",
+        "Data",
+    ]
+    .iter()
+    .enumerate()
+    {
+        app.on_event(
+            &Event::Wire {
+                peer: 1,
+                dir: Direction::In,
+                channel: "root".into(),
+                kind: kind.to_string(),
+                bytes: 10,
+                summary: "x".into(),
+                hex: "00".into(),
+            },
+            6.0 + i as f64,
+        );
+    }
+    for _ in 0..4 {
+        press(&mut app, KeyCode::Tab);
+    }
+    let screen = draw(&app, 200, 60);
+    assert!(!screen.contains("Extension("), "{screen}");
+    for name in ["MULTIFEED_MANIFEST", "MULTIFEED_REQUEST_FEEDS", "Data"] {
+        assert!(screen.contains(name), "{screen}");
+    }
+    let screen = draw(&app, 80, 24);
+    assert!(screen.contains("REQUEST_FEEDS"), "{screen}");
+    insta::assert_snapshot!(screen);
+}
+
+#[test]
+fn active_pane_at_120x40() {
+    let mut app = session();
+    press(&mut app, KeyCode::Tab);
+    press(&mut app, KeyCode::Tab);
+    let screen = draw(&app, 120, 40);
+    assert!(
+        line_with(&screen, "have/peer").contains("progress"),
+        "{screen}"
+    );
+    insta::assert_snapshot!(screen);
+}
+
+#[test]
+fn active_pane_at_200x60_uses_the_width() {
+    let mut app = session();
+    press(&mut app, KeyCode::Tab);
+    press(&mut app, KeyCode::Tab);
+    let screen = draw(&app, 200, 60);
+    let row = line_with(&screen, "60/120");
+    assert!(
+        row.matches('█').count() + row.matches('░').count() > 60,
+        "{row}"
+    );
+    assert!(row.contains("50%"), "{row}");
+    insta::assert_snapshot!(screen);
+}
+
+#[test]
+fn active_header_is_whole_at_80x24() {
+    let mut app = session();
+    press(&mut app, KeyCode::Tab);
+    press(&mut app, KeyCode::Tab);
+    let screen = draw(&app, 80, 24);
+    let header = line_with(&screen, "have/peer");
+    for column in ["key", "name", "progress", "rate"] {
+        assert!(header.contains(column), "{header}");
+    }
+}
+
+#[test]
+fn clicks_select_tabs_peers_and_rows() {
+    let mut app = session();
+    sized(&mut app, 120, 40);
+    let r = app.regions;
+    // The second peer row.
+    click(&mut app, r.peer_rows.x + 2, r.peer_rows.y + 1);
+    assert_eq!(app.selected_peer().unwrap().id, 2);
+    click(&mut app, r.peer_rows.x + 2, r.peer_rows.y);
+    assert_eq!(app.selected_peer().unwrap().id, 1);
+    // The third offer.
+    click(&mut app, r.rows.x + 3, r.rows.y + 2);
+    assert_eq!(app.row, 2);
+    // The Log tab: find its title on the screen.
+    let screen = draw(&app, 120, 40);
+    let tabs = screen.lines().nth(r.tabs.y as usize + 1).unwrap();
+    let col = tabs.trim_end_matches([' ', '"']).chars().count() as u16 - 3;
+    sized(&mut app, 120, 40);
+    click(&mut app, col, r.tabs.y + 1);
+    assert_eq!(app.pane, Pane::Log, "{tabs} at {col}");
+    click(&mut app, r.tabs.x + 2, r.tabs.y + 1);
+    assert_eq!(app.pane, Pane::Offered);
+}
+
+#[test]
+fn a_paused_log_keeps_its_line_when_the_ring_drops_the_oldest() {
+    let mut app = session();
+    sized(&mut app, 80, 24);
+    app.run_line("filter line");
+    warnings(&mut app, 0, feedscope::tui::model::LOG_CAPACITY);
+    for _ in 0..5 {
+        press(&mut app, KeyCode::Up);
+    }
+    let chosen = app.log_lines()[app.row].text.clone();
+    warnings(&mut app, 5000, 3);
+    assert_eq!(app.log_lines()[app.row].text, chosen);
 }

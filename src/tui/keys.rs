@@ -1,4 +1,9 @@
 //! The one key map: key handling, the footer hints and the help overlay all read it.
+//!
+//! Four tables, one shape: the live keys ([`BINDINGS`]), the replay timeline
+//! ([`REPLAY_BINDINGS`]), the keys of the open command line ([`LINE_BINDINGS`]) and the `:`
+//! commands ([`COMMANDS`]). Handling looks a key or word up here, so a key that help does not
+//! list cannot do anything, and a hint cannot name a key that does nothing.
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
@@ -9,6 +14,14 @@ pub enum Action {
     Up,
     /// Select the next row.
     Down,
+    /// Move a page up in the list last moved in.
+    PageUp,
+    /// Move a page down in the list last moved in.
+    PageDown,
+    /// Jump to the first row of the list last moved in.
+    Top,
+    /// Jump to the last row of the list last moved in (the log and wire follow from there).
+    Bottom,
     /// Select the previous peer.
     PrevPeer,
     /// Select the next peer.
@@ -39,6 +52,8 @@ pub enum Action {
     Command,
     /// Show or hide help.
     Help,
+    /// Close help, drop a message or a pending quit.
+    Dismiss,
     /// Quit (asks first while transfers run).
     Quit,
     /// Quit at once.
@@ -47,7 +62,7 @@ pub enum Action {
 
 /// One binding: the keys, how help shows them, what they do.
 #[derive(Debug)]
-pub struct Binding {
+pub struct Binding<A: 'static> {
     /// Keys that trigger it.
     pub keys: &'static [(KeyCode, KeyModifiers)],
     /// Label in help and the footer.
@@ -55,154 +70,238 @@ pub struct Binding {
     /// What it does, for help.
     pub help: &'static str,
     /// The action.
-    pub action: Action,
-    /// Whether the footer hint line shows it.
-    pub footer: bool,
+    pub action: A,
+    /// The word the footer shows after the label; `None` keeps it out of the footer.
+    pub hint: Option<&'static str>,
 }
 
 const NONE: KeyModifiers = KeyModifiers::NONE;
 const SHIFT: KeyModifiers = KeyModifiers::SHIFT;
+const CONTROL: KeyModifiers = KeyModifiers::CONTROL;
 
-/// Every key binding, in the order help lists them.
-pub const BINDINGS: &[Binding] = &[
+/// Every key binding of the live UI, in the order help lists them.
+pub const BINDINGS: &[Binding<Action>] = &[
     Binding {
         keys: &[(KeyCode::Up, NONE), (KeyCode::Char('k'), NONE)],
         label: "↑/k",
         help: "select the previous row",
         action: Action::Up,
-        footer: false,
+        hint: None,
     },
     Binding {
         keys: &[(KeyCode::Down, NONE), (KeyCode::Char('j'), NONE)],
         label: "↓/j",
         help: "select the next row",
         action: Action::Down,
-        footer: false,
+        hint: None,
+    },
+    Binding {
+        keys: &[(KeyCode::PageUp, NONE)],
+        label: "pgup",
+        help: "a page up in the list last moved in (peers after ←/→, else the pane)",
+        action: Action::PageUp,
+        hint: None,
+    },
+    Binding {
+        keys: &[(KeyCode::PageDown, NONE)],
+        label: "pgdn",
+        help: "a page down in that list",
+        action: Action::PageDown,
+        hint: None,
+    },
+    Binding {
+        keys: &[(KeyCode::Home, NONE), (KeyCode::Char('g'), NONE)],
+        label: "home/g",
+        help: "the first row of that list",
+        action: Action::Top,
+        hint: None,
+    },
+    Binding {
+        keys: &[
+            (KeyCode::End, NONE),
+            (KeyCode::Char('G'), SHIFT),
+            (KeyCode::Char('G'), NONE),
+        ],
+        label: "end/G",
+        help: "the last row; Log and Wire then follow new lines (moving up stops that)",
+        action: Action::Bottom,
+        hint: None,
     },
     Binding {
         keys: &[(KeyCode::Left, NONE), (KeyCode::Char('h'), NONE)],
         label: "←/h",
         help: "select the previous peer",
         action: Action::PrevPeer,
-        footer: false,
+        hint: None,
     },
     Binding {
         keys: &[(KeyCode::Right, NONE), (KeyCode::Char('l'), NONE)],
         label: "→/l",
         help: "select the next peer",
         action: Action::NextPeer,
-        footer: true,
+        hint: Some("peer"),
     },
     Binding {
         keys: &[(KeyCode::Char('o'), NONE)],
         label: "o",
-        help: "sort peers: by id, download rate, pending offers, state",
+        help: "sort peers: by id, download rate, pending offers, state (▼ marks the column)",
         action: Action::Sort,
-        footer: false,
+        hint: None,
     },
     Binding {
         keys: &[(KeyCode::Tab, NONE)],
         label: "tab",
         help: "next pane: offered, requested, active, our offer, wire, log",
         action: Action::NextPane,
-        footer: true,
+        hint: Some("pane"),
     },
     Binding {
         keys: &[(KeyCode::BackTab, SHIFT), (KeyCode::BackTab, NONE)],
         label: "S-tab",
         help: "previous pane",
         action: Action::PrevPane,
-        footer: false,
+        hint: None,
     },
     Binding {
         keys: &[(KeyCode::Char('a'), NONE)],
         label: "a",
         help: "approve the selected offer (it is requested at once)",
         action: Action::Approve,
-        footer: true,
+        hint: Some("approve"),
     },
     Binding {
         keys: &[(KeyCode::Char('d'), NONE)],
         label: "d",
         help: "decline the selected offer",
         action: Action::Decline,
-        footer: true,
+        hint: Some("decline"),
     },
     Binding {
         keys: &[(KeyCode::Char('A'), SHIFT), (KeyCode::Char('A'), NONE)],
         label: "A",
         help: "approve every pending offer of the selected peer",
         action: Action::ApproveAll,
-        footer: false,
+        hint: None,
     },
     Binding {
         keys: &[(KeyCode::Char('D'), SHIFT), (KeyCode::Char('D'), NONE)],
         label: "D",
         help: "decline every pending offer of the selected peer",
         action: Action::DeclineAll,
-        footer: false,
+        hint: None,
     },
     Binding {
         keys: &[(KeyCode::Char(' '), NONE)],
         label: "space",
         help: "freeze the screen (the engine carries on); again to catch up",
         action: Action::Freeze,
-        footer: false,
+        hint: None,
     },
     Binding {
         keys: &[(KeyCode::Char('s'), NONE)],
         label: "s",
         help: "step mode: hold the selected peer's received messages",
         action: Action::Hold,
-        footer: false,
+        hint: None,
     },
     Binding {
         keys: &[(KeyCode::Char('n'), NONE)],
         label: "n",
         help: "let exactly one held message through",
         action: Action::StepOne,
-        footer: false,
+        hint: Some("let one through"),
     },
     Binding {
         keys: &[(KeyCode::Char('c'), NONE)],
         label: "c",
         help: "continue: let every held message through, stop holding",
         action: Action::Continue,
-        footer: false,
+        hint: Some("continue"),
     },
     Binding {
         keys: &[(KeyCode::Char(':'), NONE), (KeyCode::Char(':'), SHIFT)],
         label: ":",
         help: "open the command line (commands below)",
         action: Action::Command,
-        footer: true,
+        hint: Some("command"),
     },
     Binding {
         keys: &[(KeyCode::Char('?'), NONE), (KeyCode::Char('?'), SHIFT)],
         label: "?",
         help: "show or hide this help",
         action: Action::Help,
-        footer: true,
+        hint: Some("help"),
+    },
+    Binding {
+        keys: &[(KeyCode::Esc, NONE)],
+        label: "esc",
+        help: "close help, clear the message line, cancel a pending quit",
+        action: Action::Dismiss,
+        hint: Some("close"),
     },
     Binding {
         keys: &[(KeyCode::Char('q'), NONE)],
         label: "q",
         help: "quit (asks first while transfers run)",
         action: Action::Quit,
-        footer: true,
+        hint: Some("quit"),
     },
     Binding {
-        keys: &[(KeyCode::Char('c'), KeyModifiers::CONTROL)],
+        keys: &[(KeyCode::Char('c'), CONTROL)],
         label: "ctrl-c",
         help: "quit at once, cleanly",
         action: Action::ForceQuit,
-        footer: false,
+        hint: None,
     },
 ];
 
+/// What the screen is doing, which decides the footer hints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Browsing peers and panes.
+    Normal,
+    /// The selected peer's messages are held.
+    Step,
+    /// The `:` line is open.
+    CommandLine,
+    /// The help overlay is open.
+    Help,
+    /// Showing a recording.
+    Replay,
+}
+
+/// The live actions whose hints each mode shows, in footer order.
+fn footer_actions(mode: Mode) -> &'static [Action] {
+    match mode {
+        Mode::Normal => &[
+            Action::NextPeer,
+            Action::NextPane,
+            Action::Approve,
+            Action::Decline,
+            Action::Command,
+            Action::Help,
+            Action::Quit,
+        ],
+        Mode::Step => &[
+            Action::StepOne,
+            Action::Continue,
+            Action::Command,
+            Action::NextPeer,
+            Action::Help,
+        ],
+        Mode::Help => &[Action::Dismiss, Action::Quit],
+        Mode::Replay => &[Action::NextPane, Action::Help, Action::Quit],
+        Mode::CommandLine => &[],
+    }
+}
+
 /// The action bound to a key press, if any.
 pub fn action_for(key: &KeyEvent) -> Option<Action> {
-    BINDINGS
+    lookup(BINDINGS, key)
+}
+
+fn lookup<A: Copy>(table: &[Binding<A>], key: &KeyEvent) -> Option<A> {
+    table
         .iter()
         .find(|b| {
             b.keys
@@ -212,77 +311,378 @@ pub fn action_for(key: &KeyEvent) -> Option<Action> {
         .map(|b| b.action)
 }
 
-/// The footer hint line.
-pub fn footer_hints() -> String {
-    BINDINGS
-        .iter()
-        .filter(|b| b.footer)
-        .map(|b| format!("{} {}", b.label, short_help(b.action)))
-        .collect::<Vec<_>>()
-        .join("  ")
-}
-
-fn short_help(a: Action) -> &'static str {
-    match a {
-        Action::NextPeer => "peer",
-        Action::NextPane => "pane",
-        Action::Approve => "approve",
-        Action::Decline => "decline",
-        Action::Command => "command",
-        Action::Help => "help",
-        Action::Quit => "quit",
-        _ => "",
+/// `label hint` for each binding that has a hint, in table order, or in the order of `only`.
+fn hints<A: PartialEq>(table: &[Binding<A>], only: Option<&[A]>) -> Vec<String> {
+    let hint = |b: &Binding<A>| b.hint.map(|h| format!("{} {h}", b.label));
+    match only {
+        None => table.iter().filter_map(hint).collect(),
+        Some(actions) => actions
+            .iter()
+            .filter_map(|a| table.iter().find(|b| b.action == *a).and_then(hint))
+            .collect(),
     }
 }
 
+/// The footer hint line for a mode, built from the tables.
+pub fn footer_hints(mode: Mode) -> String {
+    let mut parts = match mode {
+        Mode::CommandLine => hints(LINE_BINDINGS, None),
+        Mode::Replay => hints(REPLAY_BINDINGS, None),
+        Mode::Help => vec!["↑/↓ pgup/pgdn home/end scroll".to_string()],
+        Mode::Normal | Mode::Step => Vec::new(),
+    };
+    parts.extend(hints(BINDINGS, Some(footer_actions(mode))));
+    parts.join("  ")
+}
+
+/// Something a key does on the replay timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReplayAction {
+    /// Play or pause.
+    PlayPause,
+    /// One event forward (pauses).
+    Forward,
+    /// One event back (pauses).
+    Back,
+    /// Play twice as fast.
+    Faster,
+    /// Play half as fast.
+    Slower,
+    /// Seek to the start.
+    Start,
+    /// Seek to the end.
+    End,
+}
+
 /// Keys of the replay timeline (`feedscope replay FILE`), checked before [`BINDINGS`].
-pub const REPLAY_BINDINGS: &[(KeyCode, &str, &str)] = &[
-    (KeyCode::Char('p'), "p", "play or pause"),
-    (KeyCode::Char('n'), "n", "step one event forward (pauses)"),
-    (KeyCode::Char('b'), "b", "step one event back (pauses)"),
-    (KeyCode::Char('+'), "+", "play faster"),
-    (KeyCode::Char('-'), "-", "play slower"),
-    (KeyCode::Home, "home", "seek to the start"),
-    (KeyCode::End, "end", "seek to the end"),
+pub const REPLAY_BINDINGS: &[Binding<ReplayAction>] = &[
+    Binding {
+        keys: &[(KeyCode::Char('p'), NONE)],
+        label: "p",
+        help: "play or pause",
+        action: ReplayAction::PlayPause,
+        hint: Some("play/pause"),
+    },
+    Binding {
+        keys: &[(KeyCode::Char('n'), NONE)],
+        label: "n",
+        help: "one event forward (pauses)",
+        action: ReplayAction::Forward,
+        hint: Some("next event"),
+    },
+    Binding {
+        keys: &[(KeyCode::Char('b'), NONE)],
+        label: "b",
+        help: "one event back (pauses)",
+        action: ReplayAction::Back,
+        hint: Some("back"),
+    },
+    Binding {
+        keys: &[(KeyCode::Char('+'), NONE), (KeyCode::Char('+'), SHIFT)],
+        label: "+",
+        help: "play twice as fast",
+        action: ReplayAction::Faster,
+        hint: Some("faster"),
+    },
+    Binding {
+        keys: &[(KeyCode::Char('-'), NONE)],
+        label: "-",
+        help: "play half as fast",
+        action: ReplayAction::Slower,
+        hint: Some("slower"),
+    },
+    Binding {
+        keys: &[(KeyCode::Home, NONE)],
+        label: "home",
+        help: "seek to the start (g still jumps to a list's first row)",
+        action: ReplayAction::Start,
+        hint: None,
+    },
+    Binding {
+        keys: &[(KeyCode::End, NONE)],
+        label: "end",
+        help: "seek to the end (G still jumps to a list's last row)",
+        action: ReplayAction::End,
+        hint: None,
+    },
 ];
 
-/// The commands the `:` line accepts, for help and completion.
-pub const COMMANDS: &[(&str, &str)] = &[
-    ("connect ADDR", "dial a peer, e.g. connect 127.0.0.1:4000"),
-    (
-        "approve KEYPREFIX",
-        "approve the offered key starting with KEYPREFIX ('*': all)",
-    ),
-    (
-        "decline KEYPREFIX",
-        "decline the offered key starting with KEYPREFIX ('*': all)",
-    ),
-    (
-        "add-feed NAME",
-        "create a writable feed and offer it to every peer",
-    ),
-    ("append NAME TEXT", "append TEXT as one block to feed NAME"),
-    (
-        "filter TEXT",
-        "show only log lines containing TEXT (empty: all)",
-    ),
-    ("quit", "quit"),
+/// The replay action bound to a key press, if any.
+pub fn replay_action_for(key: &KeyEvent) -> Option<ReplayAction> {
+    lookup(REPLAY_BINDINGS, key)
+}
+
+/// Something a key does while the command line is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LineAction {
+    /// Run the line.
+    Run,
+    /// Close the line without running it.
+    Cancel,
+    /// Complete the command or key prefix.
+    Complete,
+    /// The previous line from history.
+    Older,
+    /// The next line from history.
+    Newer,
+    /// Quit at once.
+    ForceQuit,
+}
+
+/// Keys of the open command line; every other key edits the line.
+pub const LINE_BINDINGS: &[Binding<LineAction>] = &[
+    Binding {
+        keys: &[(KeyCode::Enter, NONE)],
+        label: "enter",
+        help: "run the command",
+        action: LineAction::Run,
+        hint: Some("run"),
+    },
+    Binding {
+        keys: &[(KeyCode::Esc, NONE)],
+        label: "esc",
+        help: "close the command line",
+        action: LineAction::Cancel,
+        hint: Some("cancel"),
+    },
+    Binding {
+        keys: &[(KeyCode::Tab, NONE)],
+        label: "tab",
+        help: "complete a command or key prefix; shows the candidates when several fit",
+        action: LineAction::Complete,
+        hint: Some("complete"),
+    },
+    Binding {
+        keys: &[(KeyCode::Up, NONE)],
+        label: "↑",
+        help: "the previous command",
+        action: LineAction::Older,
+        hint: None,
+    },
+    Binding {
+        keys: &[(KeyCode::Down, NONE)],
+        label: "↓",
+        help: "the next command",
+        action: LineAction::Newer,
+        hint: Some("history"),
+    },
+    Binding {
+        keys: &[(KeyCode::Char('c'), CONTROL)],
+        label: "ctrl-c",
+        help: "quit at once, cleanly",
+        action: LineAction::ForceQuit,
+        hint: None,
+    },
 ];
+
+/// The command-line action bound to a key press, if any.
+pub fn line_action_for(key: &KeyEvent) -> Option<LineAction> {
+    lookup(LINE_BINDINGS, key)
+}
+
+/// A `:` command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verb {
+    /// Dial a peer.
+    Connect,
+    /// Approve offered keys.
+    Approve,
+    /// Decline offered keys.
+    Decline,
+    /// Create a writable feed.
+    AddFeed,
+    /// Append a block.
+    Append,
+    /// Filter the log and wire lists.
+    Filter,
+    /// Filter the peers list.
+    Peers,
+    /// Set or clear a breakpoint.
+    Break,
+    /// Quit.
+    Quit,
+}
+
+/// One `:` command: its word, its arguments and what it does.
+#[derive(Debug)]
+pub struct CommandSpec {
+    /// What it does.
+    pub verb: Verb,
+    /// The word typed.
+    pub name: &'static str,
+    /// Other words that run it.
+    pub aliases: &'static [&'static str],
+    /// Its arguments, for usage and help.
+    pub args: &'static str,
+    /// What it does, for help.
+    pub help: &'static str,
+    /// Whether it needs arguments.
+    pub needs_args: bool,
+    /// Whether it changes the engine (and so cannot work on a recording).
+    pub live_only: bool,
+}
+
+impl CommandSpec {
+    /// `name ARGS`, as usage and help show it.
+    pub fn usage(&self) -> String {
+        if self.args.is_empty() {
+            self.name.to_string()
+        } else {
+            format!("{} {}", self.name, self.args)
+        }
+    }
+}
+
+/// The commands the `:` line accepts, for handling, help and completion.
+pub const COMMANDS: &[CommandSpec] = &[
+    CommandSpec {
+        verb: Verb::Connect,
+        name: "connect",
+        aliases: &[],
+        args: "ADDR",
+        help: "dial a peer, e.g. connect 127.0.0.1:4000",
+        needs_args: true,
+        live_only: true,
+    },
+    CommandSpec {
+        verb: Verb::Approve,
+        name: "approve",
+        aliases: &[],
+        args: "KEYPREFIX",
+        help: "approve the offered key starting with KEYPREFIX ('*': the selected peer's)",
+        needs_args: true,
+        live_only: true,
+    },
+    CommandSpec {
+        verb: Verb::Decline,
+        name: "decline",
+        aliases: &[],
+        args: "KEYPREFIX",
+        help: "decline the offered key starting with KEYPREFIX ('*': the selected peer's)",
+        needs_args: true,
+        live_only: true,
+    },
+    CommandSpec {
+        verb: Verb::AddFeed,
+        name: "add-feed",
+        aliases: &[],
+        args: "NAME",
+        help: "create a writable feed and offer it to every peer",
+        needs_args: true,
+        live_only: true,
+    },
+    CommandSpec {
+        verb: Verb::Append,
+        name: "append",
+        aliases: &[],
+        args: "NAME TEXT",
+        help: "append TEXT as one block to our feed NAME",
+        needs_args: true,
+        live_only: true,
+    },
+    CommandSpec {
+        verb: Verb::Filter,
+        name: "filter",
+        aliases: &[],
+        args: "[TEXT]",
+        help: "show only log (or wire) lines containing TEXT; alone: all",
+        needs_args: false,
+        live_only: false,
+    },
+    CommandSpec {
+        verb: Verb::Peers,
+        name: "peers",
+        aliases: &[],
+        args: "[TEXT]",
+        help: "show only peers whose address, key start, state or #id match; alone: all",
+        needs_args: false,
+        live_only: false,
+    },
+    CommandSpec {
+        verb: Verb::Break,
+        name: "break",
+        aliases: &[],
+        args: "[KIND]",
+        help: "hold the selected peer at its next KIND message (Data, MULTIFEED_MANIFEST, …); \
+               alone: clear its breakpoints",
+        needs_args: false,
+        live_only: true,
+    },
+    CommandSpec {
+        verb: Verb::Quit,
+        name: "quit",
+        aliases: &["q"],
+        args: "",
+        help: "quit",
+        needs_args: false,
+        live_only: false,
+    },
+];
+
+/// The command a word names, if any.
+pub fn command(word: &str) -> Option<&'static CommandSpec> {
+    COMMANDS
+        .iter()
+        .find(|c| c.name == word || c.aliases.contains(&word))
+}
+
+/// Message types `: break` accepts: the hypercore messages and the multifeed extensions.
+pub const BREAK_KINDS: &[&str] = &[
+    "Open",
+    "Close",
+    "Reject",
+    "Synchronize",
+    "Request",
+    "Cancel",
+    "Data",
+    "NoData",
+    "Want",
+    "Unwant",
+    "Bitfield",
+    "Range",
+    "MULTIFEED_HANDSHAKE",
+    "MULTIFEED_MANIFEST",
+    "MULTIFEED_REQUEST_FEEDS",
+    "MULTIFEED_REPLICATE_FEEDS",
+];
+
+/// The breakpoint kind a word names, spelled as the engine matches it. Case does not matter,
+/// and the `MULTIFEED_` prefix and an `Extension(…)` wrapper may be left out.
+pub fn break_kind(word: &str) -> Option<&'static str> {
+    let w = word
+        .strip_prefix("Extension(")
+        .and_then(|w| w.strip_suffix(')'))
+        .unwrap_or(word);
+    BREAK_KINDS.iter().copied().find(|k| {
+        k.eq_ignore_ascii_case(w)
+            || k.strip_prefix("MULTIFEED_")
+                .is_some_and(|s| s.eq_ignore_ascii_case(w))
+    })
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn every_action_has_exactly_one_binding_and_no_key_is_bound_twice() {
+    fn no_key_twice<A>(table: &[Binding<A>]) {
         let mut seen = std::collections::HashSet::new();
-        for b in BINDINGS {
+        for b in table {
             for k in b.keys {
                 assert!(seen.insert(*k), "{k:?} bound twice");
             }
         }
+    }
+
+    #[test]
+    fn every_action_has_exactly_one_binding_and_no_key_is_bound_twice() {
+        no_key_twice(BINDINGS);
+        no_key_twice(REPLAY_BINDINGS);
+        no_key_twice(LINE_BINDINGS);
         let actions: std::collections::HashSet<_> = BINDINGS.iter().map(|b| b.action).collect();
         assert_eq!(actions.len(), BINDINGS.len());
+        let replay: std::collections::HashSet<_> =
+            REPLAY_BINDINGS.iter().map(|b| b.action).collect();
+        assert_eq!(replay.len(), REPLAY_BINDINGS.len());
     }
 
     #[test]
@@ -297,17 +697,63 @@ mod tests {
             Some(Action::ApproveAll)
         );
         assert_eq!(
-            action_for(&k(KeyCode::Char('c'), KeyModifiers::CONTROL)),
+            action_for(&k(KeyCode::Char('c'), CONTROL)),
             Some(Action::ForceQuit)
         );
+        assert_eq!(
+            action_for(&k(KeyCode::Char('G'), SHIFT)),
+            Some(Action::Bottom)
+        );
         assert_eq!(action_for(&k(KeyCode::Char('z'), NONE)), None);
+        assert_eq!(
+            replay_action_for(&k(KeyCode::Char('p'), NONE)),
+            Some(ReplayAction::PlayPause)
+        );
+        assert_eq!(
+            line_action_for(&k(KeyCode::Tab, NONE)),
+            Some(LineAction::Complete)
+        );
     }
 
     #[test]
-    fn the_footer_is_built_from_the_table() {
-        let f = footer_hints();
-        for b in BINDINGS.iter().filter(|b| b.footer) {
-            assert!(f.contains(b.label), "{f}");
+    fn each_footer_is_built_from_its_table() {
+        let f = footer_hints(Mode::Normal);
+        for b in BINDINGS.iter().filter(|b| b.hint.is_some()) {
+            if footer_actions(Mode::Normal).contains(&b.action) {
+                assert!(f.contains(b.label), "{f}");
+            }
         }
+        let r = footer_hints(Mode::Replay);
+        for b in REPLAY_BINDINGS.iter().filter(|b| b.hint.is_some()) {
+            assert!(
+                r.contains(&format!("{} {}", b.label, b.hint.unwrap())),
+                "{r}"
+            );
+        }
+        assert!(!r.contains("a approve"), "{r}");
+        assert!(footer_hints(Mode::CommandLine).contains("tab complete"));
+        assert!(footer_hints(Mode::Step).starts_with("n let one through"));
+    }
+
+    #[test]
+    fn every_command_is_found_by_its_words() {
+        for c in COMMANDS {
+            assert_eq!(command(c.name).map(|s| s.verb), Some(c.verb));
+            for a in c.aliases {
+                assert_eq!(command(a).map(|s| s.verb), Some(c.verb));
+            }
+        }
+        assert!(command("bogus").is_none());
+    }
+
+    #[test]
+    fn break_kinds_are_spelled_as_the_engine_matches_them() {
+        assert_eq!(break_kind("data"), Some("Data"));
+        assert_eq!(break_kind("request_feeds"), Some("MULTIFEED_REQUEST_FEEDS"));
+        assert_eq!(
+            break_kind("Extension(MULTIFEED_MANIFEST)"),
+            Some("MULTIFEED_MANIFEST")
+        );
+        assert_eq!(break_kind("Dta"), None);
     }
 }

@@ -14,10 +14,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use ratatui::crossterm::event::{
-    DisableMouseCapture, EnableMouseCapture, Event as TermEvent, EventStream, MouseButton,
-    MouseEventKind,
-};
+use ratatui::crossterm::event::{DisableMouseCapture, EnableMouseCapture, EventStream};
 use ratatui::crossterm::execute;
 use ratatui::crossterm::terminal::{disable_raw_mode, LeaveAlternateScreen};
 
@@ -88,26 +85,17 @@ async fn event_loop(
     let mut input = EventStream::new();
     let mut dirty = true;
     let mut last_frame = Instant::now() - FRAME_INTERVAL;
-    let mut peers_area = ratatui::layout::Rect::default();
     loop {
+        dirty |= app.tick(Instant::now());
         if dirty && last_frame.elapsed() >= FRAME_INTERVAL {
-            terminal.draw(|f| {
-                view::render(f, &app);
-                let a = f.area();
-                peers_area = ratatui::layout::Rect {
-                    x: 0,
-                    y: 2,
-                    width: view::peers_width(a.width),
-                    height: a.height,
-                };
-            })?;
+            draw(terminal, &mut app)?;
             dirty = false;
             last_frame = Instant::now();
         }
         let wait = if dirty {
             FRAME_INTERVAL.saturating_sub(last_frame.elapsed())
         } else {
-            Duration::from_secs(3600)
+            until_deadline(&app)
         };
         tokio::select! {
             ev = engine.events.recv() => {
@@ -117,10 +105,7 @@ async fn event_loop(
                 while let Some(ev) = next.take() {
                     if let Some(r) = recorder.as_mut() {
                         if let Err(e) = r.write(&ev) {
-                            app.status = Some(app::Status {
-                                text: format!("recording stopped: {e}"),
-                                error: true,
-                            });
+                            app.report(format!("recording stopped: {e}"));
                             *recorder = None;
                         }
                     }
@@ -140,14 +125,6 @@ async fn event_loop(
             }
             term = input.next() => {
                 let Some(Ok(term)) = term else { return Ok(()) };
-                if let TermEvent::Mouse(m) = &term {
-                    if m.kind == MouseEventKind::Down(MouseButton::Left)
-                        && m.column < peers_area.width
-                        && m.row >= peers_area.y
-                    {
-                        app.click_peer((m.row - peers_area.y) as usize);
-                    }
-                }
                 for cmd in app.on_terminal(&term) {
                     let _ = engine.commands.send(cmd);
                 }
@@ -159,6 +136,21 @@ async fn event_loop(
             _ = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// Lays the screen out for the terminal's size, then draws it.
+fn draw(terminal: &mut ratatui::DefaultTerminal, app: &mut App) -> io::Result<()> {
+    let size = terminal.size()?;
+    app.set_area(ratatui::layout::Rect::new(0, 0, size.width, size.height));
+    terminal.draw(|f| view::render(f, app))?;
+    Ok(())
+}
+
+/// How long the loop may sleep before a message goes stale.
+fn until_deadline(app: &App) -> Duration {
+    app.next_deadline().map_or(Duration::from_secs(3600), |d| {
+        d.saturating_duration_since(Instant::now())
+    })
 }
 
 /// How long a terminal error waits for the `stop` that explains it.
@@ -205,14 +197,12 @@ pub async fn replay(
     problem: Option<String>,
     stop: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    use ratatui::crossterm::event::KeyCode;
+    use keys::{replay_action_for, ReplayAction};
+    use ratatui::crossterm::event::Event as TermEvent;
     let mut terminal = ratatui::init();
     let mut app = App::new(settings);
     if let Some(p) = problem {
-        app.status = Some(app::Status {
-            text: p,
-            error: true,
-        });
+        app.report(p);
     }
     let end = entries.last().map_or(0.0, |e| e.t);
     let mut input = EventStream::new();
@@ -234,12 +224,13 @@ pub async fn replay(
             }
             app.replay = Some(format!(
                 "{} {:.1}s/{:.1}s  event {pos}/{}  x{speed}",
-                if playing { "▶" } else { "⏸" },
+                if playing { "▶ playing" } else { "⏸ paused" },
                 head,
                 end,
                 entries.len()
             ));
-            terminal.draw(|f| view::render(f, &app))?;
+            app.tick(Instant::now());
+            draw(&mut terminal, &mut app)?;
             let wait = if playing {
                 entries
                     .get(pos)
@@ -248,41 +239,43 @@ pub async fn replay(
                     })
                     .clamp(Duration::from_millis(5), Duration::from_millis(250))
             } else {
-                Duration::from_secs(3600)
+                until_deadline(&app)
             };
             tokio::select! {
                 term = input.next() => {
                     let Some(Ok(term)) = term else { return Ok(()) };
-                    let key = match &term {
-                        TermEvent::Key(k) if app.input.is_none() => Some(k.code),
+                    let action = match &term {
+                        TermEvent::Key(k) if app.input.is_none() && !app.help => {
+                            replay_action_for(k)
+                        }
                         _ => None,
                     };
                     let mut rebuild_to = None;
-                    match key {
-                        Some(KeyCode::Char('p')) => playing = !playing && pos < entries.len(),
-                        Some(KeyCode::Char('n')) => {
+                    match action {
+                        Some(ReplayAction::PlayPause) => playing = !playing && pos < entries.len(),
+                        Some(ReplayAction::Forward) => {
                             playing = false;
                             if pos < entries.len() {
                                 head = entries[pos].t;
                             }
                         }
-                        Some(KeyCode::Char('b')) => {
+                        Some(ReplayAction::Back) => {
                             playing = false;
                             rebuild_to = Some(pos.saturating_sub(1));
                         }
-                        Some(KeyCode::Char('+')) => speed = (speed * 2.0).min(64.0),
-                        Some(KeyCode::Char('-')) => speed = (speed / 2.0).max(1.0 / 64.0),
-                        Some(KeyCode::Home) => {
+                        Some(ReplayAction::Faster) => speed = (speed * 2.0).min(64.0),
+                        Some(ReplayAction::Slower) => speed = (speed / 2.0).max(1.0 / 64.0),
+                        Some(ReplayAction::Start) => {
                             playing = false;
                             rebuild_to = Some(0);
                         }
-                        Some(KeyCode::End) => {
+                        Some(ReplayAction::End) => {
                             playing = false;
                             head = end;
                         }
-                        _ => {
+                        None => {
                             // Navigation, panes, help and quitting work as in the live UI;
-                            // commands have no engine to go to.
+                            // commands that need an engine are refused with a reason.
                             let _ = app.on_terminal(&term);
                             if app.quit {
                                 return Ok(());

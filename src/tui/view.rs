@@ -3,22 +3,27 @@
 //! ```text
 //! ┌ header: listen address · key · policy · peers · rate · FROZEN ─────────────┐
 //! │ Peers            │ Offered to us │ Requested │ Active │ Our offer │ Log     │
-//! │ #1 addr   live 2 │  table of the selected pane for the selected peer        │
+//! │ #  address st▼ n │  table of the selected pane for the selected peer        │
+//! │ #1 addr   live 2 │                                                          │
 //! │ #2 addr   gone   │                                                          │
-//! │                  ├──────────────────────────────────────────────────────────┤
+//! │ legend of states ├──────────────────────────────────────────────────────────┤
 //! │                  │ detail: full key, meta, rate sparkline, last problem     │
 //! ├──────────────────┴──────────────────────────────────────────────────────────┤
 //! │ recent events (the log, newest last)                                        │
 //! status line or : command line
-//! footer: key hints from the key map
+//! footer: key hints for the mode, from the key map
 //! ```
 //!
 //! - header: what this process is (address to give peers, key, policy) and totals;
-//! - peers: one row per connection; the selection drives the right side;
-//! - panes: exactly the session's four sets, plus the filterable log;
+//! - peers: one row per connection, a column header marking the sort, and a legend of the
+//!   states while there is room; the selection drives the right side;
+//! - panes: exactly the session's four sets, the wire inspector and the filterable log;
 //! - detail: the selected row in full;
 //! - events: the last few log lines, always visible;
-//! - status/footer: feedback and the key hints, built from [`crate::tui::keys::BINDINGS`].
+//! - status/footer: feedback and the key hints of the current mode, built from
+//!   [`crate::tui::keys`].
+//!
+//! [`regions`] is the one place the layout is decided: drawing, paging and mouse clicks use it.
 
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -28,10 +33,17 @@ use ratatui::widgets::{
 };
 use ratatui::Frame;
 
-use crate::tui::app::{App, Pane};
-use crate::tui::keys::{footer_hints, BINDINGS, COMMANDS, REPLAY_BINDINGS};
+use crate::tui::app::{App, Focus, Pane, PeerSort};
+use crate::tui::keys::{
+    footer_hints, Binding, Mode, BINDINGS, COMMANDS, LINE_BINDINGS, REPLAY_BINDINGS,
+};
 use crate::tui::model::{OfferState, PeerView};
 use crate::wire::FeedKey;
+
+/// The smallest terminal the layout fits; a smaller one gets a notice instead.
+pub const MIN_WIDTH: u16 = 64;
+/// See [`MIN_WIDTH`].
+pub const MIN_HEIGHT: u16 = 16;
 
 /// Colours, or none when `NO_COLOR` is set; emphasis then comes from bold and reverse only.
 struct Theme {
@@ -70,12 +82,49 @@ impl Theme {
     }
 }
 
-/// Draws the whole screen.
-pub fn render(f: &mut Frame, app: &App) {
-    let theme = Theme {
-        color: !app.settings.no_color,
+/// Where each part of the screen goes, for a terminal of a given size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Regions {
+    /// The whole terminal.
+    pub screen: Rect,
+    /// Whether the terminal is smaller than the layout (only a notice is drawn).
+    pub too_small: bool,
+    /// The header line.
+    pub header: Rect,
+    /// The peers list, with its title and column header.
+    pub peers: Rect,
+    /// The rows of the peers list.
+    pub peer_rows: Rect,
+    /// The pane tabs.
+    pub tabs: Rect,
+    /// The pane's table, with its column header.
+    pub table: Rect,
+    /// The rows of the pane's table.
+    pub rows: Rect,
+    /// The detail below the pane.
+    pub detail: Rect,
+    /// The recent events strip.
+    pub events: Rect,
+    /// The status or command line.
+    pub status: Rect,
+    /// The key hints.
+    pub footer: Rect,
+    /// The help overlay, when open.
+    pub help: Rect,
+    /// Lines of help in all (it scrolls when they do not fit).
+    pub help_lines: u16,
+}
+
+/// Lays out a screen of `area` for what `app` shows.
+pub fn regions(area: Rect, app: &App) -> Regions {
+    let mut r = Regions {
+        screen: area,
+        ..Default::default()
     };
-    let area = f.area();
+    if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
+        r.too_small = true;
+        return r;
+    }
     let log_height = if area.height >= 30 { 8 } else { 4 };
     let [header, body, events, status, footer] = Layout::vertical([
         Constraint::Length(1),
@@ -85,33 +134,113 @@ pub fn render(f: &mut Frame, app: &App) {
         Constraint::Length(1),
     ])
     .areas(area);
-    render_header(f, header, app, &theme);
-    let peers_width = peers_width(area.width);
-    let [peers, right] =
-        Layout::horizontal([Constraint::Length(peers_width), Constraint::Min(20)]).areas(body);
-    render_peers(f, peers, app, &theme);
-    render_pane(f, right, app, &theme);
-    render_events(f, events, app, &theme);
-    render_status(f, status, app, &theme);
-    let hints = if app.replay.is_some() {
-        REPLAY_BINDINGS
-            .iter()
-            .map(|(_, k, h)| format!("{k} {}", h.split_whitespace().next().unwrap_or("")))
-            .chain(["? help".to_string(), "q quit".to_string()])
-            .collect::<Vec<_>>()
-            .join("  ")
-    } else {
-        footer_hints()
+    (r.header, r.events, r.status, r.footer) = (header, events, status, footer);
+    let [peers, pane] = Layout::horizontal([
+        Constraint::Length(peers_width(area.width)),
+        Constraint::Min(20),
+    ])
+    .areas(body);
+    r.peers = peers;
+    // Below the title border and the column header; left of the right border.
+    r.peer_rows = Rect {
+        y: peers.y + 2,
+        height: peers.height.saturating_sub(2),
+        width: peers.width.saturating_sub(1),
+        ..peers
     };
-    f.render_widget(Paragraph::new(hints).style(theme.dim()), footer);
+    [r.tabs, r.table, r.detail] = Layout::vertical([
+        Constraint::Length(2),
+        Constraint::Min(3),
+        Constraint::Length(match (pane.height > 14, app.pane) {
+            (false, _) | (_, Pane::Log) => 0,
+            // The inspector needs room for the held message, the fields and the hex dump.
+            (true, Pane::Wire) => 8,
+            (true, _) => 4,
+        }),
+    ])
+    .areas(pane);
+    r.rows = Rect {
+        y: r.table.y + 1,
+        height: r.table.height.saturating_sub(1),
+        ..r.table
+    };
+    if !app.help {
+        return r;
+    }
+    let width = area.width.saturating_sub(2).min(80);
+    r.help_lines = help_text(app, width.saturating_sub(2)).len() as u16;
+    // Above the footer, which shows how to scroll and close it.
+    let room = area.height - 1;
+    let height = (r.help_lines + 2).min(room);
+    r.help = Rect {
+        x: area.x + (area.width - width) / 2,
+        y: area.y + (room - height) / 2,
+        width,
+        height,
+    };
+    r
+}
+
+/// Draws the whole screen.
+pub fn render(f: &mut Frame, app: &App) {
+    let theme = Theme {
+        color: !app.settings.no_color,
+    };
+    let r = regions(f.area(), app);
+    if r.too_small {
+        render_too_small(f, r.screen, &theme);
+        return;
+    }
+    render_header(f, r.header, app, &theme);
+    render_peers(f, &r, app, &theme);
+    render_pane(f, &r, app, &theme);
+    render_events(f, r.events, app, &theme);
+    render_status(f, r.status, app, &theme);
+    render_footer(f, r.footer, app, &theme);
     if app.help {
-        render_help(f, area, app, &theme);
+        render_help(f, &r, app, &theme);
     }
 }
 
-/// Width of the peers list for a screen this wide (the mouse handler needs it too).
+fn render_too_small(f: &mut Frame, area: Rect, t: &Theme) {
+    let text = vec![
+        Line::styled("feedscope", t.title()),
+        Line::from(format!(
+            "needs a terminal of at least {MIN_WIDTH}×{MIN_HEIGHT}; this one is {}×{}.",
+            area.width, area.height
+        )),
+        Line::from("Enlarge it, or press q to quit."),
+    ];
+    let height = 5.min(area.height);
+    let at = Rect {
+        y: area.y + (area.height - height) / 2,
+        height,
+        ..area
+    };
+    f.render_widget(
+        Paragraph::new(text)
+            .wrap(Wrap { trim: true })
+            .alignment(ratatui::layout::Alignment::Center),
+        at,
+    );
+}
+
+/// Width of the peers list for a screen this wide.
 pub fn peers_width(screen: u16) -> u16 {
     (screen / 3).clamp(31, 44)
+}
+
+/// The first row to show so that `selected` is visible in `page` rows, moving as little as
+/// possible from `top`.
+pub fn visible_top(top: usize, selected: usize, page: usize) -> usize {
+    let page = page.max(1);
+    if selected < top {
+        selected
+    } else if selected >= top + page {
+        selected + 1 - page
+    } else {
+        top
+    }
 }
 
 fn human_rate(bytes_per_s: f64) -> String {
@@ -155,28 +284,81 @@ fn render_header(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
     f.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
-fn render_peers(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
+/// The word a peer row shows for its state.
+fn state_word(app: &App, p: &PeerView) -> &'static str {
+    if p.disconnected.is_none() && (!p.held.is_empty() || app.holding.contains(&p.id)) {
+        "held"
+    } else {
+        p.state()
+    }
+}
+
+fn state_style(word: &str, t: &Theme) -> Style {
+    match word {
+        "gone" => t.dim(),
+        "sync" | "held" => t.pending(),
+        "hello" => Style::new(),
+        _ => t.good(),
+    }
+}
+
+/// What each state word and count of a peer row means, two to a line (30 columns).
+const LEGEND: &[[(&str, &str); 2]] = &[
+    [("live", "synced"), ("sync", "receiving")],
+    [("hello", "greeting"), ("gone", "closed")],
+    [("held", "stepping"), ("2?", "to decide")],
+    [("n", "feeds replicating"), ("", "")],
+];
+
+fn render_peers(f: &mut Frame, r: &Regions, app: &App, t: &Theme) {
+    let area = r.peers;
     let m = app.model();
     let peers = app.peers();
+    let selected = app.peer_index(&peers);
     // Only the rows that can show are built: the list may hold thousands of peers.
-    let visible = area.height.saturating_sub(1) as usize;
-    let skip = app.peer.saturating_sub(visible.saturating_sub(1));
+    let visible = r.peer_rows.height as usize;
+    let top = visible_top(app.peer_top, selected, visible);
+    let rate_column = area.width >= 40 || app.sort == PeerSort::Rate;
+    let mark = |label: &str, sort: PeerSort| {
+        let text = if app.sort == sort {
+            format!("{label}▼")
+        } else {
+            label.to_string()
+        };
+        let style = if app.sort == sort {
+            t.title().add_modifier(Modifier::UNDERLINED)
+        } else {
+            t.title()
+        };
+        Cell::from(text).style(style)
+    };
+    let mut header = vec![
+        mark("#", PeerSort::Id),
+        Cell::from("address").style(t.title()),
+        mark("state", PeerSort::State),
+        mark("n", PeerSort::Pending),
+    ];
+    let mut widths = vec![
+        Constraint::Length(3),
+        Constraint::Min(8),
+        Constraint::Length(6),
+        Constraint::Length(3),
+    ];
+    if rate_column {
+        header.push(mark("rate", PeerSort::Rate));
+        widths.push(Constraint::Length(10));
+    }
     let rows: Vec<Row> = peers
         .iter()
-        .skip(skip)
+        .skip(top)
         .take(visible)
         .map(|p| {
             let pending = p.pending();
-            Row::new(vec![
+            let word = state_word(app, p);
+            let mut cells = vec![
                 Cell::from(format!("#{}", p.id)),
                 Cell::from(p.addr.clone()),
-                Cell::from(if p.held.is_empty() { p.state() } else { "held" }).style(
-                    match p.state() {
-                        "gone" => t.dim(),
-                        "sync" => t.pending(),
-                        _ => t.good(),
-                    },
-                ),
+                Cell::from(word).style(state_style(word, t)),
                 Cell::from(if pending > 0 {
                     format!("{pending}?")
                 } else {
@@ -187,46 +369,44 @@ fn render_peers(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
                 } else {
                     Style::new()
                 }),
-            ])
+            ];
+            if rate_column {
+                cells.push(Cell::from(if p.disconnected.is_none() {
+                    human_rate(p.rate())
+                } else {
+                    String::new()
+                }));
+            }
+            Row::new(cells)
         })
         .collect();
+    let shown = rows.len();
     let empty = rows.is_empty();
-    let table = Table::new(
-        rows,
-        [
-            Constraint::Length(3),
-            Constraint::Min(15),
-            Constraint::Length(7),
-            Constraint::Length(3),
-        ],
-    )
-    .column_spacing(1)
-    .block(
-        Block::new()
-            .borders(Borders::RIGHT | Borders::TOP)
-            .title(Span::styled(
-                if app.sort == crate::tui::app::PeerSort::Id && app.peer_filter.is_empty() {
-                    " Peers ".to_string()
-                } else {
-                    format!(
-                        " Peers {}/{} by {} ",
-                        peers.len(),
-                        m.peers.len(),
-                        app.sort.label()
-                    )
-                },
-                t.title(),
-            )),
-    )
-    .row_highlight_style(t.selected());
-    let mut state = TableState::default().with_selected((!empty).then_some(app.peer - skip));
+    let title_style = if app.focus == Focus::Peers {
+        t.title().add_modifier(Modifier::REVERSED)
+    } else {
+        t.title()
+    };
+    let table = Table::new(rows, widths)
+        .header(Row::new(header))
+        .column_spacing(1)
+        .block(
+            Block::new()
+                .borders(Borders::RIGHT | Borders::TOP)
+                .title(Span::styled(
+                    if app.peer_filter.is_empty() {
+                        " Peers ".to_string()
+                    } else {
+                        format!(" Peers {}/{} ", peers.len(), m.peers.len())
+                    },
+                    title_style,
+                )),
+        )
+        .row_highlight_style(t.selected());
+    let mut state = TableState::default().with_selected((!empty).then_some(selected - top));
     f.render_stateful_widget(table, area, &mut state);
+    let inner = r.peer_rows;
     if empty && !m.peers.is_empty() {
-        let inner = Rect {
-            y: area.y + 1,
-            height: area.height.saturating_sub(1),
-            ..area
-        };
         f.render_widget(
             Paragraph::new("no peer matches\n: peers TEXT\n(empty shows all)").style(t.dim()),
             inner,
@@ -238,13 +418,33 @@ fn render_peers(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
             }
             None => "no peers yet\n\n: connect ADDR\nto dial one".into(),
         };
-        let inner = Rect {
-            y: area.y + 1,
-            height: area.height.saturating_sub(1),
-            width: area.width.saturating_sub(1),
-            ..area
-        };
         f.render_widget(Paragraph::new(hint).style(t.dim()), inner);
+    } else if visible > shown + LEGEND.len() {
+        // A legend while the list leaves room for it: new users see it, long lists do not.
+        let lines: Vec<Line> = LEGEND
+            .iter()
+            .map(|pair| {
+                let mut spans = Vec::new();
+                for (i, (word, meaning)) in
+                    pair.iter().enumerate().filter(|(_, (w, _))| !w.is_empty())
+                {
+                    spans.push(Span::styled(format!("{word:<5} "), state_style(word, t)));
+                    let meaning = if i == 0 {
+                        format!("{meaning:<8} ")
+                    } else {
+                        meaning.to_string()
+                    };
+                    spans.push(Span::styled(meaning, t.dim()));
+                }
+                Line::from(spans)
+            })
+            .collect();
+        let legend = Rect {
+            y: inner.y + inner.height - LEGEND.len() as u16,
+            height: LEGEND.len() as u16,
+            ..inner
+        };
+        f.render_widget(Paragraph::new(lines), legend);
     }
 }
 
@@ -259,6 +459,44 @@ fn pane_count(p: Option<&PeerView>, pane: Pane) -> usize {
     }
 }
 
+/// The tab titles for a pane this wide, and the padding around each.
+fn tab_titles(app: &App, width: u16) -> (Vec<String>, &'static str, &'static str) {
+    let peer = app.selected_peer();
+    let narrow = width < 90;
+    let titles = Pane::ALL
+        .iter()
+        .map(|p| {
+            let n = pane_count(peer, *p);
+            let pending = match (p, peer) {
+                (Pane::Offered, Some(pv)) if pv.pending() > 0 => format!(" {}?", pv.pending()),
+                _ => String::new(),
+            };
+            let title = if narrow { p.short_title() } else { p.title() };
+            if *p == Pane::Log {
+                title.to_string()
+            } else {
+                format!("{title} {n}{pending}")
+            }
+        })
+        .collect();
+    (titles, if narrow { "" } else { " " }, " ")
+}
+
+/// The tab under column `x` of the tabs region.
+pub fn tab_at(app: &App, tabs: Rect, x: u16) -> Option<usize> {
+    let (titles, left, right) = tab_titles(app, tabs.width);
+    let mut start = tabs.x;
+    for (i, title) in titles.iter().enumerate() {
+        let end = start + (left.len() + title.chars().count() + right.len()) as u16;
+        if x >= start && x < end {
+            return Some(i);
+        }
+        // The divider between tabs.
+        start = end + 1;
+    }
+    None
+}
+
 fn meta_str(meta: &serde_json::Value, field: &str) -> String {
     match meta.get(field) {
         Some(serde_json::Value::String(s)) => s.chars().take(24).collect(),
@@ -267,66 +505,44 @@ fn meta_str(meta: &serde_json::Value, field: &str) -> String {
     }
 }
 
+/// A progress bar `width` cells wide with the percentage after it.
 fn bar(done: u64, total: u64, width: usize) -> String {
     if total == 0 {
-        return " ".repeat(width);
+        return String::new();
     }
-    let filled = ((done.min(total) as f64 / total as f64) * width as f64).round() as usize;
-    format!("{}{}", "█".repeat(filled), "░".repeat(width - filled))
+    let share = done.min(total) as f64 / total as f64;
+    let percent = format!(" {:>3.0}%", share * 100.0);
+    let cells = width.saturating_sub(percent.len());
+    let filled = (share * cells as f64).round() as usize;
+    format!(
+        "{}{}{percent}",
+        "█".repeat(filled),
+        "░".repeat(cells - filled)
+    )
 }
 
-fn render_pane(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
+fn render_pane(f: &mut Frame, r: &Regions, app: &App, t: &Theme) {
     let peer = app.selected_peer();
-    let [tabs_area, table_area, detail_area] = Layout::vertical([
-        Constraint::Length(2),
-        Constraint::Min(3),
-        Constraint::Length(match (area.height > 14, app.pane) {
-            (false, _) => 0,
-            // The inspector needs room for the held message, the fields and the hex dump.
-            (true, Pane::Wire) => 8,
-            (true, _) => 4,
-        }),
-    ])
-    .areas(area);
-    let titles: Vec<Line> = Pane::ALL
-        .iter()
-        .map(|p| {
-            let n = pane_count(peer, *p);
-            let pending = match (p, peer) {
-                (Pane::Offered, Some(pv)) if pv.pending() > 0 => format!(" {}?", pv.pending()),
-                _ => String::new(),
-            };
-            let title = if area.width >= 90 {
-                p.title()
-            } else {
-                p.short_title()
-            };
-            if *p == Pane::Log {
-                Line::from(title)
-            } else {
-                Line::from(format!("{title} {n}{pending}"))
-            }
-        })
-        .collect();
+    let (titles, left, right) = tab_titles(app, r.tabs.width);
     let selected = Pane::ALL.iter().position(|p| *p == app.pane).unwrap_or(0);
-    let narrow = area.width < 90;
     f.render_widget(
         Tabs::new(titles)
             .select(selected)
             .highlight_style(t.selected())
-            .padding(if narrow { "" } else { " " }, " ")
+            .padding(left, right)
             .divider("│")
             .block(Block::new().borders(Borders::TOP)),
-        tabs_area,
+        r.tabs,
     );
     if app.pane == Pane::Log {
-        render_log_table(f, table_area, app, t);
+        render_log_table(f, r, app, t);
         return;
     }
     if app.pane == Pane::Wire {
-        render_wire(f, table_area, detail_area, app, t);
+        render_wire(f, r, app, t);
         return;
     }
+    let table_area = r.table;
     let Some(p) = peer else {
         f.render_widget(
             Paragraph::new("select a peer to see its feeds").style(t.dim()),
@@ -391,30 +607,55 @@ fn render_pane(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
                 })
                 .collect(),
         ),
-        Pane::Active => (
-            vec!["key", "name", "have/peer", "progress", "rate", ""],
-            vec![
-                Constraint::Length(8),
-                Constraint::Length(10),
-                Constraint::Length(13),
-                Constraint::Min(6),
-                Constraint::Length(10),
-                Constraint::Length(1),
-            ],
-            p.active
+        Pane::Active => {
+            // Fixed columns as wide as their content; the bar takes what is left.
+            let names: Vec<String> = p.active.keys().map(name_of).collect();
+            let lengths: Vec<String> = p
+                .active
+                .values()
+                .map(|a| format!("{}/{}", a.local_length, a.remote_length))
+                .collect();
+            let have = lengths.iter().map(String::len).max().unwrap_or(0).max(9);
+            let mut name = names
                 .iter()
-                .map(|(k, a)| {
-                    Row::new(vec![
-                        Cell::from(k.short()),
-                        Cell::from(name_of(k)),
-                        Cell::from(format!("{}/{}", a.local_length, a.remote_length)),
-                        Cell::from(bar(a.local_length, a.remote_length, 12)),
-                        Cell::from(human_rate(a.rate())),
-                        Cell::from(if a.synced { "✓" } else { " " }).style(t.good()),
-                    ])
-                })
-                .collect(),
-        ),
+                .map(|n| n.chars().count())
+                .max()
+                .unwrap_or(0)
+                .clamp(4, 16);
+            let fixed = |name: usize| 8 + name + have + 10 + 1 + 5;
+            let width = table_area.width as usize;
+            if width < fixed(name) + 8 {
+                name = 0;
+            }
+            let progress = width.saturating_sub(fixed(name)).max(8);
+            (
+                vec!["key", "name", "have/peer", "progress", "rate", ""],
+                vec![
+                    Constraint::Length(8),
+                    Constraint::Length(name as u16),
+                    Constraint::Length(have as u16),
+                    Constraint::Length(progress as u16),
+                    Constraint::Length(10),
+                    Constraint::Length(1),
+                ],
+                p.active
+                    .values()
+                    .zip(names)
+                    .zip(lengths)
+                    .zip(p.active.keys())
+                    .map(|(((a, n), len), k)| {
+                        Row::new(vec![
+                            Cell::from(k.short()),
+                            Cell::from(n),
+                            Cell::from(len),
+                            Cell::from(bar(a.local_length, a.remote_length, progress)),
+                            Cell::from(human_rate(a.rate())),
+                            Cell::from(if a.synced { "✓" } else { " " }).style(t.good()),
+                        ])
+                    })
+                    .collect(),
+            )
+        }
         Pane::OurOffer => (
             vec!["key", "name", "state"],
             vec![
@@ -440,14 +681,17 @@ fn render_pane(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
         ),
         Pane::Wire | Pane::Log => unreachable!("handled above"),
     };
-    let empty = rows.is_empty();
+    let len = rows.len();
+    let row = app.selected_row(len);
+    let mut state = TableState::default()
+        .with_offset(visible_top(app.row_top, row, r.rows.height as usize))
+        .with_selected((len > 0).then_some(row));
     let table = Table::new(rows, widths)
         .header(Row::new(header).style(t.title()))
         .row_highlight_style(t.selected());
-    let mut state = TableState::default().with_selected((!empty).then_some(app.row));
     f.render_stateful_widget(table, table_area, &mut state);
-    if detail_area.height > 0 {
-        render_detail(f, detail_area, app, p, t);
+    if r.detail.height > 0 {
+        render_detail(f, r.detail, app, p, t);
     }
 }
 
@@ -457,7 +701,8 @@ fn render_detail(f: &mut Frame, area: Rect, app: &App, p: &PeerView, t: &Theme) 
         .title(Span::styled(" Detail ", t.title()));
     let inner = block.inner(area);
     f.render_widget(block, area);
-    let key = app.pane_keys().get(app.row).copied();
+    let keys = app.pane_keys();
+    let key = keys.get(app.selected_row(keys.len())).copied();
     let mut lines = Vec::new();
     match key {
         Some(k) => {
@@ -499,9 +744,48 @@ fn render_detail(f: &mut Frame, area: Rect, app: &App, p: &PeerView, t: &Theme) 
     }
 }
 
-fn render_wire(f: &mut Frame, area: Rect, detail: Rect, app: &App, t: &Theme) {
+/// A message type as people know it: `MULTIFEED_MANIFEST` rather than
+/// `Extension(MULTIFEED_MANIFEST)`; without the `MULTIFEED_` prefix when `short`.
+pub fn message_name(kind: &str, short: bool) -> &str {
+    let name = kind
+        .strip_prefix("Extension(")
+        .and_then(|k| k.strip_suffix(')'))
+        .filter(|k| !k.is_empty())
+        .unwrap_or(kind);
+    if short {
+        name.strip_prefix("MULTIFEED_").unwrap_or(name)
+    } else {
+        name
+    }
+}
+
+/// Where following stands, for the last column's header.
+fn follow_note(app: &App) -> &'static str {
+    if app.follows() {
+        "following"
+    } else {
+        "paused: G follows"
+    }
+}
+
+/// Selection and offset of a list that may follow its end.
+fn list_state(app: &App, len: usize, page: usize) -> TableState {
+    let row = app.selected_row(len);
+    let top = if app.follows() {
+        len.saturating_sub(page.max(1))
+    } else {
+        visible_top(app.row_top, row, page)
+    };
+    TableState::default()
+        .with_offset(top)
+        .with_selected((len > 0).then_some(row))
+}
+
+fn render_wire(f: &mut Frame, r: &Regions, app: &App, t: &Theme) {
+    let (area, detail) = (r.table, r.detail);
     let lines = app.wire_lines();
     let held = app.selected_peer().map_or(0, |p| p.held.len());
+    let row = app.selected_row(lines.len());
     if lines.is_empty() {
         let text = if held > 0 {
             format!("{held} message(s) held: n lets one through, c continues")
@@ -510,6 +794,22 @@ fn render_wire(f: &mut Frame, area: Rect, detail: Rect, app: &App, t: &Theme) {
         };
         f.render_widget(Paragraph::new(text).style(t.dim()), area);
     } else {
+        let short = area.width < 100;
+        let page = r.rows.height as usize;
+        let top = if app.follows() {
+            lines.len().saturating_sub(page.max(1))
+        } else {
+            visible_top(app.row_top, row, page)
+        };
+        // As wide as the longest name in view, so long names are not cut.
+        let kind_width = lines
+            .iter()
+            .skip(top)
+            .take(page)
+            .map(|w| message_name(&w.kind, short).len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
         let rows: Vec<Row> = lines
             .iter()
             .map(|w| {
@@ -517,7 +817,7 @@ fn render_wire(f: &mut Frame, area: Rect, detail: Rect, app: &App, t: &Theme) {
                     Cell::from(format!("{:7.3}", w.at)),
                     Cell::from(if w.incoming { "←" } else { "→" }),
                     Cell::from(w.channel.clone()),
-                    Cell::from(w.kind.clone()),
+                    Cell::from(message_name(&w.kind, short).to_string()),
                     Cell::from(w.bytes.to_string()),
                     Cell::from(w.summary.clone()),
                 ])
@@ -529,34 +829,39 @@ fn render_wire(f: &mut Frame, area: Rect, detail: Rect, app: &App, t: &Theme) {
                 Constraint::Length(7),
                 Constraint::Length(1),
                 Constraint::Length(8),
-                Constraint::Length(18),
-                Constraint::Length(6),
-                Constraint::Min(10),
+                Constraint::Length(kind_width as u16),
+                Constraint::Length(5),
+                Constraint::Min(5),
             ],
         )
         .header(Row::new(vec!["time", "", "channel", "type", "bytes", "fields"]).style(t.title()))
         .row_highlight_style(t.selected());
-        let mut state = TableState::default().with_selected(Some(app.row.min(lines.len() - 1)));
+        let mut state = list_state(app, lines.len(), page);
         f.render_stateful_widget(table, area, &mut state);
     }
     if detail.height == 0 {
         return;
     }
-    let block = Block::new()
-        .borders(Borders::TOP)
-        .title(Span::styled(" Message ", t.title()));
+    let block = Block::new().borders(Borders::TOP).title(Span::styled(
+        format!(" Message · {} ", follow_note(app)),
+        t.title(),
+    ));
     let inner = block.inner(detail);
     f.render_widget(block, detail);
     let mut text = Vec::new();
     if let Some(p) = app.selected_peer() {
         if let Some((kind, summary)) = p.held.front() {
             text.push(Line::styled(
-                format!("held ({}): {kind} {summary}", p.held.len()),
+                format!(
+                    "held ({}): {} {summary}",
+                    p.held.len(),
+                    message_name(kind, false)
+                ),
                 t.pending(),
             ));
         }
     }
-    if let Some(w) = lines.get(app.row) {
+    if let Some(w) = lines.get(row) {
         text.push(Line::from(w.summary.clone()));
         text.push(Line::styled(hex_dump(&w.hex), t.dim()));
     }
@@ -589,20 +894,35 @@ const LOG_WIDTHS: [Constraint; 4] = [
     Constraint::Min(10),
 ];
 
-fn render_log_table(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
+fn render_log_table(f: &mut Frame, r: &Regions, app: &App, t: &Theme) {
     let lines = app.log_lines();
+    // The note first: it is what a narrow screen must not cut.
     let title = if app.filter.is_empty() {
-        "all events (: filter TEXT)".to_string()
+        format!("{} · all events (: filter TEXT)", follow_note(app))
     } else {
-        format!("filter {:?} ({} lines)", app.filter, lines.len())
+        format!(
+            "{} · filter {:?} ({} lines)",
+            follow_note(app),
+            app.filter,
+            lines.len(),
+        )
     };
-    let rows: Vec<Row> = lines.iter().map(|l| log_row(l, t)).collect();
-    let empty = rows.is_empty();
+    let page = r.rows.height as usize;
+    let mut state = list_state(app, lines.len(), page);
+    // Only the rows in view are built: the log holds thousands of lines.
+    let top = state.offset();
+    let rows: Vec<Row> = lines
+        .iter()
+        .skip(top)
+        .take(page.max(1))
+        .map(|l| log_row(l, t))
+        .collect();
+    *state.offset_mut() = 0;
+    state.select(state.selected().map(|s| s - top));
     let table = Table::new(rows, LOG_WIDTHS)
         .header(Row::new(vec!["time", "peer", "event", title.as_str()]).style(t.title()))
         .row_highlight_style(t.selected());
-    let mut state = TableState::default().with_selected((!empty).then_some(app.row));
-    f.render_stateful_widget(table, area, &mut state);
+    f.render_stateful_widget(table, r.table, &mut state);
 }
 
 fn render_events(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
@@ -645,53 +965,129 @@ fn render_status(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
     f.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
-fn render_help(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
-    let mut lines = vec![Line::styled("Keys", t.title())];
-    for b in BINDINGS {
-        lines.push(Line::from(format!(" {:<7} {}", b.label, b.help)));
-    }
-    if app.replay.is_some() {
-        lines.push(Line::styled("Replay", t.title()));
-        for (_, k, h) in REPLAY_BINDINGS {
-            lines.push(Line::from(format!(" {k:<7} {h}")));
+fn render_footer(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
+    let mode = app.mode();
+    let line = if mode == Mode::CommandLine && !app.candidates.is_empty() {
+        Line::from(vec![
+            Span::styled(format!("{} fit: ", app.candidates.len()), t.title()),
+            Span::raw(app.candidates.join("  ")),
+        ])
+    } else {
+        Line::styled(footer_hints(mode), t.dim())
+    };
+    f.render_widget(Paragraph::new(line), area);
+}
+
+/// Splits `text` into lines of at most `width` characters at spaces.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = vec![String::new()];
+    for word in text.split(' ') {
+        let line = lines.last_mut().expect("never empty");
+        let len = line.chars().count();
+        if len > 0 && len + 1 + word.chars().count() > width {
+            lines.push(word.to_string());
+        } else {
+            if len > 0 {
+                line.push(' ');
+            }
+            line.push_str(word);
         }
     }
-    lines.push(Line::styled("Commands after :", t.title()));
-    let commands = COMMANDS
-        .iter()
-        .map(|(c, _)| *c)
-        .collect::<Vec<_>>()
-        .join(" · ");
-    lines.push(Line::from(format!(" {commands}")));
-    lines.push(Line::styled(
+    lines
+}
+
+/// Help as (style, text) lines for a box `width` wide, built from the key and command tables.
+fn help_text(app: &App, width: u16) -> Vec<(bool, String)> {
+    let width = (width as usize).max(20);
+    let mut out: Vec<(bool, String)> = Vec::new();
+    let mut entry = |out: &mut Vec<(bool, String)>, label: &str, pad: usize, help: &str| {
+        let indent = pad + 2;
+        for (i, l) in wrap(help, width.saturating_sub(indent).max(10))
+            .into_iter()
+            .enumerate()
+        {
+            out.push((
+                false,
+                if i == 0 {
+                    format!(" {label:<pad$} {l}")
+                } else {
+                    format!("{:indent$}{l}", "")
+                },
+            ));
+        }
+    };
+    fn keys<A>(
+        out: &mut Vec<(bool, String)>,
+        entry: &mut impl FnMut(&mut Vec<(bool, String)>, &str, usize, &str),
+        title: &str,
+        table: &[Binding<A>],
+    ) {
+        out.push((true, title.to_string()));
+        for b in table {
+            entry(out, b.label, 7, b.help);
+        }
+    }
+    if app.replaying() {
+        keys(&mut out, &mut entry, "Replay timeline", REPLAY_BINDINGS);
+    }
+    keys(&mut out, &mut entry, "Keys", BINDINGS);
+    keys(&mut out, &mut entry, "Command line (:)", LINE_BINDINGS);
+    out.push((true, "Commands after :".into()));
+    for c in COMMANDS {
+        let mut help = c.help.to_string();
+        if c.live_only && app.replaying() {
+            help.push_str(" (live sessions only)");
+        }
+        entry(&mut out, &c.usage(), 17, &help);
+    }
+    out.push((true, "Peers list".into()));
+    for (word, meaning) in [
+        ("live", "connected, holding all the peer has"),
+        ("sync", "receiving blocks"),
+        ("hello", "connected, handshake not yet received"),
+        ("held", "step mode: its messages wait for n or c"),
+        ("gone", "disconnected (the detail says why)"),
+        ("2?", "offers waiting for a decision"),
+        ("n", "otherwise: feeds replicating"),
+        ("▼", "the column the list is sorted by (o)"),
+    ] {
+        entry(&mut out, word, 7, meaning);
+    }
+    out.push((true, "Mouse".into()));
+    entry(
+        &mut out,
+        "click",
+        7,
+        "a tab shows it, a peer or row selects it",
+    );
+    entry(&mut out, "wheel", 7, "scrolls the list under the pointer");
+    out.push((
+        false,
         format!("Log: {}  (esc or ? closes)", app.settings.log_file),
-        t.dim(),
     ));
-    let width = area.width.saturating_sub(2).min(80);
-    let wrapped: u16 = lines
-        .iter()
-        .map(|l| {
-            (l.width() as u16)
-                .div_ceil(width.saturating_sub(2).max(1))
-                .max(1)
+    out
+}
+
+fn render_help(f: &mut Frame, r: &Regions, app: &App, t: &Theme) {
+    let popup = r.help;
+    let lines: Vec<Line> = help_text(app, popup.width.saturating_sub(2))
+        .into_iter()
+        .map(|(title, text)| {
+            if title {
+                Line::styled(text, t.title())
+            } else {
+                Line::from(text)
+            }
         })
-        .sum();
-    let height = (wrapped + 2).min(area.height);
-    let title = if wrapped + 2 > area.height {
-        " Help (↑/↓ scroll) "
+        .collect();
+    let title = if r.help_lines + 2 > popup.height {
+        " Help (↑/↓ pgup/pgdn scroll) "
     } else {
         " Help "
-    };
-    let popup = Rect {
-        x: area.x + (area.width - width) / 2,
-        y: area.y + (area.height - height) / 2,
-        width,
-        height,
     };
     f.render_widget(Clear, popup);
     f.render_widget(
         Paragraph::new(lines)
-            .wrap(Wrap { trim: false })
             .scroll((app.help_scroll, 0))
             .block(Block::bordered().title(Span::styled(title, t.title()))),
         popup,
