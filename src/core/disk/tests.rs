@@ -1,0 +1,161 @@
+use super::*;
+use crate::core::tree::Want;
+
+fn writer(dir: &Path) -> Core {
+    let secret = SigningKey::from_bytes(&[5; 32]);
+    Core::create(dir, Flavour::Hc10, secret.verifying_key(), Some(secret)).unwrap()
+}
+
+#[test]
+fn appends_survive_a_reopen_and_blocks_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c");
+    let mut w = writer(&path);
+    w.append(&[b"hello".as_slice(), b"world"]).unwrap();
+    w.append(&[b"!"]).unwrap();
+    drop(w);
+    let (mut w, notes) = Core::open(&path).unwrap();
+    assert!(notes.is_empty(), "{notes:?}");
+    assert_eq!(w.info().length, 3);
+    assert_eq!(w.info().byte_length, 11);
+    assert_eq!(w.get(1).unwrap().unwrap(), b"world");
+    assert_eq!(w.append(&[b"more"]).unwrap(), 4);
+    let mode = fs::metadata(path.join("secret"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let mode = fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+}
+
+#[test]
+fn a_replica_fetches_reopens_and_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = writer(&dir.path().join("w"));
+    let blocks: Vec<Vec<u8>> = (0..100u32).map(|i| i.to_le_bytes().repeat(9)).collect();
+    w.append(&blocks).unwrap();
+    let rpath = dir.path().join("r");
+    let mut r = Core::create(&rpath, Flavour::Hc10, *w.key(), None).unwrap();
+    let up = w
+        .proof(&Request {
+            upgrade: Some((0, 100)),
+            ..Request::default()
+        })
+        .unwrap();
+    assert!(r.apply(up).unwrap());
+    for i in (0..100).rev() {
+        let nodes = r.missing_nodes(i).unwrap();
+        let p = w
+            .proof(&Request {
+                block: Some(Want { index: i, nodes }),
+                ..Request::default()
+            })
+            .unwrap();
+        assert!(r.apply(p).unwrap());
+        if i == 50 {
+            r.commit().unwrap();
+        }
+    }
+    assert_eq!(r.info().contiguous_length, 100);
+    // Not committed since block 50: a kill now keeps 50..100.
+    drop(r);
+    let (mut r, notes) = Core::open(&rpath).unwrap();
+    assert!(notes.is_empty(), "{notes:?}");
+    assert_eq!(r.info().length, 100);
+    assert_eq!(r.info().contiguous_length, 0);
+    assert!(r.has(50) && !r.has(49));
+    assert_eq!(r.get(77).unwrap().unwrap(), blocks[77]);
+    let p = r
+        .proof(&Request {
+            block: Some(Want {
+                index: 60,
+                nodes: 0,
+            }),
+            ..Request::default()
+        })
+        .unwrap();
+    assert_eq!(p.block.unwrap().value, blocks[60]);
+}
+
+#[test]
+fn a_hypercore_9_feed_replicates_by_its_own_proofs_and_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = SigningKey::from_bytes(&[9; 32]);
+    let key = secret.verifying_key();
+    let mut w = Core::create(&dir.path().join("w"), Flavour::Hc9, key, Some(secret)).unwrap();
+    let blocks: Vec<Vec<u8>> = (0..37u32).map(|i| i.to_be_bytes().repeat(3)).collect();
+    w.append(&blocks[..20]).unwrap();
+    w.append(&blocks[20..]).unwrap();
+    let rpath = dir.path().join("r");
+    let mut r = Core::create(&rpath, Flavour::Hc9, key, None).unwrap();
+    for i in [36, 0, 17, 35, 1] {
+        assert!(r.apply_hc9(w.proof_hc9(i).unwrap()).unwrap(), "block {i}");
+    }
+    assert!(
+        !r.apply_hc9(w.proof_hc9(0).unwrap()).unwrap(),
+        "held already"
+    );
+    let mut bad = w.proof_hc9(5).unwrap();
+    bad.value[0] ^= 1;
+    assert!(r.apply_hc9(bad).is_err());
+    r.commit().unwrap();
+    drop(r);
+    let (mut r, notes) = Core::open(&rpath).unwrap();
+    assert!(notes.is_empty(), "{notes:?}");
+    assert_eq!(r.info().flavour, Flavour::Hc9);
+    assert_eq!(r.info().length, 37);
+    assert_eq!(r.info().contiguous_length, 2);
+    assert_eq!(r.get(17).unwrap().unwrap(), blocks[17]);
+    assert!(!r.has(5));
+    // And it serves what it holds to a third copy.
+    let mut third = Core::create(&dir.path().join("t"), Flavour::Hc9, key, None).unwrap();
+    assert!(third.apply_hc9(r.proof_hc9(35).unwrap()).unwrap());
+}
+
+#[test]
+fn a_torn_header_slot_falls_back_to_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c");
+    let mut w = writer(&path);
+    w.append(&[b"a"]).unwrap();
+    w.append(&[b"b"]).unwrap();
+    let newest = w.seq;
+    drop(w);
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path.join("header"))
+        .unwrap();
+    f.write_all_at(&[0xee; 40], (newest % 2) * SLOT_BYTES + 20)
+        .unwrap();
+    let (w, notes) = Core::open(&path).unwrap();
+    assert_eq!(w.info().length, 1);
+    assert_eq!(notes.len(), 1, "{notes:?}");
+}
+
+#[test]
+fn damaged_files_are_errors_not_panics() {
+    for (file, at) in [("tree", 0u64), ("data", 0), ("header", 0)] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c");
+        let mut w = writer(&path);
+        w.append(&[b"only"]).unwrap();
+        drop(w);
+        let f = OpenOptions::new()
+            .write(true)
+            .open(path.join(file))
+            .unwrap();
+        f.write_all_at(&[0xff; 8], at).unwrap();
+        if file == "header" {
+            f.write_all_at(&[0xff; 8], SLOT_BYTES).unwrap();
+        }
+        match Core::open(&path) {
+            // A writer keeps its length and says what it cannot serve.
+            Ok((core, _)) if file == "data" => {
+                assert!(core.damage.unwrap().contains("does not check"))
+            }
+            Ok((core, _)) => panic!("{file}: opened {core:?}"),
+            Err(err) => assert!(matches!(err, CoreError::Damaged(_)), "{file}: {err}"),
+        }
+    }
+}

@@ -1,0 +1,110 @@
+use super::*;
+use ratatui::crossterm::event::{KeyCode, KeyModifiers};
+use std::collections::BTreeMap;
+
+fn key(n: u8) -> FeedKey {
+    FeedKey([n; 32])
+}
+
+fn press(app: &mut App, code: KeyCode) -> Vec<Command> {
+    let k = KeyEvent::new(code, KeyModifiers::NONE);
+    app.on_terminal(&TermEvent::Key(k))
+}
+
+fn with_offers() -> App {
+    let mut app = App::new(Settings::default());
+    app.on_event(
+        &Event::PeerConnected {
+            peer: 7,
+            addr: "a".into(),
+            initiator: false,
+            remote_public_key: "00".repeat(32),
+        },
+        0.0,
+    );
+    app.on_event(
+        &Event::OfferReceived {
+            peer: 7,
+            keys: vec![key(1), key(2)],
+            meta: BTreeMap::new(),
+        },
+        0.0,
+    );
+    app
+}
+
+#[test]
+fn a_approves_and_d_declines_the_selected_offer() {
+    let mut app = with_offers();
+    assert_eq!(
+        press(&mut app, KeyCode::Char('a')),
+        vec![Command::Approve {
+            peer: Some(7),
+            key: KeySelection::One(key(1))
+        }]
+    );
+    press(&mut app, KeyCode::Down);
+    assert_eq!(
+        press(&mut app, KeyCode::Char('d')),
+        vec![Command::Decline {
+            peer: Some(7),
+            key: KeySelection::One(key(2))
+        }]
+    );
+}
+
+#[test]
+fn the_command_line_approves_by_unique_prefix() {
+    let mut app = with_offers();
+    assert_eq!(
+        app.run_line("approve 0202"),
+        vec![Command::Approve {
+            peer: None,
+            key: KeySelection::One(key(2))
+        }]
+    );
+    assert!(app.run_line("approve 0").is_empty());
+    assert!(app.status.as_ref().unwrap().text.contains("matches 2"));
+    assert!(app.run_line("frobnicate").is_empty());
+    assert!(app.status.as_ref().unwrap().error);
+    assert_eq!(app.complete("appr").line, "approve ");
+    assert_eq!(
+        app.complete("approve 01").line,
+        format!("approve {}", key(1).to_hex())
+    );
+}
+
+#[test]
+fn freeze_keeps_a_snapshot_while_events_go_on() {
+    let mut app = with_offers();
+    press(&mut app, KeyCode::Char(' '));
+    app.on_event(
+        &Event::PeerDisconnected {
+            peer: 7,
+            reason: "x".into(),
+        },
+        1.0,
+    );
+    assert!(app.model().peers[&7].disconnected.is_none());
+    press(&mut app, KeyCode::Char(' '));
+    assert!(app.model().peers[&7].disconnected.is_some());
+}
+
+#[test]
+fn quitting_asks_while_transfers_run() {
+    let mut app = with_offers();
+    app.on_event(
+        &Event::FeedProgress {
+            peer: 7,
+            key: key(1),
+            local_length: 1,
+            remote_length: 10,
+            bytes: 5,
+        },
+        0.5,
+    );
+    press(&mut app, KeyCode::Char('q'));
+    assert!(!app.quit);
+    press(&mut app, KeyCode::Char('q'));
+    assert!(app.quit);
+}
