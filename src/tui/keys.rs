@@ -3,7 +3,8 @@
 //! Four tables, one shape: the live keys ([`BINDINGS`]), the replay timeline
 //! ([`REPLAY_BINDINGS`]), the keys of the open command line ([`LINE_BINDINGS`]) and the `:`
 //! commands ([`COMMANDS`]). Handling looks a key or word up here, so a key that help does not
-//! list cannot do anything, and a hint cannot name a key that does nothing.
+//! list cannot do anything, and a hint cannot name a key that does nothing. The file is long
+//! because it is those tables, one row per key or command; splitting them would split the map.
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
