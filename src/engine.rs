@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -83,11 +83,14 @@ struct Shared {
     ctx: Arc<PeerContext>,
     peers: Mutex<HashMap<PeerId, mpsc::UnboundedSender<PeerCmd>>>,
     next_peer: AtomicU64,
+    /// Connections counted against `Limits::max_peers`, handshakes included; a connection
+    /// leaves the count the moment it ends, before its `peer_disconnected`.
+    connections: AtomicUsize,
     shutting_down: AtomicBool,
     /// Feeds with appends waiting for the fsync that acknowledges them.
     acks_due: Mutex<HashSet<FeedKey>>,
     /// Acknowledgements not yet sent.
-    acks_in_flight: std::sync::atomic::AtomicUsize,
+    acks_in_flight: AtomicUsize,
 }
 
 impl Shared {
@@ -180,9 +183,10 @@ pub async fn start(config: Config) -> Result<Engine, StoreError> {
         }),
         peers: Mutex::new(HashMap::new()),
         next_peer: AtomicU64::new(1),
+        connections: AtomicUsize::new(0),
         shutting_down: AtomicBool::new(false),
         acks_due: Mutex::new(HashSet::new()),
-        acks_in_flight: std::sync::atomic::AtomicUsize::new(0),
+        acks_in_flight: AtomicUsize::new(0),
     });
     for note in &shared.store().notes {
         shared.emit(Event::Warning {
@@ -374,7 +378,8 @@ fn spawn_peer(
         .unwrap_or_else(|_| "?".into());
     // Connections still in their handshake count too: each holds a socket and a task.
     let max = shared.ctx.limits.max_peers;
-    if peer_tasks.len() >= max {
+    if shared.connections.fetch_add(1, Ordering::SeqCst) >= max {
+        shared.connections.fetch_sub(1, Ordering::SeqCst);
         shared.emit(Event::Warning {
             peer: None,
             kind: ProblemKind::Limit,
@@ -384,7 +389,9 @@ fn spawn_peer(
     }
     let id = shared.next_peer.fetch_add(1, Ordering::Relaxed);
     let shared = shared.clone();
+    let counted = Counted(shared.clone());
     peer_tasks.spawn(async move {
+        let counted = counted;
         let (tx, rx) = mpsc::unbounded_channel();
         let transport = match Transport::handshake(stream, initiator, &shared.ctx.limits).await {
             Ok(t) => t,
@@ -407,6 +414,7 @@ fn spawn_peer(
             let mut peers = shared.peers.lock().unwrap();
             if shared.shutting_down.load(Ordering::SeqCst) {
                 drop(peers);
+                drop(counted);
                 shared.emit(Event::PeerDisconnected {
                     peer: id,
                     reason: "shutting down".into(),
@@ -422,6 +430,8 @@ fn spawn_peer(
         let result = inner.await;
         drop(guard);
         shared.peers.lock().unwrap().remove(&id);
+        // The slot is free before anyone hears the peer left, so a reconnect is never refused.
+        drop(counted);
         let reason = match result {
             Ok(reason) => reason,
             Err(e) => {
@@ -440,6 +450,16 @@ fn spawn_peer(
         };
         shared.emit(Event::PeerDisconnected { peer: id, reason });
     });
+}
+
+/// One connection counted against the peer limit, until dropped (also when its task is
+/// aborted or panics).
+struct Counted(Arc<Shared>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Aborts a task when dropped.

@@ -882,6 +882,42 @@ fn connections_past_the_peer_limit_are_refused_and_reported() {
     assert!(panics(&events).is_empty());
 }
 
+/// At the limit, a peer that leaves frees its slot before its `peer_disconnected` is out:
+/// whoever reconnects on hearing of it is never refused.
+#[test]
+fn a_slot_is_free_the_moment_its_peer_leaves() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut victim, addr) = Node::listen(dir.path(), &["--max-peers", "2"]);
+    let join = |addr: &str| {
+        rt.block_on(async {
+            let mut evil = tokio::time::timeout(Duration::from_secs(5), Evil::connect(addr))
+                .await
+                .map_err(|_| "no handshake within 5 s".to_string())??;
+            evil.hello();
+            evil.wait_ext(wire::EXT_HANDSHAKE, Duration::from_secs(5))
+                .await?;
+            Ok::<Evil, String>(evil)
+        })
+    };
+    let _stays = join(&addr).expect("the first peer joins");
+    let mut leaving = join(&addr).expect("the second peer joins");
+    for round in 1..=10 {
+        drop(leaving);
+        let gone = victim.wait_count("peer_disconnected", round, SOON, |_| true);
+        assert_eq!(
+            gone.len(),
+            round,
+            "round {round}: the peer's leaving is reported"
+        );
+        leaving = join(&addr).unwrap_or_else(|e| {
+            panic!("round {round}: a peer joining a freed slot was refused: {e}")
+        });
+    }
+    let refused = of(&victim.quit(), "warning", |v| v["kind"] == "limit");
+    assert!(refused.is_empty(), "nobody was refused: {refused:#?}");
+}
+
 #[test]
 fn a_peer_limit_of_zero_or_not_a_number_is_refused_before_anything_starts() {
     let dir = tempfile::tempdir().unwrap();
