@@ -283,6 +283,17 @@ fn next_field<'a>(buf: &mut &'a [u8]) -> Result<Option<(u64, Value<'a>)>, FrameE
     Ok(Some((tag, value)))
 }
 
+/// The last value of bytes field `tag` in a protobuf body, skipping every other field.
+pub(super) fn bytes_field(mut body: &[u8], tag: u64) -> Result<Option<Vec<u8>>, FrameError> {
+    let mut found = None;
+    while let Some((t, v)) = next_field(&mut body)? {
+        if t == tag {
+            found = Some(bytes(v)?);
+        }
+    }
+    Ok(found)
+}
+
 fn uint(v: Value<'_>) -> Result<u64, FrameError> {
     match v {
         Value::Varint(n) => Ok(n),
