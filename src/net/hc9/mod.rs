@@ -4,7 +4,8 @@
 //! - [`frame`]: varint framing, keep-alives and an incremental decoder;
 //! - [`message`]: the protobuf messages (Open, Options, Status, Have, …, Data, Close) and
 //!   extension frames;
-//! - [`noise`]: the Noise XX handshake with its nonce payload, as a state machine.
+//! - [`noise`]: the Noise XX handshake with its nonce payload, as a state machine;
+//! - [`cipher`]: the XSalsa20 keystreams that carry everything after the handshake.
 //!
 //! Every byte-level fact follows the measured behaviour of `simple-hypercore-protocol` 2.1.2
 //! and `hypercore-protocol` 8.0.7; the tests reproduce a recorded JavaScript transcript byte
@@ -12,10 +13,12 @@
 
 #![warn(missing_docs)]
 
+pub mod cipher;
 pub mod frame;
 pub mod message;
 pub mod noise;
 
+pub use cipher::Keystream;
 pub use frame::{Decoder, FrameError, Item, MAX_FRAME_BYTES};
 pub use message::Message;
 pub use noise::{Established, Handshake, NoiseError, Secrets, Split};
