@@ -3,7 +3,9 @@
 //! transport and the first frames are reproduced byte for byte, in both directions.
 
 use feedscope::net::hc9::message::{Extension, Open};
-use feedscope::net::hc9::{frame, Decoder, Established, Handshake, Item, Message, Secrets};
+use feedscope::net::hc9::{
+    discovery_key, frame, Decoder, Established, Handshake, Item, Message, Secrets,
+};
 use serde_json::Value;
 
 fn vectors() -> Value {
@@ -211,4 +213,20 @@ fn the_responders_open_is_reproduced_byte_for_byte() {
             message: open
         }]
     );
+}
+
+#[test]
+fn discovery_key_and_capabilities_are_the_recorded_ones() {
+    let v = vectors();
+    let (i, r) = handshake(&v);
+    let key: [u8; 32] = array(&v["feed_key"]);
+    assert_eq!(discovery_key(&key), array(&v["discovery_key"]));
+    let i_cap: [u8; 32] = array(&v["initiator_capability_for_feed_key"]);
+    let r_cap: [u8; 32] = array(&v["responder_capability_for_feed_key"]);
+    assert_eq!(i.split.capability(&key), i_cap);
+    assert_eq!(r.split.capability(&key), r_cap);
+    assert_eq!(i.split.remote_capability(&key), r_cap);
+    assert!(i.split.verify_remote_capability(&key, Some(&r_cap)));
+    assert!(r.split.verify_remote_capability(&key, Some(&i_cap)));
+    assert!(!r.split.verify_remote_capability(&key, Some(&r_cap)));
 }

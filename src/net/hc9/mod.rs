@@ -5,7 +5,8 @@
 //! - [`message`]: the protobuf messages (Open, Options, Status, Have, …, Data, Close) and
 //!   extension frames;
 //! - [`noise`]: the Noise XX handshake with its nonce payload, as a state machine;
-//! - [`cipher`]: the XSalsa20 keystreams that carry everything after the handshake.
+//! - [`cipher`]: the XSalsa20 keystreams that carry everything after the handshake;
+//! - [`caps`]: discovery keys, and the capabilities that prove a peer knows a feed's key.
 //!
 //! Every byte-level fact follows the measured behaviour of `simple-hypercore-protocol` 2.1.2
 //! and `hypercore-protocol` 8.0.7; the tests reproduce a recorded JavaScript transcript byte
@@ -13,11 +14,13 @@
 
 #![warn(missing_docs)]
 
+pub mod caps;
 pub mod cipher;
 pub mod frame;
 pub mod message;
 pub mod noise;
 
+pub use caps::discovery_key;
 pub use cipher::Keystream;
 pub use frame::{Decoder, FrameError, Item, MAX_FRAME_BYTES};
 pub use message::Message;
