@@ -4,7 +4,8 @@
 
 use feedscope::net::hc9::message::{Extension, Open};
 use feedscope::net::hc9::{
-    discovery_key, frame, Decoder, Established, Handshake, Item, Message, Secrets,
+    discovery_key, frame, Decoder, Established, Handshake, Item, LocalExtensions, Message,
+    RemoteExtensions, Secrets,
 };
 use serde_json::Value;
 
@@ -229,4 +230,172 @@ fn discovery_key_and_capabilities_are_the_recorded_ones() {
     assert!(i.split.verify_remote_capability(&key, Some(&r_cap)));
     assert!(r.split.verify_remote_capability(&key, Some(&i_cap)));
     assert!(!r.split.verify_remote_capability(&key, Some(&r_cap)));
+}
+
+/// One captured frame: who sent it, the decoded line JavaScript printed, and its bytes.
+struct Captured {
+    sender: char,
+    line: String,
+    bytes: Vec<u8>,
+}
+
+/// Every frame of a capture of real multifeed 6 or cabal-core 16 peers.
+fn capture(name: &str) -> Vec<Captured> {
+    let path = format!(
+        "{}/tests/vectors/hc9-captures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut out = Vec::new();
+    let (mut section, mut pending): (char, Option<(char, String)>) = ('?', None);
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with("=====") {
+            section = if t.contains("AtoB") { 'A' } else { 'B' };
+            continue;
+        }
+        let sender = match t.split_once("->") {
+            Some((head, _)) if head.starts_with('#') => head.chars().last().unwrap(),
+            _ => section,
+        };
+        if t.contains("ch=") && t.contains("type=") {
+            let at = t.find("ch=").unwrap();
+            pending = Some((sender, t[at..].to_string()));
+        } else if t.starts_with("frame") || t.contains("keepalive") {
+            let hex = t.rsplit(": ").next().unwrap();
+            let (sender, line) = match pending.take() {
+                Some(p) => p,
+                None => (sender, t.to_string()), // a keep-alive, on one line
+            };
+            out.push(Captured {
+                sender,
+                line,
+                bytes: hex::decode(hex).unwrap(),
+            });
+        }
+    }
+    out
+}
+
+fn hex_or_null(b: &Option<Vec<u8>>) -> Value {
+    b.as_ref().map_or(Value::Null, |b| hex::encode(b).into())
+}
+
+/// A message as JavaScript's decoder has it, defaults filled in.
+fn js_view(m: &Message) -> Value {
+    use serde_json::json;
+    match m {
+        Message::Open(o) => json!({
+            "discoveryKey": hex::encode(&o.discovery_key),
+            "capability": hex_or_null(&o.capability),
+        }),
+        Message::Options(o) => json!({"extensions": o.extensions, "ack": o.ack.unwrap_or(false)}),
+        Message::Status(s) => json!({"uploading": s.uploading(), "downloading": s.downloading()}),
+        Message::Have(h) => json!({
+            "start": h.start,
+            "length": h.length(),
+            "bitfield": hex_or_null(&h.bitfield),
+            "ack": h.ack.unwrap_or(false),
+        }),
+        Message::Want(w) => json!({"start": w.start, "length": w.length.unwrap_or(0)}),
+        Message::Request(r) => json!({
+            "index": r.index,
+            "bytes": r.bytes.unwrap_or(0),
+            "hash": r.hash.unwrap_or(false),
+            "nodes": r.nodes.unwrap_or(0),
+        }),
+        Message::Data(d) => json!({
+            "index": d.index,
+            "value": hex_or_null(&d.value),
+            "nodes": d.nodes.iter().map(|n| json!({
+                "index": n.index, "hash": hex::encode(&n.hash), "size": n.size
+            })).collect::<Vec<_>>(),
+            "signature": hex_or_null(&d.signature),
+        }),
+        Message::Close(c) => json!({"discoveryKey": hex_or_null(&c.discovery_key)}),
+        other => panic!("not in the captures: {other:?}"),
+    }
+}
+
+#[test]
+fn every_captured_frame_decodes_as_javascript_printed_it() {
+    let mut total = 0;
+    for name in [
+        "cabal16-exchange.txt",
+        "multifeed6-empty-exchange.txt",
+        "multifeed6-live-exchange.txt",
+        "multifeed6-nonlive-exchange.txt",
+    ] {
+        // What each sender announced, as its peer resolves it.
+        let mut announced = [RemoteExtensions::new(), RemoteExtensions::new()];
+        let mut names_seen = Vec::new();
+        for c in capture(name) {
+            total += 1;
+            let items = frames(&c.bytes);
+            assert_eq!(items.len(), 1, "{name}: {}", c.line);
+            let Item::Message { channel, message } = &items[0] else {
+                assert!(c.line.contains("keepalive"), "{}", c.line);
+                continue;
+            };
+            let at = |key: &str| {
+                let rest = &c.line[c.line.find(key).unwrap() + key.len()..];
+                rest.split(' ').next().unwrap().to_string()
+            };
+            assert_eq!(at("ch=").parse::<u64>().unwrap(), *channel, "{}", c.line);
+            let kind: u8 = at("type=").parse().unwrap();
+            assert_eq!(kind, message.kind(), "{}", c.line);
+            let from = &mut announced[(c.sender == 'B') as usize];
+            match message {
+                Message::Extension(e) => {
+                    assert_eq!(*channel, 0);
+                    assert_eq!(at("id=").parse::<u64>().unwrap(), e.id);
+                    let ext = at("(");
+                    let ext = ext.trim_end_matches(')');
+                    assert_eq!(from.name(e.id), Some(ext), "{name}: {}", c.line);
+                    names_seen.push(ext.to_string());
+                    let shown = &c.line[c.line.find(") ").unwrap() + 2..];
+                    let payload = match shown.strip_prefix("payload=") {
+                        Some(quoted) => serde_json::from_str::<String>(quoted).unwrap(),
+                        None => shown.to_string(),
+                    };
+                    assert_eq!(e.payload, payload.as_bytes(), "{}", c.line);
+                }
+                m => {
+                    if let Message::Options(o) = m {
+                        assert_eq!(*channel, 0);
+                        from.on_options(o);
+                    }
+                    let shown = &c.line[c.line.find(" {").unwrap() + 1..];
+                    let shown: Value = serde_json::from_str(shown).unwrap();
+                    assert_eq!(js_view(m), shown, "{name}: {}", c.line);
+                }
+            }
+        }
+        if name.starts_with("cabal") {
+            assert!(names_seen.iter().any(|n| n == "peer-id"));
+        }
+    }
+    assert!(total > 100, "{total} frames");
+}
+
+#[test]
+fn our_extension_numbering_matches_cabals() {
+    let mut ours = LocalExtensions::with([
+        "peer-id",
+        "MULTIFEED_REQUEST_FEEDS",
+        "MULTIFEED_MANIFEST",
+        "MULTIFEED_HANDSHAKE",
+        "MULTIFEED_REPLICATE_FEEDS",
+    ]);
+    let captured = capture("cabal16-exchange.txt");
+    // Cabal A's Options, then its peer-id message.
+    let payload = br#"{"id":"c92d32a9c6fdefb3c244ba5c178ebce7b0083a7c8784922bb3ca6cb825c63c26"}"#;
+    let mut wire = Vec::new();
+    for m in ours.send("peer-id", payload.to_vec()).unwrap() {
+        frame::encode_into(&mut wire, 0, &m);
+    }
+    assert_eq!(
+        wire,
+        [&captured[1].bytes[..], &captured[2].bytes[..]].concat()
+    );
 }

@@ -6,7 +6,8 @@
 //!   extension frames;
 //! - [`noise`]: the Noise XX handshake with its nonce payload, as a state machine;
 //! - [`cipher`]: the XSalsa20 keystreams that carry everything after the handshake;
-//! - [`caps`]: discovery keys, and the capabilities that prove a peer knows a feed's key.
+//! - [`caps`]: discovery keys, and the capabilities that prove a peer knows a feed's key;
+//! - [`extensions`]: stream-level extension ids, as indexes into each side's sorted list.
 //!
 //! Every byte-level fact follows the measured behaviour of `simple-hypercore-protocol` 2.1.2
 //! and `hypercore-protocol` 8.0.7; the tests reproduce a recorded JavaScript transcript byte
@@ -16,12 +17,14 @@
 
 pub mod caps;
 pub mod cipher;
+pub mod extensions;
 pub mod frame;
 pub mod message;
 pub mod noise;
 
 pub use caps::discovery_key;
 pub use cipher::Keystream;
+pub use extensions::{LocalExtensions, RemoteExtensions};
 pub use frame::{Decoder, FrameError, Item, MAX_FRAME_BYTES};
 pub use message::Message;
 pub use noise::{Established, Handshake, NoiseError, Secrets, Split};
