@@ -3,6 +3,7 @@
 //! [`peer::PeerContext`].
 
 pub mod hc10;
+pub mod hc9;
 pub mod peer;
 pub mod replicate;
 pub mod transport;
