@@ -254,7 +254,11 @@ fn a_feedscope_feed_past_one_bitfield_page_verifies_in_js() {
     let lines = blocks("long", LONG, 16);
     let key = append_lines(fs_dir.path(), "long", &lines);
     let (fs, addr) = Node::listen(fs_dir.path(), &[]);
-    let mut js = JsPeer::start(js_dir.path(), &["--connect", &addr]);
+    // The JS peer's own bound on a sync is 60 s; a loaded machine needs more for 40,001 blocks.
+    let mut js = JsPeer::start(
+        js_dir.path(),
+        &["--connect", &addr, "--timeout-ms", "300000"],
+    );
     let synced = js
         .wait_for_within("synced", Duration::from_secs(300), |v| {
             v["key"] == key.as_str() && v["length"] == LONG as u64
