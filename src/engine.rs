@@ -604,7 +604,24 @@ async fn handle_command(shared: &Arc<Shared>, cmd: Command) -> Option<String> {
         Command::Hold { peer } => to_peers(shared, peer, || PeerCmd::Hold),
         Command::Step { peer } => to_peers(shared, peer, || PeerCmd::Step),
         Command::Continue { peer } => to_peers(shared, peer, || PeerCmd::Continue),
-        Command::Break { peer, kind } => to_peers(shared, peer, || PeerCmd::Break(kind.clone())),
+        Command::Break { peer, kind } => {
+            // Empty clears every breakpoint; anything else must name a message kind.
+            let known = if kind.is_empty() {
+                Some("")
+            } else {
+                crate::event::break_kind(&kind)
+            };
+            match known {
+                Some(k) => to_peers(shared, peer, || PeerCmd::Break(k.to_string())),
+                None => error(
+                    ProblemKind::Command,
+                    format!(
+                        "break: unknown message kind {kind:?}; one of {} (or \"\" to clear)",
+                        crate::event::BREAK_KINDS.join(", ")
+                    ),
+                ),
+            }
+        }
         Command::Approve { peer, key } => {
             to_peers(shared, peer, || PeerCmd::Decide { key, approve: true })
         }

@@ -536,3 +536,38 @@ pub enum Command {
     /// Shut down cleanly.
     Quit,
 }
+
+/// Message types a breakpoint (`: break`, `{"cmd":"break"}`) accepts: the hypercore messages
+/// and the multifeed extensions.
+pub const BREAK_KINDS: &[&str] = &[
+    "Open",
+    "Close",
+    "Reject",
+    "Synchronize",
+    "Request",
+    "Cancel",
+    "Data",
+    "NoData",
+    "Want",
+    "Unwant",
+    "Bitfield",
+    "Range",
+    "MULTIFEED_HANDSHAKE",
+    "MULTIFEED_MANIFEST",
+    "MULTIFEED_REQUEST_FEEDS",
+    "MULTIFEED_REPLICATE_FEEDS",
+];
+
+/// The breakpoint kind a word names, spelled as the engine matches it. Case does not matter,
+/// and the `MULTIFEED_` prefix and an `Extension(…)` wrapper may be left out.
+pub fn break_kind(word: &str) -> Option<&'static str> {
+    let w = word
+        .strip_prefix("Extension(")
+        .and_then(|w| w.strip_suffix(')'))
+        .unwrap_or(word);
+    BREAK_KINDS.iter().copied().find(|k| {
+        k.eq_ignore_ascii_case(w)
+            || k.strip_prefix("MULTIFEED_")
+                .is_some_and(|s| s.eq_ignore_ascii_case(w))
+    })
+}

@@ -183,3 +183,32 @@ fn trace_wire_reports_each_message_with_its_bytes() {
     b.quit();
     a.quit();
 }
+
+#[test]
+fn a_breakpoint_on_a_kind_that_does_not_exist_is_refused_with_the_kinds_that_do() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let key = append_lines(a_dir.path(), "notes", &blocks("k", 3, 10));
+    let (mut a, addr) = Node::listen(a_dir.path(), &[]);
+    a.send(serde_json::json!({"cmd": "break", "kind": "Bogus"}));
+    let refused = a.wait_for("error", |v| v["kind"] == "command");
+    let text = refused["message"].as_str().unwrap();
+    assert!(text.contains("\"Bogus\""), "{text}");
+    assert!(text.contains("MULTIFEED_MANIFEST"), "{text}");
+    // Spelled as people do, a kind is taken (breakpoints apply to connected peers).
+    let mut b = Node::start(b_dir.path(), &["--connect", &addr]);
+    b.wait_synced(&key, 3);
+    a.send(serde_json::json!({"cmd": "break", "kind": "manifest"}));
+    a.send(serde_json::json!({"cmd": "break", "kind": "Extension(MULTIFEED_REQUEST_FEEDS)"}));
+    a.send(serde_json::json!({"cmd": "break", "kind": ""}));
+    b.quit();
+    let events = a.quit();
+    assert_eq!(
+        count_of(&events, "error"),
+        1,
+        "only the bogus kind was refused"
+    );
+}
+
+fn count_of(events: &[Value], ty: &str) -> usize {
+    events.iter().filter(|v| v["type"] == ty).count()
+}
