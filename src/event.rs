@@ -189,6 +189,24 @@ impl<'de> Deserialize<'de> for DecidedBy {
     }
 }
 
+/// Which side stopped a feed's replication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoppedBy {
+    /// We did, on a person's request.
+    #[default]
+    Us,
+    /// The peer closed the feed's channel.
+    Peer,
+}
+
+impl StoppedBy {
+    /// Whether we stopped it.
+    pub fn is_us(&self) -> bool {
+        *self == StoppedBy::Us
+    }
+}
+
 /// Which offered keys a decision is for. In JSON: `*` for every pending key, else a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeySelection {
@@ -313,12 +331,16 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "DecidedBy::is_person")]
         by: DecidedBy,
     },
-    /// Replication of a feed with a peer was stopped on request; stored blocks are kept.
+    /// Replication of a feed with a peer stopped: we stopped it on request, or the peer closed
+    /// its channel (`"by": "peer"`). Stored blocks are kept.
     FeedStopped {
         /// Connection id.
         peer: PeerId,
         /// Feed key.
         key: FeedKey,
+        /// Who stopped it; absent in JSON when we did.
+        #[serde(default, skip_serializing_if = "StoppedBy::is_us")]
+        by: StoppedBy,
     },
     /// We requested feeds.
     RequestSent {

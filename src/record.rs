@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Event, PeerId};
+use crate::event::{Event, PeerId, StoppedBy};
 
 /// Format version written in the header; readers refuse newer majors.
 pub const FORMAT_VERSION: u32 = 1;
@@ -250,7 +250,13 @@ pub fn sequence(entries: &[Entry]) -> String {
                     short(key)
                 ),
             ),
-            Event::FeedStopped { peer, key } => (*peer, format!("us->>peer: close {}", short(key))),
+            Event::FeedStopped { peer, key, by } => (
+                *peer,
+                match by {
+                    StoppedBy::Us => format!("us->>peer: close {}", short(key)),
+                    StoppedBy::Peer => format!("peer->>us: close {}", short(key)),
+                },
+            ),
             Event::Warning {
                 peer: Some(peer),
                 kind,

@@ -181,7 +181,12 @@ fn stopping_a_feed_keeps_its_blocks_and_approving_resumes_it() {
         .unwrap()["peer"]
         .clone();
     b.send(json!({"cmd": "stop", "peer": peer, "key": key}));
-    b.wait_for("feed_stopped", |v| v["key"] == key.as_str());
+    let ours = b.wait_for("feed_stopped", |v| v["key"] == key.as_str());
+    assert!(ours.get("by").is_none(), "we stopped it: {ours}");
+    // The uploader hears that the peer stopped it.
+    a.wait_for("feed_stopped", |v| {
+        v["key"] == key.as_str() && v["by"] == "peer"
+    });
     a.send(json!({"cmd": "append", "feed": "log", "data": "while stopped"}));
     assert!(
         b.wait_for_within("feed_synced", Duration::from_millis(1500), |v| v["key"]

@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use feedscope::event::{Command, DecidedBy, Direction, Event, KeySelection, ProblemKind};
+use feedscope::event::{
+    Command, DecidedBy, Direction, Event, KeySelection, ProblemKind, StoppedBy,
+};
 use feedscope::wire::FeedKey;
 use serde_json::json;
 
@@ -101,7 +103,16 @@ fn events() -> Vec<Event> {
             approved: true,
             by: DecidedBy::Memory { approved: true },
         },
-        Event::FeedStopped { peer: 1, key: A },
+        Event::FeedStopped {
+            peer: 1,
+            key: A,
+            by: StoppedBy::Us,
+        },
+        Event::FeedStopped {
+            peer: 1,
+            key: A,
+            by: StoppedBy::Peer,
+        },
         Event::RequestSent {
             peer: 1,
             keys: vec![A],

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use std::time::{Duration, Instant};
 
-use feedscope::event::{Command, DecidedBy, Direction, Event, KeySelection, ProblemKind};
+use feedscope::event::{
+    Command, DecidedBy, Direction, Event, KeySelection, ProblemKind, StoppedBy,
+};
 use feedscope::tui::app::{App, Pane, Settings};
 use feedscope::tui::view;
 use feedscope::wire::FeedKey;
@@ -228,6 +230,30 @@ fn active_pane_at_80x24() {
     press(&mut app, KeyCode::Tab);
     press(&mut app, KeyCode::Tab);
     insta::assert_snapshot!(draw(&app, 80, 24));
+}
+
+#[test]
+fn a_feed_the_peer_stopped_says_so_in_the_active_pane() {
+    let mut app = session();
+    press(&mut app, KeyCode::Tab);
+    press(&mut app, KeyCode::Tab);
+    let before = draw(&app, 80, 24);
+    assert!(!before.contains("stopped"), "{before}");
+    app.on_event(
+        &Event::FeedStopped {
+            peer: 1,
+            key: key(1),
+            by: StoppedBy::Peer,
+        },
+        30.0,
+    );
+    let screen = draw(&app, 80, 24);
+    let row = screen
+        .lines()
+        .find(|l| l.contains("photos"))
+        .expect("the feed stays listed");
+    assert!(row.contains("stopped"), "{screen}");
+    assert!(!row.contains("KB/s"), "no rate shown for it: {screen}");
 }
 
 #[test]

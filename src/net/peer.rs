@@ -14,7 +14,7 @@ use hypercore_protocol::schema::{NoData, Request};
 use hypercore_protocol::Message;
 use tokio::sync::mpsc;
 
-use crate::event::{DecidedBy, Event, KeySelection, PeerId, ProblemKind};
+use crate::event::{DecidedBy, Event, KeySelection, PeerId, ProblemKind, StoppedBy};
 use crate::limits::Limits;
 use crate::net::hc10::{Conn, Output, Setup};
 use crate::net::replicate::{FeedChannel, Outcome};
@@ -245,7 +245,14 @@ impl Peer {
                 }
             }
             Output::FeedMessage { local, msg } => self.on_feed_message(local, msg).await,
-            Output::FeedClosed { key, .. } => self.session.on_feed_closed(&key),
+            Output::FeedClosed { key, .. } => {
+                self.session.on_feed_closed(&key);
+                self.emit(Event::FeedStopped {
+                    peer: self.id,
+                    key,
+                    by: StoppedBy::Peer,
+                });
+            }
         }
     }
 
@@ -376,7 +383,11 @@ impl Peer {
                 }),
                 Action::Stop(key) => {
                     self.conn.close(&key);
-                    self.emit(Event::FeedStopped { peer: id, key });
+                    self.emit(Event::FeedStopped {
+                        peer: id,
+                        key,
+                        by: StoppedBy::Us,
+                    });
                 }
                 Action::Warn { kind, message } => self.conn.warn(kind, message),
                 Action::Fail { kind, message } => self.conn.fail(kind, message),

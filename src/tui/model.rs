@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde_json::Value;
 
-use crate::event::{Direction, Event, PeerId};
+use crate::event::{Direction, Event, PeerId, StoppedBy};
 use crate::wire::FeedKey;
 
 /// Log lines kept; older ones are dropped.
@@ -60,6 +60,8 @@ pub struct Active {
     pub bytes: u64,
     /// Whether we hold all the peer has.
     pub synced: bool,
+    /// Whether the peer closed the feed's channel: nothing moves until it is agreed again.
+    pub stopped_by_peer: bool,
     /// Recent (time, bytes) samples, for the rate and the sparkline.
     pub samples: VecDeque<(f64, u64)>,
 }
@@ -366,7 +368,25 @@ impl Model {
                     ),
                 );
             }
-            Event::FeedStopped { peer, key } => {
+            Event::FeedStopped {
+                peer,
+                key,
+                by: StoppedBy::Peer,
+            } => {
+                if let Some(p) = self.peers.get_mut(peer) {
+                    p.requested.remove(key);
+                    if let Some(a) = p.active.get_mut(key) {
+                        a.stopped_by_peer = true;
+                    }
+                }
+                log(
+                    Some(*peer),
+                    "feed_stopped",
+                    false,
+                    format!("{} by the peer", short(key)),
+                );
+            }
+            Event::FeedStopped { peer, key, .. } => {
                 if let Some(p) = self.peers.get_mut(peer) {
                     p.active.remove(key);
                     p.requested.remove(key);
@@ -397,7 +417,7 @@ impl Model {
                     let sent = matches!(ev, Event::ReplicateSent { .. });
                     for k in keys {
                         if sent || p.requested.contains(k) {
-                            p.active.entry(*k).or_default();
+                            p.active.entry(*k).or_default().stopped_by_peer = false;
                         }
                     }
                 }

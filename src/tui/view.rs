@@ -494,7 +494,11 @@ fn render_pane(f: &mut Frame, r: &Regions, app: &App, t: &Theme) {
                             Cell::from(n),
                             Cell::from(len),
                             Cell::from(bar(a.local_length, a.remote_length, progress)),
-                            Cell::from(human_rate(a.rate())),
+                            if a.stopped_by_peer {
+                                Cell::from("stopped").style(t.pending())
+                            } else {
+                                Cell::from(human_rate(a.rate()))
+                            },
                             Cell::from(if a.synced { "✓" } else { " " }).style(t.good()),
                         ])
                     })
