@@ -122,3 +122,14 @@ pub async fn listening(
         None => Err(NotListening::Timeout),
     }
 }
+
+/// A memory figure of process `pid` (`self` for this one) from `/proc/PID/status`, such as
+/// `VmRSS` or `VmHWM`, in bytes (Linux).
+pub fn memory(pid: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?;
+    let kib: u64 = line.split_whitespace().next()?.parse().ok()?;
+    Some(kib * 1024)
+}

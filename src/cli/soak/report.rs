@@ -65,10 +65,7 @@ impl Report {
 
 /// Resident set size of this process in bytes (Linux).
 pub fn rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    crate::cli::kit::memory("self", "VmRSS")
 }
 
 /// Open file descriptors of this process (Linux `/proc/self/fd`, or `/dev/fd` elsewhere),
