@@ -10,21 +10,28 @@
 //! Both engines share this process and its tokio runtime. Every "from connect" time starts just
 //! before the dialing engine starts, so it includes its TCP connect, the Noise handshake and the
 //! multifeed exchange. MB is 10^6 bytes.
+//!
+//! Over 600 lines on purpose: each workload sits beside the target it is held to and the row
+//! it prints, so that one file shows what is measured, against what, and how it is reported.
+//! The machinery it shares with the tests is in their kit (`tests/common/`).
+#[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::js::{self, JsPeer};
-use common::{
+use common::engines::{
     launch, listening, peak_rss, reset_peak_rss, seeded, wait_events, FeedSpec, Pair, Side,
-    SyncTracker,
+    Stamped, SyncTracker,
 };
+use common::js::{self, JsPeer};
+use common::kit;
 use feedscope::event::{Command, Event};
 use feedscope::wire::FeedKey;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
+use tokio::task::block_in_place;
 
 /// Longest any one workload may run before it reports a timeout.
 const BUDGET: Duration = Duration::from_secs(120);
@@ -227,9 +234,11 @@ async fn js_to_feedscope(blocks: usize, size: usize) -> Result<Measure, String> 
         "--block-size",
         &bytes,
     ];
-    let mut js = JsPeer::spawn(&args).await?;
-    let (_, created) = js.wait(JS_SETUP, |v| v["type"] == "feed_created").await?;
-    let (_, listening) = js.wait(JS_SETUP, |v| v["type"] == "listening").await?;
+    let mut js = block_in_place(|| JsPeer::spawn(&args))?;
+    let (_, created) =
+        block_in_place(|| js.wait_stamped(JS_SETUP, |v| v["type"] == "feed_created"))?;
+    let (_, listening) =
+        block_in_place(|| js.wait_stamped(JS_SETUP, |v| v["type"] == "listening"))?;
     let key = FeedKey::parse(created["key"].as_str().unwrap_or_default())
         .map_err(|e| format!("peer.mjs made a feed with a bad key: {e}"))?;
     let addr = format!("127.0.0.1:{}", listening["port"]);
@@ -240,7 +249,7 @@ async fn js_to_feedscope(blocks: usize, size: usize) -> Result<Measure, String> 
     let mut sync = SyncTracker::new([(Side::B, key)], blocks as u64);
     let end = wait_events(&mut events, t0 + BUDGET, |ev| sync.observe(ev)).await;
     node.stop().await;
-    js.quit().await;
+    block_in_place(|| js.stop());
     let secs = elapsed(t0, end.ok_or_else(|| timeout_text(&sync.describe()))?);
     Ok(rate(blocks * size, secs))
 }
@@ -256,19 +265,19 @@ async fn feedscope_to_js(blocks: usize, size: usize) -> Result<Measure, String> 
         .await
         .ok_or("the feedscope engine did not listen")?;
     let measured = async {
-        let mut js = JsPeer::spawn(&["--connect", &addr]).await?;
-        let (t0, _) = js.wait(JS_SETUP, |v| v["type"] == "connected").await?;
+        let mut js = block_in_place(|| JsPeer::spawn(&["--connect", &addr]))?;
+        let (t0, _) = block_in_place(|| js.wait_stamped(JS_SETUP, |v| v["type"] == "connected"))?;
         let key = keys[0].to_hex();
-        let synced = js
-            .wait(BUDGET, |v| {
+        let synced = block_in_place(|| {
+            js.wait_stamped(BUDGET, |v| {
                 v["type"] == "synced" && v["key"] == key.as_str() && v["length"] == blocks
             })
-            .await;
-        js.quit().await;
+        });
+        block_in_place(|| js.stop());
         let (end, synced) = synced?;
         let mut expected = Sha256::new();
         for i in 0..blocks {
-            expected.update(common::block("bulk", i, size));
+            expected.update(kit::block("bulk", i, size));
         }
         if synced["digest"] != hex::encode(expected.finalize()).as_str() {
             return Err(format!("JS holds other bytes than were sent: {synced}"));
@@ -402,7 +411,7 @@ async fn live() -> Result<(Measure, Measure), String> {
     let mut pair = Pair::start(a_dir, b_dir).await;
     let deadline = pair.t0 + BUDGET;
     let synced_at = |length: u64| {
-        move |ev: &common::Stamped| {
+        move |ev: &Stamped| {
             ev.side == Side::B
                 && matches!(ev.event, Event::FeedSynced { key: k, length: l, .. } if k == key && l == length)
         }
@@ -416,7 +425,7 @@ async fn live() -> Result<(Measure, Measure), String> {
         if outcome.is_err() {
             break;
         }
-        let data = String::from_utf8(common::block("live", i + 1, KIB)).expect("ASCII block");
+        let data = String::from_utf8(kit::block("live", i + 1, KIB)).expect("ASCII block");
         let sent = Instant::now();
         let _ = pair.a.commands.send(Command::Append {
             feed: "live".into(),

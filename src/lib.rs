@@ -7,7 +7,6 @@
 //! (the one schema every front end reads).
 
 pub mod core;
-pub mod demo;
 pub mod engine;
 pub mod event;
 pub mod frame;
@@ -16,7 +15,6 @@ pub mod net;
 pub mod policy;
 pub mod record;
 pub mod session;
-pub mod soak;
 pub mod store;
 pub mod tui;
 pub mod wire;

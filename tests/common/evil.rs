@@ -492,10 +492,5 @@ impl Relay {
 
 /// Resident memory of process `pid`, in KiB (Linux).
 pub fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+    super::kit::memory(&pid.to_string(), "VmRSS").unwrap_or(0) / 1024
 }

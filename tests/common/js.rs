@@ -1,15 +1,18 @@
-//! The JavaScript hypercore 10 peer in `tests/js`, set up on first use.
+//! The JavaScript hypercore 10 side, set up on first use: `tests/js/peer.mjs` as a peer to
+//! replicate with (tests and benches), and the JS ↔ JS baseline `tests/js/bench.mjs` (benches).
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::child::{JsonChild, OtherLines};
 use super::WAIT;
+
+/// Longest a single JS baseline run may take.
+const JS_BUDGET: Duration = Duration::from_secs(180);
 
 fn js_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -18,76 +21,102 @@ fn js_dir() -> PathBuf {
 }
 
 /// Makes sure `node` runs and the peer's packages are installed (`npm ci`, once, even when
-/// several tests start at the same time).
+/// several tests start at the same time); panics with what to do if it cannot.
 pub fn ensure_js_peer() {
+    if let Err(e) = prepare() {
+        panic!("{e}");
+    }
+}
+
+/// Makes sure `node` runs and the peer's packages are installed (`npm ci`, once, even when
+/// several processes start at the same time), or says why not.
+pub fn prepare() -> Result<(), String> {
     let node = Command::new("node").arg("--version").output();
-    assert!(
-        node.as_ref().is_ok_and(|o| o.status.success()),
-        "the interoperability tests need Node.js 18 or newer with npm: install it \
-         (e.g. `apt-get install nodejs npm`) and run the tests again"
-    );
+    if !node.as_ref().is_ok_and(|o| o.status.success()) {
+        return Err(
+            "the interoperability tests need Node.js 18 or newer with npm: install it \
+             (e.g. `apt-get install nodejs npm`) and run the tests again"
+                .into(),
+        );
+    }
     let dir = js_dir();
     if dir.join("node_modules").join("hypercore").exists() {
-        return;
+        return Ok(());
     }
-    let lock = std::fs::File::create(dir.join(".npm-ci.lock")).expect("tests/js is writable");
-    lock.lock().expect("lock for npm ci");
+    let lock = std::fs::File::create(dir.join(".npm-ci.lock"))
+        .map_err(|e| format!("tests/js is not writable: {e}"))?;
+    lock.lock().map_err(|e| format!("lock for npm ci: {e}"))?;
     if !dir.join("node_modules").join("hypercore").exists() {
         let out = Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund", "--prefer-offline"])
             .current_dir(&dir)
             .output()
-            .expect("npm runs");
-        assert!(
-            out.status.success(),
-            "npm ci in tests/js failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .map_err(|e| format!("npm does not run: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "npm ci in tests/js failed:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A running `node tests/js/peer.mjs`; its [`JsonChild`] is reached through it.
+pub struct JsPeer {
+    proc: JsonChild,
+    /// Storage the peer was given by [`JsPeer::spawn`], removed with it.
+    _storage: Option<tempfile::TempDir>,
+}
+
+impl std::ops::Deref for JsPeer {
+    type Target = JsonChild;
+    fn deref(&self) -> &JsonChild {
+        &self.proc
     }
 }
 
-/// A running `node tests/js/peer.mjs`.
-pub struct JsPeer {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    events: Receiver<Value>,
-    pub seen: Vec<Value>,
+impl std::ops::DerefMut for JsPeer {
+    fn deref_mut(&mut self) -> &mut JsonChild {
+        &mut self.proc
+    }
 }
 
 impl JsPeer {
     pub fn start(storage: &Path, args: &[&str]) -> JsPeer {
         ensure_js_peer();
-        let mut child = Command::new("node")
+        let mut command = Command::new("node");
+        command
             .arg(js_dir().join("peer.mjs"))
             .arg("--storage")
             .arg(storage)
             .args(["--timeout-ms", "60000"])
             .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("node runs");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let Ok(v) = serde_json::from_str::<Value>(&line) else {
-                    continue;
-                };
-                if tx.send(v).is_err() {
-                    break;
-                }
-            }
-        });
+            .stderr(Stdio::inherit());
         JsPeer {
-            stdin: child.stdin.take(),
-            child,
-            events: rx,
-            seen: Vec::new(),
+            proc: JsonChild::spawn(&mut command, OtherLines::Skip).expect("node runs"),
+            _storage: None,
         }
+    }
+
+    /// Starts a JS peer on temporary storage of its own, or says why it cannot.
+    pub fn spawn(args: &[&str]) -> Result<JsPeer, String> {
+        prepare()?;
+        let storage = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let mut command = Command::new("node");
+        command
+            .arg(js_dir().join("peer.mjs"))
+            .arg("--storage")
+            .arg(storage.path())
+            .args(args)
+            .stderr(Stdio::inherit());
+        let proc = JsonChild::spawn(&mut command, OtherLines::Skip)
+            .map_err(|e| format!("node peer.mjs: {e}"))?;
+        Ok(JsPeer {
+            proc,
+            _storage: Some(storage),
+        })
     }
 
     /// Starts a listening JS peer; returns it with its address.
@@ -100,16 +129,14 @@ impl JsPeer {
     }
 
     pub fn send(&mut self, cmd: Value) {
-        let stdin = self.stdin.as_mut().unwrap();
-        writeln!(stdin, "{cmd}").unwrap();
-        stdin.flush().unwrap();
+        self.proc.send(&cmd).unwrap();
     }
 
     pub fn wait_for(&mut self, ty: &str, pred: impl Fn(&Value) -> bool) -> Value {
         self.wait_for_within(ty, WAIT, pred).unwrap_or_else(|| {
             panic!(
                 "JS peer: no {ty} within {WAIT:?}; seen: {:#?}",
-                &self.seen[self.seen.len().saturating_sub(20)..]
+                self.proc.tail(20)
             )
         })
     }
@@ -120,9 +147,27 @@ impl JsPeer {
         within: Duration,
         pred: impl Fn(&Value) -> bool,
     ) -> Option<Value> {
-        super::wait_event(&self.events, &mut self.seen, within, |v| {
-            v["type"] == ty && pred(v)
-        })
+        self.proc.wait_event(within, |v| v["type"] == ty && pred(v))
+    }
+
+    /// The first line that satisfies `pred`, with the moment it was read; an error with the
+    /// last lines if the peer reports an error or `within` passes first.
+    pub fn wait_stamped(
+        &mut self,
+        within: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Result<(Instant, Value), String> {
+        let found = self
+            .proc
+            .wait_stamped(within, |v| pred(v) || v["type"] == "error");
+        match found {
+            Some((at, v)) if pred(&v) => Ok((at, v)),
+            Some((_, v)) => Err(format!("peer.mjs: {}", v["message"])),
+            None => Err(format!(
+                "peer.mjs ended or timed out; last lines: {:?}",
+                self.proc.tail(3)
+            )),
+        }
     }
 
     /// Keys of the feeds it created, by name.
@@ -135,22 +180,67 @@ impl JsPeer {
 
     pub fn quit(mut self) -> Vec<Value> {
         self.send(serde_json::json!({"cmd": "quit"}));
-        let deadline = Instant::now() + WAIT;
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "JS peer did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        while let Ok(v) = self.events.recv_timeout(Duration::from_millis(100)) {
-            self.seen.push(v);
-        }
-        self.seen.clone()
+        let exited = self.proc.exit_within(WAIT, Duration::from_millis(100));
+        assert!(exited.is_some(), "JS peer did not exit");
+        self.proc.seen.clone()
+    }
+
+    /// Asks the peer to quit and waits up to 10 s for it; it is killed when dropped anyway.
+    pub fn stop(mut self) {
+        let _ = self.proc.send(&serde_json::json!({"cmd": "quit"}));
+        let _ = self
+            .proc
+            .exit_within(Duration::from_secs(10), Duration::from_millis(0));
     }
 }
 
-impl Drop for JsPeer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// Runs the JS ↔ JS baseline for `blocks` × `size` bytes; the rate in MB/s, or why there is
+/// none. `bench.mjs` prints one JSON line with `mb_per_s` and `seconds`, timed from the
+/// dialer's connection to its last `synced`.
+pub async fn baseline(blocks: usize, size: usize) -> Result<f64, String> {
+    tokio::task::block_in_place(prepare)?;
+    let (blocks, size) = (blocks.to_string(), size.to_string());
+    let args = [
+        "bench.mjs",
+        "--feeds",
+        "1",
+        "--blocks",
+        &blocks,
+        "--block-size",
+        &size,
+    ];
+    let out = run(&js_dir(), "node", &args)
+        .await
+        .map_err(|e| format!("bench.mjs failed: {e}"))?;
+    let bytes = blocks.parse::<f64>().unwrap_or(0.0) * size.parse::<f64>().unwrap_or(0.0);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find_map(|v| {
+            let num = |k: &str| v.get(k).and_then(Value::as_f64);
+            num("mb_per_s").or_else(|| num("seconds").map(|s| bytes / s / 1e6))
+        })
+        .ok_or_else(|| "bench.mjs printed no JSON line with mb_per_s or seconds".into())
+}
+
+/// Runs `program` in `dir` for at most [`JS_BUDGET`]; its output if it succeeds.
+async fn run(dir: &Path, program: &str, args: &[&str]) -> Result<Output, String> {
+    let child = tokio::process::Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(JS_BUDGET, child)
+        .await
+        .map_err(|_| format!("no result within {} s", JS_BUDGET.as_secs()))?
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(out)
+    } else {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+        Err(format!("{} ({first})", out.status))
     }
 }
 

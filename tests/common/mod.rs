@@ -1,16 +1,26 @@
-//! Fixtures: the real `feedscope` binary as headless peers on loopback, with real storage.
+//! The one kit of the tests and the benches (which include this file by its path): the real
+//! `feedscope` binary as headless peers on loopback with real storage ([`Node`]), JSON-lines
+//! children ([`child`]), in-process engines ([`engines`], on [`kit`], the kit `feedscope soak`
+//! and `feedscope demo` are built on), hostile peers ([`evil`]) and the JavaScript peer
+//! ([`js`]).
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Output, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
 
+pub mod child;
+pub mod engines;
 pub mod evil;
 pub mod js;
+#[path = "../../src/cli/kit.rs"]
+pub mod kit;
+
+use child::{JsonChild, OtherLines};
 
 /// Upper bound for any single wait in the tests.
 pub const WAIT: Duration = Duration::from_secs(60);
@@ -42,28 +52,6 @@ pub fn feedscope(args: &[&str], stdin: Option<&[u8]>) -> Output {
 pub fn append_lines(storage: &Path, name: &str, lines: &[String]) -> String {
     append_batch(storage, name, lines);
     feed_key(storage, name)
-}
-
-/// The first event in `seen`, or else received from `events` within `within` (and added to
-/// `seen`), that satisfies `pred`.
-pub fn wait_event(
-    events: &Receiver<Value>,
-    seen: &mut Vec<Value>,
-    within: Duration,
-    pred: impl Fn(&Value) -> bool,
-) -> Option<Value> {
-    if let Some(v) = seen.iter().find(|v| pred(v)) {
-        return Some(v.clone());
-    }
-    let deadline = Instant::now() + within;
-    loop {
-        let left = deadline.checked_duration_since(Instant::now())?;
-        let v = events.recv_timeout(left).ok()?;
-        seen.push(v.clone());
-        if pred(&v) {
-            return Some(v);
-        }
-    }
 }
 
 /// Appends blocks (one per line of `lines`) to feed `name` in one batch, creating it.
@@ -124,44 +112,37 @@ pub fn cat(storage: &Path, key: &str) -> Vec<u8> {
     out.stdout
 }
 
-/// A headless `feedscope run --json` process.
+/// A headless `feedscope run --json` process; its [`JsonChild`] (the process, the events seen)
+/// is reached through it.
 pub struct Node {
-    pub child: Child,
-    stdin: Option<ChildStdin>,
-    events: Receiver<Value>,
-    pub seen: Vec<Value>,
+    proc: JsonChild,
     pub storage: PathBuf,
+}
+
+impl Deref for Node {
+    type Target = JsonChild;
+    fn deref(&self) -> &JsonChild {
+        &self.proc
+    }
+}
+
+impl DerefMut for Node {
+    fn deref_mut(&mut self) -> &mut JsonChild {
+        &mut self.proc
+    }
 }
 
 impl Node {
     pub fn start(storage: &Path, extra: &[&str]) -> Node {
         let mut args = vec!["run", "--json", "--storage", storage.to_str().unwrap()];
         args.extend_from_slice(extra);
-        let mut child = Command::new(bin())
+        let mut command = Command::new(bin());
+        command
             .args(&args)
             .env("RUST_BACKTRACE", "0")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("feedscope runs");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let v: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("not a JSON line: {line:?}: {e}"));
-                if tx.send(v).is_err() {
-                    break;
-                }
-            }
-        });
+            .stderr(Stdio::inherit());
         Node {
-            stdin: child.stdin.take(),
-            child,
-            events: rx,
-            seen: Vec::new(),
+            proc: JsonChild::spawn(&mut command, OtherLines::Panic).expect("feedscope runs"),
             storage: storage.to_path_buf(),
         }
     }
@@ -176,15 +157,17 @@ impl Node {
     }
 
     pub fn send(&mut self, cmd: Value) {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{cmd}").unwrap();
-        stdin.flush().unwrap();
+        self.proc.send(&cmd).unwrap();
     }
 
     /// Waits for an event of type `ty` that satisfies `pred`; panics with what was seen.
     pub fn wait_for(&mut self, ty: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        self.wait_for_within(ty, WAIT, pred)
-            .unwrap_or_else(|| panic!("no {ty} event within {WAIT:?}; seen: {:#?}", self.tail()))
+        self.wait_for_within(ty, WAIT, pred).unwrap_or_else(|| {
+            panic!(
+                "no {ty} event within {WAIT:?}; seen: {:#?}",
+                self.proc.tail(30)
+            )
+        })
     }
 
     pub fn wait_for_within(
@@ -193,7 +176,7 @@ impl Node {
         within: Duration,
         pred: impl Fn(&Value) -> bool,
     ) -> Option<Value> {
-        self.wait_event(within, |v| v["type"] == ty && pred(v))
+        self.proc.wait_event(within, |v| v["type"] == ty && pred(v))
     }
 
     /// Waits until `n` events of type `ty` satisfy `pred`, for at most `within`; returns the
@@ -205,30 +188,7 @@ impl Node {
         within: Duration,
         pred: impl Fn(&Value) -> bool,
     ) -> Vec<Value> {
-        let deadline = Instant::now() + within;
-        loop {
-            let found: Vec<Value> = self
-                .seen
-                .iter()
-                .filter(|v| v["type"] == ty && pred(v))
-                .cloned()
-                .collect();
-            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                return found;
-            };
-            if found.len() >= n {
-                return found;
-            }
-            match self.events.recv_timeout(left) {
-                Ok(v) => self.seen.push(v),
-                Err(_) => return found,
-            }
-        }
-    }
-
-    /// Waits for an event of any type that satisfies `pred`, for at most `within`.
-    pub fn wait_event(&mut self, within: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
-        wait_event(&self.events, &mut self.seen, within, pred)
+        self.proc.wait_n(n, within, |v| v["type"] == ty && pred(v))
     }
 
     /// The id the node gave the connection from `addr`.
@@ -243,34 +203,14 @@ impl Node {
         });
     }
 
-    fn tail(&self) -> Vec<Value> {
-        self.seen.iter().rev().take(30).rev().cloned().collect()
-    }
-
     /// Sends quit and waits for a clean exit; returns every event seen.
     pub fn quit(mut self) -> Vec<Value> {
         self.send(serde_json::json!({"cmd": "quit"}));
-        drop(self.stdin.take());
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "exit status {status}");
-                break;
-            }
-            assert!(Instant::now() < deadline, "did not exit after quit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        while let Ok(v) = self.events.recv_timeout(Duration::from_millis(200)) {
-            self.seen.push(v);
-        }
-        self.seen.clone()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.proc.close_stdin();
+        let status = self.proc.exit_within(WAIT, Duration::from_millis(200));
+        let status = status.expect("did not exit after quit");
+        assert!(status.success(), "exit status {status}");
+        self.proc.seen.clone()
     }
 }
 

@@ -5,17 +5,23 @@
 //! station" that appends readings every second and, after a few seconds, offers a new feed.
 //! Nothing of the user's own storage is touched.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::engine::{self, Config, Engine};
-use crate::event::{Command, Event};
-use crate::store::{Store, StoreError};
-use crate::wire::FeedKey;
+use anyhow::Result;
 
-const CHAT: &str = include_str!("../assets/demo/chat.txt");
-const FIELD_NOTES: &str = include_str!("../assets/demo/field-notes.txt");
-const SENSOR_LOG: &str = include_str!("../assets/demo/sensor-log.txt");
+use feedscope::engine::{self, Config, Engine};
+use feedscope::event::Command;
+use feedscope::policy::Policy;
+use feedscope::store::StoreError;
+use feedscope::wire::FeedKey;
+
+use super::kit;
+use super::signals::QuitSignals;
+
+const CHAT: &str = include_str!("../../assets/demo/chat.txt");
+const FIELD_NOTES: &str = include_str!("../../assets/demo/field-notes.txt");
+const SENSOR_LOG: &str = include_str!("../../assets/demo/sensor-log.txt");
 
 const MORE_CHAT: &[&str] = &[
     "carol: gauge says 1.70 m, I'm heading to bridge 2",
@@ -25,11 +31,27 @@ const MORE_CHAT: &[&str] = &[
     "bob: copy that",
 ];
 
+/// Opens the terminal UI on the demo peers, with storage of its own beside theirs in a
+/// temporary folder that is removed on the way out.
+pub(crate) async fn main(mouse: bool) -> Result<()> {
+    let signals = QuitSignals::catch()?;
+    let base = std::env::temp_dir().join(format!("feedscope-demo-{}", std::process::id()));
+    let peers = start(base.join("peers"), kit::key()).await?;
+    let config = Config {
+        policy: Policy::Manual,
+        ..kit::config(base.join("you"), true, peers.addrs.clone())
+    };
+    let result = super::ui::run(config, mouse, None, signals).await;
+    drop(peers);
+    let _ = std::fs::remove_dir_all(&base);
+    result
+}
+
 /// The demo peers, running until dropped.
 #[derive(Debug)]
-pub struct Demo {
+struct Demo {
     /// Addresses to dial.
-    pub addrs: Vec<String>,
+    addrs: Vec<String>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     dir: PathBuf,
 }
@@ -43,24 +65,17 @@ impl Drop for Demo {
     }
 }
 
-async fn seed(dir: &Path, feeds: &[(&str, &str)]) -> Result<(), StoreError> {
-    let store = Store::open(dir).await?;
-    for (name, text) in feeds {
-        let (feed, _) = store.create_writable(name).await?;
-        let lines: Vec<&[u8]> = text.lines().map(str::as_bytes).collect();
-        feed.append(&lines).await?;
-        feed.sync().await?;
-    }
-    Ok(())
+/// Seeds `dir` with feeds whose blocks are the lines of their text.
+async fn seed(dir: &std::path::Path, feeds: &[(&str, &str)]) -> Result<(), StoreError> {
+    let lines = feeds.iter().map(|(name, text)| (name, text.lines()));
+    kit::seed(dir, lines).await.map(drop)
 }
 
-async fn listening(engine: &mut Engine) -> Option<String> {
-    while let Some(ev) = engine.events.recv().await {
-        if let Event::Listening { addr } = ev {
-            return Some(addr);
-        }
-    }
-    None
+/// The address `engine` listens on, or none if it does not.
+async fn listening(engine: &mut Engine) -> String {
+    kit::listening(&mut engine.events, Duration::from_secs(30))
+        .await
+        .unwrap_or_default()
 }
 
 fn drain(
@@ -75,21 +90,18 @@ fn drain(
 }
 
 /// Starts the demo peers under `dir` (which it removes when dropped), with `key` shared.
-pub async fn start(dir: PathBuf, key: FeedKey) -> Result<Demo, StoreError> {
+async fn start(dir: PathBuf, key: FeedKey) -> Result<Demo, StoreError> {
     let team_dir = dir.join("field-team");
     let sensor_dir = dir.join("sensor-station");
     seed(&team_dir, &[("chat", CHAT), ("field-notes", FIELD_NOTES)]).await?;
     seed(&sensor_dir, &[("sensor-log", SENSOR_LOG)]).await?;
     let config = |storage: PathBuf| Config {
-        listen: Some("127.0.0.1:0".into()),
-        ..Config::new(storage, key)
+        key,
+        ..kit::config(storage, true, vec![])
     };
     let mut team = engine::start(config(team_dir)).await?;
     let mut sensors = engine::start(config(sensor_dir)).await?;
-    let addrs = vec![
-        listening(&mut team).await.unwrap_or_default(),
-        listening(&mut sensors).await.unwrap_or_default(),
-    ];
+    let addrs = vec![listening(&mut team).await, listening(&mut sensors).await];
     let (team_cmds, t1) = drain(team);
     let (sensor_cmds, t2) = drain(sensors);
     let activity = tokio::spawn(async move {
@@ -137,19 +149,16 @@ pub async fn start(dir: PathBuf, key: FeedKey) -> Result<Demo, StoreError> {
 
 #[cfg(test)]
 mod tests {
+    use feedscope::event::Event;
+
     use super::*;
 
     #[tokio::test]
     async fn demo_peers_offer_their_sample_feeds_and_keep_appending() {
         let base = tempfile::tempdir().unwrap();
-        let key = FeedKey::parse(crate::wire::DEFAULT_MULTIFEED_KEY).unwrap();
-        let demo = start(base.path().join("demo"), key).await.unwrap();
-        let mut me = engine::start(Config {
-            connect: demo.addrs.clone(),
-            ..Config::new(base.path().join("me"), key)
-        })
-        .await
-        .unwrap();
+        let demo = start(base.path().join("demo"), kit::key()).await.unwrap();
+        let me = kit::config(base.path().join("me"), false, demo.addrs.clone());
+        let mut me = engine::start(me).await.unwrap();
         let mut names = std::collections::BTreeSet::new();
         let mut chat_grew = false;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

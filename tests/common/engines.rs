@@ -1,23 +1,20 @@
-//! Two in-process feedscope engines on loopback with seeded temporary storage, and their events
-//! stamped as they arrive.
-
-pub mod js;
+//! In-process feedscope engines on loopback with seeded temporary storage, and their events
+//! stamped as they arrive: two of them as a [`Pair`], or one at a time with [`launch`]. Built on
+//! [`super::kit`].
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use feedscope::engine::{self, Config, Engine};
+use feedscope::engine::{self, Engine};
 use feedscope::event::{Command, Event};
-use feedscope::store::Store;
-use feedscope::wire::{FeedKey, DEFAULT_MULTIFEED_KEY};
+use feedscope::wire::FeedKey;
 use tempfile::TempDir;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// Blocks per `append_batch` while seeding, to bound the memory a batch holds.
-const SEED_BATCH: usize = 500;
+use super::kit;
+
 /// Warnings and errors echoed to stderr before the rest are only counted.
 const MAX_ECHOED_PROBLEMS: usize = 20;
 
@@ -56,47 +53,20 @@ impl FeedSpec {
     }
 }
 
-/// Block `index` of feed `name`: its name and index repeated to `size` bytes.
-pub fn block(name: &str, index: usize, size: usize) -> Vec<u8> {
-    format!("{name}:{index}:")
-        .into_bytes()
-        .into_iter()
-        .cycle()
-        .take(size)
-        .collect()
-}
-
-/// A fresh temporary storage folder holding `feeds`; returns it with the feeds' keys in order.
-/// The store is closed again on return, so that an engine can open the folder.
+/// A fresh temporary storage folder holding `feeds` (blocks as [`kit::block`] makes them);
+/// returns it with the feeds' keys in order. The store is closed again on return, so that an
+/// engine can open the folder.
 pub async fn seeded(feeds: &[FeedSpec]) -> (TempDir, Vec<FeedKey>) {
     let dir = tempfile::tempdir().expect("temporary storage");
-    let keys = seed(dir.path(), feeds).await;
+    let specs = feeds
+        .iter()
+        .map(|f| (&f.name, kit::blocks(&f.name, f.blocks, f.size)));
+    let keys = kit::seed(dir.path(), specs).await.expect("seed storage");
     (dir, keys)
 }
 
-async fn seed(dir: &Path, feeds: &[FeedSpec]) -> Vec<FeedKey> {
-    let store = Store::open(dir).await.expect("open storage to seed");
-    let mut keys = Vec::with_capacity(feeds.len());
-    for spec in feeds {
-        let (feed, _) = store
-            .create_writable(&spec.name)
-            .await
-            .expect("create a feed");
-        for start in (0..spec.blocks).step_by(SEED_BATCH) {
-            let batch: Vec<Vec<u8>> = (start..(start + SEED_BATCH).min(spec.blocks))
-                .map(|j| block(&spec.name, j, spec.size))
-                .collect();
-            feed.append(batch.as_slice())
-                .await
-                .expect("append while seeding");
-        }
-        keys.push(feed.entry.key);
-    }
-    keys
-}
-
 /// A running engine and the storage folder it owns.
-pub struct Node {
+pub struct Running {
     pub commands: mpsc::UnboundedSender<Command>,
     done: JoinHandle<()>,
     _dir: TempDir,
@@ -104,8 +74,8 @@ pub struct Node {
 
 /// A listener `A` and a dialer `B`, with the events of both on one channel.
 pub struct Pair {
-    pub a: Node,
-    pub b: Node,
+    pub a: Running,
+    pub b: Running,
     events: mpsc::UnboundedReceiver<Stamped>,
     /// The moment just before `B` was started: the start of every "from connect" figure.
     pub t0: Instant,
@@ -154,13 +124,13 @@ impl Pair {
     }
 }
 
-impl Node {
+impl Running {
     /// Asks the engine to quit and waits for it (checkpoints included), but not forever.
     pub async fn stop(self) {
         self.stop_keeping().await;
     }
 
-    /// [`Node::stop`], handing back its storage instead of removing it.
+    /// [`Running::stop`], handing back its storage instead of removing it.
     pub async fn stop_keeping(self) -> TempDir {
         let _ = self.commands.send(Command::Quit);
         let abort = self.done.abort_handle();
@@ -180,15 +150,9 @@ impl Node {
 pub async fn wait_events(
     events: &mut mpsc::UnboundedReceiver<Stamped>,
     deadline: Instant,
-    mut done: impl FnMut(&Stamped) -> bool,
+    done: impl FnMut(&Stamped) -> bool,
 ) -> Option<Instant> {
-    loop {
-        match tokio::time::timeout_at(deadline.into(), events.recv()).await {
-            Ok(Some(ev)) if done(&ev) => return Some(ev.at),
-            Ok(Some(_)) => {}
-            Ok(None) | Err(_) => return None,
-        }
-    }
+    kit::wait_for(events, deadline, done).await.map(|ev| ev.at)
 }
 
 /// The address an engine reports it listens on, if it does within `within`.
@@ -196,16 +160,14 @@ pub async fn listening(
     events: &mut mpsc::UnboundedReceiver<Stamped>,
     within: Duration,
 ) -> Option<String> {
-    let mut addr = None;
-    wait_events(events, Instant::now() + within, |ev| match &ev.event {
-        Event::Listening { addr: a } => {
-            addr = Some(a.clone());
-            true
-        }
-        _ => false,
+    let ev = kit::wait_for(events, Instant::now() + within, |ev| {
+        matches!(ev.event, Event::Listening { .. })
     })
-    .await;
-    addr
+    .await?;
+    match ev.event {
+        Event::Listening { addr } => Some(addr),
+        _ => None,
+    }
 }
 
 /// Starts one engine on `dir` that listens on a free loopback port (`listen`) or dials
@@ -216,18 +178,14 @@ pub async fn launch(
     listen: Option<String>,
     connect: Vec<String>,
     tx: mpsc::UnboundedSender<Stamped>,
-) -> Node {
+) -> Running {
     let Engine {
         commands,
         mut events,
         done,
-    } = engine::start(Config {
+    } = engine::start(feedscope::engine::Config {
         listen,
-        connect,
-        ..Config::new(
-            dir.path().to_path_buf(),
-            FeedKey::parse(DEFAULT_MULTIFEED_KEY).expect("default key parses"),
-        )
+        ..kit::config(dir.path(), false, connect)
     })
     .await
     .expect("engine starts");
@@ -240,7 +198,7 @@ pub async fn launch(
             }
         }
     });
-    Node {
+    Running {
         commands,
         done,
         _dir: dir,
@@ -313,10 +271,7 @@ impl SyncTracker {
 
 /// The process's peak resident set size (VmHWM) in bytes.
 pub fn peak_rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    kit::memory("self", "VmHWM")
 }
 
 /// Resets VmHWM to the current RSS (Linux ≥ 4.0), so that a later [`peak_rss`] covers only

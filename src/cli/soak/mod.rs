@@ -25,11 +25,18 @@ use anyhow::{bail, Context, Result};
 use tokio::runtime::{Handle, Runtime};
 use tokio::sync::mpsc;
 
-use crate::engine::{self, Config, Engine};
-use crate::event::{Command, Event};
-use crate::limits::Limits;
-use crate::store::Store;
-use crate::wire::{FeedKey, DEFAULT_MULTIFEED_KEY};
+use feedscope::engine::{self, Config, Engine};
+use feedscope::event::{Command, Event};
+use feedscope::limits::Limits;
+use feedscope::wire::FeedKey;
+
+use super::args::SoakArgs;
+use super::kit::{self, NotListening};
+
+mod report;
+
+use report::{clock, duration_text, sample_text, verdict, write_report};
+pub(crate) use report::{open_fds, rss, Report, Sample};
 
 /// Longest wait for an engine to stop after `quit` (it checkpoints and syncs every feed).
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -39,8 +46,6 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(20);
 const FAILURE_PAUSE: Duration = Duration::from_millis(200);
 /// Failure and event messages quoted in the report; the rest are only counted.
 const MAX_EXAMPLES: usize = 10;
-/// Blocks per append while seeding the server's feeds.
-const SEED_BATCH: usize = 500;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -83,78 +88,6 @@ impl Default for Options {
             dir: None,
         }
     }
-}
-
-/// The process and the server at one moment. `None` where the platform does not tell.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Sample {
-    /// Resident set size in bytes (`VmRSS`).
-    pub rss: Option<u64>,
-    /// Open file descriptors.
-    pub fds: Option<u64>,
-    /// Live tasks of the server's runtime.
-    pub server_tasks: usize,
-    /// Live tasks of the peers' runtime.
-    pub peer_tasks: usize,
-    /// Connections the server holds.
-    pub server_peers: i64,
-}
-
-/// What a soak run found.
-#[derive(Debug, Clone, Default)]
-pub struct Report {
-    /// Idle, the server just started.
-    pub fresh: Sample,
-    /// Idle, after the warm-up.
-    pub start: Sample,
-    /// Idle, after the run.
-    pub end: Sample,
-    /// Highest RSS in the first and in the last tenth of the run, peers busy.
-    pub busy_rss: (Option<u64>, Option<u64>),
-    /// Cycles completed in the run.
-    pub cycles: u64,
-    /// Cycles completed in the warm-up.
-    pub warm_up_cycles: u64,
-    /// Failed cycles (warm-up included), peers stuck past the end, a server that did not stop.
-    pub failures: u64,
-    /// `error` events from any engine.
-    pub errors: u64,
-    /// `warning` events from any engine.
-    pub warnings: u64,
-    /// `connect_retry` events.
-    pub connect_retries: u64,
-    /// Failures and events by kind.
-    pub kinds: BTreeMap<String, u64>,
-    /// The first few failure and event messages.
-    pub examples: Vec<String>,
-    /// Seconds the run took (without the warm-up).
-    pub seconds: f64,
-    /// Why the run failed; empty when it passed.
-    pub problems: Vec<String>,
-}
-
-impl Report {
-    /// Whether there were no failures and no growth.
-    pub fn passed(&self) -> bool {
-        self.problems.is_empty()
-    }
-}
-
-/// Resident set size of this process in bytes (Linux).
-pub fn rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
-/// Open file descriptors of this process (Linux `/proc/self/fd`, or `/dev/fd` elsewhere),
-/// without the one used to list them.
-pub fn open_fds() -> Option<u64> {
-    ["/proc/self/fd", "/dev/fd"].iter().find_map(|dir| {
-        let n = std::fs::read_dir(dir).ok()?.count() as u64;
-        Some(n.saturating_sub(1))
-    })
 }
 
 #[derive(Default)]
@@ -251,8 +184,44 @@ impl Probe {
     }
 }
 
+/// `feedscope soak`: runs the soak the command line asks for, with its report on stdout; fails
+/// if the verdict does.
+pub(crate) fn main(args: SoakArgs) -> Result<()> {
+    let duration = match (args.minutes, args.seconds) {
+        (_, Some(s)) => seconds(s, "--seconds")?,
+        (Some(m), None) => seconds(m * 60.0, "--minutes")?,
+        (None, None) => Duration::from_secs(600),
+    };
+    let warm_up = match args.warm_up {
+        Some(s) => seconds(s, "--warm-up")?,
+        None => (duration / 10).clamp(Duration::from_secs(1), Duration::from_secs(60)),
+    };
+    let options = Options {
+        peers: args.peers,
+        duration,
+        warm_up,
+        feeds: args.feeds,
+        blocks: args.blocks,
+        block_size: args.block_size,
+        report_every: seconds(args.report_every, "--report-every")?.max(Duration::from_secs(1)),
+        cycle_timeout: seconds(args.cycle_timeout, "--cycle-timeout")?,
+        rss_tolerance: args.rss_tolerance,
+        dir: args.dir,
+    };
+    let report = run(&options, &mut std::io::stdout())?;
+    if !report.passed() {
+        bail!("soak failed: {}", report.problems.join("; "));
+    }
+    Ok(())
+}
+
+fn seconds(value: f64, what: &str) -> Result<Duration> {
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| anyhow::anyhow!("{what} must be a number of seconds, at least 0"))
+}
+
 /// Runs the soak and writes its progress and its report to `out`.
-pub fn run(options: &Options, out: &mut dyn Write) -> Result<Report> {
+pub(crate) fn run(options: &Options, out: &mut dyn Write) -> Result<Report> {
     let max_peers = Limits::DEFAULT.max_peers;
     if options.peers == 0 || options.peers > max_peers {
         bail!("--peers must be between 1 and {max_peers}");
@@ -293,7 +262,7 @@ fn runtime(name: &str) -> Result<Runtime> {
 }
 
 fn run_in(options: &Options, base: &Path, out: &mut dyn Write) -> Result<Report> {
-    let key = FeedKey::parse(DEFAULT_MULTIFEED_KEY)?;
+    let key = kit::key();
     let server_rt = runtime("soak-server")?;
     let peers_rt = runtime("soak-peers")?;
     let server_dir = base.join("server");
@@ -302,24 +271,16 @@ fn run_in(options: &Options, base: &Path, out: &mut dyn Write) -> Result<Report>
         commands: server_commands,
         events: mut server_events,
         done: server_done,
-    } = server_rt.block_on(engine::start(Config {
-        listen: Some("127.0.0.1:0".into()),
-        ..Config::new(server_dir, key)
-    }))?;
-    let addr = peers_rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(10), async {
-            while let Some(ev) = server_events.recv().await {
-                match ev {
-                    Event::Listening { addr } => return Ok(addr),
-                    Event::Error { message, .. } => bail!("the server did not start: {message}"),
-                    _ => {}
-                }
-            }
-            bail!("the server stopped before listening")
-        })
-        .await
-        .context("the server did not listen within 10 s")?
-    })?;
+    } = server_rt.block_on(engine::start(kit::config(server_dir, true, vec![])))?;
+    let addr = peers_rt.block_on(kit::listening(&mut server_events, Duration::from_secs(10)));
+    let addr = match addr {
+        Ok(addr) => addr,
+        Err(NotListening::Error(message)) => bail!("the server did not start: {message}"),
+        Err(NotListening::Stopped) => bail!("the server stopped before listening"),
+        Err(NotListening::Timeout) => {
+            bail!("the server did not listen within 10 s: deadline has elapsed")
+        }
+    };
     let ctx = Arc::new(Ctx {
         addr,
         key,
@@ -438,28 +399,11 @@ fn run_in(options: &Options, base: &Path, out: &mut dyn Write) -> Result<Report>
 
 /// Creates the server's feeds; returns their keys.
 async fn seed(dir: &Path, options: &Options) -> Result<Vec<FeedKey>> {
-    let store = Store::open(dir).await?;
-    let mut keys = Vec::with_capacity(options.feeds);
-    for f in 0..options.feeds {
-        let name = format!("soak-{f}");
-        let (feed, _) = store.create_writable(&name).await?;
-        for start in (0..options.blocks).step_by(SEED_BATCH) {
-            let batch: Vec<Vec<u8>> = (start..(start + SEED_BATCH).min(options.blocks))
-                .map(|i| {
-                    format!("{name}:{i}:")
-                        .into_bytes()
-                        .into_iter()
-                        .cycle()
-                        .take(options.block_size)
-                        .collect()
-                })
-                .collect();
-            feed.append(&batch).await?;
-        }
-        feed.sync().await?;
-        keys.push(feed.entry.key);
-    }
-    Ok(keys)
+    let names: Vec<String> = (0..options.feeds).map(|f| format!("soak-{f}")).collect();
+    let feeds = names
+        .iter()
+        .map(|name| (name, kit::blocks(name, options.blocks, options.block_size)));
+    Ok(kit::seed(dir, feeds).await?)
 }
 
 /// The measured run: every peer cycles until the time is up, while the process is sampled.
@@ -555,8 +499,8 @@ async fn cycle(ctx: &Ctx, dir: &Path) -> Result<(), String> {
         mut events,
         done,
     } = engine::start(Config {
-        connect: vec![ctx.addr.clone()],
-        ..Config::new(dir.to_path_buf(), ctx.key)
+        key: ctx.key,
+        ..kit::config(dir, false, vec![ctx.addr.clone()])
     })
     .await
     .map_err(|e| format!("start: {e}"))?;
@@ -618,274 +562,4 @@ async fn until_synced(
         }
     }
     false
-}
-
-/// Why the run failed, if it did.
-fn verdict(r: &Report, options: &Options) -> Vec<String> {
-    let mut problems = Vec::new();
-    if r.failures > 0 {
-        problems.push(format!("{} failures", r.failures));
-    }
-    if r.errors > 0 {
-        problems.push(format!("{} error events", r.errors));
-    }
-    if r.cycles == 0 {
-        problems.push("no cycle completed".into());
-    }
-    if let (Some(a), Some(b)) = (r.start.rss, r.end.rss) {
-        let limit = a as f64 * (1.0 + options.rss_tolerance / 100.0);
-        if b as f64 > limit {
-            problems.push(format!(
-                "idle RSS grew by {} (more than {}%)",
-                percent(a, b),
-                options.rss_tolerance
-            ));
-        }
-    }
-    if let (Some(a), Some(b)) = (r.start.fds, r.end.fds) {
-        if b > a {
-            problems.push(format!("{} more open file descriptors", b - a));
-        }
-    }
-    if r.end.server_tasks > r.start.server_tasks {
-        problems.push(format!(
-            "{} more server tasks",
-            r.end.server_tasks - r.start.server_tasks
-        ));
-    }
-    if r.end.peer_tasks > r.start.peer_tasks {
-        problems.push(format!(
-            "{} more peer-side tasks",
-            r.end.peer_tasks - r.start.peer_tasks
-        ));
-    }
-    if r.end.server_peers != 0 {
-        problems.push(format!(
-            "the server still holds {} connections",
-            r.end.server_peers
-        ));
-    }
-    problems
-}
-
-fn write_report(r: &Report, options: &Options, out: &mut dyn Write) -> Result<()> {
-    let mb = |v: Option<u64>| v.map_or("n/a".to_string(), |b| format!("{:.1} MB", b as f64 / 1e6));
-    let n = |v: Option<u64>| v.map_or("n/a".to_string(), |x| x.to_string());
-    let diff = |a: Option<u64>, b: Option<u64>| match (a, b) {
-        (Some(a), Some(b)) => format!("{:+}", b as i64 - a as i64),
-        _ => "n/a".into(),
-    };
-    let tasks = |s: &Sample| Some(s.server_tasks as u64);
-    let peer_tasks = |s: &Sample| Some(s.peer_tasks as u64);
-    let conns = |s: &Sample| Some(s.server_peers.max(0) as u64);
-    let rows: Vec<[String; 5]> = vec![
-        [
-            "RSS".into(),
-            mb(r.fresh.rss),
-            mb(r.start.rss),
-            mb(r.end.rss),
-            match (r.start.rss, r.end.rss) {
-                (Some(a), Some(b)) => percent(a, b),
-                _ => "n/a".into(),
-            },
-        ],
-        [
-            "open fds".into(),
-            n(r.fresh.fds),
-            n(r.start.fds),
-            n(r.end.fds),
-            diff(r.start.fds, r.end.fds),
-        ],
-        [
-            "tasks, server runtime".into(),
-            n(tasks(&r.fresh)),
-            n(tasks(&r.start)),
-            n(tasks(&r.end)),
-            diff(tasks(&r.start), tasks(&r.end)),
-        ],
-        [
-            "tasks, peers' runtime".into(),
-            n(peer_tasks(&r.fresh)),
-            n(peer_tasks(&r.start)),
-            n(peer_tasks(&r.end)),
-            diff(peer_tasks(&r.start), peer_tasks(&r.end)),
-        ],
-        [
-            "server connections".into(),
-            n(conns(&r.fresh)),
-            n(conns(&r.start)),
-            n(conns(&r.end)),
-            diff(conns(&r.start), conns(&r.end)),
-        ],
-    ];
-    let header = ["idle, no peer connected", "fresh", "start", "end", "change"];
-    let mut widths = header.map(|h| h.chars().count());
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    writeln!(out)?;
-    let line = |out: &mut dyn Write, cells: &[String]| -> std::io::Result<()> {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(widths)
-            .enumerate()
-            .map(|(i, (c, w))| {
-                let pad = " ".repeat(w - c.chars().count());
-                if i == 0 {
-                    format!("{c}{pad}")
-                } else {
-                    format!("{pad}{c}")
-                }
-            })
-            .collect();
-        writeln!(out, "| {} |", padded.join(" | "))
-    };
-    line(out, &header.map(String::from))?;
-    line(out, &widths.map(|w| "-".repeat(w)))?;
-    for row in &rows {
-        line(out, row)?;
-    }
-    writeln!(out)?;
-    let (first, last) = r.busy_rss;
-    writeln!(
-        out,
-        "RSS with {} peers busy, highest in the first / last tenth: {} / {}{}",
-        options.peers,
-        mb(first),
-        mb(last),
-        match (first, last) {
-            (Some(a), Some(b)) => format!(" ({})", percent(a, b)),
-            _ => String::new(),
-        }
-    )?;
-    let per_second = r.cycles as f64 / r.seconds.max(f64::EPSILON);
-    writeln!(
-        out,
-        "cycles: {} in {:.0} s ({per_second:.1} per second, {:.1} per peer), plus {} in the warm-up",
-        r.cycles,
-        r.seconds,
-        r.cycles as f64 / options.peers as f64,
-        r.warm_up_cycles
-    )?;
-    if let (Some(a), Some(b)) = (r.start.rss, r.end.rss) {
-        if r.cycles > 0 {
-            writeln!(
-                out,
-                "idle RSS change per cycle: {:+.0} bytes",
-                (b as f64 - a as f64) / r.cycles as f64
-            )?;
-        }
-    }
-    writeln!(out, "failures: {}", r.failures)?;
-    writeln!(
-        out,
-        "events: {} errors, {} warnings, {} connect retries",
-        r.errors, r.warnings, r.connect_retries
-    )?;
-    for (kind, count) in &r.kinds {
-        writeln!(out, "  {count} × {kind}")?;
-    }
-    for e in &r.examples {
-        writeln!(out, "  e.g. {e}")?;
-    }
-    if r.passed() {
-        writeln!(
-            out,
-            "verdict: PASS (no failures, idle RSS within {}%, fds and tasks back to their start)",
-            options.rss_tolerance
-        )?;
-    } else {
-        writeln!(out, "verdict: FAIL ({})", r.problems.join("; "))?;
-    }
-    out.flush()?;
-    Ok(())
-}
-
-fn percent(from: u64, to: u64) -> String {
-    if from == 0 {
-        return "n/a".into();
-    }
-    format!("{:+.1}%", (to as f64 - from as f64) / from as f64 * 100.0)
-}
-
-fn sample_text(s: &Sample) -> String {
-    let rss = s
-        .rss
-        .map_or("n/a".to_string(), |b| format!("{:.1} MB", b as f64 / 1e6));
-    let fds = s.fds.map_or("n/a".to_string(), |n| n.to_string());
-    format!(
-        "RSS {rss}  fds {fds}  tasks {} server / {} peers  server connections {}",
-        s.server_tasks, s.peer_tasks, s.server_peers
-    )
-}
-
-/// `1:05` for 65 s.
-fn clock(d: Duration) -> String {
-    let secs = d.as_secs();
-    format!("{}:{:02}", secs / 60, secs % 60)
-}
-
-/// `10 min`, `1 min 30 s`, `5 s`, `0.5 s`.
-fn duration_text(d: Duration) -> String {
-    let secs = d.as_secs_f64();
-    if secs < 10.0 && secs.fract() != 0.0 {
-        return format!("{secs:.1} s");
-    }
-    let secs = secs.round() as u64;
-    match (secs / 60, secs % 60) {
-        (0, s) => format!("{s} s"),
-        (m, 0) => format!("{m} min"),
-        (m, s) => format!("{m} min {s} s"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_read_well() {
-        assert_eq!(duration_text(Duration::from_secs(600)), "10 min");
-        assert_eq!(duration_text(Duration::from_secs(90)), "1 min 30 s");
-        assert_eq!(duration_text(Duration::from_secs(5)), "5 s");
-        assert_eq!(duration_text(Duration::from_millis(500)), "0.5 s");
-        assert_eq!(clock(Duration::from_millis(65_900)), "1:05");
-    }
-
-    #[test]
-    fn growth_fails_the_verdict() {
-        let options = Options::default();
-        let idle = Sample {
-            rss: Some(100_000_000),
-            fds: Some(20),
-            server_tasks: 2,
-            peer_tasks: 1,
-            server_peers: 0,
-        };
-        let mut r = Report {
-            start: idle,
-            end: idle,
-            cycles: 10,
-            ..Default::default()
-        };
-        assert!(verdict(&r, &options).is_empty());
-        r.end.rss = Some(109_000_000);
-        assert!(verdict(&r, &options).is_empty(), "9% is within 10%");
-        r.end.rss = Some(111_000_000);
-        r.end.fds = Some(21);
-        r.end.server_tasks = 3;
-        r.end.server_peers = 1;
-        r.failures = 1;
-        assert_eq!(verdict(&r, &options).len(), 5);
-    }
-
-    #[test]
-    fn this_process_can_be_measured() {
-        if cfg!(target_os = "linux") {
-            assert!(rss().unwrap() > 0);
-            assert!(open_fds().unwrap() >= 3);
-        }
-    }
 }

@@ -1,0 +1,309 @@
+//! `feedscope run`: the headless front end. Commands come in as JSON lines, events go out one
+//! per line, as JSON or as text.
+//!
+//! [`serve`] takes the engine, the reader of commands and the writer of events, so that a test
+//! drives it in process; [`run`] plugs it into stdin, stdout and the quit signals.
+
+use std::future::Future;
+use std::io::{BufRead, Write};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{bail, Result};
+
+use feedscope::engine::{self, Config, Engine};
+use feedscope::event::{Command, Event, ProblemKind};
+use feedscope::record::Recorder;
+
+use super::signals::QuitSignals;
+
+/// Runs an engine on `config` with commands from stdin and events on stdout, until `quit`, the
+/// end of stdin or a quit signal.
+pub(crate) async fn run(config: Config, json: bool, recorder: Option<Recorder>) -> Result<()> {
+    let mut signals = QuitSignals::catch()?;
+    let engine = engine::start(config).await?;
+    let input = std::io::BufReader::new(std::io::stdin());
+    serve(
+        engine,
+        input,
+        std::io::stdout(),
+        json,
+        recorder,
+        signals.recv(),
+    )
+    .await
+}
+
+/// Runs `engine` until it stops: each line of `input` is a command, each event a line of
+/// `output` (and an entry of `recorder`). The end of `input` and `quit` (a signal, say) ask
+/// for the same clean stop as `{"cmd":"quit"}`. Fails after the last event if the engine could
+/// not listen.
+pub(crate) async fn serve<R, W>(
+    mut engine: Engine,
+    input: R,
+    output: W,
+    json: bool,
+    mut recorder: Option<Recorder>,
+    quit: impl Future<Output = ()>,
+) -> Result<()>
+where
+    R: BufRead + Send + 'static,
+    W: Write + Send + 'static,
+{
+    let output = Arc::new(Mutex::new(output));
+    let commands = engine.commands.clone();
+    let errors = output.clone();
+    // A thread rather than a runtime task: a read of stdin that never returns (after a signal)
+    // must not hold up the runtime's shutdown, and the process's exit ends it.
+    std::thread::spawn(move || {
+        for line in input.lines() {
+            let Ok(line) = line else { break };
+            if line.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<Command>(&line) {
+                Ok(cmd) => {
+                    let quit = cmd == Command::Quit;
+                    let _ = commands.send(cmd);
+                    if quit {
+                        return;
+                    }
+                }
+                Err(e) => print_event(
+                    &errors,
+                    &Event::Error {
+                        peer: None,
+                        kind: ProblemKind::Command,
+                        message: format!("cannot read command {line:?}: {e}"),
+                    },
+                    json,
+                ),
+            }
+        }
+        let _ = commands.send(Command::Quit);
+    });
+    tokio::pin!(quit);
+    let mut quitting = false;
+    let mut listen_failure = None;
+    loop {
+        let ev = tokio::select! {
+            ev = engine.events.recv() => match ev {
+                Some(ev) => ev,
+                None => break,
+            },
+            () = &mut quit, if !quitting => {
+                // The same path as {"cmd":"quit"}: peers closed, storage written, `stopped`.
+                quitting = true;
+                let _ = engine.commands.send(Command::Quit);
+                continue;
+            }
+        };
+        if let Event::Error {
+            peer: None,
+            kind,
+            message,
+        } = &ev
+        {
+            if *kind == ProblemKind::Listen {
+                listen_failure = Some(message.clone());
+            }
+        }
+        let stopped = ev == Event::Stopped;
+        if let Some(r) = recorder.as_mut() {
+            if let Err(e) = r.write(&ev) {
+                eprintln!("feedscope: recording stopped: {e}");
+                recorder = None;
+            }
+        }
+        print_event(&output, &ev, json);
+        if stopped {
+            break;
+        }
+    }
+    let _ = engine.done.await;
+    if let Some(message) = listen_failure {
+        bail!("{message}");
+    }
+    Ok(())
+}
+
+fn print_event(output: &Mutex<impl Write>, ev: &Event, json: bool) {
+    let line = if json {
+        serde_json::to_string(ev).expect("events serialise")
+    } else {
+        text_line(ev)
+    };
+    let mut out = output.lock().unwrap_or_else(|e| e.into_inner());
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn text_line(ev: &Event) -> String {
+    let v = serde_json::to_value(ev).expect("events serialise");
+    let mut parts = Vec::new();
+    if let serde_json::Value::Object(map) = v {
+        for (k, v) in map {
+            let shown = match v {
+                serde_json::Value::String(s) => s,
+                serde_json::Value::Array(a) if a.len() > 3 => format!("[{} items]", a.len()),
+                other => other.to_string(),
+            };
+            if k == "type" {
+                parts.insert(0, shown);
+            } else {
+                parts.push(format!("{k}={shown}"));
+            }
+        }
+    }
+    parts.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Cursor, Read};
+    use std::time::Duration;
+
+    use serde_json::Value;
+
+    use super::*;
+    use crate::cli::kit;
+
+    /// A writer whose lines the test reads back.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Lines {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+        fn json(&self) -> Vec<Value> {
+            self.text()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        }
+    }
+
+    /// A reader that blocks until its sender is dropped, like a terminal nobody types into.
+    struct Silent(std::sync::mpsc::Receiver<()>);
+
+    impl Read for Silent {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            let _ = self.0.recv();
+            Ok(0)
+        }
+    }
+
+    async fn engine(dir: &tempfile::TempDir) -> Engine {
+        engine::start(kit::config(dir.path(), false, vec![]))
+            .await
+            .unwrap()
+    }
+
+    async fn serve_within(
+        engine: Engine,
+        input: impl BufRead + Send + 'static,
+        out: &Lines,
+        json: bool,
+        quit: impl Future<Output = ()>,
+    ) {
+        let served = serve(engine, input, out.clone(), json, None, quit);
+        tokio::time::timeout(Duration::from_secs(30), served)
+            .await
+            .expect("served and stopped within 30 s")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_bad_command_line_is_a_command_error_and_quit_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = Cursor::new(b"not json\n\n{\"cmd\":\"quit\"}\n{\"cmd\":\"quit\"}\n".to_vec());
+        let out = Lines::default();
+        serve_within(
+            engine(&dir).await,
+            input,
+            &out,
+            true,
+            std::future::pending(),
+        )
+        .await;
+        let events = out.json();
+        let error = &events[0];
+        assert_eq!(error["type"], "error", "{events:?}");
+        assert_eq!(error["kind"], "command");
+        assert!(error.get("peer").is_none(), "{error}");
+        let message = error["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("cannot read command \"not json\": "),
+            "{message}"
+        );
+        assert_eq!(
+            events.last().unwrap(),
+            &serde_json::json!({"type": "stopped"})
+        );
+        let errors = events.iter().filter(|v| v["type"] == "error").count();
+        assert_eq!(errors, 1, "{events:?}");
+    }
+
+    #[tokio::test]
+    async fn the_end_of_input_stops_the_engine() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Lines::default();
+        serve_within(
+            engine(&dir).await,
+            Cursor::new(Vec::new()),
+            &out,
+            false,
+            std::future::pending(),
+        )
+        .await;
+        assert_eq!(out.text().lines().last(), Some("stopped"));
+    }
+
+    #[tokio::test]
+    async fn a_quit_signal_stops_the_engine_while_input_stays_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_typing, silence) = std::sync::mpsc::channel();
+        let input = std::io::BufReader::new(Silent(silence));
+        let out = Lines::default();
+        let quit = tokio::time::sleep(Duration::from_millis(100));
+        serve_within(engine(&dir).await, input, &out, true, quit).await;
+        assert_eq!(out.json().last().unwrap()["type"], "stopped");
+    }
+
+    #[tokio::test]
+    async fn a_listen_failure_fails_after_its_error_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            listen: Some("not an address".into()),
+            ..kit::config(dir.path(), false, vec![])
+        };
+        let engine = engine::start(config).await.unwrap();
+        let out = Lines::default();
+        let served = serve(
+            engine,
+            Cursor::new(Vec::new()),
+            out.clone(),
+            true,
+            None,
+            std::future::pending(),
+        );
+        let result = tokio::time::timeout(Duration::from_secs(30), served)
+            .await
+            .unwrap();
+        assert!(result.is_err());
+        assert!(out
+            .json()
+            .iter()
+            .any(|v| v["type"] == "error" && v["kind"] == "listen"));
+    }
+}
