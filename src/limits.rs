@@ -8,7 +8,9 @@
 //! in SECURITY.md.
 //!
 //! Sizes fixed by the wire format are not settings and stay where the format is:
-//! `frame::MAX_FRAME_BYTES`, `store::MAX_BLOCK_BYTES`, `core::flat::MAX_DEPTH`.
+//! `frame::MAX_FRAME_BYTES`, `store::MAX_BLOCK_BYTES`, `core::flat::MAX_DEPTH`. So do the
+//! replicator's per-feed bounds (`net::replicate::WINDOW`, `MAX_REMOTE_SPANS`) and the
+//! storage's (`core::disk::MAX_STAGED_BYTES`, `NODE_CACHE`), which SECURITY.md lists too.
 
 use std::time::Duration;
 
