@@ -90,6 +90,10 @@ pub struct FeedEntry {
     pub name: Option<String>,
     /// Whether we hold its secret key.
     pub writable: bool,
+    /// The name the peer that first offered a replicated feed gave it in its manifest; shown,
+    /// never used to find the feed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offered_name: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -197,6 +201,9 @@ pub struct FeedInfo {
     pub byte_length: u64,
     /// Whether we hold its secret key.
     pub writable: bool,
+    /// For a replicated feed, the name its offering peer gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offered_name: Option<String>,
 }
 
 /// The storage folder, locked for this process.
@@ -261,6 +268,7 @@ impl Store {
                         key,
                         name: None,
                         writable: false,
+                        offered_name: read_offered_name(&core_dir(dir, &key)),
                     });
                 }
             }
@@ -363,6 +371,7 @@ impl Store {
                 held,
                 byte_length: info.byte_length,
                 writable: feed.entry.writable,
+                offered_name: feed.entry.offered_name.clone(),
             });
         }
         out
@@ -383,6 +392,7 @@ impl Store {
             key: FeedKey(secret.verifying_key().to_bytes()),
             name: Some(name.to_string()),
             writable: true,
+            offered_name: None,
         };
         let path = core_dir(&self.dir, &entry.key);
         let core = Core::create(&path, Flavour::Hc10, secret.verifying_key(), Some(secret))
@@ -392,7 +402,13 @@ impl Store {
 
     /// Returns the feed with `key`, creating an empty read-only replica if we do not hold it.
     /// The boolean says whether it was created.
-    pub async fn get_or_create_replica(&self, key: FeedKey) -> Result<(Feed, bool), StoreError> {
+    /// `offered_name` is what the offering peer called it, kept for display (see
+    /// [`crate::wire::offered_name`]).
+    pub async fn get_or_create_replica(
+        &self,
+        key: FeedKey,
+        offered_name: Option<String>,
+    ) -> Result<(Feed, bool), StoreError> {
         if let Some(feed) = self.get(&key) {
             return Ok((feed, false));
         }
@@ -404,6 +420,7 @@ impl Store {
             key,
             name: None,
             writable: false,
+            offered_name,
         };
         let public = VerifyingKey::from_bytes(&key.0).map_err(|e| StoreError::Core {
             key: key.to_hex(),
@@ -413,6 +430,10 @@ impl Store {
         let path = core_dir(&self.dir, &key);
         let core = Core::create(&path, Flavour::Hc10, public, None)
             .map_err(|e| core_err(&entry, &path, e))?;
+        if let Some(name) = &entry.offered_name {
+            // Shown only: a name that cannot be written is no reason to refuse the feed.
+            let _ = fs::write(path.join(OFFERED_NAME_FILE), name);
+        }
         Ok((self.insert(entry, core)?, true))
     }
 
@@ -436,6 +457,17 @@ impl Store {
         }
         Ok(feed)
     }
+}
+
+/// A replica's offered name lives in its own folder, beside its core's files: written once,
+/// with the feed, and no index rewrite for every replica.
+const OFFERED_NAME_FILE: &str = "offered-name";
+
+/// The offered name kept in a replica's folder, checked as when it was received.
+fn read_offered_name(core_dir: &Path) -> Option<String> {
+    let bytes = fs::read(core_dir.join(OFFERED_NAME_FILE)).ok()?;
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(1024)]).into_owned();
+    crate::wire::offered_name(&serde_json::json!({ "name": text }))
 }
 
 /// The largest block a feed takes: one wire frame, less room for its proof (62 levels of

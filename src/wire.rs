@@ -84,6 +84,22 @@ impl<'de> Deserialize<'de> for FeedKey {
     }
 }
 
+/// Longest offered name kept, in characters.
+pub const MAX_OFFERED_NAME: usize = 64;
+
+/// The `name` a peer's manifest metadata gives a feed, fit to show: control characters
+/// dropped, at most [`MAX_OFFERED_NAME`] characters; `None` when there is no usable name.
+pub fn offered_name(meta: &FeedMeta) -> Option<String> {
+    let raw = meta.get("name")?.as_str()?;
+    let name: String = raw
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_OFFERED_NAME)
+        .collect();
+    let name = name.trim().to_string();
+    (!name.is_empty()).then_some(name)
+}
+
 fn shorten(text: &str) -> String {
     let mut s: String = text.chars().take(80).collect();
     if text.chars().count() > 80 {

@@ -174,3 +174,34 @@ fn end_of_stdin_shuts_down_cleanly_and_bad_commands_are_reported() {
     ));
     assert_eq!(lines.last().unwrap()["type"], "stopped");
 }
+
+#[test]
+fn a_replicated_feed_keeps_the_name_its_peer_offered_it_under() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let key = append_lines(a_dir.path(), "holiday photos", &blocks("p", 3, 10));
+    let (a, addr) = Node::listen(a_dir.path(), &[]);
+    let mut b = Node::start(b_dir.path(), &["--connect", &addr]);
+    b.wait_synced(&key, 3);
+    b.quit();
+    a.quit();
+    let b_path = b_dir.path().to_str().unwrap();
+    let out = feedscope(&["feeds", "--storage", b_path, "--json"], None);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["key"] == key.as_str())
+        .expect("the replica is listed");
+    assert_eq!(row["offered_name"], "holiday photos", "{row}");
+    assert!(row["name"].is_null(), "the local name stays free: {row}");
+    let out = feedscope(&["feeds", "--storage", b_path], None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\"holiday photos\" (offered name)"), "{text}");
+    // It is no name to append to: a feed of our own may take it.
+    let out = feedscope(
+        &["append", "--storage", b_path, "--feed", "holiday photos"],
+        Some(b"mine\n"),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

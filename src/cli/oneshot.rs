@@ -71,12 +71,16 @@ pub(crate) async fn feeds(dir: &std::path::Path, json: bool) -> Result<()> {
             } else {
                 format!(" ({} held)", f.held)
             };
+            let name = match (&f.name, &f.offered_name) {
+                (Some(name), _) => name.clone(),
+                (None, Some(offered)) => format!("{offered:?} (offered name)"),
+                (None, None) => "-".into(),
+            };
             println!(
-                "{}  {:>8} blocks{held} {:>12} bytes  {}{}",
+                "{}  {:>8} blocks{held} {:>12} bytes  {name}{}",
                 f.key,
                 f.length,
                 f.byte_length,
-                f.name.as_deref().unwrap_or("-"),
                 if f.writable { " (writable)" } else { "" }
             );
         }

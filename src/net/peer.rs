@@ -461,7 +461,8 @@ impl Peer {
     }
 
     async fn start_feed(&mut self, key: FeedKey) {
-        let feed = match self.ctx.store.get_or_create_replica(key).await {
+        let offered = self.session.remote_offer.get(&key).and_then(wire::offered_name);
+        let feed = match self.ctx.store.get_or_create_replica(key, offered).await {
             Ok((feed, created)) => {
                 if created {
                     self.ctx.announce(&feed).await;

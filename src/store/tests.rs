@@ -27,7 +27,7 @@ async fn a_replica_asked_for_at_once_by_many_peers_is_created_once() {
                 let (store, start) = (store.clone(), start.clone());
                 tokio::spawn(async move {
                     start.wait().await;
-                    store.get_or_create_replica(key).await.unwrap()
+                    store.get_or_create_replica(key, None).await.unwrap()
                 })
             })
             .collect();
@@ -154,6 +154,7 @@ async fn earlier_storage(dir: &Path, blocks: &[Vec<u8>]) -> (FeedKey, Vec<u64>) 
             key,
             name: Some("old".into()),
             writable: true,
+            offered_name: None,
         }],
     };
     write_index(&dir.join("w"), &index).unwrap();

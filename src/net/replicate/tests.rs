@@ -53,11 +53,14 @@ async fn an_upgrade_the_peer_cannot_give_is_asked_again_only_after_its_next_sync
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).await.unwrap();
     let (feed, _) = store
-        .get_or_create_replica(FeedKey(
-            ed25519_dalek::SigningKey::from_bytes(&rand::random())
-                .verifying_key()
-                .to_bytes(),
-        ))
+        .get_or_create_replica(
+            FeedKey(
+                ed25519_dalek::SigningKey::from_bytes(&rand::random())
+                    .verifying_key()
+                    .to_bytes(),
+            ),
+            None,
+        )
         .await
         .unwrap();
     let mut ch = FeedChannel::new(feed, 1);
@@ -104,7 +107,7 @@ async fn requests_with_overflowing_ranges_get_no_data_not_a_panic() {
 async fn replica_of(key: FeedKey) -> (tempfile::TempDir, FeedChannel) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).await.unwrap();
-    let (feed, _) = store.get_or_create_replica(key).await.unwrap();
+    let (feed, _) = store.get_or_create_replica(key, None).await.unwrap();
     (dir, FeedChannel::new(feed, 1))
 }
 
@@ -230,7 +233,7 @@ async fn fetch_with_counted_nodes(total: u64, steps: Vec<(u64, Vec<u64>, bool)>)
     let mut r = dst
         .as_ref()
         .unwrap()
-        .get_or_create_replica(key)
+        .get_or_create_replica(key, None)
         .await
         .unwrap()
         .0;
@@ -335,7 +338,7 @@ async fn shuttle(blocks: &[Vec<u8>], reverse: bool) -> (Vec<String>, usize, u64,
     let (w, _) = src.create_writable("w").await.unwrap();
     w.append(blocks).await.unwrap();
     let dst = Store::open(b.path()).await.unwrap();
-    let (r, _) = dst.get_or_create_replica(w.entry.key).await.unwrap();
+    let (r, _) = dst.get_or_create_replica(w.entry.key, None).await.unwrap();
     let (mut server, mut client) = (FeedChannel::new(w, 1), FeedChannel::new(r, 2));
     let (mut to_client, mut to_server, mut warnings) = (Vec::new(), Vec::new(), Vec::new());
     core_messages(server.on_open().await, &mut to_client, &mut warnings);
