@@ -205,11 +205,16 @@ impl Peer {
         reason
     }
 
-    /// Acts on everything the core has to say, sending frames as they are sealed.
+    /// Acts on everything the core has to say, sending frames as they are sealed. Sealed
+    /// frames go to the transport at once, so that its backlog, not this task's memory, is
+    /// what fills up when the peer reads slowly, and congestion is seen.
     async fn drive(&mut self) {
-        while let Some(o) = self.conn.poll() {
-            self.on_output(o).await;
+        loop {
             self.transmit();
+            let Some(o) = self.conn.poll() else {
+                return;
+            };
+            self.on_output(o).await;
         }
     }
 

@@ -465,7 +465,19 @@ impl App {
                 return Some(p);
             }
         }
-        self.peers().first().copied()
+        // The first row of the sorted list, found in one pass: with a thousand peers and none
+        // chosen yet, sorting the whole list on every call was most of a frame.
+        let mut passing = self
+            .model()
+            .peers
+            .values()
+            .filter(|p| self.peer_passes(p, &f));
+        match self.sort {
+            PeerSort::Id => passing.next(),
+            PeerSort::Rate => passing.min_by(|a, b| b.rate().total_cmp(&a.rate())),
+            PeerSort::Pending => passing.min_by_key(|p| std::cmp::Reverse(p.pending())),
+            PeerSort::State => passing.min_by_key(|p| (p.disconnected.is_some(), p.state())),
+        }
     }
 
     /// The selected peer's row in `list` (as [`App::peers`] returns it).
