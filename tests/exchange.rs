@@ -203,5 +203,9 @@ fn a_replicated_feed_keeps_the_name_its_peer_offered_it_under() {
         &["append", "--storage", b_path, "--feed", "holiday photos"],
         Some(b"mine\n"),
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

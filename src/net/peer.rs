@@ -466,7 +466,11 @@ impl Peer {
     }
 
     async fn start_feed(&mut self, key: FeedKey) {
-        let offered = self.session.remote_offer.get(&key).and_then(wire::offered_name);
+        let offered = self
+            .session
+            .remote_offer
+            .get(&key)
+            .and_then(wire::offered_name);
         let feed = match self.ctx.store.get_or_create_replica(key, offered).await {
             Ok((feed, created)) => {
                 if created {
