@@ -264,6 +264,42 @@ fn log_pane_filtered_at_80x24() {
 }
 
 #[test]
+fn filters_apply_as_they_are_typed_and_escape_puts_them_back() {
+    let mut app = session();
+    app.run_line("filter offer");
+    let filtered = draw(&app, 80, 24);
+    let mut app = session();
+    press(&mut app, KeyCode::Char(':'));
+    for c in "filter offer".chars() {
+        press(&mut app, KeyCode::Char(c));
+    }
+    // Not run yet: the log already shows what Enter would.
+    let typing = draw(&app, 80, 24);
+    let body = |s: &str| s.lines().skip(1).take(18).collect::<Vec<_>>().join("\n");
+    assert_eq!(body(&typing), body(&filtered), "{typing}");
+    press(&mut app, KeyCode::Esc);
+    let before = draw(&session(), 80, 24);
+    let after = draw(&app, 80, 24);
+    assert_eq!(
+        body(&after),
+        body(&before),
+        "escape put the screen back: {after}"
+    );
+    // The peers list filters as it is typed too.
+    let mut app = session();
+    press(&mut app, KeyCode::Char(':'));
+    for c in "peers 10.0".chars() {
+        press(&mut app, KeyCode::Char(c));
+    }
+    let screen = draw(&app, 80, 24);
+    assert!(screen.contains("10.0.0.7"), "{screen}");
+    assert!(!screen.contains("127.0.0.1:50412"), "{screen}");
+    press(&mut app, KeyCode::Esc);
+    let screen = draw(&app, 80, 24);
+    assert!(screen.contains("127.0.0.1:50412"), "{screen}");
+}
+
+#[test]
 fn help_at_80x24() {
     let mut app = session();
     press(&mut app, KeyCode::Char('?'));

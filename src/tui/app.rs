@@ -209,6 +209,9 @@ pub struct App {
     pub filter: String,
     /// Peers list filter.
     pub peer_filter: String,
+    /// The filters and pane as they were before `: filter` or `: peers` was typed, put back
+    /// if the line is abandoned.
+    filters_before: Option<(String, String, Pane)>,
     /// Peers list order.
     pub sort: PeerSort,
     /// Header facts.
@@ -247,6 +250,7 @@ impl App {
             holding: BTreeSet::new(),
             filter: String::new(),
             peer_filter: String::new(),
+            filters_before: None,
             sort: PeerSort::default(),
             settings,
             confirm_quit: false,

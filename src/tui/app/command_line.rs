@@ -14,7 +14,10 @@ impl App {
             self.candidates.clear();
         }
         match action {
-            Some(LineAction::Cancel) => self.input = None,
+            Some(LineAction::Cancel) => {
+                self.input = None;
+                self.restore_filters();
+            }
             Some(LineAction::ForceQuit) => self.quit = true,
             Some(LineAction::Run) => {
                 let line = self
@@ -25,6 +28,7 @@ impl App {
                 if !line.trim().is_empty() {
                     self.history.push(line.clone());
                 }
+                self.filters_before = None;
                 self.drop_passing_status();
                 return self.run_line(&line);
             }
@@ -53,9 +57,55 @@ impl App {
                 if let Some(input) = self.input.as_mut() {
                     input.handle_event(raw);
                 }
+                self.preview_filters();
             }
         }
         Vec::new()
+    }
+
+    /// `: filter` and `: peers` apply while they are typed, as in the tools people know;
+    /// the filters and pane before them come back if the line turns into something else or is
+    /// abandoned.
+    fn preview_filters(&mut self) {
+        let line = self
+            .input
+            .as_ref()
+            .map(|i| i.value().to_string())
+            .unwrap_or_default();
+        let line = line.trim_start();
+        let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
+        let verb = keys::command(word)
+            .map(|c| c.verb)
+            .filter(|v| matches!(v, Verb::Filter | Verb::Peers));
+        let Some(verb) = verb else {
+            self.restore_filters();
+            return;
+        };
+        if self.filters_before.is_none() {
+            self.filters_before = Some((self.filter.clone(), self.peer_filter.clone(), self.pane));
+        }
+        let rest = rest.trim();
+        if verb == Verb::Filter {
+            self.filter = rest.to_string();
+            if self.pane != Pane::Wire {
+                self.pane = Pane::Log;
+            }
+        } else {
+            self.peer_filter = rest.to_lowercase();
+            self.peer_top = 0;
+        }
+        self.reset_rows();
+    }
+
+    /// Puts back the filters a typed line changed, if it did.
+    fn restore_filters(&mut self) {
+        if let Some((filter, peers, pane)) = self.filters_before.take() {
+            self.filter = filter;
+            self.peer_filter = peers;
+            self.pane = pane;
+            self.peer_top = 0;
+            self.reset_rows();
+        }
     }
 
     /// Completes a command word, a key prefix, a feed name or a message kind: as far as every
