@@ -830,6 +830,21 @@ fn extensions_and_manifests_past_their_size_limits_are_refused_and_the_session_g
 // Peers per process, silent and stalled peers
 // ---------------------------------------------------------------------------------------------
 
+/// Connects a peer to `addr` through both handshakes: it opens the root channel and waits for
+/// the victim's hello, so the victim counts it before the next one knocks and keeps it past its
+/// root-open timeout.
+fn join(rt: &Runtime, addr: &str) -> Result<Evil, String> {
+    rt.block_on(async {
+        let mut evil = tokio::time::timeout(Duration::from_secs(5), Evil::connect(addr))
+            .await
+            .map_err(|_| "no handshake within 5 s".to_string())??;
+        evil.hello();
+        evil.wait_ext(wire::EXT_HANDSHAKE, Duration::from_secs(5))
+            .await?;
+        Ok(evil)
+    })
+}
+
 #[test]
 fn connections_past_the_peer_limit_are_refused_and_reported() {
     let rt = runtime();
@@ -841,18 +856,7 @@ fn connections_past_the_peer_limit_are_refused_and_reported() {
     let mut held = Vec::new();
     let mut refused = 0;
     for _ in 0..MAX + extra {
-        let joined = rt.block_on(async {
-            let mut evil = tokio::time::timeout(Duration::from_secs(5), Evil::connect(&addr))
-                .await
-                .map_err(|_| "no handshake within 5 s".to_string())??;
-            // Open the root channel and wait for the victim's hello, so the victim counts this
-            // peer before the next one knocks and keeps it past its root-open timeout.
-            evil.hello();
-            evil.wait_ext(wire::EXT_HANDSHAKE, Duration::from_secs(5))
-                .await?;
-            Ok::<Evil, String>(evil)
-        });
-        match joined {
+        match join(&rt, &addr) {
             Ok(evil) => held.push(evil),
             Err(_) => refused += 1,
         }
@@ -889,19 +893,8 @@ fn a_slot_is_free_the_moment_its_peer_leaves() {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     let (mut victim, addr) = Node::listen(dir.path(), &["--max-peers", "2"]);
-    let join = |addr: &str| {
-        rt.block_on(async {
-            let mut evil = tokio::time::timeout(Duration::from_secs(5), Evil::connect(addr))
-                .await
-                .map_err(|_| "no handshake within 5 s".to_string())??;
-            evil.hello();
-            evil.wait_ext(wire::EXT_HANDSHAKE, Duration::from_secs(5))
-                .await?;
-            Ok::<Evil, String>(evil)
-        })
-    };
-    let _stays = join(&addr).expect("the first peer joins");
-    let mut leaving = join(&addr).expect("the second peer joins");
+    let _stays = join(&rt, &addr).expect("the first peer joins");
+    let mut leaving = join(&rt, &addr).expect("the second peer joins");
     for round in 1..=10 {
         drop(leaving);
         let gone = victim.wait_count("peer_disconnected", round, SOON, |_| true);
@@ -910,7 +903,7 @@ fn a_slot_is_free_the_moment_its_peer_leaves() {
             round,
             "round {round}: the peer's leaving is reported"
         );
-        leaving = join(&addr).unwrap_or_else(|e| {
+        leaving = join(&rt, &addr).unwrap_or_else(|e| {
             panic!("round {round}: a peer joining a freed slot was refused: {e}")
         });
     }
