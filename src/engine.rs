@@ -252,13 +252,7 @@ async fn run(
                     .unwrap_or_else(|_| addr.clone());
                 shared.emit(Event::Listening { addr: bound });
                 let tx = conn_tx.clone();
-                tasks.spawn(async move {
-                    while let Ok((stream, _)) = listener.accept().await {
-                        if tx.send((stream, false)).is_err() {
-                            break;
-                        }
-                    }
-                });
+                tasks.spawn(accept_loop(shared.clone(), listener, tx));
             }
             Err(e) => {
                 // An engine asked to listen that cannot is of no use: it reports why and
@@ -299,6 +293,47 @@ async fn run(
         }
     }
     shut_down(&shared, tasks, peer_tasks).await;
+}
+
+/// Accepting fails now and then (out of file descriptors, most often) while a connection
+/// waits; this long between tries, and between two warnings about it.
+const ACCEPT_RETRY: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(10));
+
+/// Hands accepted connections to the engine. A failed accept is reported (once per
+/// [`ACCEPT_RETRY`]) and tried again: the listener never stops while the engine runs.
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    tx: mpsc::UnboundedSender<(TcpStream, bool)>,
+) {
+    let mut last_told: Option<std::time::Instant> = None;
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                if tx.send((stream, false)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                if last_told.is_none_or(|t| t.elapsed() >= ACCEPT_RETRY.1) {
+                    last_told = Some(std::time::Instant::now());
+                    let advice = match e.raw_os_error() {
+                        // EMFILE, ENFILE
+                        Some(24) | Some(23) => {
+                            "the process holds as many files as it may: raise its limit (ulimit -n) or lower --max-peers; connections wait and are taken as files free up"
+                        }
+                        _ => "trying again",
+                    };
+                    shared.emit(Event::Warning {
+                        peer: None,
+                        kind: ProblemKind::Limit,
+                        message: format!("cannot accept a connection: {e}; {advice}"),
+                    });
+                }
+                tokio::time::sleep(ACCEPT_RETRY.0).await;
+            }
+        }
+    }
 }
 
 /// Why `TcpListener::bind(addr)` failed, and what to do about it, in one line.

@@ -309,3 +309,30 @@ fn cat_takes_a_unique_start_of_a_key_and_says_which_keys_an_ambiguous_one_fits()
     let out = feedscope(&["cat", "--storage", storage, "--key", "xyz"], None);
     assert!(!out.status.success());
 }
+
+/// A listener whose process runs out of file descriptors refuses what it cannot take, says so,
+/// and accepts again once descriptors are free: a flood never stops it for good.
+#[test]
+fn a_listener_out_of_file_descriptors_accepts_again_once_they_are_free() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let key = append_lines(a_dir.path(), "notes", &blocks("fd", 3, 10));
+    let mut a = Node::start_within(a_dir.path(), &["--listen", "127.0.0.1:0"], Some(48));
+    let addr = a.wait_for("listening", |_| true)["addr"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Many more connections than the process can hold files for, all silent.
+    let flood: Vec<TcpStream> = (0..120)
+        .filter_map(|_| TcpStream::connect(&addr).ok())
+        .collect();
+    let told = a.wait_for_within("warning", Duration::from_secs(20), |v| {
+        v["kind"] == "limit" && v["message"].as_str().unwrap_or("").contains("file")
+    });
+    assert!(told.is_some(), "running out of descriptors is reported");
+    drop(flood);
+    // Descriptors come back as the silent connections close; then an honest peer is served.
+    let mut b = Node::start(b_dir.path(), &["--connect", &addr]);
+    b.wait_synced(&key, 3);
+    b.quit();
+    a.quit();
+}

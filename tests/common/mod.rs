@@ -134,9 +134,22 @@ impl DerefMut for Node {
 
 impl Node {
     pub fn start(storage: &Path, extra: &[&str]) -> Node {
+        Node::start_within(storage, extra, None)
+    }
+
+    /// Starts a node that may hold at most `max_files` open files (soft and hard limit), when
+    /// given.
+    pub fn start_within(storage: &Path, extra: &[&str], max_files: Option<u32>) -> Node {
         let mut args = vec!["run", "--json", "--storage", storage.to_str().unwrap()];
         args.extend_from_slice(extra);
-        let mut command = Command::new(bin());
+        let mut command = match max_files {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
         command
             .args(&args)
             .env("RUST_BACKTRACE", "0")
