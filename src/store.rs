@@ -11,6 +11,9 @@
 //!
 //! The index is written atomically (temporary file, then rename), so a crash leaves the old
 //! or the new index, never half of one.
+//!
+//! Over 600 lines because opening storage (lock, index, replica folders, damage notes) and the
+//! feeds' own operations keep one set of error texts; the legacy converter has its own file.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
