@@ -15,6 +15,7 @@ use hypercore_protocol::Message;
 use tokio::sync::mpsc;
 
 use crate::event::{DecidedBy, Event, KeySelection, PeerId, ProblemKind, StoppedBy};
+use crate::frame::core;
 use crate::limits::Limits;
 use crate::net::hc10::{Conn, Output, Setup};
 use crate::net::replicate::{FeedChannel, Outcome};
@@ -277,7 +278,7 @@ impl Peer {
                             format!("over {max} block requests wait while the peer reads nothing; answering NoData"),
                         );
                     }
-                    self.conn.send(local, NoData { request: r.id }.into());
+                    self.conn.send(local, core(NoData { request: r.id }));
                 }
                 return;
             }
@@ -291,9 +292,7 @@ impl Peer {
 
     fn apply_outcome(&mut self, local: u64, outcome: Outcome) {
         for m in outcome.send {
-            if let crate::frame::Msg::Core(m) = m {
-                self.conn.send(local, m);
-            }
+            self.conn.send(local, m);
         }
         for ev in outcome.events {
             self.emit(ev);

@@ -38,12 +38,21 @@ impl<T> Conn<T> {
                 let last = self.last_ext_in.get(ch).cloned().unwrap_or_default();
                 return format!("Extension({last})");
             }
+        }
+        self.note_extension_name(item);
+        item.kind()
+    }
+
+    /// Remembers the last extension name on each channel, which a compressed (empty) name
+    /// repeats, so that a breakpoint set later still names such messages right.
+    fn note_extension_name(&mut self, item: &Item) {
+        if let Item::Message(ch, Ok(Msg::Extension { name, .. })) = item {
             // Only channels the peer opened: others cannot grow this map.
-            if self.by_remote.contains_key(ch) || self.pending_by_remote.contains_key(ch) {
+            let known = self.by_remote.contains_key(ch) || self.pending_by_remote.contains_key(ch);
+            if !name.is_empty() && known {
                 self.last_ext_in.insert(*ch, name.clone());
             }
         }
-        item.kind()
     }
 
     pub(super) fn channel_name(&self, local: Option<u64>) -> String {
@@ -79,6 +88,13 @@ impl<T> Conn<T> {
 
     /// A received item: traced, then held (step mode) or acted on.
     pub(super) fn receive_item(&mut self, item: Item) {
+        // Most of what arrives is data: naming each item allocates, and only a person tracing
+        // or stepping reads the name.
+        if !self.trace && !self.holding && self.breakpoints.is_empty() {
+            self.note_extension_name(&item);
+            self.on_item(item);
+            return;
+        }
         let kind = self.item_kind(&item);
         if self.trace {
             let (local, bytes) = match &item {

@@ -338,9 +338,9 @@ impl<T> Conn<T> {
         self.last_sent = now;
     }
 
-    /// Sends a replication message on a feed channel.
-    pub fn send(&mut self, local: u64, msg: Message) {
-        self.push(Out::Msg(local, Msg::Core(msg)));
+    /// Sends a message on a feed channel.
+    pub fn send(&mut self, local: u64, msg: Msg) {
+        self.push(Out::Msg(local, msg));
     }
 
     /// Sends an extension message on the root channel.

@@ -158,7 +158,7 @@ fn messages_sent_before_the_other_side_opens_arrive_after_it_opens() {
     // a's channel is not open on both sides yet, so a cannot name it open.
     assert_eq!(a.open_channel_of(&FeedKey(FEED)), None);
     let a_local = a.by_dkey[&discovery_key(&FEED)];
-    a.send(a_local, sync());
+    a.send(a_local, Msg::Core(sync()));
     pump(&mut a, &mut b);
     assert!(b.open(FeedKey(FEED), "b's feed"));
     let (sa, sb) = pump(&mut a, &mut b);
