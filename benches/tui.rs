@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use feedscope::event::Event;
+use feedscope::event::{Event, Wire};
 use feedscope::tui::app::{App, Settings};
 use feedscope::tui::view;
 use feedscope::wire::FeedKey;
@@ -29,6 +29,7 @@ fn setup_events() -> Vec<Event> {
             addr: format!("127.0.0.1:{}", 10_000 + p),
             initiator: p % 2 == 0,
             remote_public_key: "ab".repeat(32),
+            wire: Wire::Hc10,
         });
         let keys: Vec<FeedKey> = (0..FEEDS).map(|f| key(p, f)).collect();
         let meta: BTreeMap<FeedKey, serde_json::Value> = keys

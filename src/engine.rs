@@ -19,10 +19,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::event::{Command, Event, PeerId, ProblemKind};
+use crate::event::{Command, Event, PeerId, ProblemKind, Wire};
 use crate::limits::Limits;
 use crate::net::peer::{Peer, PeerCmd, PeerContext, Report};
-use crate::net::transport::Transport;
+use crate::net::transport::{Role, Transport};
 use crate::policy::{Curator, Decisions, Policy, Rules};
 use crate::store::{Feed, Store, StoreError};
 use crate::wire::{FeedKey, FeedMeta};
@@ -49,6 +49,9 @@ pub struct Config {
     pub listen: Option<String>,
     /// Addresses to dial at start.
     pub connect: Vec<String>,
+    /// The wire spoken when dialing (`Command::Connect` may name another); a listener
+    /// accepts both.
+    pub wire: Wire,
     /// How offers are answered.
     pub policy: Policy,
     /// Rules applied to offers before the policy.
@@ -70,6 +73,7 @@ impl Config {
             key,
             listen: None,
             connect: Vec::new(),
+            wire: Wire::Hc10,
             policy: Policy::AcceptAll,
             rules: Rules::default(),
             trace_wire: false,
@@ -245,7 +249,7 @@ async fn run(
     mut reports: mpsc::UnboundedReceiver<Report>,
 ) {
     let mut tasks = JoinSet::new();
-    let (conn_tx, mut conn_rx) = mpsc::unbounded_channel::<(TcpStream, bool)>();
+    let (conn_tx, mut conn_rx) = mpsc::unbounded_channel::<(TcpStream, Role)>();
     if let Some(addr) = &config.listen {
         match TcpListener::bind(addr).await {
             Ok(listener) => {
@@ -271,7 +275,12 @@ async fn run(
         }
     }
     for addr in &config.connect {
-        tasks.spawn(dial(shared.clone(), addr.clone(), conn_tx.clone()));
+        tasks.spawn(dial(
+            shared.clone(),
+            addr.clone(),
+            config.wire,
+            conn_tx.clone(),
+        ));
     }
     let mut peer_tasks = JoinSet::new();
     let mut commit_tick = tokio::time::interval(COMMIT_INTERVAL);
@@ -282,13 +291,14 @@ async fn run(
             cmd = commands.recv() => match cmd {
                 None | Some(Command::Quit) => break,
                 Some(cmd) => {
-                    if let Some(addr) = handle_command(&shared, cmd).await {
-                        tasks.spawn(dial(shared.clone(), addr, conn_tx.clone()));
+                    if let Some((addr, wire)) = handle_command(&shared, cmd).await {
+                        let wire = wire.unwrap_or(config.wire);
+                        tasks.spawn(dial(shared.clone(), addr, wire, conn_tx.clone()));
                     }
                 }
             },
-            Some((stream, initiator)) = conn_rx.recv() => {
-                spawn_peer(&shared, &mut peer_tasks, stream, initiator);
+            Some((stream, role)) = conn_rx.recv() => {
+                spawn_peer(&shared, &mut peer_tasks, stream, role);
             }
             Some(report) = reports.recv() => shared.on_report(report),
             Some(_) = peer_tasks.join_next(), if !peer_tasks.is_empty() => {}
@@ -307,13 +317,13 @@ const ACCEPT_RETRY: (Duration, Duration) = (Duration::from_millis(50), Duration:
 async fn accept_loop(
     shared: Arc<Shared>,
     listener: TcpListener,
-    tx: mpsc::UnboundedSender<(TcpStream, bool)>,
+    tx: mpsc::UnboundedSender<(TcpStream, Role)>,
 ) {
     let mut last_told: Option<std::time::Instant> = None;
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                if tx.send((stream, false)).is_err() {
+                if tx.send((stream, Role::Accept)).is_err() {
                     return;
                 }
             }
@@ -404,12 +414,7 @@ async fn shut_down(shared: &Arc<Shared>, mut tasks: JoinSet<()>, mut peer_tasks:
     shared.emit(Event::Stopped);
 }
 
-fn spawn_peer(
-    shared: &Arc<Shared>,
-    peer_tasks: &mut JoinSet<()>,
-    stream: TcpStream,
-    initiator: bool,
-) {
+fn spawn_peer(shared: &Arc<Shared>, peer_tasks: &mut JoinSet<()>, stream: TcpStream, role: Role) {
     let addr = stream
         .peer_addr()
         .map(|a| a.to_string())
@@ -431,7 +436,7 @@ fn spawn_peer(
     peer_tasks.spawn(async move {
         let counted = counted;
         let (tx, rx) = mpsc::unbounded_channel();
-        let transport = match Transport::handshake(stream, initiator, &shared.ctx.limits).await {
+        let transport = match Transport::handshake(stream, role, &shared.ctx.limits).await {
             Ok(t) => t,
             Err(e) => {
                 shared.emit(Event::Error {
@@ -445,8 +450,9 @@ fn spawn_peer(
         shared.emit(Event::PeerConnected {
             peer: id,
             addr: addr.clone(),
-            initiator,
+            initiator: transport.is_initiator(),
             remote_public_key: hex::encode(transport.remote_public_key()),
+            wire: transport.wire(),
         });
         {
             let mut peers = shared.peers.lock().unwrap();
@@ -512,7 +518,8 @@ impl Drop for AbortOnDrop {
 async fn dial(
     shared: Arc<Shared>,
     addr: String,
-    conn_tx: mpsc::UnboundedSender<(TcpStream, bool)>,
+    wire: Wire,
+    conn_tx: mpsc::UnboundedSender<(TcpStream, Role)>,
 ) {
     let mut delay = DIAL_BACKOFF.0;
     for attempt in 1..=DIAL_ATTEMPTS {
@@ -522,7 +529,7 @@ async fn dial(
         };
         match result {
             Ok(stream) => {
-                let _ = conn_tx.send((stream, true));
+                let _ = conn_tx.send((stream, Role::Dial(wire)));
                 return;
             }
             Err(e) => {
@@ -579,8 +586,8 @@ fn acknowledge_when_durable(shared: &Arc<Shared>, feed: Feed) {
     });
 }
 
-/// Carries out one command; returns an address to dial for `connect`.
-async fn handle_command(shared: &Arc<Shared>, cmd: Command) -> Option<String> {
+/// Carries out one command; returns an address to dial (and its wire, if given) for `connect`.
+async fn handle_command(shared: &Arc<Shared>, cmd: Command) -> Option<(String, Option<Wire>)> {
     let error = |kind: ProblemKind, message: String| {
         shared.emit(Event::Error {
             peer: None,
@@ -589,8 +596,12 @@ async fn handle_command(shared: &Arc<Shared>, cmd: Command) -> Option<String> {
         })
     };
     match cmd {
-        Command::Connect { addr } => return Some(addr),
-        Command::AddFeed { name } => match shared.store().create_writable(&name).await {
+        Command::Connect { addr, wire } => return Some((addr, wire)),
+        Command::AddFeed { name, wire } => match shared
+            .store()
+            .create_writable_on(&name, wire.unwrap_or_default())
+            .await
+        {
             Ok((feed, true)) => shared.ctx.announce(&feed).await,
             Ok((_, false)) => error(
                 ProblemKind::Command,

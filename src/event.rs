@@ -124,6 +124,46 @@ impl std::fmt::Display for Direction {
     }
 }
 
+/// Which generation of the hypercore wire a connection speaks, and which a feed belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Wire {
+    /// Hypercore 10: protomux channels over a Noise secret stream (JavaScript hypercore 10).
+    #[default]
+    Hc10,
+    /// Hypercore 9 on hypercore-protocol 8: what multifeed 6 and Cabal speak.
+    Hc9,
+}
+
+impl Wire {
+    /// The name used on the command line and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Wire::Hc10 => "hc10",
+            Wire::Hc9 => "hc9",
+        }
+    }
+}
+
+impl std::fmt::Display for Wire {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Wire {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Wire, String> {
+        match s {
+            "hc10" => Ok(Wire::Hc10),
+            "hc9" => Ok(Wire::Hc9),
+            _ => Err(format!(
+                "no wire \"{s}\": hc10 (hypercore 10, the default) or hc9 (multifeed 6, Cabal)"
+            )),
+        }
+    }
+}
+
 /// Who decided an offer. In JSON: absent for a person, else a phrase (`rule deny ab12`,
 /// `remembered approval`, `accept-all`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -284,6 +324,9 @@ pub enum Event {
         initiator: bool,
         /// The peer's Noise public key, hex.
         remote_public_key: String,
+        /// The wire the connection speaks.
+        #[serde(default)]
+        wire: Wire,
     },
     /// The peer's multifeed handshake arrived and is compatible.
     HandshakeReceived {
@@ -538,11 +581,17 @@ pub enum Command {
     Connect {
         /// `host:port`.
         addr: String,
+        /// The wire to speak; the engine's dialing wire when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        wire: Option<Wire>,
     },
     /// Create a writable feed and offer it to every peer.
     AddFeed {
         /// Local name.
         name: String,
+        /// The feed's generation; hypercore 10 when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        wire: Option<Wire>,
     },
     /// Append one block to a writable feed.
     Append {
@@ -574,6 +623,10 @@ pub const BREAK_KINDS: &[&str] = &[
     "Unwant",
     "Bitfield",
     "Range",
+    "Options",
+    "Status",
+    "Have",
+    "Unhave",
     "MULTIFEED_HANDSHAKE",
     "MULTIFEED_MANIFEST",
     "MULTIFEED_REQUEST_FEEDS",

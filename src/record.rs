@@ -306,6 +306,7 @@ pub fn sequence(entries: &[Entry]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Wire;
     use crate::wire::FeedKey;
 
     fn events() -> Vec<Event> {
@@ -315,6 +316,7 @@ mod tests {
                 addr: "127.0.0.1:9".into(),
                 initiator: true,
                 remote_public_key: "00".repeat(32),
+                wire: Wire::Hc10,
             },
             Event::OfferReceived {
                 peer: 1,

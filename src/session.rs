@@ -99,6 +99,8 @@ pub struct Session {
     remote_handshake: Option<Handshake>,
     failed: bool,
     last_extension: String,
+    /// The multifeed protocol version spoken on this wire.
+    version: &'static str,
 }
 
 impl Session {
@@ -118,7 +120,15 @@ impl Session {
             remote_handshake: None,
             failed: false,
             last_extension: String::new(),
+            version: wire::PROTOCOL_VERSION,
         }
+    }
+
+    /// The same session speaking another multifeed protocol version: the one its wire's
+    /// peers speak ([`wire::PROTOCOL_VERSION_HC9`] on hypercore-protocol 8).
+    pub fn speaking(mut self, version: &'static str) -> Self {
+        self.version = version;
+        self
     }
 
     /// Whether a compatible handshake arrived.
@@ -133,7 +143,9 @@ impl Session {
 
     /// The root channel opened: say hello.
     pub fn on_open(&mut self) -> Vec<Action> {
-        vec![Action::Send(Outgoing::Handshake(Handshake::ours()))]
+        vec![Action::Send(Outgoing::Handshake(Handshake::ours_with(
+            self.version,
+        )))]
     }
 
     /// An extension message arrived on the root channel.
@@ -210,7 +222,7 @@ impl Session {
                 "ignored a second handshake".into(),
             )];
         }
-        if let Some(why) = h.incompatibility() {
+        if let Some(why) = h.incompatibility_with(self.version) {
             self.failed = true;
             return vec![Action::Fail {
                 kind: ProblemKind::Incompatible,

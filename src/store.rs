@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::disk::{private_dir, secret_readable_by_others};
 use crate::core::{Core, CoreError, Flavour};
+use crate::event::Wire;
 use crate::wire::{FeedKey, FeedMeta};
 
 mod legacy;
@@ -78,6 +79,18 @@ pub enum StoreError {
         /// [`MAX_BLOCK_BYTES`].
         limit: usize,
     },
+    /// The feed exists, as a feed of the other wire generation.
+    #[error(
+        "feed {feed} is a {has} feed, not {asked}: a feed keeps the generation it was made with"
+    )]
+    OtherWire {
+        /// The feed.
+        feed: String,
+        /// Its generation.
+        has: Wire,
+        /// The one asked for.
+        asked: Wire,
+    },
     /// The feed exists but we hold no secret key for it.
     #[error("feed {0} is not writable here: it was replicated from a peer")]
     NotWritable(String),
@@ -111,6 +124,8 @@ pub struct Feed {
     pub entry: FeedEntry,
     /// The core; one task at a time reads or changes it.
     pub core: Arc<tokio::sync::Mutex<Core>>,
+    /// The feed's generation: a connection offers and serves only feeds of its own wire.
+    pub wire: Wire,
 }
 
 impl Feed {
@@ -207,6 +222,9 @@ pub struct FeedInfo {
     /// For a replicated feed, the name its offering peer gave it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offered_name: Option<String>,
+    /// The feed's wire generation.
+    #[serde(default)]
+    pub wire: Wire,
 }
 
 /// The storage folder, locked for this process.
@@ -305,11 +323,13 @@ impl Store {
                             path.display()
                         ));
                     }
+                    let wire = wire_of(core.info().flavour);
                     feeds.insert(
                         entry.key,
                         Feed {
                             entry,
                             core: Arc::new(tokio::sync::Mutex::new(core)),
+                            wire,
                         },
                     );
                 }
@@ -345,6 +365,15 @@ impl Store {
         out
     }
 
+    /// The manifest metadata of every feed of one wire generation, by key.
+    pub async fn offer_meta_on(&self, wire: Wire) -> BTreeMap<FeedKey, FeedMeta> {
+        let mut out = BTreeMap::new();
+        for feed in self.feeds().into_iter().filter(|f| f.wire == wire) {
+            out.insert(feed.entry.key, feed.offer_meta().await);
+        }
+        out
+    }
+
     /// The feed with this key, if we hold it.
     pub fn get(&self, key: &FeedKey) -> Option<Feed> {
         self.feeds.lock().unwrap().get(key).cloned()
@@ -375,20 +404,42 @@ impl Store {
                 byte_length: info.byte_length,
                 writable: feed.entry.writable,
                 offered_name: feed.entry.offered_name.clone(),
+                wire: feed.wire,
             });
         }
         out
     }
 
-    /// Returns the feed named `name`, creating a new writable one if there is none.
-    /// The boolean says whether it was created.
+    /// Returns the feed named `name`, creating a new writable hypercore 10 one if there is
+    /// none. The boolean says whether it was created.
     pub async fn create_writable(&self, name: &str) -> Result<(Feed, bool), StoreError> {
+        self.create_writable_on(name, Wire::Hc10).await
+    }
+
+    /// [`Store::create_writable`] of generation `wire`. A feed of that name on the other wire
+    /// is an error: a feed never changes generation.
+    pub async fn create_writable_on(
+        &self,
+        name: &str,
+        wire: Wire,
+    ) -> Result<(Feed, bool), StoreError> {
+        let existing = |feed: Feed| {
+            if feed.wire == wire {
+                Ok((feed, false))
+            } else {
+                Err(StoreError::OtherWire {
+                    feed: display_name(&feed.entry),
+                    has: feed.wire,
+                    asked: wire,
+                })
+            }
+        };
         if let Some(feed) = self.by_name(name) {
-            return Ok((feed, false));
+            return existing(feed);
         }
         let _creating = self.creating.lock().await;
         if let Some(feed) = self.by_name(name) {
-            return Ok((feed, false));
+            return existing(feed);
         }
         let secret = SigningKey::from_bytes(&rand::random());
         let entry = FeedEntry {
@@ -398,7 +449,7 @@ impl Store {
             offered_name: None,
         };
         let path = core_dir(&self.dir, &entry.key);
-        let core = Core::create(&path, Flavour::Hc10, secret.verifying_key(), Some(secret))
+        let core = Core::create(&path, flavour(wire), secret.verifying_key(), Some(secret))
             .map_err(|e| core_err(&entry, &path, e))?;
         Ok((self.insert(entry, core)?, true))
     }
@@ -412,12 +463,35 @@ impl Store {
         key: FeedKey,
         offered_name: Option<String>,
     ) -> Result<(Feed, bool), StoreError> {
+        self.get_or_create_replica_on(key, offered_name, Wire::Hc10)
+            .await
+    }
+
+    /// [`Store::get_or_create_replica`] of generation `wire`. A feed we hold on the other
+    /// wire is an error: its blocks cannot be served or checked on this one.
+    pub async fn get_or_create_replica_on(
+        &self,
+        key: FeedKey,
+        offered_name: Option<String>,
+        wire: Wire,
+    ) -> Result<(Feed, bool), StoreError> {
+        let existing = |feed: Feed| {
+            if feed.wire == wire {
+                Ok((feed, false))
+            } else {
+                Err(StoreError::OtherWire {
+                    feed: format!("{} ({})", key, display_name(&feed.entry)),
+                    has: feed.wire,
+                    asked: wire,
+                })
+            }
+        };
         if let Some(feed) = self.get(&key) {
-            return Ok((feed, false));
+            return existing(feed);
         }
         let _creating = self.creating.lock().await;
         if let Some(feed) = self.get(&key) {
-            return Ok((feed, false));
+            return existing(feed);
         }
         let entry = FeedEntry {
             key,
@@ -431,7 +505,7 @@ impl Store {
             reason: format!("not a valid ed25519 public key: {e}"),
         })?;
         let path = core_dir(&self.dir, &key);
-        let core = Core::create(&path, Flavour::Hc10, public, None)
+        let core = Core::create(&path, flavour(wire), public, None)
             .map_err(|e| core_err(&entry, &path, e))?;
         if let Some(name) = &entry.offered_name {
             // Shown only: a name that cannot be written is no reason to refuse the feed.
@@ -441,9 +515,11 @@ impl Store {
     }
 
     fn insert(&self, entry: FeedEntry, core: Core) -> Result<Feed, StoreError> {
+        let wire = wire_of(core.info().flavour);
         let feed = Feed {
             entry: entry.clone(),
             core: Arc::new(tokio::sync::Mutex::new(core)),
+            wire,
         };
         let mut feeds = self.feeds.lock().unwrap();
         feeds.insert(entry.key, feed.clone());
@@ -459,6 +535,22 @@ impl Store {
             write_index(&self.dir, &index)?;
         }
         Ok(feed)
+    }
+}
+
+/// The hash flavour of a wire generation's feeds.
+fn flavour(wire: Wire) -> Flavour {
+    match wire {
+        Wire::Hc10 => Flavour::Hc10,
+        Wire::Hc9 => Flavour::Hc9,
+    }
+}
+
+/// The wire generation of a feed of this hash flavour.
+fn wire_of(flavour: Flavour) -> Wire {
+    match flavour {
+        Flavour::Hc10 => Wire::Hc10,
+        Flavour::Hc9 => Wire::Hc9,
     }
 }
 

@@ -25,6 +25,8 @@ pub const EXT_REPLICATE_FEEDS: &str = "MULTIFEED_REPLICATE_FEEDS";
 pub const CLIENT: &str = "MULTIFEED";
 /// The protocol version feedscope speaks; peers must share the major number.
 pub const PROTOCOL_VERSION: &str = "5.0.0";
+/// The protocol version multifeed 6 speaks on hypercore-protocol 8 (Cabal's wire).
+pub const PROTOCOL_VERSION_HC9: &str = "4.0.0";
 
 /// Most keys put in one sent manifest; larger offers are split over several messages.
 pub const KEYS_PER_SENT_MANIFEST: usize = 10_000;
@@ -150,20 +152,35 @@ pub struct Handshake {
     /// Free-form data the application attached, shown but never interpreted.
     #[serde(rename = "userData", default, skip_serializing_if = "Option::is_none")]
     pub user_data: Option<Value>,
+    /// Whether the peer stays connected for new blocks and feeds; multifeed 6 passes its
+    /// replication options along, so `false` means it ends the session once synced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<bool>,
 }
 
 impl Handshake {
     /// The handshake feedscope sends.
     pub fn ours() -> Self {
+        Self::ours_with(PROTOCOL_VERSION)
+    }
+
+    /// The handshake feedscope sends when speaking protocol `version`.
+    pub fn ours_with(version: &str) -> Self {
         Handshake {
             client: CLIENT.to_string(),
-            version: PROTOCOL_VERSION.to_string(),
+            version: version.to_string(),
             user_data: None,
+            live: None,
         }
     }
 
     /// Why this handshake is incompatible with ours, if it is.
     pub fn incompatibility(&self) -> Option<String> {
+        self.incompatibility_with(PROTOCOL_VERSION)
+    }
+
+    /// Why this handshake is incompatible with ours when we speak protocol `ours`.
+    pub fn incompatibility_with(&self, ours: &str) -> Option<String> {
         if self.client != CLIENT {
             return Some(format!(
                 "client mismatch: peer speaks {:?}, feedscope speaks {CLIENT:?}",
@@ -171,9 +188,9 @@ impl Handshake {
             ));
         }
         let major = |v: &str| v.split('.').next().unwrap_or("").to_string();
-        if major(&self.version) != major(PROTOCOL_VERSION) {
+        if major(&self.version) != major(ours) {
             return Some(format!(
-                "version mismatch: peer speaks {}, feedscope speaks {PROTOCOL_VERSION} (major versions differ)",
+                "version mismatch: peer speaks {}, feedscope speaks {ours} (major versions differ)",
                 self.version
             ));
         }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use feedscope::event::{
-    Command, DecidedBy, Direction, Event, KeySelection, ProblemKind, StoppedBy,
+    Command, DecidedBy, Direction, Event, KeySelection, ProblemKind, StoppedBy, Wire,
 };
 use feedscope::wire::FeedKey;
 use serde_json::json;
@@ -65,6 +65,7 @@ fn events() -> Vec<Event> {
             addr: "127.0.0.1:50000".into(),
             initiator: true,
             remote_public_key: "cc".repeat(32),
+            wire: Wire::Hc10,
         },
         Event::HandshakeReceived {
             peer: 1,
@@ -272,9 +273,19 @@ fn commands() -> Vec<Command> {
         },
         Command::Connect {
             addr: "127.0.0.1:4000".into(),
+            wire: None,
+        },
+        Command::Connect {
+            addr: "127.0.0.1:4000".into(),
+            wire: Some(Wire::Hc9),
         },
         Command::AddFeed {
             name: "notes".into(),
+            wire: None,
+        },
+        Command::AddFeed {
+            name: "notes".into(),
+            wire: Some(Wire::Hc9),
         },
         Command::Append {
             feed: "notes".into(),

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use feedscope::event::{
-    Command, DecidedBy, Direction, Event, KeySelection, ProblemKind, StoppedBy,
+    Command, DecidedBy, Direction, Event, KeySelection, ProblemKind, StoppedBy, Wire,
 };
 use feedscope::tui::app::{App, Pane, Settings};
 use feedscope::tui::view;
@@ -49,6 +49,7 @@ fn session() -> App {
             addr: "127.0.0.1:50412".into(),
             initiator: false,
             remote_public_key: "ab".repeat(32),
+            wire: Wire::Hc10,
         },
         Event::HandshakeReceived {
             peer: 1,
@@ -106,6 +107,7 @@ fn session() -> App {
             addr: "10.0.0.7:4000".into(),
             initiator: true,
             remote_public_key: "cd".repeat(32),
+            wire: Wire::Hc10,
         },
         Event::Error {
             peer: Some(2),
@@ -188,6 +190,7 @@ fn peer(app: &mut App, id: u64, at: f64) {
             addr: format!("10.0.0.{id}:4000"),
             initiator: true,
             remote_public_key: format!("{id:02x}").repeat(32),
+            wire: Wire::Hc10,
         },
         at,
     );

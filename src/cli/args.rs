@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use feedscope::engine::Config;
+use feedscope::event::Wire;
 use feedscope::limits::Limits;
 use feedscope::policy::{Policy, Rules};
 use feedscope::record::Recorder;
@@ -63,6 +64,10 @@ pub(crate) struct NetArgs {
     /// Peer address to dial (repeatable); retried with backoff until it is up
     #[arg(long)]
     pub(crate) connect: Vec<String>,
+    /// Wire to speak when dialing: hc10 (hypercore 10) or hc9 (multifeed 6 and Cabal, on
+    /// hypercore-protocol 8). A listener accepts both on one port
+    #[arg(long, value_name = "hc10|hc9", default_value = "hc10", value_parser = wire_arg)]
+    pub(crate) wire: Wire,
     /// How remote offers are answered: request everything, or wait for approve/decline
     #[arg(long, value_enum)]
     pub(crate) policy: Option<PolicyArg>,
@@ -146,6 +151,10 @@ pub(crate) enum Cmd {
         /// Local name of the feed
         #[arg(long)]
         feed: String,
+        /// Generation of a feed this creates: hc10 (hypercore 10, the default) or hc9
+        /// (hypercore 9, served to multifeed 6 and Cabal peers); an existing feed keeps its own
+        #[arg(long, value_name = "hc10|hc9", value_parser = wire_arg)]
+        wire: Option<Wire>,
         /// Blocks to append; without any, each line of stdin is a block
         data: Vec<String>,
         #[command(flatten)]
@@ -153,7 +162,7 @@ pub(crate) enum Cmd {
     },
     /// List the feeds in storage
     Feeds {
-        /// JSON array of {key, name, length, byte_length, writable}
+        /// JSON array of {key, name, length, held, byte_length, writable, wire}
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -247,6 +256,11 @@ pub(crate) struct SoakArgs {
     pub(crate) dir: Option<PathBuf>,
 }
 
+/// A wire generation by name.
+fn wire_arg(text: &str) -> Result<Wire, String> {
+    text.parse()
+}
+
 /// A count of one or more.
 fn at_least_one(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
@@ -272,6 +286,7 @@ pub(crate) fn config(net: &NetArgs, default_policy: Policy) -> Result<Config> {
         key,
         listen: net.listen.clone(),
         connect: net.connect.clone(),
+        wire: net.wire,
         policy: match net.policy {
             Some(PolicyArg::AcceptAll) => Policy::AcceptAll,
             Some(PolicyArg::Manual) => Policy::Manual,

@@ -129,6 +129,7 @@ async fn start(dir: PathBuf, key: FeedKey) -> Result<Demo, StoreError> {
             if tick == 7 {
                 let _ = sensor_cmds.send(Command::AddFeed {
                     name: "trap7-photos".into(),
+                    wire: None,
                 });
             }
             if tick >= 7 && tick % 2 == 1 {

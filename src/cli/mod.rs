@@ -77,9 +77,10 @@ fn run(cli: Cli) -> Result<()> {
             Some(Cmd::Demo { no_mouse }) => demo::main(!no_mouse).await,
             Some(Cmd::Append {
                 feed,
+                wire,
                 data,
                 storage,
-            }) => oneshot::append(&storage_dir(&storage)?, &feed, data).await,
+            }) => oneshot::append(&storage_dir(&storage)?, &feed, wire, data).await,
             Some(Cmd::Feeds { json, storage }) => {
                 oneshot::feeds(&storage_dir(&storage)?, json).await
             }

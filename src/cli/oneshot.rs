@@ -4,11 +4,17 @@ use std::io::{BufRead, Write};
 
 use anyhow::{bail, Context, Result};
 
+use feedscope::event::Wire;
 use feedscope::policy::Decisions;
 use feedscope::store::Store;
 use feedscope::wire::FeedKey;
 
-pub(crate) async fn append(dir: &std::path::Path, name: &str, data: Vec<String>) -> Result<()> {
+pub(crate) async fn append(
+    dir: &std::path::Path,
+    name: &str,
+    wire: Option<Wire>,
+    data: Vec<String>,
+) -> Result<()> {
     let store = Store::open(dir).await?;
     // A feed named by its key is that feed, never a new one named after it.
     let by_key = FeedKey::parse(name).ok().and_then(|key| store.get(&key));
@@ -18,8 +24,20 @@ pub(crate) async fn append(dir: &std::path::Path, name: &str, data: Vec<String>)
             feed.entry.key
         ),
         Some(feed) => (feed, false),
-        None => store.create_writable(name).await?,
+        None => match wire {
+            Some(wire) => store.create_writable_on(name, wire).await?,
+            None => match store.by_name(name) {
+                Some(feed) => (feed, false),
+                None => store.create_writable(name).await?,
+            },
+        },
     };
+    if let Some(wire) = wire.filter(|w| *w != feed.wire) {
+        bail!(
+            "feed {name} is a {} feed, not {wire}: a feed keeps the generation it was made with",
+            feed.wire
+        );
+    }
     let blocks: Vec<Vec<u8>> = if data.is_empty() {
         let mut out = Vec::new();
         for line in std::io::stdin().lock().lines() {
@@ -77,11 +95,12 @@ pub(crate) async fn feeds(dir: &std::path::Path, json: bool) -> Result<()> {
                 (None, None) => "-".into(),
             };
             println!(
-                "{}  {:>8} blocks{held} {:>12} bytes  {name}{}",
+                "{}  {:>8} blocks{held} {:>12} bytes  {name}{}{}",
                 f.key,
                 f.length,
                 f.byte_length,
-                if f.writable { " (writable)" } else { "" }
+                if f.writable { " (writable)" } else { "" },
+                if f.wire == Wire::Hc9 { " (hc9)" } else { "" }
             );
         }
     }

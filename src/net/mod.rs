@@ -4,6 +4,7 @@
 
 pub mod hc10;
 pub mod hc9;
+pub mod output;
 pub mod peer;
 pub mod replicate;
 pub mod transport;

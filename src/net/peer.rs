@@ -1,23 +1,30 @@
-//! One task per connection: the shell around the connection core ([`crate::net::hc10`]).
+//! One task per connection: the shell around the connection core of the connection's wire
+//! ([`crate::net::hc10`] or [`crate::net::hc9::conn`]).
 //!
 //! It moves bytes between the transport and the core, runs the timers, and acts on the core's
 //! outputs: root extensions go to the multifeed [`Session`], feed messages to each feed's
-//! [`FeedChannel`], decisions to the [`Curator`]. It owns what needs I/O (storage, the socket's
+//! replicator ([`FeedChannel`] or [`Hc9Channel`]), decisions to the [`Curator`]. The two
+//! wires differ only below [`WireCore`] and [`FeedSide`]: the session, the curator and the
+//! storage see the same calls. It owns what needs I/O (storage, the socket's
 //! backlog) and nothing the core could decide. It reports upward through [`PeerContext`]: events
 //! to the front end, [`Report`]s to the engine, which does the fan-out to other peers.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hypercore_protocol::schema::{NoData, Request};
+use hypercore_protocol::schema::NoData;
 use hypercore_protocol::Message;
 use tokio::sync::mpsc;
 
-use crate::event::{DecidedBy, Event, KeySelection, PeerId, ProblemKind, StoppedBy};
-use crate::frame::core;
+use crate::event::{DecidedBy, Event, KeySelection, PeerId, ProblemKind, StoppedBy, Wire};
+use crate::frame::{core, Msg};
 use crate::limits::Limits;
-use crate::net::hc10::{Conn, Output, Setup};
+use crate::net::hc10;
+use crate::net::hc9;
+use crate::net::output::Output;
+use crate::net::replicate::hc9::Hc9Channel;
 use crate::net::replicate::{FeedChannel, Outcome};
 use crate::net::transport::{Transport, TransportError};
 use crate::policy::{Curator, Policy};
@@ -104,41 +111,277 @@ pub enum PeerCmd {
 /// Why a peer task ended.
 pub type EndReason = String;
 
+/// A connection core, as the peer task drives it: one per wire generation.
+pub trait WireCore: Send + 'static {
+    /// The wire.
+    const WIRE: Wire;
+    /// The multifeed protocol version its peers speak.
+    const MULTIFEED_VERSION: &'static str;
+    /// A replication message of the wire, as received.
+    type In: Send + 'static;
+    /// A replication message of the wire, as sent.
+    type Out: Send + 'static;
+    /// What a feed channel carries: the feed's replicator.
+    type Feed: FeedSide<In = Self::In, Out = Self::Out>;
+    /// See `Conn::receive`.
+    fn receive(&mut self, frame: &[u8], now: Instant);
+    /// See `Conn::poll`.
+    fn poll(&mut self) -> Option<Output<Self::Feed, Self::In>>;
+    /// See `Conn::handle_timeout`.
+    fn handle_timeout(&mut self, now: Instant);
+    /// See `Conn::take_sealed`.
+    fn take_sealed(&mut self) -> Option<Vec<u8>>;
+    /// See `Conn::seal`.
+    fn seal(&mut self, now: Instant);
+    /// See `Conn::end`.
+    fn end(&self) -> Option<&(bool, String)>;
+    /// See `Conn::finish`.
+    fn finish(&mut self, error: bool, reason: String);
+    /// See `Conn::may_read`.
+    fn may_read(&self) -> bool;
+    /// See `Conn::peer_closed`.
+    fn peer_closed(&mut self);
+    /// See `Conn::warn`.
+    fn warn(&mut self, kind: ProblemKind, message: String);
+    /// See `Conn::fail`.
+    fn fail(&mut self, kind: ProblemKind, message: String);
+    /// See `Conn::send`.
+    fn send(&mut self, local: u64, msg: Self::Out);
+    /// See `Conn::send_root_extension`.
+    fn send_root_extension(&mut self, name: &str, payload: Vec<u8>);
+    /// See `Conn::open`.
+    fn open(&mut self, key: FeedKey, payload: Self::Feed) -> bool;
+    /// See `Conn::close`.
+    fn close(&mut self, key: &FeedKey) -> Option<Self::Feed>;
+    /// See `Conn::open_channel_of`.
+    fn open_channel_of(&self, key: &FeedKey) -> Option<u64>;
+    /// See `Conn::payload_mut`.
+    fn payload_mut(&mut self, local: u64) -> Option<&mut Self::Feed>;
+    /// See `Conn::hold`.
+    fn hold(&mut self);
+    /// See `Conn::step`.
+    fn step(&mut self);
+    /// See `Conn::resume`.
+    fn resume(&mut self);
+    /// See `Conn::set_breakpoint`.
+    fn set_breakpoint(&mut self, kind: String);
+    /// Whether a message asks for a block, which may wait while the peer reads nothing.
+    fn is_block_request(msg: &Self::In) -> bool;
+    /// What says "not now" to a block request that cannot wait, if the wire has it.
+    fn refusal(msg: &Self::In) -> Option<Self::Out>;
+}
+
+/// One feed's replicator, as the peer task drives it.
+pub trait FeedSide: Send + 'static {
+    /// A replication message of the wire, as received.
+    type In: Send;
+    /// A replication message of the wire, as sent.
+    type Out: Send;
+    /// A replicator of `feed` with `peer`.
+    fn new(feed: Feed, peer: PeerId) -> Self;
+    /// The feed.
+    fn key(&self) -> FeedKey;
+    /// Both sides opened the channel.
+    fn on_open(&mut self) -> impl Future<Output = Outcome<Self::Out>> + Send;
+    /// A message arrived.
+    fn on_message(&mut self, msg: Self::In) -> impl Future<Output = Outcome<Self::Out>> + Send;
+    /// Our copy of the feed changed.
+    fn on_local_change(&mut self) -> impl Future<Output = Outcome<Self::Out>> + Send;
+    /// The peer said it ends the session once synced, instead of staying live.
+    fn peer_not_live(&mut self) {}
+}
+
+impl FeedSide for Box<FeedChannel> {
+    type In = Message;
+    type Out = Msg;
+    fn new(feed: Feed, peer: PeerId) -> Self {
+        Box::new(FeedChannel::new(feed, peer))
+    }
+    fn key(&self) -> FeedKey {
+        self.key
+    }
+    async fn on_open(&mut self) -> Outcome<Msg> {
+        FeedChannel::on_open(self).await
+    }
+    async fn on_message(&mut self, msg: Message) -> Outcome<Msg> {
+        FeedChannel::on_message(self, msg).await
+    }
+    async fn on_local_change(&mut self) -> Outcome<Msg> {
+        FeedChannel::on_local_change(self).await
+    }
+}
+
+impl FeedSide for Box<Hc9Channel> {
+    type In = hc9::Message;
+    type Out = hc9::Message;
+    fn new(feed: Feed, peer: PeerId) -> Self {
+        Box::new(Hc9Channel::new(feed, peer))
+    }
+    fn key(&self) -> FeedKey {
+        self.key
+    }
+    async fn on_open(&mut self) -> Outcome<hc9::Message> {
+        Hc9Channel::on_open(self).await
+    }
+    async fn on_message(&mut self, msg: hc9::Message) -> Outcome<hc9::Message> {
+        Hc9Channel::on_message(self, msg).await
+    }
+    async fn on_local_change(&mut self) -> Outcome<hc9::Message> {
+        Hc9Channel::on_local_change(self).await
+    }
+    fn peer_not_live(&mut self) {
+        Hc9Channel::peer_not_live(self)
+    }
+}
+
+/// Implements [`WireCore`] for a connection core whose inherent methods have its names.
+macro_rules! wire_core {
+    ($conn:ty, $wire:expr, $version:expr, $in:ty, $out:ty, $feed:ty, $is_request:expr, $refusal:expr) => {
+        impl WireCore for $conn {
+            const WIRE: Wire = $wire;
+            const MULTIFEED_VERSION: &'static str = $version;
+            type In = $in;
+            type Out = $out;
+            type Feed = $feed;
+            fn receive(&mut self, frame: &[u8], now: Instant) {
+                <$conn>::receive(self, frame, now)
+            }
+            fn poll(&mut self) -> Option<Output<$feed, $in>> {
+                <$conn>::poll(self)
+            }
+            fn handle_timeout(&mut self, now: Instant) {
+                <$conn>::handle_timeout(self, now)
+            }
+            fn take_sealed(&mut self) -> Option<Vec<u8>> {
+                <$conn>::take_sealed(self)
+            }
+            fn seal(&mut self, now: Instant) {
+                <$conn>::seal(self, now)
+            }
+            fn end(&self) -> Option<&(bool, String)> {
+                <$conn>::end(self)
+            }
+            fn finish(&mut self, error: bool, reason: String) {
+                <$conn>::finish(self, error, reason)
+            }
+            fn may_read(&self) -> bool {
+                <$conn>::may_read(self)
+            }
+            fn peer_closed(&mut self) {
+                <$conn>::peer_closed(self)
+            }
+            fn warn(&mut self, kind: ProblemKind, message: String) {
+                <$conn>::warn(self, kind, message)
+            }
+            fn fail(&mut self, kind: ProblemKind, message: String) {
+                <$conn>::fail(self, kind, message)
+            }
+            fn send(&mut self, local: u64, msg: $out) {
+                <$conn>::send(self, local, msg)
+            }
+            fn send_root_extension(&mut self, name: &str, payload: Vec<u8>) {
+                <$conn>::send_root_extension(self, name, payload)
+            }
+            fn open(&mut self, key: FeedKey, payload: $feed) -> bool {
+                <$conn>::open(self, key, payload)
+            }
+            fn close(&mut self, key: &FeedKey) -> Option<$feed> {
+                <$conn>::close(self, key)
+            }
+            fn open_channel_of(&self, key: &FeedKey) -> Option<u64> {
+                <$conn>::open_channel_of(self, key)
+            }
+            fn payload_mut(&mut self, local: u64) -> Option<&mut $feed> {
+                <$conn>::payload_mut(self, local)
+            }
+            fn hold(&mut self) {
+                <$conn>::hold(self)
+            }
+            fn step(&mut self) {
+                <$conn>::step(self)
+            }
+            fn resume(&mut self) {
+                <$conn>::resume(self)
+            }
+            fn set_breakpoint(&mut self, kind: String) {
+                <$conn>::set_breakpoint(self, kind)
+            }
+            fn is_block_request(msg: &$in) -> bool {
+                $is_request(msg)
+            }
+            fn refusal(msg: &$in) -> Option<$out> {
+                $refusal(msg)
+            }
+        }
+    };
+}
+
+wire_core!(
+    hc10::Conn<Box<FeedChannel>>,
+    Wire::Hc10,
+    wire::PROTOCOL_VERSION,
+    Message,
+    Msg,
+    Box<FeedChannel>,
+    |m: &Message| matches!(m, Message::Request(_)),
+    |m: &Message| match m {
+        Message::Request(r) => Some(core(NoData { request: r.id })),
+        _ => None,
+    }
+);
+
+wire_core!(
+    hc9::conn::Conn<Box<Hc9Channel>>,
+    Wire::Hc9,
+    wire::PROTOCOL_VERSION_HC9,
+    hc9::Message,
+    hc9::Message,
+    Box<Hc9Channel>,
+    |m: &hc9::Message| matches!(m, hc9::Message::Request(_)),
+    |m: &hc9::Message| match m {
+        hc9::Message::Request(r) => Some(hc9::Message::Unhave(hc9::message::Unhave {
+            start: r.index,
+            length: None,
+        })),
+        _ => None,
+    }
+);
+
 /// Work of the shell, in order: session actions and the events between them.
 enum Work {
     Act(Action),
     Emit(Event),
 }
 
-/// State of one connection.
-pub struct Peer {
-    id: PeerId,
-    remote_pk: String,
-    ctx: Arc<PeerContext>,
-    transport: Transport,
-    conn: Conn<Box<FeedChannel>>,
-    session: Session,
-    owed: VecDeque<(u64, Request)>,
-    owed_overflow: bool,
-}
+/// The task of one connection.
+pub struct Peer;
 
 impl Peer {
-    /// Runs the connection until it ends; returns why.
+    /// Runs the connection until it ends, with the core of the connection's wire; returns
+    /// why it ended.
     pub async fn run(
         id: PeerId,
         ctx: Arc<PeerContext>,
         transport: Transport,
-        mut commands: mpsc::UnboundedReceiver<PeerCmd>,
+        commands: mpsc::UnboundedReceiver<PeerCmd>,
     ) -> EndReason {
-        let local_feeds = ctx.store.offer_meta().await;
-        // Offers go through the curator whenever it may say something other than "yes".
-        let policy = if ctx.curator.policy == Policy::AcceptAll && ctx.curator.rules.is_empty() {
-            Policy::AcceptAll
-        } else {
-            Policy::Manual
-        };
-        let conn = Conn::new(
-            Setup {
+        let now = Instant::now();
+        if let Some(split) = transport.hc9_split() {
+            let conn = hc9::conn::Conn::new(
+                hc9::conn::Setup {
+                    peer: id,
+                    split: split.clone(),
+                    root_key: ctx.root_key.0,
+                    trace: ctx.trace_wire,
+                    step: ctx.step,
+                    limits: ctx.limits.clone(),
+                },
+                now,
+            );
+            return Task::run(id, ctx, transport, conn, commands).await;
+        }
+        let conn = hc10::Conn::new(
+            hc10::Setup {
                 peer: id,
                 initiator: transport.is_initiator(),
                 handshake_hash: transport.handshake_hash().to_vec(),
@@ -147,17 +390,51 @@ impl Peer {
                 step: ctx.step,
                 limits: ctx.limits.clone(),
             },
-            Instant::now(),
+            now,
         );
-        let mut peer = Peer {
+        Task::run(id, ctx, transport, conn, commands).await
+    }
+}
+
+/// State of one connection.
+struct Task<C: WireCore> {
+    id: PeerId,
+    remote_pk: String,
+    ctx: Arc<PeerContext>,
+    transport: Transport,
+    conn: C,
+    session: Session,
+    owed: VecDeque<(u64, C::In)>,
+    owed_overflow: bool,
+    /// The peer's handshake said it is not live.
+    peer_not_live: bool,
+}
+
+impl<C: WireCore> Task<C> {
+    async fn run(
+        id: PeerId,
+        ctx: Arc<PeerContext>,
+        transport: Transport,
+        conn: C,
+        mut commands: mpsc::UnboundedReceiver<PeerCmd>,
+    ) -> EndReason {
+        let local_feeds = ctx.store.offer_meta_on(C::WIRE).await;
+        // Offers go through the curator whenever it may say something other than "yes".
+        let policy = if ctx.curator.policy == Policy::AcceptAll && ctx.curator.rules.is_empty() {
+            Policy::AcceptAll
+        } else {
+            Policy::Manual
+        };
+        let mut peer = Task {
             id,
             remote_pk: hex::encode(transport.remote_public_key()),
-            session: Session::new(policy, local_feeds, &ctx.limits),
+            session: Session::new(policy, local_feeds, &ctx.limits).speaking(C::MULTIFEED_VERSION),
             ctx,
             transport,
             conn,
             owed: VecDeque::new(),
             owed_overflow: false,
+            peer_not_live: false,
         };
         // When the backlog was last seen over its limit without a byte written since.
         let mut stalled_since: Option<(Instant, u64)> = None;
@@ -174,7 +451,7 @@ impl Peer {
                             peer.conn.receive(&f, now);
                         }
                     }
-                    Err(TransportError::Closed) => peer.conn.finish(false, "connection closed by the peer".into()),
+                    Err(TransportError::Closed) => peer.conn.peer_closed(),
                     Err(e) => peer.conn.finish(true, e.to_string()),
                 },
                 _ = backlog.drained(), if peer.transport.congested() => {}
@@ -233,7 +510,7 @@ impl Peer {
         self.ctx.emit(ev);
     }
 
-    async fn on_output(&mut self, o: Output<Box<FeedChannel>>) {
+    async fn on_output(&mut self, o: Output<C::Feed, C::In>) {
         match o {
             Output::Event(ev) => self.emit(ev),
             Output::RootOpened => {
@@ -262,35 +539,34 @@ impl Peer {
         }
     }
 
-    async fn on_feed_message(&mut self, local: u64, msg: Message) {
+    async fn on_feed_message(&mut self, local: u64, msg: C::In) {
         // Answers to block requests wait while the peer is not reading what we send: the
         // socket's backlog stays bounded, and reading goes on so that neither side blocks.
-        let msg = match msg {
-            Message::Request(r) if self.transport.congested() || !self.owed.is_empty() => {
-                let max = self.ctx.limits.max_owed_requests;
-                if self.owed.len() < max {
-                    self.owed.push_back((local, r));
-                } else {
-                    if !self.owed_overflow {
-                        self.owed_overflow = true;
-                        self.conn.warn(
-                            ProblemKind::Limit,
-                            format!("over {max} block requests wait while the peer reads nothing; answering NoData"),
-                        );
-                    }
-                    self.conn.send(local, core(NoData { request: r.id }));
+        if C::is_block_request(&msg) && (self.transport.congested() || !self.owed.is_empty()) {
+            let max = self.ctx.limits.max_owed_requests;
+            if self.owed.len() < max {
+                self.owed.push_back((local, msg));
+            } else {
+                if !self.owed_overflow {
+                    self.owed_overflow = true;
+                    self.conn.warn(
+                        ProblemKind::Limit,
+                        format!("over {max} block requests wait while the peer reads nothing; refusing them"),
+                    );
                 }
-                return;
+                if let Some(no) = C::refusal(&msg) {
+                    self.conn.send(local, no);
+                }
             }
-            m => m,
-        };
+            return;
+        }
         if let Some(fc) = self.conn.payload_mut(local) {
             let outcome = fc.on_message(msg).await;
             self.apply_outcome(local, outcome);
         }
     }
 
-    fn apply_outcome(&mut self, local: u64, outcome: Outcome) {
+    fn apply_outcome(&mut self, local: u64, outcome: Outcome<C::Out>) {
         for m in outcome.send {
             self.conn.send(local, m);
         }
@@ -302,7 +578,18 @@ impl Peer {
         }
         if outcome.grew {
             if let Some(fc) = self.conn.payload_mut(local) {
-                let _ = self.ctx.reports.send(Report::FeedGrew(fc.key, self.id));
+                let _ = self.ctx.reports.send(Report::FeedGrew(fc.key(), self.id));
+            }
+        }
+        if outcome.done {
+            if let Some(key) = self.conn.payload_mut(local).map(|fc| fc.key()) {
+                self.conn.close(&key);
+                self.session.on_feed_closed(&key);
+                self.emit(Event::FeedStopped {
+                    peer: self.id,
+                    key,
+                    by: StoppedBy::Peer,
+                });
             }
         }
     }
@@ -315,7 +602,7 @@ impl Peer {
                 return;
             };
             if let Some(fc) = self.conn.payload_mut(local) {
-                let outcome = fc.on_message(Message::Request(r)).await;
+                let outcome = fc.on_message(r).await;
                 self.apply_outcome(local, outcome);
             }
             self.drive().await;
@@ -337,11 +624,14 @@ impl Peer {
             };
             match a {
                 Action::Send(o) => self.send_outgoing(o).await,
-                Action::HandshakeReceived(h) => self.emit(Event::HandshakeReceived {
-                    peer: id,
-                    client: h.client,
-                    version: h.version,
-                }),
+                Action::HandshakeReceived(h) => {
+                    self.peer_not_live = h.live == Some(false);
+                    self.emit(Event::HandshakeReceived {
+                        peer: id,
+                        client: h.client,
+                        version: h.version,
+                    })
+                }
                 Action::OfferReceived { keys, meta } => self.emit(Event::OfferReceived {
                     peer: id,
                     keys,
@@ -429,7 +719,7 @@ impl Peer {
         let (name, bodies, event) = match o {
             Outgoing::Handshake(h) => (wire::EXT_HANDSHAKE, vec![wire::encode_handshake(&h)], None),
             Outgoing::Manifest(keys) => {
-                let all = self.ctx.store.offer_meta().await;
+                let all = self.ctx.store.offer_meta_on(C::WIRE).await;
                 let meta: BTreeMap<FeedKey, FeedMeta> = keys
                     .iter()
                     .filter_map(|k| all.get(k).map(|m| (*k, m.clone())))
@@ -470,7 +760,12 @@ impl Peer {
             .remote_offer
             .get(&key)
             .and_then(wire::offered_name);
-        let feed = match self.ctx.store.get_or_create_replica(key, offered).await {
+        let feed = match self
+            .ctx
+            .store
+            .get_or_create_replica_on(key, offered, C::WIRE)
+            .await
+        {
             Ok((feed, created)) => {
                 if created {
                     self.ctx.announce(&feed).await;
@@ -487,13 +782,20 @@ impl Peer {
                 return;
             }
         };
-        self.conn
-            .open(key, Box::new(FeedChannel::new(feed, self.id)));
+        let mut side = C::Feed::new(feed, self.id);
+        if self.peer_not_live {
+            side.peer_not_live();
+        }
+        self.conn.open(key, side);
     }
 
     async fn on_command(&mut self, cmd: PeerCmd) {
         match cmd {
             PeerCmd::LocalFeed(key, meta) => {
+                // A connection offers only feeds of its own wire generation.
+                if self.ctx.store.get(&key).is_some_and(|f| f.wire != C::WIRE) {
+                    return;
+                }
                 let actions = self.session.on_local_feed(key, meta);
                 self.perform(actions).await;
             }

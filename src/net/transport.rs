@@ -1,9 +1,15 @@
-//! TCP with 3-byte little-endian length framing and a Noise XX handshake, as JavaScript
-//! `Hypercore.createProtocolStream` speaks it.
+//! The encrypted connection under a peer, in either wire generation:
 //!
-//! The cipher is the handshake crate's, driven without I/O: this module owns the socket, so
-//! end of stream, I/O errors and decryption failures all surface as errors here (the crate's
-//! own I/O wrapper swallows end of stream and panics on some errors).
+//! - hypercore 10: TCP with 3-byte little-endian length framing and a Noise XX handshake, as
+//!   JavaScript `Hypercore.createProtocolStream` speaks it. The cipher is the handshake
+//!   crate's, driven without I/O: this module owns the socket, so end of stream, I/O errors
+//!   and decryption failures all surface as errors here (the crate's own I/O wrapper swallows
+//!   end of stream and panics on some errors);
+//! - hypercore 9 (hypercore-protocol 8, multifeed 6 and Cabal): varint-framed Noise XX
+//!   messages, then one XSalsa20 keystream per direction over varint-framed messages
+//!   ([`crate::net::hc9`]).
+//!
+//! A listener tells the two apart by the first bytes the dialing side sends.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -16,10 +22,12 @@ use hypercore_handshake::{Cipher, CipherEvent, HandshakePattern};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::codec::{BytesCodec, Encoder, FramedRead, FramedWrite, LengthDelimitedCodec};
 
+use crate::event::Wire;
 use crate::frame::MAX_FRAME_BYTES;
 use crate::limits::Limits;
+use crate::net::hc9;
 
 /// Why a connection failed.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +44,56 @@ pub enum TransportError {
     /// No complete handshake within `Limits::handshake_timeout`.
     #[error("no Noise handshake within {0:?}; is the other side a hypercore peer?")]
     HandshakeTimeout(Duration),
+    /// The peer speaks a wire feedscope does not.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The peer broke the framing of the stream.
+    #[error("{0}")]
+    Framing(String),
+}
+
+/// Which side of a connection we are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// We dialed, speaking this wire.
+    Dial(Wire),
+    /// We accepted: the dialing side's first bytes say which wire it speaks.
+    Accept,
+}
+
+/// The first bytes a dialing side sends, as far as they tell its wire: `None` until enough
+/// arrived.
+///
+/// - hypercore-protocol 8 (hc9): `varint(58)` and the Noise XX first message, a 32-byte
+///   ephemeral key and the cleartext payload `0a 18` + 24-byte nonce;
+/// - hypercore-protocol 6 (multifeed 4, Mapeo classic): `varint(61)`, channel 0 type 0, and
+///   a cleartext `Feed{discoveryKey, nonce}` (`0a 20` …);
+/// - anything else is taken for hypercore 10 (3-byte length, then its Noise message).
+pub fn sniff(first: &[u8]) -> Option<Result<Wire, String>> {
+    const HC9_MSG1: usize = 1 + 32 + 2;
+    match first.first()? {
+        0x3a => {
+            if first.len() < HC9_MSG1 {
+                return None;
+            }
+            Some(Ok(if first[33..35] == [0x0a, 0x18] {
+                Wire::Hc9
+            } else {
+                Wire::Hc10
+            }))
+        }
+        0x3d => {
+            if first.len() < 4 {
+                return None;
+            }
+            Some(if first[1..4] == [0x00, 0x0a, 0x20] {
+                Err("the peer speaks hypercore-protocol 6 (multifeed 4, Mapeo classic), which feedscope does not support: it speaks hypercore 10 and hypercore-protocol 8 (multifeed 6, Cabal)".into())
+            } else {
+                Ok(Wire::Hc10)
+            })
+        }
+        _ => Some(Ok(Wire::Hc10)),
+    }
 }
 
 fn codec() -> LengthDelimitedCodec {
@@ -48,13 +106,29 @@ fn codec() -> LengthDelimitedCodec {
 
 /// The reading side of an encrypted connection, and the cipher that both sides share.
 pub struct Transport {
-    reader: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+    reader: Reader,
     writer: mpsc::UnboundedSender<Bytes>,
     backlog: Arc<Backlog>,
-    cipher: Cipher,
     initiator: bool,
     remote_public_key: [u8; 32],
     handshake_hash: Vec<u8>,
+}
+
+/// The reading side and the cipher, per wire. One per connection, so the larger variant
+/// costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
+enum Reader {
+    Hc10 {
+        frames: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+        cipher: Box<Cipher>,
+    },
+    Hc9 {
+        bytes: FramedRead<OwnedReadHalf, BytesCodec>,
+        tx: hc9::Keystream,
+        rx: hc9::Keystream,
+        frames: hc9::Decoder,
+        split: hc9::Split,
+    },
 }
 
 impl std::fmt::Debug for Transport {
@@ -97,8 +171,8 @@ impl Backlog {
 }
 
 /// Writes encrypted frames to the socket in order, batching whatever is queued into one flush.
-async fn write_loop(
-    mut sink: FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
+async fn write_loop<C: Encoder<Bytes>>(
+    mut sink: FramedWrite<OwnedWriteHalf, C>,
     mut rx: mpsc::UnboundedReceiver<Bytes>,
     backlog: Arc<Backlog>,
 ) {
@@ -127,21 +201,46 @@ async fn write_loop(
 }
 
 impl Transport {
-    /// Runs the Noise XX handshake on `stream`; `initiator` is the side that speaks first.
-    /// `limits` bounds the handshake's time and the write backlog.
+    /// Runs the Noise XX handshake of the connection's wire on `stream`. `limits` bounds the
+    /// handshake's time (telling the wire apart included) and the write backlog.
     pub async fn handshake(
+        stream: TcpStream,
+        role: Role,
+        limits: &Limits,
+    ) -> Result<Self, TransportError> {
+        let _ = stream.set_nodelay(true);
+        let timeout = limits.handshake_timeout;
+        let connect = async {
+            let wire = match role {
+                Role::Dial(wire) => wire,
+                Role::Accept => sniff_stream(&stream).await?,
+            };
+            let initiator = matches!(role, Role::Dial(_));
+            match wire {
+                Wire::Hc10 => Self::handshake_hc10(stream, initiator, limits).await,
+                Wire::Hc9 => Self::handshake_hc9(stream, initiator, limits).await,
+            }
+        };
+        tokio::time::timeout(timeout, connect)
+            .await
+            .map_err(|_| TransportError::HandshakeTimeout(timeout))?
+    }
+
+    fn backlog_for(limits: &Limits) -> Arc<Backlog> {
+        Arc::new(Backlog {
+            limit: limits.max_write_backlog,
+            ..Backlog::default()
+        })
+    }
+
+    async fn handshake_hc10(
         stream: TcpStream,
         initiator: bool,
         limits: &Limits,
     ) -> Result<Self, TransportError> {
-        let _ = stream.set_nodelay(true);
         let (read, write) = stream.into_split();
-        let reader = FramedRead::new(read, codec());
         let (tx, rx) = mpsc::unbounded_channel();
-        let backlog = Arc::new(Backlog {
-            limit: limits.max_write_backlog,
-            ..Backlog::default()
-        });
+        let backlog = Self::backlog_for(limits);
         tokio::spawn(write_loop(
             FramedWrite::new(write, codec()),
             rx,
@@ -158,34 +257,39 @@ impl Transport {
         .map_err(|e| TransportError::Crypto(e.to_string()))?;
 
         let mut t = Transport {
-            reader,
+            reader: Reader::Hc10 {
+                frames: FramedRead::new(read, codec()),
+                cipher: Box::new(cipher),
+            },
             writer: tx,
             backlog,
-            cipher,
             initiator,
             remote_public_key: [0; 32],
             handshake_hash: Vec::new(),
         };
-        tokio::time::timeout(limits.handshake_timeout, t.finish_handshake())
-            .await
-            .map_err(|_| TransportError::HandshakeTimeout(limits.handshake_timeout))??;
+        t.finish_handshake_hc10().await?;
         Ok(t)
     }
 
-    async fn finish_handshake(&mut self) -> Result<(), TransportError> {
+    async fn finish_handshake_hc10(&mut self) -> Result<(), TransportError> {
         loop {
             self.flush_cipher()?;
-            if let (Some(hash), Some(remote)) = (
-                self.cipher.handshake_hash(),
-                self.cipher.get_remote_static(),
-            ) {
+            let Reader::Hc10 { cipher, .. } = &mut self.reader else {
+                unreachable!("an hc10 handshake has an hc10 reader")
+            };
+            if let (Some(hash), Some(remote)) =
+                (cipher.handshake_hash(), cipher.get_remote_static())
+            {
                 self.handshake_hash = hash.to_vec();
                 self.remote_public_key = remote;
                 return Ok(());
             }
             let frame = self.read_raw().await?;
-            self.cipher.receive_next(frame);
-            while let Some(ev) = self.decrypt_next()? {
+            let Reader::Hc10 { cipher, .. } = &mut self.reader else {
+                unreachable!("an hc10 handshake has an hc10 reader")
+            };
+            cipher.receive_next(frame);
+            while let Some(ev) = decrypt_next(cipher)? {
                 // Handshake payloads carry nothing for hypercore; a message this early cannot
                 // happen because the remote has no keys yet.
                 let _ = ev;
@@ -193,9 +297,72 @@ impl Transport {
         }
     }
 
+    async fn handshake_hc9(
+        stream: TcpStream,
+        initiator: bool,
+        limits: &Limits,
+    ) -> Result<Self, TransportError> {
+        let noise =
+            |e: hc9::NoiseError| TransportError::Crypto(format!("Noise handshake error: {e}"));
+        let (read, write) = stream.into_split();
+        let (writer, rx) = mpsc::unbounded_channel();
+        let backlog = Self::backlog_for(limits);
+        tokio::spawn(write_loop(
+            FramedWrite::new(write, BytesCodec::new()),
+            rx,
+            backlog.clone(),
+        ));
+        let mut bytes = FramedRead::new(read, BytesCodec::new());
+        let mut hs = hc9::Handshake::new(initiator).map_err(noise)?;
+        let send = |out: Vec<u8>| -> Result<(), TransportError> {
+            if !out.is_empty() {
+                backlog.bytes.fetch_add(out.len(), Ordering::AcqRel);
+                writer
+                    .send(Bytes::from(out))
+                    .map_err(|_| TransportError::Closed)?;
+            }
+            Ok(())
+        };
+        send(hs.take_send())?;
+        let established = loop {
+            let chunk = match bytes.next().await {
+                Some(Ok(chunk)) => chunk,
+                Some(Err(e)) => return Err(TransportError::Io(e)),
+                None => return Err(TransportError::Closed),
+            };
+            let done = hs.receive(&chunk).map_err(noise)?;
+            send(hs.take_send())?;
+            if let Some(done) = done {
+                break done;
+            }
+        };
+        let (tx, mut rx_stream) = established.keystreams();
+        let mut frames = hc9::Decoder::new();
+        let mut overflow = established.overflow.clone();
+        rx_stream.apply(&mut overflow);
+        frames.push(&overflow);
+        Ok(Transport {
+            reader: Reader::Hc9 {
+                bytes,
+                tx,
+                rx: rx_stream,
+                frames,
+                split: established.split.clone(),
+            },
+            writer,
+            backlog,
+            initiator,
+            remote_public_key: established.remote_static,
+            handshake_hash: established.handshake_hash.clone(),
+        })
+    }
+
     async fn read_raw(&mut self) -> Result<Vec<u8>, TransportError> {
+        let Reader::Hc10 { frames, .. } = &mut self.reader else {
+            unreachable!("only hc10 reads length-framed messages")
+        };
         loop {
-            match self.reader.next().await {
+            match frames.next().await {
                 // A zero-length frame carries nothing and would upset the cipher.
                 Some(Ok(frame)) if frame.is_empty() => continue,
                 Some(Ok(frame)) => return Ok(frame.to_vec()),
@@ -205,15 +372,11 @@ impl Transport {
         }
     }
 
-    fn decrypt_next(&mut self) -> Result<Option<CipherEvent>, TransportError> {
-        self.cipher
-            .next_decrypted_message()
-            .map_err(|e| TransportError::Crypto(e.to_string()))
-    }
-
     fn flush_cipher(&mut self) -> Result<(), TransportError> {
-        while let Some(out) = self
-            .cipher
+        let Reader::Hc10 { cipher, .. } = &mut self.reader else {
+            return Ok(());
+        };
+        while let Some(out) = cipher
             .get_next_sendable_message()
             .map_err(|e| TransportError::Crypto(e.to_string()))?
         {
@@ -223,6 +386,22 @@ impl Transport {
                 .map_err(|_| TransportError::Closed)?;
         }
         Ok(())
+    }
+
+    /// The wire this connection speaks.
+    pub fn wire(&self) -> Wire {
+        match self.reader {
+            Reader::Hc10 { .. } => Wire::Hc10,
+            Reader::Hc9 { .. } => Wire::Hc9,
+        }
+    }
+
+    /// The transport keys of an hc9 connection, which key its channel capabilities.
+    pub fn hc9_split(&self) -> Option<&hc9::Split> {
+        match &self.reader {
+            Reader::Hc9 { split, .. } => Some(split),
+            Reader::Hc10 { .. } => None,
+        }
     }
 
     /// Whether we started the Noise handshake.
@@ -250,19 +429,78 @@ impl Transport {
         self.backlog.clone()
     }
 
-    /// Encrypts and sends one plaintext frame (an empty one is a keep-alive).
-    pub fn send(&mut self, plaintext: Vec<u8>) -> Result<(), TransportError> {
-        self.cipher.queue_msg(plaintext);
-        self.flush_cipher()
+    /// Encrypts and sends what the connection core sealed: one plaintext frame on hc10 (an
+    /// empty one is a keep-alive), framed bytes on hc9.
+    pub fn send(&mut self, mut plaintext: Vec<u8>) -> Result<(), TransportError> {
+        match &mut self.reader {
+            Reader::Hc10 { cipher, .. } => {
+                cipher.queue_msg(plaintext);
+                self.flush_cipher()
+            }
+            Reader::Hc9 { tx, .. } => {
+                if plaintext.is_empty() {
+                    return Ok(());
+                }
+                tx.apply(&mut plaintext);
+                self.backlog
+                    .bytes
+                    .fetch_add(plaintext.len(), Ordering::AcqRel);
+                self.writer
+                    .send(Bytes::from(plaintext))
+                    .map_err(|_| TransportError::Closed)
+            }
+        }
     }
 
-    /// Waits for the next encrypted frame and returns the plaintext frames it yields.
-    /// Cancel-safe: a frame is either fully read and decrypted or not taken at all.
+    /// Waits for the next encrypted bytes and returns the plaintext frames they complete (on
+    /// hc9, a frame's contents after its length; empty for a keep-alive). Cancel-safe: bytes
+    /// are either fully read and decrypted or not taken at all.
     pub async fn recv(&mut self) -> Result<Vec<Vec<u8>>, TransportError> {
+        if let Reader::Hc9 {
+            bytes, rx, frames, ..
+        } = &mut self.reader
+        {
+            let mut out = Vec::new();
+            loop {
+                match frames.next_frame() {
+                    Ok(Some(frame)) => out.push(frame),
+                    Ok(None) => break,
+                    Err(e) => {
+                        return Err(TransportError::Framing(format!(
+                            "the peer broke the stream's framing: {e}"
+                        )))
+                    }
+                }
+            }
+            if !out.is_empty() {
+                return Ok(out);
+            }
+            let mut chunk = match bytes.next().await {
+                Some(Ok(chunk)) => chunk,
+                Some(Err(e)) => return Err(TransportError::Io(e)),
+                None => return Err(TransportError::Closed),
+            };
+            rx.apply(&mut chunk);
+            frames.push(&chunk);
+            loop {
+                match frames.next_frame() {
+                    Ok(Some(frame)) => out.push(frame),
+                    Ok(None) => return Ok(out),
+                    Err(e) => {
+                        return Err(TransportError::Framing(format!(
+                            "the peer broke the stream's framing: {e}"
+                        )))
+                    }
+                }
+            }
+        }
         let frame = self.read_raw().await?;
-        self.cipher.receive_next(frame);
+        let Reader::Hc10 { cipher, .. } = &mut self.reader else {
+            unreachable!("checked above")
+        };
+        cipher.receive_next(frame);
         let mut out = Vec::new();
-        while let Some(ev) = self.decrypt_next()? {
+        while let Some(ev) = decrypt_next(cipher)? {
             if let CipherEvent::Message(m) = ev {
                 out.push(m);
             }
@@ -270,5 +508,33 @@ impl Transport {
         // Decrypting can complete the handshake's last step, which has something to send.
         self.flush_cipher()?;
         Ok(out)
+    }
+}
+
+fn decrypt_next(cipher: &mut Cipher) -> Result<Option<CipherEvent>, TransportError> {
+    cipher
+        .next_decrypted_message()
+        .map_err(|e| TransportError::Crypto(e.to_string()))
+}
+
+/// Waits until the dialing side's first bytes tell its wire, without taking them.
+async fn sniff_stream(stream: &TcpStream) -> Result<Wire, TransportError> {
+    let mut first = [0u8; 64];
+    let mut seen = 0;
+    loop {
+        stream.readable().await?;
+        let n = match stream.peek(&mut first).await {
+            Ok(0) => return Err(TransportError::Closed),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(TransportError::Io(e)),
+        };
+        match sniff(&first[..n]) {
+            Some(Ok(wire)) => return Ok(wire),
+            Some(Err(why)) => return Err(TransportError::Unsupported(why)),
+            // Only part of the first message is here: wait for more, without spinning.
+            None if n == seen => tokio::time::sleep(Duration::from_millis(2)).await,
+            None => seen = n,
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde_json::Value;
 
-use crate::event::{Direction, Event, PeerId, StoppedBy};
+use crate::event::{Direction, Event, PeerId, StoppedBy, Wire};
 use crate::wire::FeedKey;
 
 /// Log lines kept; older ones are dropped.
@@ -99,6 +99,8 @@ pub struct PeerView {
     pub initiator: bool,
     /// Noise public key, hex.
     pub remote_public_key: String,
+    /// The wire the connection speaks.
+    pub speaks: Wire,
     /// Client and version from its handshake.
     pub client: Option<(String, String)>,
     /// `None` while connected; the reason once disconnected.
@@ -265,6 +267,7 @@ impl Model {
                 addr,
                 initiator,
                 remote_public_key,
+                wire,
             } => {
                 self.peers.insert(
                     *peer,
@@ -273,6 +276,7 @@ impl Model {
                         addr: addr.clone(),
                         initiator: *initiator,
                         remote_public_key: remote_public_key.clone(),
+                        speaks: *wire,
                         ..Default::default()
                     },
                 );
@@ -281,7 +285,7 @@ impl Model {
                     "peer_connected",
                     false,
                     format!(
-                        "{} {addr} ({})",
+                        "{} {addr} ({}, {wire})",
                         if *initiator { "dialed" } else { "accepted" },
                         &remote_public_key[..remote_public_key.len().min(8)]
                     ),

@@ -8,11 +8,12 @@ use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use feedscope::event::Wire;
 use feedscope::frame::{self, core, Item, Msg};
 use feedscope::limits::Limits;
 use feedscope::net::hc10::capability;
 use feedscope::net::replicate;
-use feedscope::net::transport::Transport;
+use feedscope::net::transport::{Role, Transport};
 use feedscope::store::{Feed, Store};
 use feedscope::wire::{self, FeedKey, Handshake};
 use hypercore_protocol::discovery_key;
@@ -120,7 +121,7 @@ impl Evil {
             .await
             .map_err(|e| format!("connect {addr}: {e}"))?;
         let local_addr = tcp.local_addr().map_err(|e| e.to_string())?.to_string();
-        let t = Transport::handshake(tcp, true, &Limits::DEFAULT)
+        let t = Transport::handshake(tcp, Role::Dial(Wire::Hc10), &Limits::DEFAULT)
             .await
             .map_err(|e| format!("handshake with {addr}: {e}"))?;
         Ok(Evil {

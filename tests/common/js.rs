@@ -31,6 +31,13 @@ pub fn ensure_js_peer() {
 /// Makes sure `node` runs and the peer's packages are installed (`npm ci`, once, even when
 /// several processes start at the same time), or says why not.
 pub fn prepare() -> Result<(), String> {
+    install(&js_dir(), "hypercore", &[])
+}
+
+/// Makes sure `node` runs and the packages of the JS folder `dir` are installed, `marker`
+/// being one of them: `npm ci` with `npm_args`, once, even when several processes start at the
+/// same time. Says why not if it cannot.
+pub fn install(dir: &Path, marker: &str, npm_args: &[&str]) -> Result<(), String> {
     let node = Command::new("node").arg("--version").output();
     if !node.as_ref().is_ok_and(|o| o.status.success()) {
         return Err(
@@ -39,22 +46,24 @@ pub fn prepare() -> Result<(), String> {
                 .into(),
         );
     }
-    let dir = js_dir();
-    if dir.join("node_modules").join("hypercore").exists() {
+    let installed = || dir.join("node_modules").join(marker).exists();
+    if installed() {
         return Ok(());
     }
     let lock = std::fs::File::create(dir.join(".npm-ci.lock"))
-        .map_err(|e| format!("tests/js is not writable: {e}"))?;
+        .map_err(|e| format!("{} is not writable: {e}", dir.display()))?;
     lock.lock().map_err(|e| format!("lock for npm ci: {e}"))?;
-    if !dir.join("node_modules").join("hypercore").exists() {
+    if !installed() {
         let out = Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund", "--prefer-offline"])
-            .current_dir(&dir)
+            .args(npm_args)
+            .current_dir(dir)
             .output()
             .map_err(|e| format!("npm does not run: {e}"))?;
         if !out.status.success() {
             return Err(format!(
-                "npm ci in tests/js failed:\n{}{}",
+                "npm ci in {} failed:\n{}{}",
+                dir.display(),
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             ));

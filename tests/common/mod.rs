@@ -1,8 +1,8 @@
 //! The one kit of the tests and the benches (which include this file by its path): the real
 //! `feedscope` binary as headless peers on loopback with real storage ([`Node`]), JSON-lines
 //! children ([`child`]), in-process engines ([`engines`], on [`kit`], the kit `feedscope soak`
-//! and `feedscope demo` are built on), hostile peers ([`evil`]) and the JavaScript peer
-//! ([`js`]).
+//! and `feedscope demo` are built on), hostile peers ([`evil`]) and the JavaScript peers
+//! ([`js`] on hypercore 10, [`js_cabal`] on Cabal's wire).
 #![allow(dead_code)]
 
 use std::io::Write;
@@ -17,6 +17,7 @@ pub mod child;
 pub mod engines;
 pub mod evil;
 pub mod js;
+pub mod js_cabal;
 #[path = "../../src/cli/kit.rs"]
 pub mod kit;
 

@@ -30,6 +30,7 @@ use hypercore_protocol::{discovery_key, Message};
 use crate::event::{Event, PeerId, ProblemKind};
 use crate::frame::{self, core, Item, Msg};
 use crate::limits::Limits;
+pub use crate::net::output::Output;
 use crate::wire::FeedKey;
 
 /// Bytes of a message shown in a `wire` event's hex dump.
@@ -61,41 +62,6 @@ pub fn capability(initiator: bool, handshake_hash: &[u8], key: &[u8; 32]) -> [u8
     );
     Mac::update(&mut mac, key);
     mac.finalize_fixed().into()
-}
-
-/// What the connection asks its driver to act on, in order.
-#[derive(Debug)]
-pub enum Output<T> {
-    /// An event to publish as it is.
-    Event(Event),
-    /// The root channel is open on both sides: the multifeed exchange starts.
-    RootOpened,
-    /// An extension message arrived on the root channel.
-    RootExtension {
-        /// Its name; empty means "the same as the previous one".
-        name: String,
-        /// Its payload.
-        payload: Vec<u8>,
-    },
-    /// A feed channel is open on both sides.
-    FeedOpened {
-        /// Our id of the channel.
-        local: u64,
-    },
-    /// A replication message arrived on an open feed channel.
-    FeedMessage {
-        /// Our id of the channel.
-        local: u64,
-        /// The message.
-        msg: Message,
-    },
-    /// The peer closed a feed channel; we closed ours and hand its payload back.
-    FeedClosed {
-        /// The feed.
-        key: FeedKey,
-        /// What the channel carried.
-        payload: T,
-    },
 }
 
 struct Chan<T> {
@@ -228,6 +194,12 @@ impl<T> Conn<T> {
         if self.end.is_none() {
             self.end = Some((error, reason));
         }
+    }
+
+    /// The peer closed the connection (a peer of another key rejects our root channel
+    /// first, which is reported as such).
+    pub fn peer_closed(&mut self) {
+        self.finish(false, "connection closed by the peer".into());
     }
 
     /// Whether to read more from the peer: not while received items wait, nor while step

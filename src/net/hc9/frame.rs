@@ -179,6 +179,15 @@ impl Decoder {
     /// The next whole frame, `Ok(None)` if more bytes are needed.
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Item>, FrameError> {
+        match self.next_frame()? {
+            Some(frame) => decode_frame(&frame).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The contents of the next whole frame (after its length, to be decoded with
+    /// [`decode_frame`]), `Ok(None)` if more bytes are needed.
+    pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
@@ -195,9 +204,9 @@ impl Decoder {
         if rest.len() - n < len {
             return Ok(None);
         }
-        let frame = &rest[n..n + len];
+        let frame = rest[n..n + len].to_vec();
         self.pos += n + len;
-        decode_frame(frame).map(Some)
+        Ok(Some(frame))
     }
 
     fn fail(&mut self, e: FrameError) -> FrameError {

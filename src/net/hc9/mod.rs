@@ -7,7 +7,10 @@
 //! - [`noise`]: the Noise XX handshake with its nonce payload, as a state machine;
 //! - [`cipher`]: the XSalsa20 keystreams that carry everything after the handshake;
 //! - [`caps`]: discovery keys, and the capabilities that prove a peer knows a feed's key;
-//! - [`extensions`]: stream-level extension ids, as indexes into each side's sorted list.
+//! - [`rle`]: the run-length encoded bitfields of `Have` messages;
+//! - [`extensions`]: stream-level extension ids, as indexes into each side's sorted list;
+//! - [`conn`]: the connection core: channels, capabilities, the multifeed root channel,
+//!   keep-alives, step mode and tracing, giving the same outputs as hypercore 10's.
 //!
 //! Every byte-level fact follows the measured behaviour of `simple-hypercore-protocol` 2.1.2
 //! and `hypercore-protocol` 8.0.7; the tests reproduce a recorded JavaScript transcript byte
@@ -17,10 +20,12 @@
 
 pub mod caps;
 pub mod cipher;
+pub mod conn;
 pub mod extensions;
 pub mod frame;
 pub mod message;
 pub mod noise;
+pub mod rle;
 
 pub use caps::discovery_key;
 pub use cipher::Keystream;

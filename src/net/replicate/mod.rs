@@ -1,5 +1,7 @@
 //! Replication of one feed on one channel, both directions, from the core's proof API.
 //!
+//! Hypercore 9 feeds (Cabal's wire) replicate through [`hc9::Hc9Channel`] instead.
+//!
 //! Two layers: [`machine::Replicator`] makes every protocol decision (window, requests in
 //! flight, what the peer holds, upgrades, progress) without I/O; [`FeedChannel`] drives it
 //! for one store feed. Each call of the driver takes the core's lock once, shows the core to
@@ -7,6 +9,7 @@
 //! lock: a received proof is checked and applied without another peer's change in between,
 //! and what a progress or synced event reports is committed before the event is out.
 
+pub mod hc9;
 pub mod machine;
 mod remote;
 mod shape;
@@ -29,17 +32,31 @@ pub use machine::{nodes_to_ask, PROGRESS_INTERVAL, WINDOW};
 use machine::{Effect, Effects, Failure, Replicator, View};
 pub use remote::MAX_REMOTE_SPANS;
 
-/// The outcome of handling one message, for the peer task.
-#[derive(Debug, Default)]
-pub struct Outcome {
+/// The outcome of handling one message, for the peer task; `M` is the wire's message.
+#[derive(Debug)]
+pub struct Outcome<M = Msg> {
     /// Messages to send on this channel.
-    pub send: Vec<Msg>,
+    pub send: Vec<M>,
     /// Events to publish.
     pub events: Vec<Event>,
     /// Our copy of the feed grew: other peers should hear of it.
     pub grew: bool,
     /// Something the peer did wrong (the session survives).
     pub warning: Option<String>,
+    /// The channel's work is over (a peer that is not live needs nothing more): close it.
+    pub done: bool,
+}
+
+impl<M> Default for Outcome<M> {
+    fn default() -> Self {
+        Outcome {
+            send: Vec::new(),
+            events: Vec::new(),
+            grew: false,
+            warning: None,
+            done: false,
+        }
+    }
 }
 
 /// One feed's replication with one peer: a [`Replicator`] over a store feed.

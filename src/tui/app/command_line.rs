@@ -219,7 +219,10 @@ impl App {
             Verb::Connect => {
                 self.say(format!("dialing {rest}…"), false);
                 self.await_outcome(format!("connect {rest}"), Expect::Connected(rest.into()));
-                vec![Command::Connect { addr: rest.into() }]
+                vec![Command::Connect {
+                    addr: rest.into(),
+                    wire: None,
+                }]
             }
             Verb::Approve | Verb::Decline => {
                 let approve = spec.verb == Verb::Approve;
@@ -266,7 +269,10 @@ impl App {
                 }
                 self.say(format!("creating feed {rest}…"), false);
                 self.await_outcome(format!("add-feed {rest}"), Expect::FeedAdded(rest.into()));
-                vec![Command::AddFeed { name: rest.into() }]
+                vec![Command::AddFeed {
+                    name: rest.into(),
+                    wire: None,
+                }]
             }
             Verb::Append => match rest.split_once(' ') {
                 Some((name, text)) if !text.trim().is_empty() => {

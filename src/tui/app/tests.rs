@@ -1,4 +1,5 @@
 use super::*;
+use crate::event::Wire;
 use ratatui::crossterm::event::{KeyCode, KeyModifiers};
 use std::collections::BTreeMap;
 
@@ -19,6 +20,7 @@ fn with_offers() -> App {
             addr: "a".into(),
             initiator: false,
             remote_public_key: "00".repeat(32),
+            wire: Wire::Hc10,
         },
         0.0,
     );

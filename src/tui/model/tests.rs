@@ -13,6 +13,7 @@ fn connected() -> Model {
             addr: "127.0.0.1:9".into(),
             initiator: true,
             remote_public_key: "ab".repeat(32),
+            wire: Wire::Hc10,
         },
         0.0,
     );
