@@ -13,6 +13,7 @@ use ratatui::layout::{Position, Rect};
 use tui_input::Input;
 
 use crate::event::{Command, Event, KeySelection, PeerId, ProblemKind};
+use crate::tui::inbox::IngestStats;
 use crate::tui::keys::{action_for, Action, Mode};
 use crate::tui::model::{LogLine, Model, OfferState, PeerView, WireLine, LOG_CAPACITY};
 use crate::tui::view::{self, Regions};
@@ -196,8 +197,10 @@ pub struct App {
     pub help: bool,
     /// Lines the help overlay is scrolled by.
     pub help_scroll: u16,
-    /// The command line, while open.
+    /// The command line or the peer search, while open.
     pub input: Option<Input>,
+    /// Whether the open line is the `/` peer search rather than the `:` command line.
+    pub searching: bool,
     /// What `tab` found when several completions fit.
     pub candidates: Vec<String>,
     /// Status line.
@@ -224,6 +227,8 @@ pub struct App {
     pub replay: Option<String>,
     /// Where each region was drawn last, for paging and clicks.
     pub regions: Regions,
+    /// What the live loop's inbox did with the engine's events (drops are shown).
+    pub ingest: IngestStats,
     history: Vec<String>,
     history_pos: Option<usize>,
 }
@@ -244,6 +249,7 @@ impl App {
             help: false,
             help_scroll: 0,
             input: None,
+            searching: false,
             candidates: Vec::new(),
             status: None,
             awaiting: None,
@@ -257,6 +263,7 @@ impl App {
             quit: false,
             replay: None,
             regions: Regions::default(),
+            ingest: IngestStats::default(),
             history: Vec::new(),
             history_pos: None,
         }
@@ -285,7 +292,9 @@ impl App {
 
     /// What the screen is doing, for the footer.
     pub fn mode(&self) -> Mode {
-        if self.input.is_some() {
+        if self.input.is_some() && self.searching {
+            Mode::Search
+        } else if self.input.is_some() {
             Mode::CommandLine
         } else if self.help {
             Mode::Help

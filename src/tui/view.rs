@@ -36,6 +36,7 @@ use ratatui::Frame;
 use crate::tui::app::{App, Focus, Pane, PeerSort};
 use crate::tui::keys::{
     footer_hints, Binding, Mode, BINDINGS, COMMANDS, LINE_BINDINGS, REPLAY_BINDINGS,
+    SEARCH_BINDINGS,
 };
 use crate::tui::model::{OfferState, PeerView};
 use crate::wire::FeedKey;
@@ -286,6 +287,13 @@ fn render_header(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
     ];
     if m.errors > 0 {
         spans.push(Span::styled(format!("  errors {}", m.errors), t.problem()));
+    }
+    if app.ingest.dropped > 0 {
+        // The engine outran the screen: the inspector misses these lines (a recording has them).
+        spans.push(Span::styled(
+            format!("  dropped {} wire", app.ingest.dropped),
+            t.pending(),
+        ));
     }
     if app.is_frozen() {
         spans.push(Span::styled("  FROZEN (space)", t.pending()));
