@@ -546,6 +546,14 @@ fn render_pane(f: &mut Frame, r: &Regions, app: &App, t: &Theme) {
     let table = Table::new(rows, widths)
         .header(Row::new(header).style(t.title()))
         .row_highlight_style(t.selected());
+    // Only as tall as its rows: a table styles every cell of its area, and below the last row
+    // there is nothing to draw.
+    let table_area = Rect {
+        height: table_area
+            .height
+            .min(u16::try_from(len + 1).unwrap_or(u16::MAX)),
+        ..table_area
+    };
     f.render_stateful_widget(table, table_area, &mut state);
     if r.detail.height > 0 {
         render_detail(f, r.detail, app, p, t);

@@ -117,11 +117,13 @@ pub(super) fn render_peers(f: &mut Frame, r: &Regions, app: &App, t: &Theme) {
         .map(|p| {
             let pending = p.pending();
             let word = state_word(app, p);
+            // Spans, not strings: a string cell is scanned for line breaks on every frame.
+            let cell = |s: String| Cell::from(Span::raw(s));
             let mut cells = vec![
-                Cell::from(format!("#{}", p.id)),
-                Cell::from(p.addr.clone()),
-                Cell::from(word).style(state_style(word, t)),
-                Cell::from(if pending > 0 {
+                cell(format!("#{}", p.id)),
+                Cell::from(Span::raw(p.addr.as_str())),
+                Cell::from(Span::raw(word)).style(state_style(word, t)),
+                cell(if pending > 0 {
                     format!("{pending}?")
                 } else {
                     format!("{}", p.active.len())
@@ -133,7 +135,7 @@ pub(super) fn render_peers(f: &mut Frame, r: &Regions, app: &App, t: &Theme) {
                 }),
             ];
             if rate_column {
-                cells.push(Cell::from(if p.disconnected.is_none() {
+                cells.push(cell(if p.disconnected.is_none() {
                     human_rate(p.rate())
                 } else {
                     String::new()
