@@ -2,6 +2,9 @@
 //!
 //! `apply` takes the event and the time it happened (seconds since the session started), so
 //! the same fold serves a live engine and a replayed recording.
+//!
+//! The file is long because `apply` is one match over every kind of event, next to the types
+//! it fills; split, a reader would have to hold the fold in two places.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
