@@ -204,3 +204,70 @@ fn keys_move_the_log_and_the_status_line_reports_what_happened() {
     assert_eq!(std::fs::read_to_string(&exit_file).unwrap().trim(), "0");
     peer.quit();
 }
+
+#[test]
+fn slash_searches_the_peers_list_and_counts_what_it_hides() {
+    let (ui_dir, scratch) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes: Vec<(Node, String)> = dirs.iter().map(|d| Node::listen(d.path(), &[])).collect();
+    let connects: String = nodes
+        .iter()
+        .map(|(_, a)| format!(" --connect {a}"))
+        .collect();
+    let exit_file = scratch.path().join("exit");
+    let ui = Tmux::start(
+        &format!(
+            "{} --storage {}{connects} --no-mouse",
+            bin(),
+            ui_dir.path().display()
+        ),
+        &exit_file,
+    );
+    ui.wait_for("three peers", |s| s.contains("peers 3"));
+    ui.wait_for("the search key in the footer", |s| s.contains("/ search"));
+
+    // Searching for the second peer's port lists it alone and counts the two it hides.
+    let port = nodes[1].1.rsplit(':').next().unwrap().to_string();
+    ui.keys(&["/", &port]);
+    let screen = ui.wait_for("one match", |s| s.contains("1/3 · 2 hidden"));
+    assert!(screen.contains(&format!("/{port}")), "{screen}");
+    assert!(screen.contains("enter keep"), "{screen}");
+    // The list is the left third of the screen (the events below it name every peer).
+    let list: String = screen
+        .lines()
+        .map(|l| l.chars().take(33).collect::<String>() + "\n")
+        .collect();
+    for (i, (_, addr)) in nodes.iter().enumerate() {
+        assert_eq!(list.contains(addr.as_str()), i == 1, "{addr}:\n{screen}");
+    }
+    ui.keys(&["Enter"]);
+    ui.wait_for("the kept search", |s| s.contains("1 of 3 peers match"));
+
+    // A search for nothing says so, and escape puts the kept one back.
+    let backspaces = vec!["BSpace"; port.len()];
+    ui.keys(&["/"]);
+    ui.keys(&backspaces);
+    ui.keys(&["nosuchpeer"]);
+    ui.wait_for("no match", |s| s.contains("no peer matches"));
+    std::thread::sleep(Duration::from_millis(100));
+    ui.keys(&["Escape"]);
+    ui.wait_for("the kept search again", |s| s.contains("1/3 · 2 hidden"));
+
+    // An empty search lists every peer again.
+    ui.keys(&["/"]);
+    ui.wait_for("the search line", |s| s.contains(&format!("/{port}")));
+    ui.keys(&backspaces);
+    ui.keys(&["Enter"]);
+    ui.wait_for("every peer listed", |s| {
+        s.contains("every peer is listed") && !s.contains("hidden")
+    });
+    ui.keys(&["q", "q"]);
+    let deadline = Instant::now() + WAIT;
+    while !exit_file.exists() {
+        assert!(Instant::now() < deadline, "the UI did not exit on q");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for (node, _) in nodes {
+        node.quit();
+    }
+}

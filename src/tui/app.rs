@@ -13,6 +13,7 @@ use ratatui::layout::{Position, Rect};
 use tui_input::Input;
 
 use crate::event::{Command, Event, KeySelection, PeerId, ProblemKind};
+use crate::tui::inbox::IngestStats;
 use crate::tui::keys::{action_for, Action, Mode};
 use crate::tui::model::{LogLine, Model, OfferState, PeerView, WireLine, LOG_CAPACITY};
 use crate::tui::view::{self, Regions};
@@ -20,6 +21,9 @@ use crate::wire::FeedKey;
 
 mod command_line;
 mod input;
+mod lists;
+
+use lists::{log_passes, wire_passes};
 
 pub use command_line::Completion;
 
@@ -196,8 +200,10 @@ pub struct App {
     pub help: bool,
     /// Lines the help overlay is scrolled by.
     pub help_scroll: u16,
-    /// The command line, while open.
+    /// The command line or the peer search, while open.
     pub input: Option<Input>,
+    /// Whether the open line is the `/` peer search rather than the `:` command line.
+    pub searching: bool,
     /// What `tab` found when several completions fit.
     pub candidates: Vec<String>,
     /// Status line.
@@ -224,6 +230,8 @@ pub struct App {
     pub replay: Option<String>,
     /// Where each region was drawn last, for paging and clicks.
     pub regions: Regions,
+    /// What the live loop's inbox did with the engine's events (drops are shown).
+    pub ingest: IngestStats,
     history: Vec<String>,
     history_pos: Option<usize>,
 }
@@ -244,6 +252,7 @@ impl App {
             help: false,
             help_scroll: 0,
             input: None,
+            searching: false,
             candidates: Vec::new(),
             status: None,
             awaiting: None,
@@ -257,6 +266,7 @@ impl App {
             quit: false,
             replay: None,
             regions: Regions::default(),
+            ingest: IngestStats::default(),
             history: Vec::new(),
             history_pos: None,
         }
@@ -285,7 +295,9 @@ impl App {
 
     /// What the screen is doing, for the footer.
     pub fn mode(&self) -> Mode {
-        if self.input.is_some() {
+        if self.input.is_some() && self.searching {
+            Mode::Search
+        } else if self.input.is_some() {
             Mode::CommandLine
         } else if self.help {
             Mode::Help
@@ -435,119 +447,6 @@ impl App {
         }
     }
 
-    fn peer_passes(&self, p: &PeerView, f: &str) -> bool {
-        f.is_empty()
-            || p.addr.contains(f)
-            || p.remote_public_key.starts_with(f)
-            || p.state().contains(f)
-            || format!("#{}", p.id) == f
-    }
-
-    /// The peers as the list shows them: filtered, then sorted.
-    pub fn peers(&self) -> Vec<&PeerView> {
-        let f = self.peer_filter.to_lowercase();
-        let mut v: Vec<&PeerView> = self
-            .model()
-            .peers
-            .values()
-            .filter(|p| self.peer_passes(p, &f))
-            .collect();
-        match self.sort {
-            PeerSort::Id => {}
-            PeerSort::Rate => v.sort_by(|a, b| b.rate().total_cmp(&a.rate())),
-            PeerSort::Pending => v.sort_by_key(|p| std::cmp::Reverse(p.pending())),
-            PeerSort::State => v.sort_by_key(|p| (p.disconnected.is_some(), p.state())),
-        }
-        v
-    }
-
-    /// The selected peer: the one chosen, while the list shows it; else the first listed.
-    pub fn selected_peer(&self) -> Option<&PeerView> {
-        let f = self.peer_filter.to_lowercase();
-        if let Some(p) = self.peer_id.and_then(|id| self.model().peers.get(&id)) {
-            if self.peer_passes(p, &f) {
-                return Some(p);
-            }
-        }
-        // The first row of the sorted list, found in one pass: with a thousand peers and none
-        // chosen yet, sorting the whole list on every call was most of a frame.
-        let mut passing = self
-            .model()
-            .peers
-            .values()
-            .filter(|p| self.peer_passes(p, &f));
-        match self.sort {
-            PeerSort::Id => passing.next(),
-            PeerSort::Rate => passing.min_by(|a, b| b.rate().total_cmp(&a.rate())),
-            PeerSort::Pending => passing.min_by_key(|p| std::cmp::Reverse(p.pending())),
-            PeerSort::State => passing.min_by_key(|p| (p.disconnected.is_some(), p.state())),
-        }
-    }
-
-    /// The selected peer's row in `list` (as [`App::peers`] returns it).
-    pub fn peer_index(&self, list: &[&PeerView]) -> usize {
-        self.selected_peer()
-            .and_then(|s| list.iter().position(|p| p.id == s.id))
-            .unwrap_or(0)
-    }
-
-    /// The keys listed in the current pane, in display order.
-    pub fn pane_keys(&self) -> Vec<FeedKey> {
-        let Some(p) = self.selected_peer() else {
-            return Vec::new();
-        };
-        match self.pane {
-            Pane::Offered => p.remote_offer.keys().copied().collect(),
-            Pane::Requested => p.requested.iter().copied().collect(),
-            Pane::Active => p.active.keys().copied().collect(),
-            Pane::OurOffer => p.local_offer.iter().copied().collect(),
-            Pane::Wire | Pane::Log => Vec::new(),
-        }
-    }
-
-    /// Wire lines of the selected peer that pass the filter.
-    pub fn wire_lines(&self) -> Vec<&WireLine> {
-        let f = self.filter.to_lowercase();
-        let Some(p) = self.selected_peer() else {
-            return Vec::new();
-        };
-        p.wire.iter().filter(|w| wire_passes(w, &f)).collect()
-    }
-
-    /// Log lines that pass the filter (and concern the selected peer, if it is chosen).
-    pub fn log_lines(&self) -> Vec<&LogLine> {
-        let f = self.filter.to_lowercase();
-        self.model()
-            .log
-            .iter()
-            .filter(|l| log_passes(l, &f))
-            .collect()
-    }
-
-    fn pane_len(&self) -> usize {
-        match self.pane {
-            Pane::Log => self.log_lines().len(),
-            Pane::Wire => self.wire_lines().len(),
-            _ => self.pane_keys().len(),
-        }
-    }
-
-    /// Whether the shown pane keeps its last line selected as lines arrive.
-    pub fn follows(&self) -> bool {
-        self.follow && matches!(self.pane, Pane::Log | Pane::Wire)
-    }
-
-    /// The selected row of a pane list `len` long: the last one while following.
-    pub fn selected_row(&self, len: usize) -> usize {
-        if len == 0 {
-            0
-        } else if self.follows() {
-            len - 1
-        } else {
-            self.row.min(len - 1)
-        }
-    }
-
     fn say(&mut self, text: impl Into<String>, error: bool) {
         let ttl = if error { ERROR_TTL } else { STATUS_TTL };
         self.status = Some(Status {
@@ -591,24 +490,6 @@ impl App {
         }
         self.replaying()
     }
-}
-
-/// Whether a log line passes the (lowercase) filter.
-fn log_passes(l: &LogLine, f: &str) -> bool {
-    f.is_empty()
-        || l.text.to_lowercase().contains(f)
-        || l.kind.contains(f)
-        || l.peer.is_some_and(|p| format!("#{p}") == f)
-}
-
-/// Whether a wire line passes the (lowercase) filter.
-fn wire_passes(w: &WireLine, f: &str) -> bool {
-    f.is_empty()
-        || w.kind.to_lowercase().contains(f)
-        || w.channel.contains(f)
-        || (f == "in" && w.incoming)
-        || (f == "out" && !w.incoming)
-        || w.summary.to_lowercase().contains(f)
 }
 
 fn decide(approve: bool, peer: Option<PeerId>, key: KeySelection) -> Command {

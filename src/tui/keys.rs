@@ -1,8 +1,8 @@
 //! The one key map: key handling, the footer hints and the help overlay all read it.
 //!
-//! Four tables, one shape: the live keys ([`BINDINGS`]), the replay timeline
-//! ([`REPLAY_BINDINGS`]), the keys of the open command line ([`LINE_BINDINGS`]) and the `:`
-//! commands ([`COMMANDS`]). Handling looks a key or word up here, so a key that help does not
+//! Five tables, one shape: the live keys ([`BINDINGS`]), the replay timeline
+//! ([`REPLAY_BINDINGS`]), the keys of the open command line ([`LINE_BINDINGS`]) and of the peer
+//! search ([`SEARCH_BINDINGS`]), and the `:` commands ([`COMMANDS`]). Handling looks a key or word up here, so a key that help does not
 //! list cannot do anything, and a hint cannot name a key that does nothing. The file is long
 //! because it is those tables, one row per key or command; splitting them would split the map.
 
@@ -29,6 +29,8 @@ pub enum Action {
     NextPeer,
     /// Sort the peers list by the next key.
     Sort,
+    /// Search the peers list: it shows only the matches, as they are typed.
+    Search,
     /// Show the next pane.
     NextPane,
     /// Show the previous pane.
@@ -141,6 +143,15 @@ pub const BINDINGS: &[Binding<Action>] = &[
         help: "select the next peer",
         action: Action::NextPeer,
         hint: Some("peer"),
+    },
+    Binding {
+        keys: &[(KeyCode::Char('/'), NONE), (KeyCode::Char('/'), SHIFT)],
+        label: "/",
+        help: "search the peers list: only peers whose address, key start, state or #id match, \
+               as you type; enter keeps it and home/end/pgup/pgdn move in the matches, esc \
+               puts the list back. The list's title counts what is hidden",
+        action: Action::Search,
+        hint: Some("search"),
     },
     Binding {
         keys: &[(KeyCode::Char('o'), NONE)],
@@ -265,6 +276,8 @@ pub enum Mode {
     Step,
     /// The `:` line is open.
     CommandLine,
+    /// The `/` peer search is open.
+    Search,
     /// The help overlay is open.
     Help,
     /// Showing a recording.
@@ -276,6 +289,7 @@ fn footer_actions(mode: Mode) -> &'static [Action] {
     match mode {
         Mode::Normal => &[
             Action::NextPeer,
+            Action::Search,
             Action::NextPane,
             Action::Approve,
             Action::Decline,
@@ -292,7 +306,7 @@ fn footer_actions(mode: Mode) -> &'static [Action] {
         ],
         Mode::Help => &[Action::Dismiss, Action::Quit],
         Mode::Replay => &[Action::NextPane, Action::Help, Action::Quit],
-        Mode::CommandLine => &[],
+        Mode::CommandLine | Mode::Search => &[],
     }
 }
 
@@ -328,6 +342,7 @@ fn hints<A: PartialEq>(table: &[Binding<A>], only: Option<&[A]>) -> Vec<String> 
 pub fn footer_hints(mode: Mode) -> String {
     let mut parts = match mode {
         Mode::CommandLine => hints(LINE_BINDINGS, None),
+        Mode::Search => hints(SEARCH_BINDINGS, None),
         Mode::Replay => hints(REPLAY_BINDINGS, None),
         Mode::Help => vec!["↑/↓ pgup/pgdn home/end scroll".to_string()],
         Mode::Normal | Mode::Step => Vec::new(),
@@ -479,6 +494,36 @@ pub const LINE_BINDINGS: &[Binding<LineAction>] = &[
 /// The command-line action bound to a key press, if any.
 pub fn line_action_for(key: &KeyEvent) -> Option<LineAction> {
     lookup(LINE_BINDINGS, key)
+}
+
+/// Keys of the open `/` peer search; every other key edits what is searched for.
+pub const SEARCH_BINDINGS: &[Binding<LineAction>] = &[
+    Binding {
+        keys: &[(KeyCode::Enter, NONE)],
+        label: "enter",
+        help: "keep the search; home/end/pgup/pgdn then move in the matching peers",
+        action: LineAction::Run,
+        hint: Some("keep"),
+    },
+    Binding {
+        keys: &[(KeyCode::Esc, NONE)],
+        label: "esc",
+        help: "put the peers list back as it was",
+        action: LineAction::Cancel,
+        hint: Some("cancel"),
+    },
+    Binding {
+        keys: &[(KeyCode::Char('c'), CONTROL)],
+        label: "ctrl-c",
+        help: "quit at once, cleanly",
+        action: LineAction::ForceQuit,
+        hint: None,
+    },
+];
+
+/// The peer-search action bound to a key press, if any.
+pub fn search_action_for(key: &KeyEvent) -> Option<LineAction> {
+    lookup(SEARCH_BINDINGS, key)
 }
 
 /// A `:` command.

@@ -2,9 +2,12 @@
 //! [`keys`]), drawing ([`view`]), and the loop below that ties them to the engine.
 //!
 //! The loop redraws only when something changed, at most every 33 ms, so a fast transfer
-//! cannot make it spin; the engine never waits for it (events queue, the fold is cheap).
+//! cannot make it spin. The engine never waits for it: each turn the loop empties the engine's
+//! channel into the bounded, coalescing [`inbox`], then folds what waits there for at most
+//! [`FOLD_BUDGET`], so keys and frames keep their turn however busy the engine is.
 
 pub mod app;
+pub mod inbox;
 pub mod keys;
 pub mod model;
 pub mod view;
@@ -21,11 +24,15 @@ use ratatui::crossterm::terminal::{disable_raw_mode, LeaveAlternateScreen};
 use crate::engine::Engine;
 use crate::event::{Command, Event, ProblemKind};
 use app::{App, Settings};
+use inbox::Inbox;
 
 /// Least time between two frames (about 30 per second).
 pub const FRAME_INTERVAL: Duration = Duration::from_millis(33);
-/// Most engine events folded between two looks at the keyboard.
-const EVENTS_PER_TURN: usize = 10_000;
+/// Most time spent folding events between two looks at the keyboard and the clock.
+pub const FOLD_BUDGET: Duration = Duration::from_millis(8);
+/// Most events taken from the engine's channel in one turn (taking one costs tens of
+/// nanoseconds, so this only bounds a turn, it does not slow the taking).
+pub const TAKE_PER_TURN: usize = 65_536;
 
 /// Options of the terminal UI.
 #[derive(Debug, Clone)]
@@ -82,8 +89,10 @@ async fn event_loop(
 ) -> io::Result<()> {
     let started = Instant::now();
     let mut app = App::new(opts.settings.clone());
+    let mut inbox = Inbox::new();
     let mut input = EventStream::new();
     let mut dirty = true;
+    let mut engine_gone = false;
     let mut last_frame = Instant::now() - FRAME_INTERVAL;
     loop {
         dirty |= app.tick(Instant::now());
@@ -92,36 +101,23 @@ async fn event_loop(
             dirty = false;
             last_frame = Instant::now();
         }
-        let wait = if dirty {
+        if engine_gone && inbox.is_empty() {
+            return Ok(());
+        }
+        let wait = if !inbox.is_empty() {
+            Duration::ZERO
+        } else if dirty {
             FRAME_INTERVAL.saturating_sub(last_frame.elapsed())
         } else {
             until_deadline(&app)
         };
+        let mut first = None;
         tokio::select! {
-            ev = engine.events.recv() => {
-                let Some(ev) = ev else { return Ok(()) };
-                let mut next = Some(ev);
-                let mut n = 0;
-                while let Some(ev) = next.take() {
-                    if let Some(r) = recorder.as_mut() {
-                        if let Err(e) = r.write(&ev) {
-                            app.report(format!("recording stopped: {e}"));
-                            *recorder = None;
-                        }
-                    }
-                    app.on_event(&ev, started.elapsed().as_secs_f64());
-                    if let Event::Error { peer: None, kind, message } = &ev {
-                        if *kind == ProblemKind::Listen {
-                            // The engine stops: there is nothing left to show.
-                            return Err(io::Error::other(message.clone()));
-                        }
-                    }
-                    n += 1;
-                    if n < EVENTS_PER_TURN {
-                        next = engine.events.try_recv().ok();
-                    }
+            ev = engine.events.recv(), if inbox.is_empty() && !engine_gone => {
+                match ev {
+                    Some(ev) => first = Some(ev),
+                    None => engine_gone = true,
                 }
-                dirty = true;
             }
             term = input.next() => {
                 let Some(Ok(term)) = term else { return Ok(()) };
@@ -135,7 +131,92 @@ async fn event_loop(
             }
             _ = tokio::time::sleep(wait) => {}
         }
+        let at = started.elapsed().as_secs_f64();
+        let turn = ingest(
+            &mut app,
+            &mut inbox,
+            &mut engine.events,
+            first,
+            at,
+            recorder,
+        )?;
+        engine_gone |= turn.engine_gone;
+        dirty |= turn.folded > 0;
     }
+}
+
+/// What one turn of [`ingest`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Turn {
+    /// Events folded into the model.
+    pub folded: usize,
+    /// Whether the engine's channel is closed and empty.
+    pub engine_gone: bool,
+}
+
+/// One turn of the UI's intake: moves what the engine sent (after `first`, already received)
+/// into `inbox`, at most [`TAKE_PER_TURN`] events, each written to `recorder` first so a
+/// recording keeps what the inbox coalesces or drops; then folds what waits for at most
+/// [`FOLD_BUDGET`]. An engine that cannot listen ends the UI with its message.
+pub fn ingest(
+    app: &mut App,
+    inbox: &mut Inbox,
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<Event>,
+    first: Option<Event>,
+    at: f64,
+    recorder: &mut Option<crate::record::Recorder>,
+) -> io::Result<Turn> {
+    use tokio::sync::mpsc::error::TryRecvError;
+    let mut turn = Turn {
+        folded: 0,
+        engine_gone: false,
+    };
+    let mut first = first;
+    for _ in 0..TAKE_PER_TURN {
+        let ev = match first.take().map_or_else(|| events.try_recv(), Ok) {
+            Ok(ev) => ev,
+            Err(TryRecvError::Empty) => break,
+            Err(TryRecvError::Disconnected) => {
+                turn.engine_gone = true;
+                break;
+            }
+        };
+        if let Some(r) = recorder.as_mut() {
+            if let Err(e) = r.write(&ev) {
+                app.report(format!("recording stopped: {e}"));
+                *recorder = None;
+            }
+        }
+        if let Some((at, older)) = inbox.push(at, ev) {
+            fold(app, &older, at)?;
+            turn.folded += 1;
+        }
+    }
+    let deadline = Instant::now() + FOLD_BUDGET;
+    while let Some((at, ev)) = inbox.pop() {
+        fold(app, &ev, at)?;
+        turn.folded += 1;
+        if turn.folded.is_multiple_of(256) && Instant::now() >= deadline {
+            break;
+        }
+    }
+    app.ingest = inbox.stats();
+    Ok(turn)
+}
+
+/// Folds one event; an engine that cannot listen ends the UI with its message.
+fn fold(app: &mut App, ev: &Event, at: f64) -> io::Result<()> {
+    app.on_event(ev, at);
+    if let Event::Error {
+        peer: None,
+        kind: ProblemKind::Listen,
+        message,
+    } = ev
+    {
+        // The engine stops: there is nothing left to show.
+        return Err(io::Error::other(message.clone()));
+    }
+    Ok(())
 }
 
 /// Lays the screen out for the terminal's size, then draws it.

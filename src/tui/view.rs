@@ -36,15 +36,18 @@ use ratatui::Frame;
 use crate::tui::app::{App, Focus, Pane, PeerSort};
 use crate::tui::keys::{
     footer_hints, Binding, Mode, BINDINGS, COMMANDS, LINE_BINDINGS, REPLAY_BINDINGS,
+    SEARCH_BINDINGS,
 };
 use crate::tui::model::{OfferState, PeerView};
 use crate::wire::FeedKey;
 
 mod chrome;
+mod detail;
 mod peers;
 mod traffic;
 
 use chrome::{help_text, render_footer, render_help, render_status};
+use detail::render_detail;
 use peers::render_peers;
 pub use traffic::message_name;
 use traffic::{render_events, render_log_table, render_wire};
@@ -286,6 +289,13 @@ fn render_header(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
     ];
     if m.errors > 0 {
         spans.push(Span::styled(format!("  errors {}", m.errors), t.problem()));
+    }
+    if app.ingest.dropped > 0 {
+        // The engine outran the screen: the inspector misses these lines (a recording has them).
+        spans.push(Span::styled(
+            format!("  dropped {} wire", app.ingest.dropped),
+            t.pending(),
+        ));
     }
     if app.is_frozen() {
         spans.push(Span::styled("  FROZEN (space)", t.pending()));
@@ -538,57 +548,16 @@ fn render_pane(f: &mut Frame, r: &Regions, app: &App, t: &Theme) {
     let table = Table::new(rows, widths)
         .header(Row::new(header).style(t.title()))
         .row_highlight_style(t.selected());
+    // Only as tall as its rows: a table styles every cell of its area, and below the last row
+    // there is nothing to draw.
+    let table_area = Rect {
+        height: table_area
+            .height
+            .min(u16::try_from(len + 1).unwrap_or(u16::MAX)),
+        ..table_area
+    };
     f.render_stateful_widget(table, table_area, &mut state);
     if r.detail.height > 0 {
         render_detail(f, r.detail, app, p, t);
-    }
-}
-
-fn render_detail(f: &mut Frame, area: Rect, app: &App, p: &PeerView, t: &Theme) {
-    let block = Block::new()
-        .borders(Borders::TOP)
-        .title(Span::styled(" Detail ", t.title()));
-    let inner = block.inner(area);
-    f.render_widget(block, area);
-    let keys = app.pane_keys();
-    let key = keys.get(app.selected_row(keys.len())).copied();
-    let mut lines = Vec::new();
-    match key {
-        Some(k) => {
-            lines.push(Line::from(k.to_hex()));
-            if let Some(o) = p.remote_offer.get(&k) {
-                if !o.meta.is_null() {
-                    lines.push(Line::styled(format!("meta {}", o.meta), t.dim()));
-                }
-            }
-        }
-        None => lines.push(Line::from(format!(
-            "peer #{} {} ({}) {}",
-            p.id,
-            p.addr,
-            if p.initiator { "dialed" } else { "accepted" },
-            p.client
-                .as_ref()
-                .map(|(c, v)| format!("{c} {v}"))
-                .unwrap_or_default()
-        ))),
-    }
-    if let Some(problem) = &p.last_problem {
-        lines.push(Line::styled(problem.clone(), t.problem()));
-    } else if let Some(reason) = &p.disconnected {
-        lines.push(Line::styled(format!("disconnected: {reason}"), t.dim()));
-    }
-    let spark = key
-        .filter(|_| app.pane == Pane::Active)
-        .and_then(|k| p.active.get(&k))
-        .map(|a| a.deltas())
-        .filter(|d| d.len() >= 2);
-    if let Some(data) = spark {
-        let [text, graph] =
-            Layout::horizontal([Constraint::Min(10), Constraint::Length(24)]).areas(inner);
-        f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }), text);
-        f.render_widget(Sparkline::default().data(&data).style(t.good()), graph);
-    } else {
-        f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }), inner);
     }
 }

@@ -63,6 +63,52 @@ impl App {
         Vec::new()
     }
 
+    pub(super) fn on_search_key(&mut self, key: &KeyEvent, raw: &TermEvent) -> Vec<Command> {
+        match keys::search_action_for(key) {
+            Some(LineAction::Cancel) => {
+                self.input = None;
+                self.searching = false;
+                self.restore_filters();
+            }
+            Some(LineAction::ForceQuit) => self.quit = true,
+            Some(LineAction::Run) => {
+                self.input = None;
+                self.searching = false;
+                self.filters_before = None;
+                self.drop_passing_status();
+                // The jump sticks: the first match stays selected when the search changes.
+                let list = self.peers();
+                let (listed, first) = (list.len(), list.get(self.peer_index(&list)).map(|p| p.id));
+                self.peer_id = first.or(self.peer_id);
+                let total = self.model().peers.len();
+                let text = match (self.peer_filter.as_str(), listed) {
+                    ("", _) => "every peer is listed".to_string(),
+                    (f, 0) => format!("no peer matches {f:?}; / and enter alone lists them all"),
+                    (f, n) => format!(
+                        "{n} of {total} peers match {f:?}; home/end/pgup/pgdn move in them, \
+                         / changes the search"
+                    ),
+                };
+                let error = !self.peer_filter.is_empty() && listed == 0;
+                self.say(text, error);
+            }
+            Some(LineAction::Complete | LineAction::Older | LineAction::Newer) => {}
+            None => {
+                if let Some(input) = self.input.as_mut() {
+                    input.handle_event(raw);
+                }
+                self.peer_filter = self
+                    .input
+                    .as_ref()
+                    .map_or(String::new(), |i| i.value().trim().to_lowercase());
+                self.peer_top = 0;
+                self.focus = Focus::Peers;
+                self.reset_rows();
+            }
+        }
+        Vec::new()
+    }
+
     /// `: filter` and `: peers` apply while they are typed, as in the tools people know;
     /// the filters and pane before them come back if the line turns into something else or is
     /// abandoned.

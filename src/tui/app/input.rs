@@ -77,6 +77,9 @@ impl App {
     }
 
     pub(super) fn on_key(&mut self, key: &KeyEvent, raw: &TermEvent) -> Vec<Command> {
+        if self.input.is_some() && self.searching {
+            return self.on_search_key(key, raw);
+        }
         if self.input.is_some() {
             return self.on_command_key(key, raw);
         }
@@ -212,7 +215,16 @@ impl App {
                     self.frozen = Some(Box::new(self.live.clone()));
                 }
             }
+            Action::Search => {
+                // It starts from the search in force, so opening it changes nothing on screen.
+                self.filters_before =
+                    Some((self.filter.clone(), self.peer_filter.clone(), self.pane));
+                self.input = Some(Input::new(self.peer_filter.clone()));
+                self.searching = true;
+                self.focus = Focus::Peers;
+            }
             Action::Command => {
+                self.searching = false;
                 self.input = Some(Input::default());
                 self.candidates.clear();
                 self.history_pos = None;

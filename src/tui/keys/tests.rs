@@ -14,6 +14,7 @@ fn every_action_has_exactly_one_binding_and_no_key_is_bound_twice() {
     no_key_twice(BINDINGS);
     no_key_twice(REPLAY_BINDINGS);
     no_key_twice(LINE_BINDINGS);
+    no_key_twice(SEARCH_BINDINGS);
     let actions: std::collections::HashSet<_> = BINDINGS.iter().map(|b| b.action).collect();
     assert_eq!(actions.len(), BINDINGS.len());
     let replay: std::collections::HashSet<_> = REPLAY_BINDINGS.iter().map(|b| b.action).collect();
@@ -48,6 +49,15 @@ fn keys_map_to_their_actions() {
         line_action_for(&k(KeyCode::Tab, NONE)),
         Some(LineAction::Complete)
     );
+    assert_eq!(
+        action_for(&k(KeyCode::Char('/'), NONE)),
+        Some(Action::Search)
+    );
+    assert_eq!(
+        search_action_for(&k(KeyCode::Enter, NONE)),
+        Some(LineAction::Run)
+    );
+    assert_eq!(search_action_for(&k(KeyCode::Tab, NONE)), None);
 }
 
 #[test]
@@ -67,6 +77,8 @@ fn each_footer_is_built_from_its_table() {
     }
     assert!(!r.contains("a approve"), "{r}");
     assert!(footer_hints(Mode::CommandLine).contains("tab complete"));
+    assert_eq!(footer_hints(Mode::Search), "enter keep  esc cancel");
+    assert!(f.contains("/ search"), "{f}");
     assert!(footer_hints(Mode::Step).starts_with("n let one through"));
 }
 

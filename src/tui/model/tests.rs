@@ -121,3 +121,81 @@ fn a_disconnect_keeps_the_peer_with_its_reason() {
     assert_eq!(m.peers[&1].state(), "gone");
     assert_eq!(m.connected(), 0);
 }
+
+#[test]
+fn the_kept_rates_and_peer_count_match_a_count_from_scratch() {
+    let mut m = Model::default();
+    let mut t = 0.0;
+    for peer in 1..=5u64 {
+        m.apply(
+            &Event::PeerConnected {
+                peer,
+                addr: format!("127.0.0.1:{peer}"),
+                initiator: false,
+                remote_public_key: "ab".repeat(32),
+                wire: Wire::Hc10,
+            },
+            t,
+        );
+    }
+    let check = |m: &Model| {
+        for p in m.peers.values() {
+            // Measured from the samples, as a reader would.
+            let measured = |a: &Active| match (a.synced, a.samples.front(), a.samples.back()) {
+                (false, Some(x), Some(y)) if y.0 > x.0 => (y.1 - x.1) as f64 / (y.0 - x.0),
+                _ => 0.0,
+            };
+            for a in p.active.values() {
+                assert!((a.rate() - measured(a)).abs() < 1e-6);
+            }
+            let sum: f64 = p.active.values().map(measured).sum();
+            assert!((p.rate() - sum).abs() < 1e-6, "{} vs {sum}", p.rate());
+        }
+        let live: Vec<&PeerView> = m
+            .peers
+            .values()
+            .filter(|p| p.disconnected.is_none())
+            .collect();
+        assert_eq!(m.connected(), live.len());
+        let total: f64 = live.iter().map(|p| p.rate()).sum();
+        assert!((m.rate() - total).abs() < 1e-6, "{} vs {total}", m.rate());
+    };
+    for i in 0..2_000u64 {
+        t += 0.01;
+        let (peer, k) = (1 + i % 5, (i % 7) as u8);
+        let ev = match i % 97 {
+            13 => Event::FeedSynced {
+                peer,
+                key: key(k),
+                length: i,
+            },
+            41 => Event::FeedStopped {
+                peer,
+                key: key(k),
+                by: crate::event::StoppedBy::Us,
+            },
+            _ => Event::FeedProgress {
+                peer,
+                key: key(k),
+                local_length: i,
+                remote_length: 10_000,
+                bytes: i * 1024 + (i * 7919) % 1000,
+            },
+        };
+        m.apply(&ev, t);
+        if i % 100 == 0 {
+            check(&m);
+        }
+    }
+    for peer in [2, 4, 4] {
+        m.apply(
+            &Event::PeerDisconnected {
+                peer,
+                reason: "closed".into(),
+            },
+            t,
+        );
+    }
+    check(&m);
+    assert_eq!(m.connected(), 3);
+}

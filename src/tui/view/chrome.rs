@@ -7,7 +7,12 @@ pub(super) fn render_status(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
         let width = area.width.saturating_sub(1) as usize;
         let scroll = input.visual_scroll(width);
         f.render_widget(
-            Paragraph::new(format!(":{}", input.value())).scroll((0, scroll as u16)),
+            Paragraph::new(format!(
+                "{}{}",
+                if app.searching { "/" } else { ":" },
+                input.value()
+            ))
+            .scroll((0, scroll as u16)),
             area,
         );
         let x = (input.visual_cursor().saturating_sub(scroll) + 1) as u16;
@@ -93,6 +98,7 @@ pub(super) fn help_text(app: &App, width: u16) -> Vec<(bool, String)> {
     }
     keys(&mut out, &mut entry, "Keys", BINDINGS);
     keys(&mut out, &mut entry, "Command line (:)", LINE_BINDINGS);
+    keys(&mut out, &mut entry, "Peer search (/)", SEARCH_BINDINGS);
     out.push((true, "Commands after :".into()));
     for c in COMMANDS {
         let mut help = c.help.to_string();

@@ -28,6 +28,41 @@ pub(super) const LEGEND: &[[(&str, &str); 2]] = &[
     [("n", "feeds replicating"), ("", "")],
 ];
 
+/// The list's title: how many peers the search hides, and which rows of a list longer than the
+/// screen are shown, in the longest form that fits `width`.
+pub(super) fn peers_title(
+    listed: usize,
+    total: usize,
+    top: usize,
+    shown: usize,
+    width: usize,
+) -> String {
+    let hidden = total - listed;
+    let rows = (shown < listed).then(|| format!("{}–{}", top + 1, top + shown));
+    let forms: Vec<String> = match (rows, hidden) {
+        (None, 0) => vec![" Peers ".into()],
+        (None, h) => vec![
+            format!(" Peers {listed}/{total} · {h} hidden "),
+            format!(" {listed}/{total} · {h} hidden "),
+        ],
+        (Some(r), 0) => vec![
+            format!(" Peers {r} of {total} "),
+            format!(" Peers {r}/{total} "),
+        ],
+        (Some(r), h) => vec![
+            format!(" Peers {r} of {listed} · {h} hidden "),
+            format!(" Peers {r}/{listed} · {h} hidden "),
+            format!(" {r}/{listed} · {h} hidden "),
+        ],
+    };
+    let last = forms.len() - 1;
+    forms
+        .iter()
+        .find(|s| s.chars().count() <= width)
+        .unwrap_or(&forms[last])
+        .clone()
+}
+
 pub(super) fn render_peers(f: &mut Frame, r: &Regions, app: &App, t: &Theme) {
     let area = r.peers;
     let m = app.model();
@@ -56,8 +91,17 @@ pub(super) fn render_peers(f: &mut Frame, r: &Regions, app: &App, t: &Theme) {
         mark("state", PeerSort::State),
         mark("n", PeerSort::Pending),
     ];
+    // As wide as the longest id in view: a thousand peers have four-digit ids.
+    let id_width = peers
+        .iter()
+        .skip(top)
+        .take(visible)
+        .map(|p| p.id.to_string().len() as u16 + 1)
+        .max()
+        .unwrap_or(0)
+        .max(3);
     let mut widths = vec![
-        Constraint::Length(3),
+        Constraint::Length(id_width),
         Constraint::Min(8),
         Constraint::Length(6),
         Constraint::Length(3),
@@ -73,11 +117,13 @@ pub(super) fn render_peers(f: &mut Frame, r: &Regions, app: &App, t: &Theme) {
         .map(|p| {
             let pending = p.pending();
             let word = state_word(app, p);
+            // Spans, not strings: a string cell is scanned for line breaks on every frame.
+            let cell = |s: String| Cell::from(Span::raw(s));
             let mut cells = vec![
-                Cell::from(format!("#{}", p.id)),
-                Cell::from(p.addr.clone()),
-                Cell::from(word).style(state_style(word, t)),
-                Cell::from(if pending > 0 {
+                cell(format!("#{}", p.id)),
+                Cell::from(Span::raw(p.addr.as_str())),
+                Cell::from(Span::raw(word)).style(state_style(word, t)),
+                cell(if pending > 0 {
                     format!("{pending}?")
                 } else {
                     format!("{}", p.active.len())
@@ -89,7 +135,7 @@ pub(super) fn render_peers(f: &mut Frame, r: &Regions, app: &App, t: &Theme) {
                 }),
             ];
             if rate_column {
-                cells.push(Cell::from(if p.disconnected.is_none() {
+                cells.push(cell(if p.disconnected.is_none() {
                     human_rate(p.rate())
                 } else {
                     String::new()
@@ -112,11 +158,13 @@ pub(super) fn render_peers(f: &mut Frame, r: &Regions, app: &App, t: &Theme) {
             Block::new()
                 .borders(Borders::RIGHT | Borders::TOP)
                 .title(Span::styled(
-                    if app.peer_filter.is_empty() {
-                        " Peers ".to_string()
-                    } else {
-                        format!(" Peers {}/{} ", peers.len(), m.peers.len())
-                    },
+                    peers_title(
+                        peers.len(),
+                        m.peers.len(),
+                        top,
+                        shown,
+                        area.width.saturating_sub(1) as usize,
+                    ),
                     title_style,
                 )),
         )
@@ -126,7 +174,11 @@ pub(super) fn render_peers(f: &mut Frame, r: &Regions, app: &App, t: &Theme) {
     let inner = r.peer_rows;
     if empty && !m.peers.is_empty() {
         f.render_widget(
-            Paragraph::new("no peer matches\n: peers TEXT\n(empty shows all)").style(t.dim()),
+            Paragraph::new(format!(
+                "no peer matches {:?}\n\n/ changes the search;\nempty lists every peer",
+                app.peer_filter
+            ))
+            .style(t.dim()),
             inner,
         );
     } else if empty {

@@ -137,10 +137,12 @@ pub(super) fn hex_dump(hex: &str) -> String {
 
 pub(super) fn log_row<'a>(l: &'a crate::tui::model::LogLine, t: &Theme) -> Row<'a> {
     Row::new(vec![
-        Cell::from(format!("{:7.2}", l.at)),
-        Cell::from(l.peer.map(|p| format!("#{p}")).unwrap_or_default()),
-        Cell::from(l.kind.as_str()),
-        Cell::from(l.text.as_str()),
+        Cell::from(Span::raw(format!("{:7.2}", l.at))),
+        Cell::from(Span::raw(
+            l.peer.map(|p| format!("#{p}")).unwrap_or_default(),
+        )),
+        Cell::from(Span::raw(l.kind.as_str())),
+        Cell::from(Span::raw(l.text.as_str())),
     ])
     .style(if l.problem { t.problem() } else { Style::new() })
 }
