@@ -7,30 +7,6 @@ mod common;
 use common::*;
 use serde_json::json;
 
-/// Appends blocks to feed `name`, created as a hypercore 9 feed; returns its key.
-fn append_hc9(storage: &std::path::Path, name: &str, lines: &[String]) -> String {
-    let mut input = lines.join("\n").into_bytes();
-    input.push(b'\n');
-    let out = feedscope(
-        &[
-            "append",
-            "--storage",
-            storage.to_str().unwrap(),
-            "--wire",
-            "hc9",
-            "--feed",
-            name,
-        ],
-        Some(&input),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    feed_key(storage, name)
-}
-
 fn wire_of(storage: &std::path::Path, key: &str) -> String {
     feeds(storage)
         .into_iter()

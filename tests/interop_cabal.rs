@@ -8,30 +8,6 @@ use common::js_cabal::CabalPeer;
 use common::*;
 use serde_json::{json, Value};
 
-/// Appends blocks to feed `name`, created as a hypercore 9 feed; returns its key.
-fn append_hc9(storage: &std::path::Path, name: &str, lines: &[String]) -> String {
-    let mut input = lines.join("\n").into_bytes();
-    input.push(b'\n');
-    let out = feedscope(
-        &[
-            "append",
-            "--storage",
-            storage.to_str().unwrap(),
-            "--wire",
-            "hc9",
-            "--feed",
-            name,
-        ],
-        Some(&input),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    feed_key(storage, name)
-}
-
 fn js_lines(label: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{label}:{i}")).collect()
 }

@@ -57,18 +57,28 @@ pub fn append_lines(storage: &Path, name: &str, lines: &[String]) -> String {
 
 /// Appends blocks (one per line of `lines`) to feed `name` in one batch, creating it.
 pub fn append_batch(storage: &Path, name: &str, lines: &[String]) {
+    append_batch_on(storage, name, lines, &[]);
+}
+
+/// Appends blocks to feed `name`, created as a hypercore 9 feed (Cabal's wire); returns its key.
+pub fn append_hc9(storage: &Path, name: &str, lines: &[String]) -> String {
+    append_batch_on(storage, name, lines, &["--wire", "hc9"]);
+    feed_key(storage, name)
+}
+
+/// [`append_batch`] with more arguments for `append`.
+fn append_batch_on(storage: &Path, name: &str, lines: &[String], more: &[&str]) {
     let mut input = lines.join("\n").into_bytes();
     input.push(b'\n');
-    let out = feedscope(
-        &[
-            "append",
-            "--storage",
-            storage.to_str().unwrap(),
-            "--feed",
-            name,
-        ],
-        Some(&input),
-    );
+    let mut args = vec![
+        "append",
+        "--storage",
+        storage.to_str().unwrap(),
+        "--feed",
+        name,
+    ];
+    args.extend_from_slice(more);
+    let out = feedscope(&args, Some(&input));
     assert!(
         out.status.success(),
         "{}",
