@@ -328,6 +328,14 @@ pub enum Event {
         #[serde(default)]
         wire: Wire,
     },
+    /// The peer named itself. On Cabal's wire this is its `peer-id`: the hex key of its
+    /// writer feed, which Cabal uses as the peer's identity.
+    PeerNamed {
+        /// Connection id.
+        peer: PeerId,
+        /// The name, as the peer sent it (validated: 64 hex characters for `peer-id`).
+        name: String,
+    },
     /// The peer's multifeed handshake arrived and is compatible.
     HandshakeReceived {
         /// Connection id.

@@ -36,6 +36,8 @@ pub enum Action {
     Send(Outgoing),
     /// The peer's handshake arrived and is compatible.
     HandshakeReceived(Handshake),
+    /// The peer named itself (Cabal's `peer-id`: the key of its writer feed).
+    PeerNamed(FeedKey),
     /// The peer offered these feeds (valid keys only, with their metadata).
     OfferReceived {
         /// Offered keys, new and old.
@@ -180,6 +182,11 @@ impl Session {
                     Err(e) => vec![malformed(e)],
                 }
             }),
+            // Cabal's own extension; it may come before or after the multifeed handshake.
+            wire::EXT_CABAL_PEER_ID => match wire::decode_peer_id(payload, &self.limits) {
+                Ok(key) => vec![Action::PeerNamed(key)],
+                Err(e) => vec![malformed(e)],
+            },
             "" => vec![warn(
                 ProblemKind::Protocol,
                 "extension message with an empty name and no earlier name on the channel".into(),

@@ -20,6 +20,9 @@ pub const EXT_MANIFEST: &str = "MULTIFEED_MANIFEST";
 pub const EXT_REQUEST_FEEDS: &str = "MULTIFEED_REQUEST_FEEDS";
 /// Extension name of the replicate (answer) message.
 pub const EXT_REPLICATE_FEEDS: &str = "MULTIFEED_REPLICATE_FEEDS";
+/// Extension name Cabal adds beside multifeed's (`cabal-core/swarm.js`): `{"id": HEX}`, the
+/// sender's own writer feed key, which Cabal uses as the peer's identity.
+pub const EXT_CABAL_PEER_ID: &str = "peer-id";
 
 /// The client name every compatible peer sends in its handshake.
 pub const CLIENT: &str = "MULTIFEED";
@@ -251,6 +254,22 @@ pub fn decode_manifest(payload: &[u8], limits: &Limits) -> Result<KeyList, WireE
         }
     }
     Ok(list)
+}
+
+/// Decodes Cabal's `peer-id` body `{"id":"<64 hex>"}` into the key it names. Cabal itself
+/// ignores an id that is not 32 bytes of hex; here it is an error the caller reports.
+pub fn decode_peer_id(payload: &[u8], limits: &Limits) -> Result<FeedKey, WireError> {
+    check_size(payload, limits)?;
+    let malformed = |reason: String| WireError::Malformed {
+        name: EXT_CABAL_PEER_ID,
+        reason,
+    };
+    let value: Value = serde_json::from_slice(payload).map_err(|e| malformed(e.to_string()))?;
+    let Some(Value::String(id)) = value.get("id") else {
+        return Err(malformed("expected an object with an \"id\" string".into()));
+    };
+    FeedKey::parse(id)
+        .map_err(|_| malformed(format!("id {:?} is not 64 hex characters", shorten(id))))
 }
 
 /// Decodes a bare key array, the body of `REQUEST_FEEDS` and `REPLICATE_FEEDS`.

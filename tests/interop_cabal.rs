@@ -116,6 +116,13 @@ fn chat_messages_posted_in_a_real_cabal_arrive_in_feedscopes_storage() {
     node.wait_synced(&writer, 2);
     let events = node.quit();
     assert!(problems(&events).is_empty(), "{:#?}", problems(&events));
+    // The Cabal peer named itself by its writer key (its `peer-id`), as Cabal's swarm does.
+    let named: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "peer_named")
+        .collect();
+    assert_eq!(named.len(), 1, "{named:?}");
+    assert_eq!(named[0]["name"], writer.as_str());
     let text = String::from_utf8(cat(dir.path(), &writer)).unwrap();
     let posts: Vec<Value> = text
         .lines()

@@ -67,6 +67,10 @@ fn events() -> Vec<Event> {
             remote_public_key: "cc".repeat(32),
             wire: Wire::Hc10,
         },
+        Event::PeerNamed {
+            peer: 1,
+            name: "dd".repeat(32),
+        },
         Event::HandshakeReceived {
             peer: 1,
             client: "feedscope".into(),
@@ -214,6 +218,7 @@ fn variant(e: &Event) -> &'static str {
         Event::Listening { .. } => "listening",
         Event::ConnectRetry { .. } => "connect_retry",
         Event::PeerConnected { .. } => "peer_connected",
+        Event::PeerNamed { .. } => "peer_named",
         Event::HandshakeReceived { .. } => "handshake_received",
         Event::OfferSent { .. } => "offer_sent",
         Event::OfferReceived { .. } => "offer_received",
@@ -307,7 +312,7 @@ fn every_event_keeps_its_json() {
     let mut seen: Vec<&str> = all.iter().map(variant).collect();
     seen.sort();
     seen.dedup();
-    assert_eq!(seen.len(), 24, "a sample of every variant");
+    assert_eq!(seen.len(), 25, "a sample of every variant");
     let lines: Vec<String> = all
         .iter()
         .map(|e| {

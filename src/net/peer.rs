@@ -632,6 +632,10 @@ impl<C: WireCore> Task<C> {
                         version: h.version,
                     })
                 }
+                Action::PeerNamed(key) => self.emit(Event::PeerNamed {
+                    peer: id,
+                    name: key.to_hex(),
+                }),
                 Action::OfferReceived { keys, meta } => self.emit(Event::OfferReceived {
                     peer: id,
                     keys,

@@ -345,3 +345,26 @@ fn feeds_added_before_the_handshake_go_in_the_first_manifest() {
     let out = s.on_extension(wire::EXT_HANDSHAKE, &handshake());
     assert_eq!(sent(&out), vec![Outgoing::Manifest(vec![key(1), key(2)])]);
 }
+
+#[test]
+fn cabals_peer_id_names_the_peer_and_a_bad_one_is_a_warning() {
+    let mut s = Session::new(Policy::AcceptAll, feeds(&[]), &Limits::DEFAULT);
+    s.on_open();
+    // Cabal may send it before the multifeed handshake.
+    let id = key(7).to_hex();
+    let named = s.on_extension(
+        wire::EXT_CABAL_PEER_ID,
+        format!(r#"{{"id":"{id}"}}"#).as_bytes(),
+    );
+    assert_eq!(named, vec![Action::PeerNamed(key(7))]);
+    for bad in [
+        &br#"{"id":"abc"}"#[..],
+        br#"{"id":7}"#,
+        br#"["x"]"#,
+        b"\xff",
+    ] {
+        let actions = s.on_extension(wire::EXT_CABAL_PEER_ID, bad);
+        assert!(warned(&actions, "malformed"), "{bad:?}: {actions:?}");
+    }
+    assert!(!s.is_failed());
+}

@@ -137,6 +137,7 @@ fn peer_of(ev: &Event) -> Option<PeerId> {
     match ev {
         Event::PeerConnected { peer, .. }
         | Event::HandshakeReceived { peer, .. }
+        | Event::PeerNamed { peer, .. }
         | Event::OfferSent { peer, .. }
         | Event::OfferReceived { peer, .. }
         | Event::OfferPending { peer, .. }

@@ -113,6 +113,8 @@ pub struct PeerView {
     pub remote_public_key: String,
     /// The wire the connection speaks.
     pub speaks: Wire,
+    /// The name it gave itself (Cabal's `peer-id`: its writer feed's key, hex).
+    pub name: Option<String>,
     /// Client and version from its handshake.
     pub client: Option<(String, String)>,
     /// `None` while connected; the reason once disconnected.
@@ -314,6 +316,17 @@ impl Model {
                         if *initiator { "dialed" } else { "accepted" },
                         &remote_public_key[..remote_public_key.len().min(8)]
                     ),
+                );
+            }
+            Event::PeerNamed { peer, name } => {
+                if let Some(p) = self.peers.get_mut(peer) {
+                    p.name = Some(name.clone());
+                }
+                log(
+                    Some(*peer),
+                    "peer_named",
+                    false,
+                    format!("named itself {}", &name[..name.len().min(16)]),
                 );
             }
             Event::HandshakeReceived {

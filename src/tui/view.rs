@@ -239,8 +239,13 @@ fn render_too_small(f: &mut Frame, area: Rect, t: &Theme) {
 
 /// Width of the peers list for a screen this wide.
 pub fn peers_width(screen: u16) -> u16 {
-    (screen / 3).clamp(31, 44)
+    let wire_column = if screen >= WIRE_COLUMN_FROM { 5 } else { 0 };
+    (screen / 3).clamp(31, 44) + wire_column
 }
+
+/// From this terminal width on, the peers list has a column for each peer's wire (narrower
+/// screens show it in the detail line).
+pub const WIRE_COLUMN_FROM: u16 = 120;
 
 /// The first row to show so that `selected` is visible in `page` rows, moving as little as
 /// possible from `top`.

@@ -2,6 +2,7 @@
 // interoperability tests. One connection, JSON lines on stdout:
 //   {"type":"listening","port":N}      with --listen
 //   {"type":"feed","key":HEX,"length":N} our writer, once its blocks are appended
+//   {"type":"peer-id","id":HEX}            a cabal peer's name for itself (with --cabal)
 //   {"type":"synced","key":HEX,"length":N,"blocks":[...]}  a remote feed, read back block by block
 //   {"type":"appended","length":N}     after --append-after-sync
 //   {"type":"end"}                     the replication stream ended
@@ -55,7 +56,16 @@ function runCabal () {
         return cabal.getLocalKey((err, key) => {
           if (err) return fail(err)
           say({ type: 'feed', key, length: opts.posts.length })
-          listenOrDial((socket, initiator) => pipe(socket, cabal.replicate(initiator, { live: opts.live })))
+          listenOrDial((socket, initiator) => {
+            const stream = cabal.replicate(initiator, { live: opts.live })
+            // As cabal-core/swarm.js does: each side names itself by its writer key.
+            const ext = stream.registerExtension('peer-id', {
+              encoding: 'json',
+              onmessage (message) { say({ type: 'peer-id', id: message.id }) }
+            })
+            ext.send({ id: key })
+            pipe(socket, stream)
+          })
         })
       }
       cabal.publish({ type: 'chat/text', content: { text: opts.posts[i++], channel: 'default' } }, (err) => {

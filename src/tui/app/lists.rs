@@ -8,6 +8,7 @@ impl App {
         f.is_empty()
             || p.addr.contains(f)
             || p.remote_public_key.starts_with(f)
+            || p.name.as_ref().is_some_and(|n| n.starts_with(f))
             || p.state().contains(f)
             || format!("#{}", p.id) == f
     }

@@ -21,16 +21,22 @@ pub(super) fn render_detail(f: &mut Frame, area: Rect, app: &App, p: &PeerView, 
                 }
             }
         }
-        None => lines.push(Line::from(format!(
-            "peer #{} {} ({}) {}",
-            p.id,
-            p.addr,
-            if p.initiator { "dialed" } else { "accepted" },
-            p.client
-                .as_ref()
-                .map(|(c, v)| format!("{c} {v}"))
-                .unwrap_or_default()
-        ))),
+        None => {
+            lines.push(Line::from(format!(
+                "peer #{} {} ({}, {}) {}",
+                p.id,
+                p.addr,
+                if p.initiator { "dialed" } else { "accepted" },
+                p.speaks,
+                p.client
+                    .as_ref()
+                    .map(|(c, v)| format!("{c} {v}"))
+                    .unwrap_or_default()
+            )));
+            if let Some(name) = &p.name {
+                lines.push(Line::from(format!("peer-id {name}")));
+            }
+        }
     }
     if let Some(problem) = &p.last_problem {
         lines.push(Line::styled(problem.clone(), t.problem()));

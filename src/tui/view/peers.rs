@@ -87,7 +87,7 @@ pub(super) fn render_peers(f: &mut Frame, r: &Regions, app: &App, t: &Theme) {
     };
     let mut header = vec![
         mark("#", PeerSort::Id),
-        Cell::from("address").style(t.title()),
+        Cell::from("peer").style(t.title()),
         mark("state", PeerSort::State),
         mark("n", PeerSort::Pending),
     ];
@@ -106,6 +106,11 @@ pub(super) fn render_peers(f: &mut Frame, r: &Regions, app: &App, t: &Theme) {
         Constraint::Length(6),
         Constraint::Length(3),
     ];
+    let wire_column = r.screen.width >= WIRE_COLUMN_FROM;
+    if wire_column {
+        header.push(Cell::from("wire").style(t.title()));
+        widths.push(Constraint::Length(4));
+    }
     if rate_column {
         header.push(mark("rate", PeerSort::Rate));
         widths.push(Constraint::Length(10));
@@ -119,9 +124,14 @@ pub(super) fn render_peers(f: &mut Frame, r: &Regions, app: &App, t: &Theme) {
             let word = state_word(app, p);
             // Spans, not strings: a string cell is scanned for line breaks on every frame.
             let cell = |s: String| Cell::from(Span::raw(s));
+            // A peer that named itself (Cabal's peer-id) is shown by the start of its name.
+            let addr = match &p.name {
+                Some(name) => cell(format!("{} {}", &name[..name.len().min(8)], p.addr)),
+                None => Cell::from(Span::raw(p.addr.as_str())),
+            };
             let mut cells = vec![
                 cell(format!("#{}", p.id)),
-                Cell::from(Span::raw(p.addr.as_str())),
+                addr,
                 Cell::from(Span::raw(word)).style(state_style(word, t)),
                 cell(if pending > 0 {
                     format!("{pending}?")
@@ -134,6 +144,9 @@ pub(super) fn render_peers(f: &mut Frame, r: &Regions, app: &App, t: &Theme) {
                     Style::new()
                 }),
             ];
+            if wire_column {
+                cells.push(Cell::from(Span::raw(p.speaks.as_str())));
+            }
             if rate_column {
                 cells.push(cell(if p.disconnected.is_none() {
                     human_rate(p.rate())
