@@ -281,6 +281,7 @@ impl Store {
         // Replicas are not in the index: their folder name is their key and they have no name.
         let listed: std::collections::HashSet<FeedKey> =
             index.feeds.iter().map(|f| f.key).collect();
+        let settled = settle_creations(dir, &listed);
         for entry in fs::read_dir(dir.join("cores")).map_err(unusable(dir))? {
             let name = entry.map_err(unusable(dir))?.file_name();
             if let Ok(key) = FeedKey::parse(&name.to_string_lossy()) {
@@ -296,7 +297,7 @@ impl Store {
         }
         let mut feeds = BTreeMap::new();
         let mut broken = Vec::new();
-        let mut notes = Vec::new();
+        let mut notes = settled;
         for entry in index.feeds {
             let path = core_dir(dir, &entry.key);
             match open_core(&path, &entry) {
@@ -423,17 +424,7 @@ impl Store {
         name: &str,
         wire: Wire,
     ) -> Result<(Feed, bool), StoreError> {
-        let existing = |feed: Feed| {
-            if feed.wire == wire {
-                Ok((feed, false))
-            } else {
-                Err(StoreError::OtherWire {
-                    feed: display_name(&feed.entry),
-                    has: feed.wire,
-                    asked: wire,
-                })
-            }
-        };
+        let existing = |feed: Feed| same_wire(feed, wire, display_name);
         if let Some(feed) = self.by_name(name) {
             return existing(feed);
         }
@@ -448,8 +439,36 @@ impl Store {
             writable: true,
             offered_name: None,
         };
+        // A writer is made under a name that open ignores, listed in the index, and only then
+        // moved to its place: a crash at any step leaves either nothing the index lists (the
+        // unfinished folder is removed at the next open) or a listed feed whose move the next
+        // open completes. Nothing was appended to it before this returns.
+        let staging = creating_dir(&self.dir, &entry.key);
         let path = core_dir(&self.dir, &entry.key);
-        let core = Core::create(&path, flavour(wire), secret.verifying_key(), Some(secret))
+        drop(
+            Core::create(
+                &staging,
+                flavour(wire),
+                secret.verifying_key(),
+                Some(secret),
+            )
+            .map_err(|e| core_err(&entry, &staging, e))?,
+        );
+        {
+            let feeds = self.feeds.lock().unwrap();
+            let mut index = Index {
+                feeds: feeds
+                    .values()
+                    .filter(|f| f.entry.name.is_some())
+                    .map(|f| f.entry.clone())
+                    .collect(),
+            };
+            index.feeds.push(entry.clone());
+            write_index(&self.dir, &index)?;
+        }
+        finish_creating(&self.dir, &entry.key).map_err(unusable(&path))?;
+        let core = Core::open(&path)
+            .map(|(core, _)| core)
             .map_err(|e| core_err(&entry, &path, e))?;
         Ok((self.insert(entry, core)?, true))
     }
@@ -475,17 +494,8 @@ impl Store {
         offered_name: Option<String>,
         wire: Wire,
     ) -> Result<(Feed, bool), StoreError> {
-        let existing = |feed: Feed| {
-            if feed.wire == wire {
-                Ok((feed, false))
-            } else {
-                Err(StoreError::OtherWire {
-                    feed: format!("{} ({})", key, display_name(&feed.entry)),
-                    has: feed.wire,
-                    asked: wire,
-                })
-            }
-        };
+        let existing =
+            |feed: Feed| same_wire(feed, wire, |e| format!("{key} ({})", display_name(e)));
         if let Some(feed) = self.get(&key) {
             return existing(feed);
         }
@@ -538,6 +548,23 @@ impl Store {
     }
 }
 
+/// An existing feed, if it is of generation `wire`; `shown` names it in the error otherwise.
+fn same_wire(
+    feed: Feed,
+    wire: Wire,
+    shown: impl Fn(&FeedEntry) -> String,
+) -> Result<(Feed, bool), StoreError> {
+    if feed.wire == wire {
+        Ok((feed, false))
+    } else {
+        Err(StoreError::OtherWire {
+            feed: shown(&feed.entry),
+            has: feed.wire,
+            asked: wire,
+        })
+    }
+}
+
 /// The hash flavour of a wire generation's feeds.
 fn flavour(wire: Wire) -> Flavour {
     match wire {
@@ -574,6 +601,54 @@ pub const CLOSE_FILES_AFTER: std::time::Duration = std::time::Duration::from_sec
 
 fn core_dir(dir: &Path, key: &FeedKey) -> PathBuf {
     dir.join("cores").join(key.to_hex())
+}
+
+/// Where a new writer is made before the index lists it (see [`Store::create_writable_on`]).
+fn creating_dir(dir: &Path, key: &FeedKey) -> PathBuf {
+    dir.join("cores")
+        .join(format!("{CREATING}{}", key.to_hex()))
+}
+
+const CREATING: &str = ".creating-";
+
+/// Moves a new writer from its staging folder to its place, durably.
+fn finish_creating(dir: &Path, key: &FeedKey) -> std::io::Result<()> {
+    fs::rename(creating_dir(dir, key), core_dir(dir, key))?;
+    File::open(dir.join("cores"))?.sync_all()
+}
+
+/// Settles writers whose creation a crash interrupted: one the index lists is moved to its
+/// place; one it does not list never held an acknowledged block and is removed. Says what it
+/// did, one note per folder.
+fn settle_creations(dir: &Path, listed: &std::collections::HashSet<FeedKey>) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(dir.join("cores")) else {
+        return Vec::new();
+    };
+    let mut notes = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(key) = name
+            .strip_prefix(CREATING)
+            .and_then(|k| FeedKey::parse(k).ok())
+        else {
+            continue;
+        };
+        let done = if listed.contains(&key) && !core_dir(dir, &key).exists() {
+            finish_creating(dir, &key)
+                .map(|()| "finished its creation, which a crash had interrupted")
+        } else {
+            fs::remove_dir_all(entry.path())
+                .map(|()| "removed a creation that a crash interrupted before the feed was listed; nothing had been appended to it")
+        };
+        notes.push(match done {
+            Ok(what) => format!("feed {key}: {what}"),
+            Err(e) => format!(
+                "feed {key}: could not settle {}: {e}",
+                entry.path().display()
+            ),
+        });
+    }
+    notes
 }
 
 fn display_name(entry: &FeedEntry) -> String {

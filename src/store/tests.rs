@@ -219,3 +219,48 @@ async fn storage_and_secret_keys_are_private_whatever_the_umask() {
         store.notes
     );
 }
+
+/// A crash while a writer is being created leaves its staging folder; the next open settles
+/// it either way, and every later open is clean.
+#[tokio::test]
+async fn a_writer_creation_cut_short_by_a_crash_is_settled_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (listed, unlisted) = {
+        let store = Store::open(dir.path()).await.unwrap();
+        let (a, _) = store.create_writable("listed").await.unwrap();
+        let (b, _) = store.create_writable("unlisted").await.unwrap();
+        (a.entry.key, b.entry.key)
+    };
+    // The crash states: `listed` after the index was written but before the move;
+    // `unlisted` before the index named it.
+    for key in [listed, unlisted] {
+        fs::rename(core_dir(dir.path(), &key), creating_dir(dir.path(), &key)).unwrap();
+    }
+    let mut index = read_index(dir.path()).unwrap();
+    index.feeds.retain(|f| f.key != unlisted);
+    write_index(dir.path(), &index).unwrap();
+
+    let store = Store::open(dir.path()).await.unwrap();
+    assert!(store.broken.is_empty(), "{:?}", store.broken);
+    assert_eq!(store.notes.len(), 2, "{:?}", store.notes);
+    assert!(store
+        .notes
+        .iter()
+        .any(|n| n.contains(&listed.to_hex()) && n.contains("finished")));
+    assert!(store
+        .notes
+        .iter()
+        .any(|n| n.contains(&unlisted.to_hex()) && n.contains("removed")));
+    let feed = store.by_name("listed").expect("the listed writer is kept");
+    assert!(feed.core.lock().await.info().writeable);
+    assert!(store.by_name("unlisted").is_none());
+    assert!(!creating_dir(dir.path(), &unlisted).exists());
+    drop(store);
+
+    let again = Store::open(dir.path()).await.unwrap();
+    assert!(
+        again.notes.is_empty() && again.broken.is_empty(),
+        "{:?}",
+        again.notes
+    );
+}
