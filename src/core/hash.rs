@@ -6,8 +6,6 @@
 
 use std::sync::LazyLock;
 
-use blake2::digest::consts::U32;
-use blake2::{Blake2b, Digest};
 use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
 
 /// A 32-byte BLAKE2b-256 digest.
@@ -37,11 +35,24 @@ pub struct Node {
 }
 
 fn blake2b(parts: &[&[u8]]) -> Hash {
-    let mut h = Blake2b::<U32>::new();
+    let mut h = hasher();
     for p in parts {
         h.update(p);
     }
-    h.finalize().into()
+    digest(&h)
+}
+
+/// BLAKE2b-256, from the SIMD implementation that picks AVX2 at run time: the leaf hash of
+/// every block received is on the replication path.
+fn hasher() -> blake2b_simd::State {
+    blake2b_simd::Params::new().hash_length(32).to_state()
+}
+
+fn digest(h: &blake2b_simd::State) -> Hash {
+    h.finalize()
+        .as_bytes()
+        .try_into()
+        .expect("a 32-byte BLAKE2b digest")
 }
 
 /// hypercore 10's tree namespace: BLAKE2b-256 of BLAKE2b-256("hypercore") and a zero byte.
@@ -82,14 +93,14 @@ impl Flavour {
 
     /// The hash of a whole tree, from its roots in ascending order.
     pub fn tree(self, roots: &[Node]) -> Hash {
-        let mut h = Blake2b::<U32>::new();
-        h.update([2]);
+        let mut h = hasher();
+        h.update(&[2]);
         for r in roots {
-            h.update(r.hash);
-            h.update(self.number(r.index));
-            h.update(self.number(r.size));
+            h.update(&r.hash);
+            h.update(&self.number(r.index));
+            h.update(&self.number(r.size));
         }
-        h.finalize().into()
+        digest(&h)
     }
 
     /// The bytes a writer signs for a tree of `length` blocks with these roots at `fork`.

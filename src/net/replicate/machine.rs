@@ -111,6 +111,8 @@ pub struct Replicator {
     have: RemoteHave,
     remote_synced: bool,
     inflight: HashMap<u64, Inflight>,
+    /// Upgrade requests among `inflight` (0 or 1), kept so the pump need not scan them.
+    upgrades_in_flight: usize,
     blocks_in_flight: BTreeSet<u64>,
     /// Blocks in flight whose node count assumes the block before them arrives first.
     counted_short: HashSet<u64>,
@@ -143,6 +145,7 @@ impl Replicator {
             have: RemoteHave::default(),
             remote_synced: false,
             inflight: HashMap::new(),
+            upgrades_in_flight: 0,
             blocks_in_flight: BTreeSet::new(),
             counted_short: HashSet::new(),
             in_order: true,
@@ -249,7 +252,7 @@ impl Replicator {
             }
             Message::Request(r) => self.serve(r, view, &mut fx),
             Message::Data(d) => {
-                let Some(what) = self.inflight.remove(&d.request) else {
+                let Some(what) = self.take_inflight(d.request) else {
                     fx.push(Effect::Warning(format!(
                         "peer sent data for feed {} that was not requested (request id {}); ignored",
                         self.key.short(),
@@ -287,7 +290,7 @@ impl Replicator {
                 fx.push(Effect::Apply(d));
                 return fx;
             }
-            Message::NoData(n) => match self.inflight.remove(&n.request) {
+            Message::NoData(n) => match self.take_inflight(n.request) {
                 Some(Inflight::Block(i)) => {
                     self.blocks_in_flight.remove(&i);
                     self.counted_short.remove(&i);
@@ -526,15 +529,24 @@ impl Replicator {
     }
 
     /// Asks for what the window allows.
+    /// The request `id` answered (or refused), if it was ours.
+    fn take_inflight(&mut self, id: u64) -> Option<Inflight> {
+        let what = self.inflight.remove(&id);
+        if what == Some(Inflight::Upgrade) {
+            self.upgrades_in_flight -= 1;
+        }
+        what
+    }
+
     fn pump(&mut self, view: &impl View, fx: &mut Effects) {
         if !self.remote_synced || view.writable() {
             return;
         }
         let (length, contiguous, fork) = (view.length(), view.contiguous_length(), view.fork());
-        let upgrading = self.inflight.values().any(|v| *v == Inflight::Upgrade);
-        if self.remote_length > length && !upgrading {
+        if self.remote_length > length && self.upgrades_in_flight == 0 {
             let id = self.take_id();
             self.inflight.insert(id, Inflight::Upgrade);
+            self.upgrades_in_flight += 1;
             fx.push(Effect::Send(
                 Request {
                     id,
