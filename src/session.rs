@@ -100,6 +100,8 @@ pub struct Session {
     limits: Limits,
     remote_handshake: Option<Handshake>,
     failed: bool,
+    /// The peer named itself (Cabal's `peer-id`).
+    named: bool,
     last_extension: String,
     /// The multifeed protocol version spoken on this wire.
     version: &'static str,
@@ -121,6 +123,7 @@ impl Session {
             declined: BTreeSet::new(),
             remote_handshake: None,
             failed: false,
+            named: false,
             last_extension: String::new(),
             version: wire::PROTOCOL_VERSION,
         }
@@ -183,8 +186,13 @@ impl Session {
                 }
             }),
             // Cabal's own extension; it may come before or after the multifeed handshake.
+            // The first valid one names the peer; later ones are ignored, as Cabal does.
+            wire::EXT_CABAL_PEER_ID if self.named => Vec::new(),
             wire::EXT_CABAL_PEER_ID => match wire::decode_peer_id(payload, &self.limits) {
-                Ok(key) => vec![Action::PeerNamed(key)],
+                Ok(key) => {
+                    self.named = true;
+                    vec![Action::PeerNamed(key)]
+                }
                 Err(e) => vec![malformed(e)],
             },
             "" => vec![warn(

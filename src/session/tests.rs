@@ -351,12 +351,6 @@ fn cabals_peer_id_names_the_peer_and_a_bad_one_is_a_warning() {
     let mut s = Session::new(Policy::AcceptAll, feeds(&[]), &Limits::DEFAULT);
     s.on_open();
     // Cabal may send it before the multifeed handshake.
-    let id = key(7).to_hex();
-    let named = s.on_extension(
-        wire::EXT_CABAL_PEER_ID,
-        format!(r#"{{"id":"{id}"}}"#).as_bytes(),
-    );
-    assert_eq!(named, vec![Action::PeerNamed(key(7))]);
     for bad in [
         &br#"{"id":"abc"}"#[..],
         br#"{"id":7}"#,
@@ -366,5 +360,16 @@ fn cabals_peer_id_names_the_peer_and_a_bad_one_is_a_warning() {
         let actions = s.on_extension(wire::EXT_CABAL_PEER_ID, bad);
         assert!(warned(&actions, "malformed"), "{bad:?}: {actions:?}");
     }
+    assert_eq!(named_by(&mut s, 7), vec![Action::PeerNamed(key(7))]);
+    // The first name stays, as in Cabal: later ones are ignored.
+    assert!(named_by(&mut s, 8).is_empty());
     assert!(!s.is_failed());
+}
+
+fn named_by(s: &mut Session, n: u8) -> Vec<Action> {
+    let id = key(n).to_hex();
+    s.on_extension(
+        wire::EXT_CABAL_PEER_ID,
+        format!(r#"{{"id":"{id}"}}"#).as_bytes(),
+    )
 }
