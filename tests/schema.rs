@@ -39,6 +39,8 @@ const PROBLEMS: &[&str] = &[
     "unknown_offer",
     "unrequested_feed",
     "oversized",
+    "metrics",
+    "observe",
 ];
 
 /// The kind named `name`, read the way a script's JSON is.
@@ -191,6 +193,9 @@ fn events() -> Vec<Event> {
             reason: "connection closed by the peer".into(),
         },
         Event::Stopped,
+        Event::MetricsListening {
+            addr: "127.0.0.1:9464".into(),
+        },
     ];
     for (i, kind) in PROBLEMS.iter().enumerate() {
         let peer = (i % 2 == 0).then_some(1);
@@ -235,6 +240,7 @@ fn variant(e: &Event) -> &'static str {
         Event::Warning { .. } => "warning",
         Event::Error { .. } => "error",
         Event::Stopped => "stopped",
+        Event::MetricsListening { .. } => "metrics_listening",
     }
 }
 
@@ -307,7 +313,7 @@ fn every_event_keeps_its_json() {
     let mut seen: Vec<&str> = all.iter().map(variant).collect();
     seen.sort();
     seen.dedup();
-    assert_eq!(seen.len(), 24, "a sample of every variant");
+    assert_eq!(seen.len(), 25, "a sample of every variant");
     let lines: Vec<String> = all
         .iter()
         .map(|e| {
