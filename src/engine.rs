@@ -174,7 +174,11 @@ pub struct Engine {
 
 /// Opens the storage and starts the engine. Storage errors are returned at once.
 pub async fn start(config: Config) -> Result<Engine, StoreError> {
-    let store = Arc::new(Store::open(&config.storage).await?);
+    let store = Arc::new(if config.policy == Policy::Observe {
+        Store::open_observing(&config.storage).await?
+    } else {
+        Store::open(&config.storage).await?
+    });
     let decisions = Decisions::load(&config.storage).map_err(|reason| StoreError::BadIndex {
         path: config.storage.join("decisions.json"),
         reason,
