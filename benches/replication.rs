@@ -242,12 +242,12 @@ fn scrape_once(addr: &str) -> bool {
 
 /// One feed of `blocks` × `size` bytes from A to B, as [`one_feed`]; with `scraped`, B serves
 /// its metrics and a scraper thread asks for them every [`SCRAPE_EVERY`] until B has synced.
-/// Returns the time from connect to synced and the scrapes answered.
+/// Returns the time from connect to synced and how long each answered scrape took.
 async fn one_feed_scraped(
     blocks: usize,
     size: usize,
     scraped: bool,
-) -> Result<(f64, usize), String> {
+) -> Result<(f64, Vec<Duration>), String> {
     let (a_dir, keys) = seeded(&[FeedSpec::new("bulk", blocks, size)]).await;
     let b_dir = tempfile::tempdir().expect("temporary storage");
     let (tx, mut events) = mpsc::unbounded_channel();
@@ -275,9 +275,12 @@ async fn one_feed_scraped(
         if let (Event::MetricsListening { addr }, None) = (&ev.event, &scraper) {
             let (addr, stop) = (addr.clone(), stop.clone());
             scraper = Some(std::thread::spawn(move || {
-                let mut answered = 0;
+                let mut answered = Vec::new();
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    answered += usize::from(scrape_once(&addr));
+                    let asked = std::time::Instant::now();
+                    if scrape_once(&addr) {
+                        answered.push(asked.elapsed());
+                    }
                     std::thread::sleep(SCRAPE_EVERY);
                 }
                 answered
@@ -287,11 +290,13 @@ async fn one_feed_scraped(
     })
     .await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let answered = scraper.map(|t| t.join().unwrap_or(0)).unwrap_or(0);
+    let answered = scraper
+        .map(|t| t.join().unwrap_or_default())
+        .unwrap_or_default();
     a.stop().await;
     b.stop().await;
     let secs = elapsed(t0, end.ok_or_else(|| timeout_text(&sync.describe()))?);
-    if scraped && answered == 0 {
+    if scraped && answered.is_empty() {
         return Err("the scraper got no answer".into());
     }
     Ok((secs, answered))
@@ -307,14 +312,14 @@ fn median(v: &mut [f64]) -> f64 {
 async fn metrics_rows(blocks: usize) -> Vec<Row> {
     let size = KIB;
     let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
-    let mut scrapes = 0;
+    let mut scrapes: Vec<Duration> = Vec::new();
     let mut failed = None;
     for i in 0..2 * SCRAPE_RUNS {
         let scraped = i % 2 == 1;
         match one_feed_scraped(blocks, size, scraped).await {
             Ok((secs, answered)) => {
                 rates[usize::from(scraped)].push((blocks * size) as f64 / secs / 1e6);
-                scrapes += answered;
+                scrapes.extend(answered);
             }
             Err(e) => failed = Some(e),
         }
@@ -336,6 +341,9 @@ async fn metrics_rows(blocks: usize) -> Vec<Row> {
     let (off_text, on_text) = (spread(&off), spread(&on));
     let (off_m, on_m) = (median(&mut off), median(&mut on));
     let cost = (off_m - on_m) / off_m * 100.0;
+    scrapes.sort();
+    let ms = |q: f64| scrapes[((scrapes.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;
+    let (p50, p99, count) = (ms(0.5), ms(0.99), scrapes.len());
     vec![
         Row::new(
             "metrics-off",
@@ -350,7 +358,7 @@ async fn metrics_rows(blocks: usize) -> Vec<Row> {
         ),
         Row::new(
             "metrics-on",
-            format!("the same, /metrics scraped every 10 ms ({scrapes} scrapes)"),
+            format!("the same, /metrics scraped every 10 ms ({count} scrapes)"),
             Ok(Measure {
                 value: on_m,
                 unit: "MB/s",
@@ -369,6 +377,17 @@ async fn metrics_rows(blocks: usize) -> Vec<Row> {
             }),
             "≤ 5 %",
             Target::AtMost(5.0),
+        ),
+        Row::new(
+            "metrics-scrape-p99",
+            "one scrape during the transfer, request to last byte, p99",
+            Ok(Measure {
+                value: p99,
+                unit: "ms",
+                note: format!("p50 {p50:.2} ms"),
+            }),
+            "≤ 50 ms",
+            Target::AtMost(50.0),
         ),
     ]
 }
