@@ -184,6 +184,7 @@ pub async fn start(config: Config) -> Result<Engine, StoreError> {
         reason,
     })?;
     config.stats.set_storage(config.storage.clone());
+    config.stats.set_label_cap(config.limits.max_labelled_feeds);
     for f in store.list().await {
         config
             .stats

@@ -24,8 +24,7 @@ use prometheus_client::registry::Registry;
 
 use crate::event::Direction;
 use crate::stats::{
-    Snapshot, Stats, DECIDERS, ECOSYSTEM_WIRE, FEED_LABEL_CAP, HC10_MESSAGES, HC9_MESSAGES,
-    PROBLEM_KINDS,
+    Snapshot, Stats, DECIDERS, ECOSYSTEM_WIRE, HC10_MESSAGES, HC9_MESSAGES, PROBLEM_KINDS,
 };
 
 /// The content type of the answer: OpenMetrics text.
@@ -152,7 +151,12 @@ impl Collector for Exporter {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = self.0.snapshot();
         ecosystem(&mut enc, &s)?;
-        own(&mut enc, &s, self.0.storage().map(|p| dir_bytes(p)))
+        own(
+            &mut enc,
+            &s,
+            self.0.label_cap(),
+            self.0.storage().map(|p| dir_bytes(p)),
+        )
     }
 }
 
@@ -227,6 +231,7 @@ fn bad_data() -> usize {
 fn own(
     enc: &mut DescriptorEncoder,
     s: &Snapshot,
+    cap: usize,
     storage: Option<u64>,
 ) -> Result<(), std::fmt::Error> {
     use MetricType::{Counter, Gauge};
@@ -374,7 +379,7 @@ fn own(
     one(
         enc,
         "feedscope_feeds_unlabelled",
-        &format!("Feeds not shown one by one: past the first {FEED_LABEL_CAP}"),
+        &format!("Feeds not shown one by one: past the first {cap}"),
         Gauge,
         s.feeds_unlabelled,
     )?;

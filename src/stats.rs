@@ -4,7 +4,7 @@
 //! Counting must cost the engine nothing it would notice: every counter on a per-message
 //! path is one relaxed atomic add (no lock, no allocation, no formatting). What changes at
 //! the rate of events (offers, progress, problems) is folded from the event stream as it is
-//! emitted, under a lock no per-message path takes. A reader ([`crate::metrics`]) copies the
+//! emitted, under a lock no per-message path takes. A reader (the metrics endpoint) copies the
 //! values when it is asked; it never holds up the engine.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -17,9 +17,10 @@ use hypercore_protocol::Message;
 use crate::event::{DecidedBy, Direction, Event, PeerId, ProblemKind, Wire};
 use crate::wire::FeedKey;
 
-/// Most feeds shown one by one (labelled by key and name); the others are only counted, so
-/// that a store of a million feeds does not make a million series.
-pub const FEED_LABEL_CAP: usize = 1_000;
+/// Most feeds shown one by one (labelled by key and name) until the engine sets its
+/// `Limits::max_labelled_feeds`; the others are only counted, so that a store of a million
+/// feeds does not make a million series.
+pub const FEED_LABEL_CAP: usize = crate::limits::Limits::DEFAULT.max_labelled_feeds;
 
 /// Channel message types of the hypercore 10 wire, as counted (control frames excluded).
 pub const HC10_MESSAGES: [&str; 10] = [
@@ -167,8 +168,10 @@ pub struct FeedRow {
 }
 
 /// What is folded from events, under one lock.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Folded {
+    /// At most this many feeds are labelled.
+    cap: usize,
     feeds: BTreeMap<FeedKey, FeedRow>,
     /// Feeds seen beyond [`FEED_LABEL_CAP`].
     unlabelled: HashSet<FeedKey>,
@@ -177,10 +180,22 @@ struct Folded {
     pending: HashSet<(PeerId, FeedKey)>,
 }
 
+impl Default for Folded {
+    fn default() -> Self {
+        Folded {
+            cap: FEED_LABEL_CAP,
+            feeds: BTreeMap::new(),
+            unlabelled: HashSet::new(),
+            received: HashMap::new(),
+            pending: HashSet::new(),
+        }
+    }
+}
+
 impl Folded {
     fn row(&mut self, key: FeedKey) -> Option<&mut FeedRow> {
         if !self.feeds.contains_key(&key) {
-            if self.feeds.len() >= FEED_LABEL_CAP {
+            if self.feeds.len() >= self.cap {
                 self.unlabelled.insert(key);
                 return None;
             }
@@ -228,6 +243,16 @@ impl Stats {
     /// Where storage is, for its size on disk.
     pub fn set_storage(&self, dir: PathBuf) {
         let _ = self.storage.set(dir);
+    }
+
+    /// Sets how many feeds are labelled (`Limits::max_labelled_feeds`), before any is seen.
+    pub fn set_label_cap(&self, cap: usize) {
+        self.fold().cap = cap;
+    }
+
+    /// How many feeds are labelled at most.
+    pub fn label_cap(&self) -> usize {
+        self.fold().cap
     }
 
     /// The storage folder, once the engine said where it is.
