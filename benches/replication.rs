@@ -21,8 +21,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::engines::{
-    launch, listening, peak_rss, reset_peak_rss, seeded, wait_events, FeedSpec, Pair, Side,
-    Stamped, SyncTracker,
+    launch, launch_with, listening, peak_rss, reset_peak_rss, seeded, wait_events, FeedSpec, Pair,
+    Side, Stamped, SyncTracker,
 };
 use common::js::{self, JsPeer};
 use common::kit;
@@ -218,6 +218,178 @@ fn rate(bytes: usize, secs: f64) -> Measure {
         unit: "MB/s",
         note: format!("{secs:.2} s"),
     }
+}
+
+/// Runs of each kind in the metrics row, alternating: the machine's load drifts, and
+/// alternating spreads the drift over both kinds.
+const SCRAPE_RUNS: usize = 10;
+/// How often the scraper of the metrics row asks for `/metrics`.
+const SCRAPE_EVERY: Duration = Duration::from_millis(10);
+
+/// One `GET /metrics`, read to its end; whether it answered 200.
+fn scrape_once(addr: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let mut answer = Vec::new();
+    s.write_all(request.as_bytes()).is_ok()
+        && s.read_to_end(&mut answer).is_ok()
+        && answer.starts_with(b"HTTP/1.1 200")
+}
+
+/// One feed of `blocks` × `size` bytes from A to B, as [`one_feed`]; with `scraped`, B serves
+/// its metrics and a scraper thread asks for them every [`SCRAPE_EVERY`] until B has synced.
+/// Returns the time from connect to synced and how long each answered scrape took.
+async fn one_feed_scraped(
+    blocks: usize,
+    size: usize,
+    scraped: bool,
+) -> Result<(f64, Vec<Duration>), String> {
+    let (a_dir, keys) = seeded(&[FeedSpec::new("bulk", blocks, size)]).await;
+    let b_dir = tempfile::tempdir().expect("temporary storage");
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let a = launch(
+        Side::A,
+        a_dir,
+        Some("127.0.0.1:0".into()),
+        vec![],
+        tx.clone(),
+    )
+    .await;
+    let addr = listening(&mut events, Duration::from_secs(10))
+        .await
+        .ok_or("engine A did not listen")?;
+    let config = feedscope::engine::Config {
+        metrics: scraped.then(|| "127.0.0.1:0".to_string()),
+        ..common::kit::config(b_dir.path(), false, vec![addr])
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut scraper = None;
+    let t0 = Instant::now();
+    let b = launch_with(Side::B, b_dir, config, tx).await;
+    let mut sync = SyncTracker::new([(Side::B, keys[0])], blocks as u64);
+    let end = wait_events(&mut events, t0 + BUDGET, |ev| {
+        if let (Event::MetricsListening { addr }, None) = (&ev.event, &scraper) {
+            let (addr, stop) = (addr.clone(), stop.clone());
+            scraper = Some(std::thread::spawn(move || {
+                let mut answered = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let asked = std::time::Instant::now();
+                    if scrape_once(&addr) {
+                        answered.push(asked.elapsed());
+                    }
+                    std::thread::sleep(SCRAPE_EVERY);
+                }
+                answered
+            }));
+        }
+        sync.observe(ev)
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answered = scraper
+        .map(|t| t.join().unwrap_or_default())
+        .unwrap_or_default();
+    a.stop().await;
+    b.stop().await;
+    let secs = elapsed(t0, end.ok_or_else(|| timeout_text(&sync.describe()))?);
+    if scraped && answered.is_empty() {
+        return Err("the scraper got no answer".into());
+    }
+    Ok((secs, answered))
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Replication of 10,000 × 1 KiB with and without a scraper polling `/metrics` every 10 ms,
+/// [`SCRAPE_RUNS`] of each, alternating: the median rate of each, their spread, and the cost.
+async fn metrics_rows(blocks: usize) -> Vec<Row> {
+    let size = KIB;
+    let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut scrapes: Vec<Duration> = Vec::new();
+    let mut failed = None;
+    for i in 0..2 * SCRAPE_RUNS {
+        let scraped = i % 2 == 1;
+        match one_feed_scraped(blocks, size, scraped).await {
+            Ok((secs, answered)) => {
+                rates[usize::from(scraped)].push((blocks * size) as f64 / secs / 1e6);
+                scrapes.extend(answered);
+            }
+            Err(e) => failed = Some(e),
+        }
+    }
+    if let Some(e) = failed {
+        let row = |id, what: &str| Row::new(id, what, Err(e.clone()), "", Target::Finish);
+        return vec![
+            row("metrics-off", "metrics off"),
+            row("metrics-on", "metrics on"),
+        ];
+    }
+    let spread = |v: &[f64]| {
+        let (lo, hi) = v
+            .iter()
+            .fold((f64::MAX, 0f64), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
+        format!("median of {}, {lo:.1}–{hi:.1}", v.len())
+    };
+    let [mut off, mut on] = rates;
+    let (off_text, on_text) = (spread(&off), spread(&on));
+    let (off_m, on_m) = (median(&mut off), median(&mut on));
+    let cost = (off_m - on_m) / off_m * 100.0;
+    scrapes.sort();
+    let ms = |q: f64| scrapes[((scrapes.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;
+    let (p50, p99, count) = (ms(0.5), ms(0.99), scrapes.len());
+    vec![
+        Row::new(
+            "metrics-off",
+            format!("1 feed × {blocks} × 1 KiB, no metrics endpoint"),
+            Ok(Measure {
+                value: off_m,
+                unit: "MB/s",
+                note: off_text,
+            }),
+            "",
+            Target::Finish,
+        ),
+        Row::new(
+            "metrics-on",
+            format!("the same, /metrics scraped every 10 ms ({count} scrapes)"),
+            Ok(Measure {
+                value: on_m,
+                unit: "MB/s",
+                note: on_text,
+            }),
+            "",
+            Target::Finish,
+        ),
+        Row::new(
+            "metrics-cost",
+            "slower with the scraper than without (median vs median)",
+            Ok(Measure {
+                value: cost,
+                unit: "%",
+                note: String::new(),
+            }),
+            "≤ 5 %",
+            Target::AtMost(5.0),
+        ),
+        Row::new(
+            "metrics-scrape-p99",
+            "one scrape during the transfer, request to last byte, p99",
+            Ok(Measure {
+                value: p99,
+                unit: "ms",
+                note: format!("p50 {p50:.2} ms"),
+            }),
+            "≤ 50 ms",
+            Target::AtMost(50.0),
+        ),
+    ]
 }
 
 /// JS hypercore 10 (`peer.mjs`) serves one feed of `blocks` × `size` bytes and feedscope
@@ -615,6 +787,9 @@ async fn run(options: &Options) -> Vec<Row> {
             "≤ 20 ms",
             Target::AtMost(20.0),
         ));
+    }
+    if selected("metrics") {
+        rows.extend(metrics_rows(options.blocks.unwrap_or(10_000)).await);
     }
     if selected("million") {
         rows.extend(million(options.blocks.unwrap_or(1_000_000)).await);

@@ -21,9 +21,11 @@ use tokio::task::JoinSet;
 
 use crate::event::{Command, Event, PeerId, ProblemKind, Wire};
 use crate::limits::Limits;
+use crate::metrics::MetricsServer;
 use crate::net::peer::{Peer, PeerCmd, PeerContext, Report};
 use crate::net::transport::{Role, Transport};
 use crate::policy::{Curator, Decisions, Policy, Rules};
+use crate::stats::Stats;
 use crate::store::{Feed, Store, StoreError};
 use crate::wire::{FeedKey, FeedMeta};
 
@@ -62,6 +64,11 @@ pub struct Config {
     pub step: bool,
     /// What peers may make the engine hold or wait for.
     pub limits: Limits,
+    /// Address to serve `GET /metrics` on, if any. An engine that cannot listen there
+    /// reports an `error` of kind `metrics` and stops at once.
+    pub metrics: Option<String>,
+    /// Running totals, counted as the engine works (read by the metrics endpoint).
+    pub stats: Arc<Stats>,
 }
 
 impl Config {
@@ -79,6 +86,8 @@ impl Config {
             trace_wire: false,
             step: false,
             limits: Limits::DEFAULT,
+            metrics: None,
+            stats: Stats::new(),
         }
     }
 }
@@ -165,11 +174,22 @@ pub struct Engine {
 
 /// Opens the storage and starts the engine. Storage errors are returned at once.
 pub async fn start(config: Config) -> Result<Engine, StoreError> {
-    let store = Arc::new(Store::open(&config.storage).await?);
+    let store = Arc::new(if config.policy == Policy::Observe {
+        Store::open_observing(&config.storage).await?
+    } else {
+        Store::open(&config.storage).await?
+    });
     let decisions = Decisions::load(&config.storage).map_err(|reason| StoreError::BadIndex {
         path: config.storage.join("decisions.json"),
         reason,
     })?;
+    config.stats.set_storage(config.storage.clone());
+    config.stats.set_label_cap(config.limits.max_labelled_feeds);
+    for f in store.list().await {
+        config
+            .stats
+            .feed_known(f.key, f.name.or(f.offered_name), f.held);
+    }
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let (report_tx, report_rx) = mpsc::unbounded_channel();
@@ -185,6 +205,7 @@ pub async fn start(config: Config) -> Result<Engine, StoreError> {
             trace_wire: config.trace_wire,
             step: config.step,
             limits: config.limits.clone(),
+            stats: config.stats.clone(),
             events: ev_tx,
             reports: report_tx,
         }),
@@ -250,6 +271,29 @@ async fn run(
 ) {
     let mut tasks = JoinSet::new();
     let (conn_tx, mut conn_rx) = mpsc::unbounded_channel::<(TcpStream, Role)>();
+    // Held until the engine has stopped: the endpoint answers to the end.
+    let _metrics = match &config.metrics {
+        Some(addr) => match MetricsServer::start(addr, config.stats.clone()) {
+            Ok(server) => {
+                shared.emit(Event::MetricsListening {
+                    addr: server.addr().to_string(),
+                });
+                Some(server)
+            }
+            Err(e) => {
+                // Asked for metrics that cannot be served, the engine would run unwatched:
+                // it reports why and stops at once, as when it cannot listen for peers.
+                shared.emit(Event::Error {
+                    peer: None,
+                    kind: ProblemKind::Metrics,
+                    message: bind_failure("--metrics", addr, &e),
+                });
+                shut_down(&shared, tasks, JoinSet::new()).await;
+                return;
+            }
+        },
+        None => None,
+    };
     if let Some(addr) = &config.listen {
         match TcpListener::bind(addr).await {
             Ok(listener) => {
@@ -351,6 +395,11 @@ async fn accept_loop(
 
 /// Why `TcpListener::bind(addr)` failed, and what to do about it, in one line.
 pub fn listen_failure(addr: &str, e: &std::io::Error) -> String {
+    bind_failure("--listen", addr, e)
+}
+
+/// Why binding `addr`, given with `flag`, failed, and what to do about it, in one line.
+fn bind_failure(flag: &str, addr: &str, e: &std::io::Error) -> String {
     use std::io::ErrorKind;
     const NOT_AN_ADDRESS: &str =
         "give an address as HOST:PORT, e.g. 127.0.0.1:4000 (port 0 takes any free one)";
@@ -368,9 +417,9 @@ pub fn listen_failure(addr: &str, e: &std::io::Error) -> String {
         }
         // A name that does not resolve.
         _ if addr.parse::<SocketAddr>().is_err() => NOT_AN_ADDRESS,
-        _ => "pass another --listen address",
+        _ => &format!("pass another {flag} address"),
     };
-    format!("cannot listen on {addr}: {e}; {advice}")
+    format!("cannot listen on {addr} ({flag}): {e}; {advice}")
 }
 
 /// The end of every engine: stops dialing and listening, acknowledges pending appends, closes
@@ -415,6 +464,7 @@ async fn shut_down(shared: &Arc<Shared>, mut tasks: JoinSet<()>, mut peer_tasks:
 }
 
 fn spawn_peer(shared: &Arc<Shared>, peer_tasks: &mut JoinSet<()>, stream: TcpStream, role: Role) {
+    let dialed = matches!(role, Role::Dial(_));
     let addr = stream
         .peer_addr()
         .map(|a| a.to_string())
@@ -447,6 +497,9 @@ fn spawn_peer(shared: &Arc<Shared>, peer_tasks: &mut JoinSet<()>, stream: TcpStr
                 return;
             }
         };
+        let stats = shared.ctx.stats.clone();
+        stats.connection_opened(dialed);
+        let _closed = Closed(stats, dialed);
         shared.emit(Event::PeerConnected {
             peer: id,
             addr: addr.clone(),
@@ -506,6 +559,15 @@ impl Drop for Counted {
     }
 }
 
+/// Counts an opened connection as closed when dropped (also when its task is aborted).
+struct Closed(Arc<Stats>, bool);
+
+impl Drop for Closed {
+    fn drop(&mut self) {
+        self.0.connection_closed(self.1);
+    }
+}
+
 /// Aborts a task when dropped.
 struct AbortOnDrop(tokio::task::AbortHandle);
 
@@ -523,6 +585,7 @@ async fn dial(
 ) {
     let mut delay = DIAL_BACKOFF.0;
     for attempt in 1..=DIAL_ATTEMPTS {
+        shared.ctx.stats.dial_attempted();
         let result = match addr.parse::<SocketAddr>() {
             Ok(sa) => TcpStream::connect(sa).await,
             Err(_) => TcpStream::connect(addr.as_str()).await,
@@ -595,6 +658,26 @@ async fn handle_command(shared: &Arc<Shared>, cmd: Command) -> Option<(String, O
             message,
         })
     };
+    if shared.ctx.curator.policy == Policy::Observe {
+        let what = match &cmd {
+            Command::Approve { .. } => Some("approve"),
+            Command::Decline { .. } => Some("decline"),
+            Command::AddFeed { .. } => Some("add_feed"),
+            Command::Append { .. } => Some("append"),
+            Command::Stop { .. } => Some("stop"),
+            _ => None,
+        };
+        if let Some(what) = what {
+            error(
+                ProblemKind::Observe,
+                format!(
+                    "{what}: observe mode is on (--observe): this peer offers, requests, \
+                     serves and writes nothing; restart without --observe to change anything"
+                ),
+            );
+            return None;
+        }
+    }
     match cmd {
         Command::Connect { addr, wire } => return Some((addr, wire)),
         Command::AddFeed { name, wire } => match shared

@@ -47,8 +47,12 @@ pub enum ProblemKind {
     MalformedFrame,
     /// A channel message that does not decode.
     MalformedMessage,
+    /// The metrics endpoint cannot listen where it was asked to.
+    Metrics,
     /// Stopping a feed that is not replicating with that peer.
     NotActive,
+    /// A command that would change something, refused in observe mode.
+    Observe,
     /// A peer task panicked; other peers are unaffected.
     Panic,
     /// The peer broke a channel rule.
@@ -86,7 +90,9 @@ impl ProblemKind {
             ProblemKind::Malformed => "malformed",
             ProblemKind::MalformedFrame => "malformed_frame",
             ProblemKind::MalformedMessage => "malformed_message",
+            ProblemKind::Metrics => "metrics",
             ProblemKind::NotActive => "not_active",
+            ProblemKind::Observe => "observe",
             ProblemKind::Panic => "panic",
             ProblemKind::Protocol => "protocol",
             ProblemKind::RefusedRequest => "refused_request",
@@ -300,6 +306,11 @@ impl<'de> Deserialize<'de> for KeySelection {
 pub enum Event {
     /// The engine accepts connections on this address.
     Listening {
+        /// Bound address, with the real port.
+        addr: String,
+    },
+    /// The metrics endpoint (`GET /metrics`, Prometheus text) answers on this address.
+    MetricsListening {
         /// Bound address, with the real port.
         addr: String,
     },

@@ -24,6 +24,9 @@ pub enum Policy {
     AcceptAll,
     /// Queue offers until a person approves or declines each.
     Manual,
+    /// A read-only peer: offer nothing, request nothing, serve nothing, write nothing; only
+    /// watch and report what peers offer and say.
+    Observe,
 }
 
 /// Rules from the command line or a rules file, applied before asking.
@@ -252,11 +255,16 @@ impl Curator {
         meta: &FeedMeta,
         remote_public_key: &str,
     ) -> Option<(bool, DecidedBy)> {
+        // An observer decides nothing, not even by rule.
+        if self.policy == Policy::Observe {
+            return None;
+        }
         if let Some(d) = self.rules.decide(key, meta, remote_public_key) {
             return Some(d);
         }
         match self.policy {
             Policy::AcceptAll => Some((true, DecidedBy::AcceptAll)),
+            Policy::Observe => None,
             Policy::Manual => self.decisions.get(key).map(|r| {
                 (
                     r.approved,

@@ -290,6 +290,8 @@ impl Session {
         }
         match self.policy {
             Policy::AcceptAll => out.extend(self.request(fresh)),
+            // Offers are reported (above) and left unanswered.
+            Policy::Observe => {}
             Policy::Manual => {
                 fresh.retain(|k| self.pending.insert(*k));
                 if !fresh.is_empty() {

@@ -253,6 +253,16 @@ fn unusable(dir: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 impl Store {
     /// Opens (creating if needed) and locks a storage folder, and opens every feed in it.
     pub async fn open(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_as(dir, true).await
+    }
+
+    /// [`Store::open`] for a process that writes nothing (observe mode): it takes the lock
+    /// but leaves the pid of the last writer in the lock file, so that no byte changes.
+    pub async fn open_observing(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_as(dir, false).await
+    }
+
+    async fn open_as(dir: &Path, writer: bool) -> Result<Store, StoreError> {
         private_dir(&dir.join("cores")).map_err(unusable(dir))?;
         let lock_path = dir.join("LOCK");
         let mut lock = fs::OpenOptions::new()
@@ -274,8 +284,10 @@ impl Store {
                 holder,
             });
         }
-        lock.set_len(0).map_err(unusable(&lock_path))?;
-        write!(lock, "{}", std::process::id()).map_err(unusable(&lock_path))?;
+        if writer {
+            lock.set_len(0).map_err(unusable(&lock_path))?;
+            write!(lock, "{}", std::process::id()).map_err(unusable(&lock_path))?;
+        }
 
         let mut index = read_index(dir)?;
         // Replicas are not in the index: their folder name is their key and they have no name.

@@ -39,6 +39,8 @@ const PROBLEMS: &[&str] = &[
     "unknown_offer",
     "unrequested_feed",
     "oversized",
+    "metrics",
+    "observe",
 ];
 
 /// The kind named `name`, read the way a script's JSON is.
@@ -195,6 +197,9 @@ fn events() -> Vec<Event> {
             reason: "connection closed by the peer".into(),
         },
         Event::Stopped,
+        Event::MetricsListening {
+            addr: "127.0.0.1:9464".into(),
+        },
     ];
     for (i, kind) in PROBLEMS.iter().enumerate() {
         let peer = (i % 2 == 0).then_some(1);
@@ -240,6 +245,7 @@ fn variant(e: &Event) -> &'static str {
         Event::Warning { .. } => "warning",
         Event::Error { .. } => "error",
         Event::Stopped => "stopped",
+        Event::MetricsListening { .. } => "metrics_listening",
     }
 }
 

@@ -71,6 +71,14 @@ pub(crate) struct NetArgs {
     /// How remote offers are answered: request everything, or wait for approve/decline
     #[arg(long, value_enum)]
     pub(crate) policy: Option<PolicyArg>,
+    /// Read-only peer: offer nothing, request nothing, serve nothing and write nothing to
+    /// storage; every offer and message of the peers is still shown and reported
+    #[arg(long, conflicts_with = "policy")]
+    pub(crate) observe: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 (port 0 takes
+    /// any free one; the address is reported as a `metrics_listening` event)
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) metrics: Option<String>,
     /// Approve offers whose key starts with this hex prefix (repeatable)
     #[arg(long, value_name = "KEY|PREFIX")]
     pub(crate) allow: Vec<String>,
@@ -123,7 +131,9 @@ pub(crate) enum Cmd {
         The process exits 0 after quit, at the end of stdin, or on SIGTERM, SIGHUP or SIGINT, \
         once storage is written out and every peer is closed (the last event is \
         {\"type\":\"stopped\"}). It exits 1 if it cannot listen on --listen, after an error \
-        event of kind \"listen\". Policy defaults to accept-all.")]
+        event of kind \"listen\", or on --metrics, after one of kind \"metrics\". Policy \
+        defaults to accept-all; with --observe, commands that would change anything (approve, \
+        decline, stop, add_feed, append) get an error event of kind \"observe\".")]
     Run {
         #[command(flatten)]
         net: NetArgs,
@@ -288,6 +298,7 @@ pub(crate) fn config(net: &NetArgs, default_policy: Policy) -> Result<Config> {
         connect: net.connect.clone(),
         wire: net.wire,
         policy: match net.policy {
+            _ if net.observe => Policy::Observe,
             Some(PolicyArg::AcceptAll) => Policy::AcceptAll,
             Some(PolicyArg::Manual) => Policy::Manual,
             None => default_policy,
@@ -299,6 +310,8 @@ pub(crate) fn config(net: &NetArgs, default_policy: Policy) -> Result<Config> {
             max_peers: net.max_peers,
             ..Limits::DEFAULT
         },
+        metrics: net.metrics.clone(),
+        stats: feedscope::stats::Stats::new(),
     })
 }
 

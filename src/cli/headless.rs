@@ -103,7 +103,7 @@ where
             message,
         } = &ev
         {
-            if *kind == ProblemKind::Listen {
+            if matches!(kind, ProblemKind::Listen | ProblemKind::Metrics) {
                 listen_failure = Some(message.clone());
             }
         }

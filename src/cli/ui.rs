@@ -84,6 +84,7 @@ pub(crate) async fn run(
         policy: match config.policy {
             Policy::AcceptAll => "accept-all".into(),
             Policy::Manual => "manual".into(),
+            Policy::Observe => "observe".into(),
         },
         storage: config.storage.display().to_string(),
         log_file: dir.join("feedscope.log").display().to_string(),

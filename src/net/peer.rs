@@ -29,6 +29,7 @@ use crate::net::replicate::{FeedChannel, Outcome};
 use crate::net::transport::{Transport, TransportError};
 use crate::policy::{Curator, Policy};
 use crate::session::{Action, Outgoing, Session};
+use crate::stats::Stats;
 use crate::store::{Feed, Store};
 use crate::wire::{self, FeedKey, FeedMeta};
 
@@ -47,6 +48,8 @@ pub struct PeerContext {
     pub step: bool,
     /// What peers may make us hold or wait for.
     pub limits: Limits,
+    /// Running totals; every event emitted is folded into them.
+    pub stats: Arc<Stats>,
     /// Events to the front end.
     pub events: mpsc::UnboundedSender<Event>,
     /// Reports to the engine.
@@ -56,6 +59,7 @@ pub struct PeerContext {
 impl PeerContext {
     /// Publishes an event; a front end that went away is not an error.
     pub fn emit(&self, ev: Event) {
+        self.stats.observe(&ev);
         let _ = self.events.send(ev);
     }
 
@@ -375,6 +379,7 @@ impl Peer {
                     trace: ctx.trace_wire,
                     step: ctx.step,
                     limits: ctx.limits.clone(),
+                    stats: ctx.stats.clone(),
                 },
                 now,
             );
@@ -389,6 +394,7 @@ impl Peer {
                 trace: ctx.trace_wire,
                 step: ctx.step,
                 limits: ctx.limits.clone(),
+                stats: ctx.stats.clone(),
             },
             now,
         );
@@ -408,6 +414,12 @@ struct Task<C: WireCore> {
     owed_overflow: bool,
     /// The peer's handshake said it is not live.
     peer_not_live: bool,
+    /// Observe mode: nothing offered, requested, served or written.
+    observing: bool,
+    /// The session requests every offer itself: its requests are accept-all's decisions.
+    classic: bool,
+    /// Active feeds of this connection as last added to the shared total.
+    active_counted: usize,
 }
 
 impl<C: WireCore> Task<C> {
@@ -418,9 +430,17 @@ impl<C: WireCore> Task<C> {
         conn: C,
         mut commands: mpsc::UnboundedReceiver<PeerCmd>,
     ) -> EndReason {
-        let local_feeds = ctx.store.offer_meta_on(C::WIRE).await;
+        let observing = ctx.curator.policy == Policy::Observe;
+        // An observer offers nothing (an empty manifest), so it serves nothing either.
+        let local_feeds = if observing {
+            BTreeMap::new()
+        } else {
+            ctx.store.offer_meta_on(C::WIRE).await
+        };
         // Offers go through the curator whenever it may say something other than "yes".
-        let policy = if ctx.curator.policy == Policy::AcceptAll && ctx.curator.rules.is_empty() {
+        let policy = if observing {
+            Policy::Observe
+        } else if ctx.curator.policy == Policy::AcceptAll && ctx.curator.rules.is_empty() {
             Policy::AcceptAll
         } else {
             Policy::Manual
@@ -435,6 +455,9 @@ impl<C: WireCore> Task<C> {
             owed: VecDeque::new(),
             owed_overflow: false,
             peer_not_live: false,
+            observing,
+            classic: policy == Policy::AcceptAll,
+            active_counted: 0,
         };
         // When the backlog was last seen over its limit without a byte written since.
         let mut stalled_since: Option<(Instant, u64)> = None;
@@ -478,9 +501,21 @@ impl<C: WireCore> Task<C> {
             peer.transmit();
             // Sealing may trace what it sealed.
             peer.drive().await;
+            peer.count_active(peer.session.active.len());
         }
+        peer.count_active(0);
         let (_, reason) = peer.conn.end().cloned().unwrap_or_default();
         reason
+    }
+
+    /// Keeps the shared count of active feeds in step with this connection's.
+    fn count_active(&mut self, now: usize) {
+        if now != self.active_counted {
+            self.ctx
+                .stats
+                .feeds_active_changed(now as i64 - self.active_counted as i64);
+            self.active_counted = now;
+        }
     }
 
     /// Acts on everything the core has to say, sending frames as they are sealed. Sealed
@@ -623,7 +658,14 @@ impl<C: WireCore> Task<C> {
                 Work::Act(a) => a,
             };
             match a {
-                Action::Send(o) => self.send_outgoing(o).await,
+                Action::Send(o) => {
+                    if let (true, Outgoing::Request(keys)) = (self.classic, &o) {
+                        self.ctx
+                            .stats
+                            .decided_many(true, &DecidedBy::AcceptAll, keys.len());
+                    }
+                    self.send_outgoing(o).await
+                }
                 Action::HandshakeReceived(h) => {
                     self.peer_not_live = h.live == Some(false);
                     self.emit(Event::HandshakeReceived {
@@ -668,17 +710,18 @@ impl<C: WireCore> Task<C> {
                         work.push_front(w);
                     }
                 }
-                // The classic policy's implicit yes is not news.
-                Action::Decided {
-                    by: DecidedBy::AcceptAll,
-                    ..
-                } => {}
-                Action::Decided { key, approved, by } => self.emit(Event::Decision {
-                    peer: id,
-                    key,
-                    approved,
-                    by,
-                }),
+                Action::Decided { key, approved, by } => {
+                    self.ctx.stats.decided(approved, &by);
+                    // The classic policy's implicit yes is not news.
+                    if by != DecidedBy::AcceptAll {
+                        self.emit(Event::Decision {
+                            peer: id,
+                            key,
+                            approved,
+                            by,
+                        })
+                    }
+                }
                 Action::Stop(key) => {
                     self.conn.close(&key);
                     self.emit(Event::FeedStopped {
@@ -759,6 +802,9 @@ impl<C: WireCore> Task<C> {
     }
 
     async fn start_feed(&mut self, key: FeedKey) {
+        if self.observing {
+            return;
+        }
         let offered = self
             .session
             .remote_offer
@@ -795,6 +841,7 @@ impl<C: WireCore> Task<C> {
 
     async fn on_command(&mut self, cmd: PeerCmd) {
         match cmd {
+            PeerCmd::LocalFeed(..) if self.observing => {}
             PeerCmd::LocalFeed(key, meta) => {
                 // A connection offers only feeds of its own wire generation.
                 if self.ctx.store.get(&key).is_some_and(|f| f.wire != C::WIRE) {
@@ -812,6 +859,8 @@ impl<C: WireCore> Task<C> {
                     self.apply_outcome(local, outcome);
                 }
             }
+            // The engine refuses decisions in observe mode; none is taken or remembered.
+            PeerCmd::Decide { .. } if self.observing => {}
             PeerCmd::Decide { key, approve } => {
                 let keys: Vec<FeedKey> = match key {
                     KeySelection::One(k) if self.session.remote_offer.contains_key(&k) => vec![k],

@@ -481,6 +481,19 @@ impl App {
         }
     }
 
+    /// Whether the engine runs in observe mode, where nothing is decided.
+    fn observing(&self) -> bool {
+        self.settings.policy == "observe"
+    }
+
+    /// Says in the status line why a decision is not taken.
+    fn say_observing(&mut self) {
+        self.say(
+            "observe mode is on: offers are shown, never approved or declined (restart without --observe to decide)",
+            true,
+        );
+    }
+
     fn refuse_in_replay(&mut self, what: &str) -> bool {
         if self.replaying() {
             self.say(

@@ -155,6 +155,7 @@ fn peer_of(ev: &Event) -> Option<PeerId> {
         | Event::PeerDisconnected { peer, .. } => Some(*peer),
         Event::Warning { peer, .. } | Event::Error { peer, .. } => *peer,
         Event::Listening { .. }
+        | Event::MetricsListening { .. }
         | Event::ConnectRetry { .. }
         | Event::FeedAdded { .. }
         | Event::Appended { .. }

@@ -209,7 +209,7 @@ fn fold(app: &mut App, ev: &Event, at: f64) -> io::Result<()> {
     app.on_event(ev, at);
     if let Event::Error {
         peer: None,
-        kind: ProblemKind::Listen,
+        kind: ProblemKind::Listen | ProblemKind::Metrics,
         message,
     } = ev
     {

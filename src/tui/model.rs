@@ -270,6 +270,14 @@ impl Model {
                 self.listening = Some(addr.clone());
                 log(None, "listening", false, format!("listening on {addr}"));
             }
+            Event::MetricsListening { addr } => {
+                log(
+                    None,
+                    "metrics",
+                    false,
+                    format!("metrics at http://{addr}/metrics"),
+                );
+            }
             Event::ConnectRetry {
                 addr,
                 attempt,

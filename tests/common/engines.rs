@@ -179,16 +179,25 @@ pub async fn launch(
     connect: Vec<String>,
     tx: mpsc::UnboundedSender<Stamped>,
 ) -> Running {
+    let config = feedscope::engine::Config {
+        listen,
+        ..kit::config(dir.path(), false, connect)
+    };
+    launch_with(side, dir, config, tx).await
+}
+
+/// [`launch`] with a configuration of the caller's (whose storage must be `dir`).
+pub async fn launch_with(
+    side: Side,
+    dir: TempDir,
+    config: feedscope::engine::Config,
+    tx: mpsc::UnboundedSender<Stamped>,
+) -> Running {
     let Engine {
         commands,
         mut events,
         done,
-    } = engine::start(feedscope::engine::Config {
-        listen,
-        ..kit::config(dir.path(), false, connect)
-    })
-    .await
-    .expect("engine starts");
+    } = engine::start(config).await.expect("engine starts");
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
             let at = Instant::now();

@@ -27,10 +27,11 @@ use blake2::Blake2bMac;
 use hypercore_protocol::schema::{NoData, Synchronize};
 use hypercore_protocol::{discovery_key, Message};
 
-use crate::event::{Event, PeerId, ProblemKind};
+use crate::event::{Direction, Event, PeerId, ProblemKind, Wire};
 use crate::frame::{self, core, Item, Msg};
 use crate::limits::Limits;
 pub use crate::net::output::Output;
+use crate::stats::{self, ConnStats, Stats};
 use crate::wire::FeedKey;
 
 /// Bytes of a message shown in a `wire` event's hex dump.
@@ -122,6 +123,7 @@ pub struct Conn<T> {
     /// The latest time an input brought.
     now: Instant,
     end: Option<(bool, String)>,
+    counts: ConnStats,
 }
 
 /// What a connection is set up with.
@@ -142,6 +144,8 @@ pub struct Setup {
     /// The limits it keeps (`root_open_timeout`, `keepalive_interval`, `idle_timeout`,
     /// `max_pending_opens`, `max_early_*`, `max_held*`).
     pub limits: Limits,
+    /// Where messages are counted.
+    pub stats: std::sync::Arc<Stats>,
 }
 
 impl<T> Conn<T> {
@@ -179,6 +183,7 @@ impl<T> Conn<T> {
             last_sent: now,
             now,
             end: None,
+            counts: ConnStats::new(setup.stats, Wire::Hc10),
         };
         conn.root_local = conn.open_channel(setup.root_key, None);
         conn
@@ -215,7 +220,14 @@ impl<T> Conn<T> {
         self.now = now;
         self.last_heard = now;
         match frame::decode(bytes) {
-            Ok(items) => self.inbox.extend(items),
+            Ok(items) => {
+                for item in &items {
+                    if let Item::Message(_, Ok(m)) = item {
+                        self.count(Direction::In, m);
+                    }
+                }
+                self.inbox.extend(items)
+            }
             Err(e) => self.warn(ProblemKind::MalformedFrame, format!("dropped a frame: {e}")),
         }
     }
@@ -402,7 +414,26 @@ impl<T> Conn<T> {
         );
     }
 
+    /// Counts a channel message: every one in and out passes here.
+    fn count(&mut self, dir: Direction, m: &Msg) {
+        let index = match m {
+            Msg::Extension { .. } => Some(stats::HC10_EXTENSION),
+            Msg::Core(c) => stats::hc10_index(c),
+        };
+        if let Some(i) = index {
+            self.counts.message(dir, i);
+        }
+        if let (Direction::In, Msg::Core(Message::Data(d))) = (dir, m) {
+            if let Some(b) = &d.block {
+                self.counts.block_received(b.value.len());
+            }
+        }
+    }
+
     fn push(&mut self, o: Out) {
+        if let Out::Msg(_, m) = &o {
+            self.count(Direction::Out, m);
+        }
         self.out_bytes += match &o {
             Out::Control(b) => b.len(),
             Out::Msg(_, Msg::Core(Message::Data(d))) => {

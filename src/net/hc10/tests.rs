@@ -28,6 +28,7 @@ fn conn(peer: PeerId, initiator: bool, root: [u8; 32]) -> Conn<&'static str> {
             trace: false,
             step: false,
             limits: L,
+            stats: Default::default(),
         },
         Instant::now(),
     )
@@ -227,6 +228,7 @@ fn a_capability_that_does_not_prove_the_key_ends_the_connection() {
             trace: false,
             step: false,
             limits: L,
+            stats: Default::default(),
         },
         Instant::now(),
     );

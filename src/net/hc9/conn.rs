@@ -22,9 +22,10 @@ use super::extensions::{LocalExtensions, RemoteExtensions};
 use super::frame::{self, Item, KEEP_ALIVE};
 use super::message::{Close, Message, Open};
 use super::noise::Split;
-use crate::event::{Direction, Event, PeerId, ProblemKind};
+use crate::event::{Direction, Event, PeerId, ProblemKind, Wire};
 use crate::limits::Limits;
 use crate::net::output::Output;
+use crate::stats::{ConnStats, Stats};
 use crate::wire::{self, FeedKey};
 
 /// Bytes of a message shown in a `wire` event's hex dump.
@@ -59,6 +60,8 @@ pub struct Setup {
     /// The limits it keeps (`root_open_timeout`, `keepalive_interval`, `idle_timeout`,
     /// `max_pending_opens`, `max_early_*`, `max_held*`).
     pub limits: Limits,
+    /// Where messages are counted.
+    pub stats: std::sync::Arc<Stats>,
 }
 
 struct Chan<T> {
@@ -115,6 +118,7 @@ pub struct Conn<T> {
     last_sent: Instant,
     now: Instant,
     end: Option<(bool, String)>,
+    counts: ConnStats,
 }
 
 fn weight(m: &Message) -> usize {
@@ -209,6 +213,7 @@ impl<T> Conn<T> {
             last_sent: now,
             now,
             end: None,
+            counts: ConnStats::new(setup.stats, Wire::Hc9),
         };
         conn.root_local = conn.open_channel(setup.root_key, None);
         conn
@@ -256,7 +261,10 @@ impl<T> Conn<T> {
         self.last_heard = now;
         match frame::decode_frame(bytes) {
             Ok(Item::KeepAlive) => {}
-            Ok(Item::Message { channel, message }) => self.inbox.push_back((channel, message)),
+            Ok(Item::Message { channel, message }) => {
+                self.count(Direction::In, &message);
+                self.inbox.push_back((channel, message))
+            }
             Err(e) => self.warn(
                 ProblemKind::MalformedMessage,
                 format!("dropped a message: {e}"),
@@ -485,7 +493,25 @@ impl<T> Conn<T> {
         self.event(ev);
     }
 
+    /// Counts a message: every one in and out passes here.
+    fn count(&mut self, dir: Direction, m: &Message) {
+        // The index in `stats::HC9_MESSAGES`: the type number, but for the three below.
+        let index = match m {
+            Message::Have(h) if h.bitfield.is_some() => 13,
+            Message::Extension(_) => 11,
+            Message::Unknown { .. } => 12,
+            m => usize::from(m.kind()),
+        };
+        self.counts.message(dir, index);
+        if let (Direction::In, Message::Data(d)) = (dir, m) {
+            if let Some(v) = &d.value {
+                self.counts.block_received(v.len());
+            }
+        }
+    }
+
     fn push(&mut self, local: u64, m: Message) {
+        self.count(Direction::Out, &m);
         if self.trace {
             let channel = if local == 0 {
                 "root".into()

@@ -270,6 +270,10 @@ impl App {
                     wire: None,
                 }]
             }
+            Verb::Approve | Verb::Decline if self.observing() => {
+                self.say_observing();
+                Vec::new()
+            }
             Verb::Approve | Verb::Decline => {
                 let approve = spec.verb == Verb::Approve;
                 if rest == "*" {

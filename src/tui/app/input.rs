@@ -158,6 +158,11 @@ impl App {
             }
             Action::NextPane => self.move_pane(1),
             Action::PrevPane => self.move_pane(-1),
+            Action::Approve | Action::Decline | Action::ApproveAll | Action::DeclineAll
+                if self.observing() =>
+            {
+                self.say_observing();
+            }
             Action::Approve | Action::Decline => {
                 return self.decide_selected(action == Action::Approve)
             }

@@ -56,6 +56,28 @@ fn a_approves_and_d_declines_the_selected_offer() {
 }
 
 #[test]
+fn in_observe_mode_approve_and_decline_say_so_instead_of_acting() {
+    let mut app = with_offers();
+    app.settings.policy = "observe".into();
+    for code in [
+        KeyCode::Char('a'),
+        KeyCode::Char('d'),
+        KeyCode::Char('A'),
+        KeyCode::Char('D'),
+    ] {
+        assert!(press(&mut app, code).is_empty(), "{code:?} sends nothing");
+        let status = app.status.as_ref().unwrap();
+        assert!(
+            status.text.contains("observe mode is on"),
+            "{}",
+            status.text
+        );
+    }
+    assert!(app.run_line("approve 0202").is_empty());
+    assert!(app.status.as_ref().unwrap().text.contains("observe mode"));
+}
+
+#[test]
 fn the_command_line_approves_by_unique_prefix() {
     let mut app = with_offers();
     assert_eq!(
