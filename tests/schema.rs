@@ -39,6 +39,7 @@ const PROBLEMS: &[&str] = &[
     "unknown_offer",
     "unrequested_feed",
     "oversized",
+    "timeout",
 ];
 
 /// The kind named `name`, read the way a script's JSON is.
