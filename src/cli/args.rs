@@ -216,6 +216,40 @@ pub(crate) enum Cmd {
         to their start. Your own storage is not touched."
     )]
     Soak(SoakArgs),
+    /// The client peers of one soak, in a process of their own (started by `soak`)
+    #[command(hide = true)]
+    SoakWorker(SoakWorkerArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct SoakWorkerArgs {
+    /// The server to dial
+    #[arg(long)]
+    pub(crate) addr: String,
+    /// The multifeed key
+    #[arg(long)]
+    pub(crate) key: String,
+    /// A server feed to download in full (repeated)
+    #[arg(long)]
+    pub(crate) feed: Vec<String>,
+    /// Blocks per server feed
+    #[arg(long)]
+    pub(crate) blocks: u64,
+    /// Index of this worker's first peer (names its storage folders)
+    #[arg(long)]
+    pub(crate) first: usize,
+    /// Client peers this worker runs
+    #[arg(long)]
+    pub(crate) peers: usize,
+    /// Seconds to keep cycling
+    #[arg(long)]
+    pub(crate) seconds: f64,
+    /// Seconds one cycle may take
+    #[arg(long)]
+    pub(crate) cycle_timeout: f64,
+    /// Folder of the peers' storage folders
+    #[arg(long)]
+    pub(crate) dir: PathBuf,
 }
 
 #[derive(clap::Args, Debug)]
@@ -249,7 +283,7 @@ pub(crate) struct SoakArgs {
     #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
     pub(crate) cycle_timeout: f64,
     /// Allowed growth of idle RSS from start to end, in percent
-    #[arg(long, default_value_t = 10.0, value_name = "PERCENT")]
+    #[arg(long, default_value_t = 5.0, value_name = "PERCENT")]
     pub(crate) rss_tolerance: f64,
     /// Folder for the temporary storage (default: the system's temporary folder)
     #[arg(long, value_name = "DIR")]
