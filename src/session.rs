@@ -82,7 +82,8 @@ pub enum Action {
 #[derive(Debug, Clone)]
 pub struct Session {
     policy: Policy,
-    local_feeds: BTreeMap<FeedKey, FeedMeta>,
+    /// Feeds we hold, by key only: their metadata is read when a manifest is sent.
+    local_feeds: BTreeSet<FeedKey>,
     /// Keys we offered to this peer.
     pub local_offer: BTreeSet<FeedKey>,
     /// Keys this peer offered us, with their metadata.
@@ -104,9 +105,9 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session with the given policy and the feeds we hold now (with their offer metadata),
-    /// bounded by `limits` (`max_remote_offer`, `max_active_feeds`, the message limits).
-    pub fn new(policy: Policy, local_feeds: BTreeMap<FeedKey, FeedMeta>, limits: &Limits) -> Self {
+    /// A session with the given policy and the feeds we hold now, bounded by `limits`
+    /// (`max_remote_offer`, `max_active_feeds`, the message limits).
+    pub fn new(policy: Policy, local_feeds: BTreeSet<FeedKey>, limits: &Limits) -> Self {
         Session {
             policy,
             local_feeds,
@@ -230,7 +231,7 @@ impl Session {
             }];
         }
         self.remote_handshake = Some(h.clone());
-        let keys: Vec<FeedKey> = self.local_feeds.keys().copied().collect();
+        let keys: Vec<FeedKey> = self.local_feeds.iter().copied().collect();
         self.local_offer.extend(keys.iter().copied());
         vec![
             Action::HandshakeReceived(h),
@@ -369,16 +370,24 @@ impl Session {
 
     /// A feed appeared locally (created, or downloaded from someone): offer it if the peer
     /// does not know it yet.
-    pub fn on_local_feed(&mut self, key: FeedKey, meta: FeedMeta) -> Vec<Action> {
-        self.local_feeds.insert(key, meta);
-        if !self.is_ready()
-            || self.local_offer.contains(&key)
-            || self.remote_offer.contains_key(&key)
-        {
+    pub fn on_local_feed(&mut self, key: FeedKey) -> Vec<Action> {
+        self.on_local_feeds([key])
+    }
+
+    /// Feeds appeared locally: offer, in one manifest, those the peer does not know yet.
+    pub fn on_local_feeds(&mut self, keys: impl IntoIterator<Item = FeedKey>) -> Vec<Action> {
+        let ready = self.is_ready();
+        let mut fresh = Vec::new();
+        for key in keys {
+            self.local_feeds.insert(key);
+            if ready && !self.remote_offer.contains_key(&key) && self.local_offer.insert(key) {
+                fresh.push(key);
+            }
+        }
+        if fresh.is_empty() {
             return Vec::new();
         }
-        self.local_offer.insert(key);
-        vec![Action::Send(Outgoing::Manifest(vec![key]))]
+        vec![Action::Send(Outgoing::Manifest(fresh))]
     }
 
     /// A person (or a rule) decided on an offered key.

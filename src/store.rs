@@ -15,7 +15,7 @@
 //! Over 600 lines because opening storage (lock, index, replica folders, damage notes) and the
 //! feeds' own operations keep one set of error texts; the legacy converter has its own file.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -372,6 +372,17 @@ impl Store {
             out.insert(feed.entry.key, feed.offer_meta().await);
         }
         out
+    }
+
+    /// The keys of every feed of one wire generation, without touching the feeds.
+    pub fn keys_on(&self, wire: Wire) -> BTreeSet<FeedKey> {
+        self.feeds
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|f| f.wire == wire)
+            .map(|f| f.entry.key)
+            .collect()
     }
 
     /// The feed with this key, if we hold it.

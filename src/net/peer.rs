@@ -66,8 +66,7 @@ impl PeerContext {
             name: feed.entry.name.clone(),
             writable: feed.entry.writable,
         });
-        let meta = feed.offer_meta().await;
-        let _ = self.reports.send(Report::LocalFeed(feed.entry.key, meta));
+        let _ = self.reports.send(Report::LocalFeed(feed.entry.key));
     }
 }
 
@@ -75,7 +74,7 @@ impl PeerContext {
 #[derive(Debug)]
 pub enum Report {
     /// A feed appeared locally: offer it to every peer.
-    LocalFeed(FeedKey, FeedMeta),
+    LocalFeed(FeedKey),
     /// Our copy of a feed grew from this peer's data: tell the others.
     FeedGrew(FeedKey, PeerId),
 }
@@ -83,8 +82,9 @@ pub enum Report {
 /// A message from the engine to one peer task.
 #[derive(Debug)]
 pub enum PeerCmd {
-    /// A feed appeared locally; offer it if the peer does not know it.
-    LocalFeed(FeedKey, FeedMeta),
+    /// Feeds appeared locally; offer those the peer does not know. One list is shared by
+    /// every peer.
+    LocalFeeds(Arc<[FeedKey]>),
     /// Our copy of a feed changed; tell the peer if the feed is active with it.
     FeedChanged(FeedKey),
     /// Approve or decline offered keys.
@@ -418,7 +418,7 @@ impl<C: WireCore> Task<C> {
         conn: C,
         mut commands: mpsc::UnboundedReceiver<PeerCmd>,
     ) -> EndReason {
-        let local_feeds = ctx.store.offer_meta_on(C::WIRE).await;
+        let local_feeds = ctx.store.keys_on(C::WIRE);
         // Offers go through the curator whenever it may say something other than "yes".
         let policy = if ctx.curator.policy == Policy::AcceptAll && ctx.curator.rules.is_empty() {
             Policy::AcceptAll
@@ -719,11 +719,14 @@ impl<C: WireCore> Task<C> {
         let (name, bodies, event) = match o {
             Outgoing::Handshake(h) => (wire::EXT_HANDSHAKE, vec![wire::encode_handshake(&h)], None),
             Outgoing::Manifest(keys) => {
-                let all = self.ctx.store.offer_meta_on(C::WIRE).await;
-                let meta: BTreeMap<FeedKey, FeedMeta> = keys
-                    .iter()
-                    .filter_map(|k| all.get(k).map(|m| (*k, m.clone())))
-                    .collect();
+                // Only the offered feeds' metadata: a peer told of one new feed must not read
+                // every feed of a large store.
+                let mut meta: BTreeMap<FeedKey, FeedMeta> = BTreeMap::new();
+                for k in &keys {
+                    if let Some(feed) = self.ctx.store.get(k) {
+                        meta.insert(*k, feed.offer_meta().await);
+                    }
+                }
                 let bodies = wire::encode_manifests(&keys, &meta);
                 (
                     wire::EXT_MANIFEST,
@@ -791,12 +794,13 @@ impl<C: WireCore> Task<C> {
 
     async fn on_command(&mut self, cmd: PeerCmd) {
         match cmd {
-            PeerCmd::LocalFeed(key, meta) => {
+            PeerCmd::LocalFeeds(keys) => {
                 // A connection offers only feeds of its own wire generation.
-                if self.ctx.store.get(&key).is_some_and(|f| f.wire != C::WIRE) {
-                    return;
-                }
-                let actions = self.session.on_local_feed(key, meta);
+                let keys = keys
+                    .iter()
+                    .copied()
+                    .filter(|k| self.ctx.store.get(k).is_none_or(|f| f.wire == C::WIRE));
+                let actions = self.session.on_local_feeds(keys);
                 self.perform(actions).await;
             }
             PeerCmd::FeedChanged(key) => {
