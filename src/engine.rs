@@ -258,13 +258,23 @@ pub async fn start(config: Config) -> Result<Engine, StoreError> {
 /// also commits before each progress event and every few MiB). A feed that cannot be
 /// written is reported once, until it can again; what it staged stays in memory and is
 /// tried again.
-fn commit_staged(shared: &Shared, failing: &mut HashSet<FeedKey>) {
+fn commit_staged(shared: &Shared, failing: &mut HashSet<FeedKey>, open: &mut usize) {
+    // What the last tick found decides how soon idle files close on this one.
+    let idle = if *open > crate::store::MANY_OPEN_FEEDS {
+        Duration::ZERO
+    } else {
+        crate::store::CLOSE_FILES_AFTER
+    };
+    *open = 0;
     for feed in shared.store().feeds() {
-        let Some(done) = feed.try_commit() else {
+        let Some(done) = feed.try_commit(idle) else {
+            // In use: its files are open.
+            *open += 1;
             continue;
         };
         match done {
-            Ok(()) => {
+            Ok(still_open) => {
+                *open += usize::from(still_open);
                 failing.remove(&feed.entry.key);
             }
             Err(e) if failing.insert(feed.entry.key) => shared.emit(Event::Error {
@@ -323,6 +333,7 @@ async fn run(
     let mut commit_tick = tokio::time::interval(COMMIT_INTERVAL);
     commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = HashSet::new();
+    let mut open_feeds = 0;
     loop {
         tokio::select! {
             cmd = commands.recv() => match cmd {
@@ -340,7 +351,7 @@ async fn run(
             Some(report) = reports.recv() => shared.on_reports(report, &mut reports),
             Some(_) = peer_tasks.join_next(), if !peer_tasks.is_empty() => {}
             _ = commit_tick.tick() => {
-                commit_staged(&shared, &mut failing);
+                commit_staged(&shared, &mut failing, &mut open_feeds);
                 report_refusals(&shared, false);
             }
         }

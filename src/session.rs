@@ -82,7 +82,8 @@ pub enum Action {
 #[derive(Debug, Clone)]
 pub struct Session {
     policy: Policy,
-    /// Feeds we hold, by key only: their metadata is read when a manifest is sent.
+    /// Feeds we hold, by key only (their metadata is read when a manifest is sent), until
+    /// the handshake: they are then the first manifest.
     local_feeds: BTreeSet<FeedKey>,
     /// Keys we offered to this peer.
     pub local_offer: BTreeSet<FeedKey>,
@@ -231,7 +232,9 @@ impl Session {
             }];
         }
         self.remote_handshake = Some(h.clone());
-        let keys: Vec<FeedKey> = self.local_feeds.iter().copied().collect();
+        // From here on `local_offer` holds what we offer; the list of our feeds is not kept
+        // twice (a hub holds thousands of feeds for each of hundreds of peers).
+        let keys: Vec<FeedKey> = std::mem::take(&mut self.local_feeds).into_iter().collect();
         self.local_offer.extend(keys.iter().copied());
         vec![
             Action::HandshakeReceived(h),
@@ -379,8 +382,9 @@ impl Session {
         let ready = self.is_ready();
         let mut fresh = Vec::new();
         for key in keys {
-            self.local_feeds.insert(key);
-            if ready && !self.remote_offer.contains_key(&key) && self.local_offer.insert(key) {
+            if !ready {
+                self.local_feeds.insert(key);
+            } else if !self.remote_offer.contains_key(&key) && self.local_offer.insert(key) {
                 fresh.push(key);
             }
         }

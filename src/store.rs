@@ -163,15 +163,14 @@ impl Feed {
         appended.map_err(|e| self.err("cannot append", e))
     }
 
-    /// Commits what the feed staged and closes its files if it idles, unless the core is in
-    /// use (then `None`: the next call catches up).
-    pub fn try_commit(&self) -> Option<Result<(), StoreError>> {
+    /// Commits what the feed staged and closes its files if it has not been used for
+    /// `idle`, unless the core is in use (then `None`: the next call catches up). Returns
+    /// whether its files are still open.
+    pub fn try_commit(&self, idle: std::time::Duration) -> Option<Result<bool, StoreError>> {
         let mut core = self.core.try_lock().ok()?;
-        let done = core
-            .commit()
-            .and_then(|()| core.close_if_idle(CLOSE_FILES_AFTER));
+        let done = core.commit().and_then(|()| core.close_if_idle(idle));
         Some(
-            done.map(drop)
+            done.map(|_| core.files_open())
                 .map_err(|e| self.err("cannot write to disk", e)),
         )
     }
@@ -582,6 +581,11 @@ pub const MAX_BLOCK_BYTES: usize = crate::frame::MAX_FRAME_BYTES - 64 * 1024;
 
 /// How long a feed's files stay open after their last use.
 pub const CLOSE_FILES_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Feeds holding files open past which an idle feed's files are closed at once rather than
+/// after [`CLOSE_FILES_AFTER`]: a hub taking in thousands of feeds at once would otherwise
+/// hold four files for each and run out of file descriptors.
+pub const MANY_OPEN_FEEDS: usize = 256;
 
 fn core_dir(dir: &Path, key: &FeedKey) -> PathBuf {
     dir.join("cores").join(key.to_hex())

@@ -205,8 +205,8 @@ pub(crate) enum Cmd {
         long_about = "Keep peers connecting, replicating and leaving for a while, and \
         report memory, file descriptors and tasks at the start and the end.\n\n\
         One engine serves --feeds feeds of --blocks blocks from temporary storage on its own \
-        runtime. --peers client engines, on another runtime, each repeat a cycle until the time \
-        is up: start on empty storage, dial the server, download every block, quit, remove the \
+        runtime. --peers client engines (at most 1,024), in worker processes of 100, each repeat a \
+        cycle until the time is up: start on empty storage, dial the server, download every block, quit, remove the \
         storage. The process's RSS, its open file descriptors, each runtime's live tasks and the \
         server's connections are taken with no peer connected after a warm-up under the same \
         load (start) and after the run (end). A line every --report-every seconds shows them with \

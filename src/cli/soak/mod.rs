@@ -2,7 +2,9 @@
 //! watched for growth.
 //!
 //! One engine, the server, serves a few feeds from temporary storage on its own tokio runtime.
-//! The client peers run on a second runtime. Each repeats one cycle until the time is up:
+//! The client peers run in worker processes (`feedscope soak-worker`, 100 to a process), so
+//! that the figures of this process are the server's; a second runtime here reads the
+//! server's events and the workers' pipes. Each client repeats one cycle until the time is up:
 //! start an engine on empty storage, dial the server, wait until it holds every block of every
 //! server feed, quit, and remove the storage.
 //!
