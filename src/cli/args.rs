@@ -279,9 +279,11 @@ pub(crate) struct SoakArgs {
     /// Seconds between progress lines
     #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
     pub(crate) report_every: f64,
-    /// Seconds one cycle may take before it counts as failed
-    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
-    pub(crate) cycle_timeout: f64,
+    /// Seconds one cycle may take before it counts as failed (default: 30, or 0.1 per peer
+    /// when that is more: the peers share the machine, so a cycle takes longer the more
+    /// there are)
+    #[arg(long, value_name = "SECONDS")]
+    pub(crate) cycle_timeout: Option<f64>,
     /// Allowed growth of idle RSS from start to end, in percent
     #[arg(long, default_value_t = 5.0, value_name = "PERCENT")]
     pub(crate) rss_tolerance: f64,

@@ -266,7 +266,10 @@ pub(crate) fn main(args: SoakArgs) -> Result<()> {
         blocks: args.blocks,
         block_size: args.block_size,
         report_every: seconds(args.report_every, "--report-every")?.max(Duration::from_secs(1)),
-        cycle_timeout: seconds(args.cycle_timeout, "--cycle-timeout")?,
+        cycle_timeout: match args.cycle_timeout {
+            Some(s) => seconds(s, "--cycle-timeout")?,
+            None => Duration::from_secs(30).max(Duration::from_millis(100) * args.peers as u32),
+        },
         rss_tolerance: args.rss_tolerance,
         dir: args.dir,
     };
