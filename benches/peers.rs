@@ -1,6 +1,7 @@
 //! What an idle connected peer costs the process it is connected to: memory and file
-//! descriptors of a real `feedscope run` child, before and after N peers finished the Noise
-//! handshake and the multifeed handshake and then went quiet.
+//! descriptors of a real `feedscope run` child holding 10 feeds, before and after N peers
+//! finished the Noise handshake and the multifeed handshake (and so were offered the 10 feeds)
+//! and then went quiet.
 //!
 //! ```sh
 //! cargo bench --locked --bench peers            # 1,000 peers
@@ -15,6 +16,9 @@ use std::time::Duration;
 use common::evil::Evil;
 use common::{kit, Node};
 use feedscope::wire;
+
+/// Feeds the process holds and offers to every peer.
+const FEEDS: usize = 10;
 
 fn fds(pid: &str) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -39,6 +43,19 @@ fn main() {
         .find_map(|a| a.parse().ok())
         .unwrap_or(1000);
     let dir = tempfile::tempdir().expect("a temporary folder");
+    // The process offers feeds of its own to every peer: an idle peer must hold none of their
+    // files open.
+    tokio::runtime::Runtime::new()
+        .expect("a runtime")
+        .block_on(kit::seed(
+            dir.path(),
+            (0..FEEDS).map(|f| {
+                let name = format!("offered-{f}");
+                let blocks: Vec<Vec<u8>> = kit::blocks(&name, 100, 1024).collect();
+                (name, blocks)
+            }),
+        ))
+        .expect("seeded feeds");
     let limit = (n + 16).to_string();
     let (mut node, addr) = Node::listen(dir.path(), &["--max-peers", &limit]);
     let pid = node.child.id().to_string();
@@ -79,7 +96,8 @@ fn main() {
         n,
         "every peer finished the multifeed handshake"
     );
-    std::thread::sleep(Duration::from_secs(2));
+    // Past `store::CLOSE_FILES_AFTER`: the steady idle state.
+    std::thread::sleep(Duration::from_secs(12));
     let (rss1, fds1, threads1) = (rss(&pid), fds(&pid), threads(&pid));
     let per_peer = |before: u64, after: u64| after.saturating_sub(before) as f64 / n as f64;
 

@@ -27,7 +27,7 @@ use crate::net::transport::{Role, Transport};
 use crate::policy::{Curator, Decisions, Policy, Rules};
 use crate::stats::Stats;
 use crate::store::{Feed, Store, StoreError};
-use crate::wire::{FeedKey, FeedMeta};
+use crate::wire::FeedKey;
 
 /// Time peers get to close cleanly at shutdown before their tasks are aborted.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -107,7 +107,23 @@ struct Shared {
     acks_due: Mutex<HashSet<FeedKey>>,
     /// Acknowledgements not yet sent.
     acks_in_flight: AtomicUsize,
+    /// Connections refused at the peer limit and not yet reported.
+    refusals: Mutex<Refusals>,
 }
+
+/// Connections refused at the peer limit: the first after a quiet second is reported at once
+/// with its address, the rest of that second in one warning with their count, so that a flood
+/// of connections cannot flood the front end too.
+#[derive(Debug, Default)]
+struct Refusals {
+    /// When the last warning went out.
+    told_at: Option<std::time::Instant>,
+    /// Refused since then.
+    untold: u64,
+}
+
+/// Shortest time between two warnings about refused connections.
+pub const REFUSAL_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Shared {
     /// Publishes an event; a front end that went away is not an error.
@@ -119,10 +135,11 @@ impl Shared {
         &self.ctx.store
     }
 
-    /// Offers a local feed to every peer.
-    fn local_feed(&self, key: FeedKey, meta: FeedMeta) {
+    /// Offers new local feeds to every peer, in one list they share.
+    fn local_feeds(&self, keys: Vec<FeedKey>) {
+        let keys: Arc<[FeedKey]> = keys.into();
         for tx in self.peers.lock().unwrap().values() {
-            let _ = tx.send(PeerCmd::LocalFeed(key, meta.clone()));
+            let _ = tx.send(PeerCmd::LocalFeeds(keys.clone()));
         }
     }
 
@@ -135,11 +152,30 @@ impl Shared {
         }
     }
 
-    /// Carries out what a peer task reported.
-    fn on_report(&self, report: Report) {
-        match report {
-            Report::LocalFeed(key, meta) => self.local_feed(key, meta),
-            Report::FeedGrew(key, by) => self.feed_changed(key, Some(by)),
+    /// Carries out what peer tasks reported: `first` and whatever else is waiting. New
+    /// feeds reported together go to each peer as one list, so that a hub taking in
+    /// thousands of feeds from hundreds of peers sends each peer a few manifests rather than
+    /// one per feed.
+    fn on_reports(&self, first: Report, more: &mut mpsc::UnboundedReceiver<Report>) {
+        let mut new_feeds = Vec::new();
+        let mut next = Some(first);
+        // Bounded, so that commands and connections are not kept waiting.
+        for _ in 0..10_000 {
+            let Some(report) = next.take() else { break };
+            match report {
+                Report::LocalFeed(key) => new_feeds.push(key),
+                Report::FeedGrew(key, by) => self.feed_changed(key, Some(by)),
+            }
+            next = more.try_recv().ok();
+        }
+        if let Some(report) = next {
+            match report {
+                Report::LocalFeed(key) => new_feeds.push(key),
+                Report::FeedGrew(key, by) => self.feed_changed(key, Some(by)),
+            }
+        }
+        if !new_feeds.is_empty() {
+            self.local_feeds(new_feeds);
         }
     }
 
@@ -215,6 +251,7 @@ pub async fn start(config: Config) -> Result<Engine, StoreError> {
         shutting_down: AtomicBool::new(false),
         acks_due: Mutex::new(HashSet::new()),
         acks_in_flight: AtomicUsize::new(0),
+        refusals: Mutex::new(Refusals::default()),
     });
     for note in &shared.store().notes {
         shared.emit(Event::Warning {
@@ -242,13 +279,23 @@ pub async fn start(config: Config) -> Result<Engine, StoreError> {
 /// also commits before each progress event and every few MiB). A feed that cannot be
 /// written is reported once, until it can again; what it staged stays in memory and is
 /// tried again.
-fn commit_staged(shared: &Shared, failing: &mut HashSet<FeedKey>) {
+fn commit_staged(shared: &Shared, failing: &mut HashSet<FeedKey>, open: &mut usize) {
+    // What the last tick found decides how soon idle files close on this one.
+    let idle = if *open > crate::store::MANY_OPEN_FEEDS {
+        Duration::ZERO
+    } else {
+        crate::store::CLOSE_FILES_AFTER
+    };
+    *open = 0;
     for feed in shared.store().feeds() {
-        let Some(done) = feed.try_commit() else {
+        let Some(done) = feed.try_commit(idle) else {
+            // In use: its files are open.
+            *open += 1;
             continue;
         };
         match done {
-            Ok(()) => {
+            Ok(still_open) => {
+                *open += usize::from(still_open);
                 failing.remove(&feed.entry.key);
             }
             Err(e) if failing.insert(feed.entry.key) => shared.emit(Event::Error {
@@ -330,6 +377,7 @@ async fn run(
     let mut commit_tick = tokio::time::interval(COMMIT_INTERVAL);
     commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = HashSet::new();
+    let mut open_feeds = 0;
     loop {
         tokio::select! {
             cmd = commands.recv() => match cmd {
@@ -344,9 +392,12 @@ async fn run(
             Some((stream, role)) = conn_rx.recv() => {
                 spawn_peer(&shared, &mut peer_tasks, stream, role);
             }
-            Some(report) = reports.recv() => shared.on_report(report),
+            Some(report) = reports.recv() => shared.on_reports(report, &mut reports),
             Some(_) = peer_tasks.join_next(), if !peer_tasks.is_empty() => {}
-            _ = commit_tick.tick() => commit_staged(&shared, &mut failing),
+            _ = commit_tick.tick() => {
+                commit_staged(&shared, &mut failing, &mut open_feeds);
+                report_refusals(&shared, false);
+            }
         }
     }
     shut_down(&shared, tasks, peer_tasks).await;
@@ -427,6 +478,7 @@ fn bind_failure(flag: &str, addr: &str, e: &std::io::Error) -> String {
 /// and emits `stopped`.
 async fn shut_down(shared: &Arc<Shared>, mut tasks: JoinSet<()>, mut peer_tasks: JoinSet<()>) {
     tasks.abort_all();
+    report_refusals(shared, true);
     // A peer still in its handshake sees this flag before it registers, so none is missed.
     shared.shutting_down.store(true, Ordering::SeqCst);
     // Appends waiting for their acknowledgement get it before `stopped`.
@@ -473,11 +525,9 @@ fn spawn_peer(shared: &Arc<Shared>, peer_tasks: &mut JoinSet<()>, stream: TcpStr
     let max = shared.ctx.limits.max_peers;
     if shared.connections.fetch_add(1, Ordering::SeqCst) >= max {
         shared.connections.fetch_sub(1, Ordering::SeqCst);
-        shared.emit(Event::Warning {
-            peer: None,
-            kind: ProblemKind::Limit,
-            message: format!("refused a connection from {addr}: already {max} peers"),
-        });
+        // The socket closes here, before anything is read from it.
+        drop(stream);
+        refused(shared, &addr);
         return;
     }
     let id = shared.next_peer.fetch_add(1, Ordering::Relaxed);
@@ -546,6 +596,51 @@ fn spawn_peer(shared: &Arc<Shared>, peer_tasks: &mut JoinSet<()>, stream: TcpStr
             }
         };
         shared.emit(Event::PeerDisconnected { peer: id, reason });
+    });
+}
+
+/// Counts a connection refused at the peer limit, and reports it unless a warning went out
+/// less than [`REFUSAL_REPORT_INTERVAL`] ago (then [`report_refusals`] tells of it later).
+fn refused(shared: &Shared, addr: &str) {
+    let mut r = shared.refusals.lock().unwrap();
+    if r.told_at
+        .is_some_and(|t| t.elapsed() < REFUSAL_REPORT_INTERVAL)
+    {
+        r.untold += 1;
+        return;
+    }
+    r.told_at = Some(std::time::Instant::now());
+    drop(r);
+    let max = shared.ctx.limits.max_peers;
+    shared.emit(Event::Warning {
+        peer: None,
+        kind: ProblemKind::Limit,
+        message: format!(
+            "refused a connection from {addr}: already {max} peers; --max-peers raises the limit"
+        ),
+    });
+}
+
+/// Reports the connections refused since the last warning, in one warning, once
+/// [`REFUSAL_REPORT_INTERVAL`] has passed since it (at once if `now`: the engine stops).
+fn report_refusals(shared: &Shared, now: bool) {
+    let mut r = shared.refusals.lock().unwrap();
+    let due = now
+        || r.told_at
+            .is_none_or(|t| t.elapsed() >= REFUSAL_REPORT_INTERVAL);
+    if r.untold == 0 || !due {
+        return;
+    }
+    let n = std::mem::take(&mut r.untold);
+    r.told_at = Some(std::time::Instant::now());
+    drop(r);
+    let max = shared.ctx.limits.max_peers;
+    shared.emit(Event::Warning {
+        peer: None,
+        kind: ProblemKind::Limit,
+        message: format!(
+            "refused {n} more connection(s) in the last second: already {max} peers; --max-peers raises the limit"
+        ),
     });
 }
 

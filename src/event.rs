@@ -63,6 +63,9 @@ pub enum ProblemKind {
     Stalled,
     /// Storage could not be read or written.
     Storage,
+    /// The peer completed the Noise handshake but opened no channel in time: busy, or not a
+    /// multifeed peer.
+    Timeout,
     /// An extension message of a name multifeed does not know.
     UnknownExtension,
     /// The peer asked to replicate a feed it never offered.
@@ -98,6 +101,7 @@ impl ProblemKind {
             ProblemKind::RefusedRequest => "refused_request",
             ProblemKind::Stalled => "stalled",
             ProblemKind::Storage => "storage",
+            ProblemKind::Timeout => "timeout",
             ProblemKind::UnknownExtension => "unknown_extension",
             ProblemKind::UnknownOffer => "unknown_offer",
             ProblemKind::UnrequestedFeed => "unrequested_feed",

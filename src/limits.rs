@@ -63,7 +63,7 @@ pub struct Limits {
 impl Limits {
     /// The limits feedscope runs with unless told otherwise.
     pub const DEFAULT: Limits = Limits {
-        max_peers: 256,
+        max_peers: 1024,
         handshake_timeout: Duration::from_secs(10),
         root_open_timeout: Duration::from_secs(5),
         keepalive_interval: Duration::from_secs(5),

@@ -84,7 +84,9 @@ pub enum Action {
 #[derive(Debug, Clone)]
 pub struct Session {
     policy: Policy,
-    local_feeds: BTreeMap<FeedKey, FeedMeta>,
+    /// Feeds we hold, by key only (their metadata is read when a manifest is sent), until
+    /// the handshake: they are then the first manifest.
+    local_feeds: BTreeSet<FeedKey>,
     /// Keys we offered to this peer.
     pub local_offer: BTreeSet<FeedKey>,
     /// Keys this peer offered us, with their metadata.
@@ -108,9 +110,9 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session with the given policy and the feeds we hold now (with their offer metadata),
-    /// bounded by `limits` (`max_remote_offer`, `max_active_feeds`, the message limits).
-    pub fn new(policy: Policy, local_feeds: BTreeMap<FeedKey, FeedMeta>, limits: &Limits) -> Self {
+    /// A session with the given policy and the feeds we hold now, bounded by `limits`
+    /// (`max_remote_offer`, `max_active_feeds`, the message limits).
+    pub fn new(policy: Policy, local_feeds: BTreeSet<FeedKey>, limits: &Limits) -> Self {
         Session {
             policy,
             local_feeds,
@@ -245,7 +247,9 @@ impl Session {
             }];
         }
         self.remote_handshake = Some(h.clone());
-        let keys: Vec<FeedKey> = self.local_feeds.keys().copied().collect();
+        // From here on `local_offer` holds what we offer; the list of our feeds is not kept
+        // twice (a hub holds thousands of feeds for each of hundreds of peers).
+        let keys: Vec<FeedKey> = std::mem::take(&mut self.local_feeds).into_iter().collect();
         self.local_offer.extend(keys.iter().copied());
         vec![
             Action::HandshakeReceived(h),
@@ -386,16 +390,25 @@ impl Session {
 
     /// A feed appeared locally (created, or downloaded from someone): offer it if the peer
     /// does not know it yet.
-    pub fn on_local_feed(&mut self, key: FeedKey, meta: FeedMeta) -> Vec<Action> {
-        self.local_feeds.insert(key, meta);
-        if !self.is_ready()
-            || self.local_offer.contains(&key)
-            || self.remote_offer.contains_key(&key)
-        {
+    pub fn on_local_feed(&mut self, key: FeedKey) -> Vec<Action> {
+        self.on_local_feeds([key])
+    }
+
+    /// Feeds appeared locally: offer, in one manifest, those the peer does not know yet.
+    pub fn on_local_feeds(&mut self, keys: impl IntoIterator<Item = FeedKey>) -> Vec<Action> {
+        let ready = self.is_ready();
+        let mut fresh = Vec::new();
+        for key in keys {
+            if !ready {
+                self.local_feeds.insert(key);
+            } else if !self.remote_offer.contains_key(&key) && self.local_offer.insert(key) {
+                fresh.push(key);
+            }
+        }
+        if fresh.is_empty() {
             return Vec::new();
         }
-        self.local_offer.insert(key);
-        vec![Action::Send(Outgoing::Manifest(vec![key]))]
+        vec![Action::Send(Outgoing::Manifest(fresh))]
     }
 
     /// A person (or a rule) decided on an offered key.

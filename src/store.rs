@@ -15,7 +15,7 @@
 //! Over 600 lines because opening storage (lock, index, replica folders, damage notes) and the
 //! feeds' own operations keep one set of error texts; the legacy converter has its own file.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -163,15 +163,14 @@ impl Feed {
         appended.map_err(|e| self.err("cannot append", e))
     }
 
-    /// Commits what the feed staged and closes its files if it idles, unless the core is in
-    /// use (then `None`: the next call catches up).
-    pub fn try_commit(&self) -> Option<Result<(), StoreError>> {
+    /// Commits what the feed staged and closes its files if it has not been used for
+    /// `idle`, unless the core is in use (then `None`: the next call catches up). Returns
+    /// whether its files are still open.
+    pub fn try_commit(&self, idle: std::time::Duration) -> Option<Result<bool, StoreError>> {
         let mut core = self.core.try_lock().ok()?;
-        let done = core
-            .commit()
-            .and_then(|()| core.close_if_idle(CLOSE_FILES_AFTER));
+        let done = core.commit().and_then(|()| core.close_if_idle(idle));
         Some(
-            done.map(drop)
+            done.map(|_| core.files_open())
                 .map_err(|e| self.err("cannot write to disk", e)),
         )
     }
@@ -385,6 +384,17 @@ impl Store {
             out.insert(feed.entry.key, feed.offer_meta().await);
         }
         out
+    }
+
+    /// The keys of every feed of one wire generation, without touching the feeds.
+    pub fn keys_on(&self, wire: Wire) -> BTreeSet<FeedKey> {
+        self.feeds
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|f| f.wire == wire)
+            .map(|f| f.entry.key)
+            .collect()
     }
 
     /// The feed with this key, if we hold it.
@@ -610,6 +620,11 @@ pub const MAX_BLOCK_BYTES: usize = crate::frame::MAX_FRAME_BYTES - 64 * 1024;
 
 /// How long a feed's files stay open after their last use.
 pub const CLOSE_FILES_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Feeds holding files open past which an idle feed's files are closed at once rather than
+/// after [`CLOSE_FILES_AFTER`]: a hub taking in thousands of feeds at once would otherwise
+/// hold four files for each and run out of file descriptors.
+pub const MANY_OPEN_FEEDS: usize = 256;
 
 fn core_dir(dir: &Path, key: &FeedKey) -> PathBuf {
     dir.join("cores").join(key.to_hex())

@@ -872,8 +872,16 @@ fn connections_past_the_peer_limit_are_refused_and_reported() {
         (MAX, extra),
         "peers held and refused"
     );
-    let warned = victim.wait_count("warning", extra, SOON, |v| v["kind"] == "limit");
-    assert_eq!(warned.len(), extra, "one warning per refused connection");
+    // Every refusal is told: at once, or counted in the next warning a second later.
+    let mut told = 0;
+    for round in 1..=extra {
+        let warned = victim.wait_count("warning", round, SOON, |v| v["kind"] == "limit");
+        told = warned.iter().map(refusals).sum::<usize>();
+        if told >= extra {
+            break;
+        }
+    }
+    assert_eq!(told, extra, "every refused connection is told of");
 
     // Once they leave, the process serves again.
     drop(held);
@@ -881,6 +889,78 @@ fn connections_past_the_peer_limit_are_refused_and_reported() {
     assert_eq!(gone.len(), MAX);
     let mut honest = Node::start(honest_dir.path(), &["--connect", &addr]);
     honest.wait_for("handshake_received", |_| true);
+    honest.quit();
+    let events = victim.quit();
+    assert!(panics(&events).is_empty());
+}
+
+/// How many refused connections one `limit` warning tells of.
+fn refusals(v: &Value) -> usize {
+    let t = text(v);
+    if t.starts_with("refused a connection from") {
+        return 1;
+    }
+    t.strip_prefix("refused ")
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not a refusal: {t}"))
+}
+
+/// A flood of connections past the limit is refused and told of in a few warnings, each
+/// saying how many it stands for, while a connected peer keeps replicating.
+#[test]
+fn a_flood_past_the_peer_limit_is_told_in_few_warnings_and_stalls_nobody() {
+    let (victim_dir, honest_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (mut victim, addr) = Node::listen(victim_dir.path(), &["--max-peers", "1"]);
+    let mut honest = Node::start(honest_dir.path(), &["--connect", &addr]);
+    honest.wait_for("handshake_received", |_| true);
+    victim.send(json!({"cmd": "add_feed", "name": "live"}));
+    let key = victim.wait_for("feed_added", |_| true)["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    const FLOOD: usize = 300;
+    let flood = std::thread::spawn({
+        let addr = addr.clone();
+        move || {
+            let mut knocked = 0;
+            for _ in 0..FLOOD {
+                if let Ok(s) = std::net::TcpStream::connect(&addr) {
+                    knocked += 1;
+                    drop(s);
+                }
+            }
+            knocked
+        }
+    });
+    // The connected peer gets every block appended during the flood.
+    for i in 0..20 {
+        victim.send(json!({"cmd": "append", "feed": "live", "data": format!("block {i}")}));
+    }
+    honest.wait_synced(&key, 20);
+    let knocked = flood.join().unwrap();
+    assert_eq!(knocked, FLOOD, "the kernel took every connection");
+
+    let mut warned = Vec::new();
+    for round in 1..=FLOOD {
+        warned = victim.wait_count("warning", round, SOON, |v| v["kind"] == "limit");
+        if warned.iter().map(refusals).sum::<usize>() >= FLOOD || warned.len() < round {
+            break;
+        }
+    }
+    let told: usize = warned.iter().map(refusals).sum();
+    assert_eq!(told, FLOOD, "every refusal is counted: {warned:#?}");
+    assert!(
+        warned.len() < FLOOD / 10,
+        "{} warnings for {FLOOD} refusals: they are not grouped",
+        warned.len()
+    );
+    assert!(
+        text(&warned[0]).contains("--max-peers"),
+        "the warning says what to do: {}",
+        text(&warned[0])
+    );
     honest.quit();
     let events = victim.quit();
     assert!(panics(&events).is_empty());

@@ -41,6 +41,7 @@ const PROBLEMS: &[&str] = &[
     "oversized",
     "metrics",
     "observe",
+    "timeout",
 ];
 
 /// The kind named `name`, read the way a script's JSON is.

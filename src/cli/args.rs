@@ -215,8 +215,8 @@ pub(crate) enum Cmd {
         long_about = "Keep peers connecting, replicating and leaving for a while, and \
         report memory, file descriptors and tasks at the start and the end.\n\n\
         One engine serves --feeds feeds of --blocks blocks from temporary storage on its own \
-        runtime. --peers client engines, on another runtime, each repeat a cycle until the time \
-        is up: start on empty storage, dial the server, download every block, quit, remove the \
+        runtime. --peers client engines (at most 1,024), in worker processes of 100, each repeat a \
+        cycle until the time is up: start on empty storage, dial the server, download every block, quit, remove the \
         storage. The process's RSS, its open file descriptors, each runtime's live tasks and the \
         server's connections are taken with no peer connected after a warm-up under the same \
         load (start) and after the run (end). A line every --report-every seconds shows them with \
@@ -226,6 +226,40 @@ pub(crate) enum Cmd {
         to their start. Your own storage is not touched."
     )]
     Soak(SoakArgs),
+    /// The client peers of one soak, in a process of their own (started by `soak`)
+    #[command(hide = true)]
+    SoakWorker(SoakWorkerArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct SoakWorkerArgs {
+    /// The server to dial
+    #[arg(long)]
+    pub(crate) addr: String,
+    /// The multifeed key
+    #[arg(long)]
+    pub(crate) key: String,
+    /// A server feed to download in full (repeated)
+    #[arg(long)]
+    pub(crate) feed: Vec<String>,
+    /// Blocks per server feed
+    #[arg(long)]
+    pub(crate) blocks: u64,
+    /// Index of this worker's first peer (names its storage folders)
+    #[arg(long)]
+    pub(crate) first: usize,
+    /// Client peers this worker runs
+    #[arg(long)]
+    pub(crate) peers: usize,
+    /// Seconds to keep cycling
+    #[arg(long)]
+    pub(crate) seconds: f64,
+    /// Seconds one cycle may take
+    #[arg(long)]
+    pub(crate) cycle_timeout: f64,
+    /// Folder of the peers' storage folders
+    #[arg(long)]
+    pub(crate) dir: PathBuf,
 }
 
 #[derive(clap::Args, Debug)]
@@ -255,11 +289,13 @@ pub(crate) struct SoakArgs {
     /// Seconds between progress lines
     #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
     pub(crate) report_every: f64,
-    /// Seconds one cycle may take before it counts as failed
-    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
-    pub(crate) cycle_timeout: f64,
+    /// Seconds one cycle may take before it counts as failed (default: 30, or 0.1 per peer
+    /// when that is more: the peers share the machine, so a cycle takes longer the more
+    /// there are)
+    #[arg(long, value_name = "SECONDS")]
+    pub(crate) cycle_timeout: Option<f64>,
     /// Allowed growth of idle RSS from start to end, in percent
-    #[arg(long, default_value_t = 10.0, value_name = "PERCENT")]
+    #[arg(long, default_value_t = 5.0, value_name = "PERCENT")]
     pub(crate) rss_tolerance: f64,
     /// Folder for the temporary storage (default: the system's temporary folder)
     #[arg(long, value_name = "DIR")]

@@ -32,7 +32,9 @@ pub(crate) fn main() -> std::process::ExitCode {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match &cli.command {
-        Some(Cmd::Soak(_) | Cmd::Demo { .. } | Cmd::Replay { .. }) if storage_typed(&matches) => {
+        Some(Cmd::Soak(_) | Cmd::SoakWorker(_) | Cmd::Demo { .. } | Cmd::Replay { .. })
+            if storage_typed(&matches) =>
+        {
             Err(anyhow::anyhow!(
                 "--storage does not apply here: soak and demo run on temporary storage (soak \
                  takes --dir), and replay reads only its file"
@@ -60,12 +62,15 @@ fn run(cli: Cli) -> Result<()> {
     // The soak runs its own two runtimes, to count the tasks of each.
     let command = match cli.command {
         Some(Cmd::Soak(args)) => return soak::main(args),
+        Some(Cmd::SoakWorker(args)) => return soak::worker(args),
         other => other,
     };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         match command {
-            Some(Cmd::Soak(_)) => bail!("soak runs outside the main runtime"),
+            Some(Cmd::Soak(_) | Cmd::SoakWorker(_)) => {
+                bail!("soak runs outside the main runtime")
+            }
             Some(Cmd::Run { net, json, record }) => {
                 headless::run(config(&net, Policy::AcceptAll)?, json, recorder(&record)?).await
             }

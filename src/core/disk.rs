@@ -484,6 +484,11 @@ impl Core {
         Ok(())
     }
 
+    /// Whether any of the feed's files is open.
+    pub fn files_open(&self) -> bool {
+        self.files.any_open()
+    }
+
     /// Commits and closes the feed's files if they have not been used for `idle`; the next
     /// use opens them again. Returns whether they were closed.
     pub fn close_if_idle(&mut self, idle: Duration) -> Result<bool, CoreError> {

@@ -70,8 +70,7 @@ impl PeerContext {
             name: feed.entry.name.clone(),
             writable: feed.entry.writable,
         });
-        let meta = feed.offer_meta().await;
-        let _ = self.reports.send(Report::LocalFeed(feed.entry.key, meta));
+        let _ = self.reports.send(Report::LocalFeed(feed.entry.key));
     }
 }
 
@@ -79,7 +78,7 @@ impl PeerContext {
 #[derive(Debug)]
 pub enum Report {
     /// A feed appeared locally: offer it to every peer.
-    LocalFeed(FeedKey, FeedMeta),
+    LocalFeed(FeedKey),
     /// Our copy of a feed grew from this peer's data: tell the others.
     FeedGrew(FeedKey, PeerId),
 }
@@ -87,8 +86,9 @@ pub enum Report {
 /// A message from the engine to one peer task.
 #[derive(Debug)]
 pub enum PeerCmd {
-    /// A feed appeared locally; offer it if the peer does not know it.
-    LocalFeed(FeedKey, FeedMeta),
+    /// Feeds appeared locally; offer those the peer does not know. One list is shared by
+    /// every peer.
+    LocalFeeds(Arc<[FeedKey]>),
     /// Our copy of a feed changed; tell the peer if the feed is active with it.
     FeedChanged(FeedKey),
     /// Approve or decline offered keys.
@@ -433,9 +433,9 @@ impl<C: WireCore> Task<C> {
         let observing = ctx.curator.policy == Policy::Observe;
         // An observer offers nothing (an empty manifest), so it serves nothing either.
         let local_feeds = if observing {
-            BTreeMap::new()
+            Default::default()
         } else {
-            ctx.store.offer_meta_on(C::WIRE).await
+            ctx.store.keys_on(C::WIRE)
         };
         // Offers go through the curator whenever it may say something other than "yes".
         let policy = if observing {
@@ -766,11 +766,14 @@ impl<C: WireCore> Task<C> {
         let (name, bodies, event) = match o {
             Outgoing::Handshake(h) => (wire::EXT_HANDSHAKE, vec![wire::encode_handshake(&h)], None),
             Outgoing::Manifest(keys) => {
-                let all = self.ctx.store.offer_meta_on(C::WIRE).await;
-                let meta: BTreeMap<FeedKey, FeedMeta> = keys
-                    .iter()
-                    .filter_map(|k| all.get(k).map(|m| (*k, m.clone())))
-                    .collect();
+                // Only the offered feeds' metadata: a peer told of one new feed must not read
+                // every feed of a large store.
+                let mut meta: BTreeMap<FeedKey, FeedMeta> = BTreeMap::new();
+                for k in &keys {
+                    if let Some(feed) = self.ctx.store.get(k) {
+                        meta.insert(*k, feed.offer_meta().await);
+                    }
+                }
                 let bodies = wire::encode_manifests(&keys, &meta);
                 (
                     wire::EXT_MANIFEST,
@@ -841,13 +844,14 @@ impl<C: WireCore> Task<C> {
 
     async fn on_command(&mut self, cmd: PeerCmd) {
         match cmd {
-            PeerCmd::LocalFeed(..) if self.observing => {}
-            PeerCmd::LocalFeed(key, meta) => {
+            PeerCmd::LocalFeeds(..) if self.observing => {}
+            PeerCmd::LocalFeeds(keys) => {
                 // A connection offers only feeds of its own wire generation.
-                if self.ctx.store.get(&key).is_some_and(|f| f.wire != C::WIRE) {
-                    return;
-                }
-                let actions = self.session.on_local_feed(key, meta);
+                let keys = keys
+                    .iter()
+                    .copied()
+                    .filter(|k| self.ctx.store.get(k).is_none_or(|f| f.wire == C::WIRE));
+                let actions = self.session.on_local_feeds(keys);
                 self.perform(actions).await;
             }
             PeerCmd::FeedChanged(key) => {

@@ -40,7 +40,7 @@ proptest! {
         ops in proptest::collection::vec(op(), 0..60),
     ) {
         let policy = if manual { Policy::Manual } else { Policy::AcceptAll };
-        let mut s = Session::new(policy, BTreeMap::new(), &Limits::DEFAULT);
+        let mut s = Session::new(policy, BTreeSet::new(), &Limits::DEFAULT);
         s.on_open();
         s.on_extension(wire::EXT_HANDSHAKE, &encode_handshake(&Handshake::ours()));
         let mut declined: BTreeSet<FeedKey> = BTreeSet::new();
@@ -67,7 +67,7 @@ proptest! {
                     let keys: Vec<FeedKey> = ks.into_iter().map(key).collect();
                     s.on_extension(wire::EXT_REQUEST_FEEDS, &encode_keys(&keys))
                 }
-                Op::LocalFeed(k) => s.on_local_feed(key(k), FeedMeta::Null),
+                Op::LocalFeed(k) => s.on_local_feed(key(k)),
                 Op::Stop(k) => {
                     let out = s.on_stop(key(k));
                     if out == vec![Action::Stop(key(k))] {

@@ -5,8 +5,8 @@ fn key(n: u8) -> FeedKey {
     FeedKey([n; 32])
 }
 
-fn feeds(keys: &[u8]) -> BTreeMap<FeedKey, FeedMeta> {
-    keys.iter().map(|n| (key(*n), FeedMeta::Null)).collect()
+fn feeds(keys: &[u8]) -> BTreeSet<FeedKey> {
+    keys.iter().map(|n| key(*n)).collect()
 }
 
 fn handshake() -> Vec<u8> {
@@ -284,7 +284,7 @@ fn a_connection_replicates_at_most_the_feed_limit() {
     let local: Vec<u8> = Vec::new();
     let mut s = ready_within(Policy::AcceptAll, &local, &limits);
     for k in &keys {
-        s.on_local_feed(*k, FeedMeta::Null);
+        s.on_local_feed(*k);
     }
     let actions = s.on_extension(wire::EXT_REQUEST_FEEDS, &encode_keys(&keys));
     let promised: usize = sent(&actions)
@@ -330,18 +330,18 @@ fn new_local_feed_is_offered_once_and_not_back_to_its_source() {
     let mut s = ready(Policy::AcceptAll, &[]);
     s.on_extension(wire::EXT_MANIFEST, &manifest(&[4]));
     assert_eq!(
-        sent(&s.on_local_feed(key(3), FeedMeta::Null)),
+        sent(&s.on_local_feed(key(3))),
         vec![Outgoing::Manifest(vec![key(3)])]
     );
-    assert!(s.on_local_feed(key(3), FeedMeta::Null).is_empty());
-    assert!(s.on_local_feed(key(4), FeedMeta::Null).is_empty());
+    assert!(s.on_local_feed(key(3)).is_empty());
+    assert!(s.on_local_feed(key(4)).is_empty());
 }
 
 #[test]
 fn feeds_added_before_the_handshake_go_in_the_first_manifest() {
     let mut s = Session::new(Policy::AcceptAll, feeds(&[1]), &Limits::DEFAULT);
     s.on_open();
-    assert!(s.on_local_feed(key(2), FeedMeta::Null).is_empty());
+    assert!(s.on_local_feed(key(2)).is_empty());
     let out = s.on_extension(wire::EXT_HANDSHAKE, &handshake());
     assert_eq!(sent(&out), vec![Outgoing::Manifest(vec![key(1), key(2)])]);
 }

@@ -2,7 +2,9 @@
 //! watched for growth.
 //!
 //! One engine, the server, serves a few feeds from temporary storage on its own tokio runtime.
-//! The client peers run on a second runtime. Each repeats one cycle until the time is up:
+//! The client peers run in worker processes (`feedscope soak-worker`, 100 to a process), so
+//! that the figures of this process are the server's; a second runtime here reads the
+//! server's events and the workers' pipes. Each client repeats one cycle until the time is up:
 //! start an engine on empty storage, dial the server, wait until it holds every block of every
 //! server feed, quit, and remove the storage.
 //!
@@ -90,6 +92,9 @@ impl Default for Options {
     }
 }
 
+/// What the run counts. In a worker process it counts nothing itself: each cycle, failure
+/// and problem goes out as one line on stdout, and the soak's process reads it into its own
+/// tally ([`Tally::apply`]).
 #[derive(Default)]
 struct Tally {
     cycles: AtomicU64,
@@ -99,9 +104,55 @@ struct Tally {
     connect_retries: AtomicU64,
     server_peers: AtomicI64,
     notes: Mutex<(BTreeMap<String, u64>, Vec<String>)>,
+    /// Set in a worker process: where its lines go.
+    lines: Option<Mutex<std::io::Stdout>>,
 }
 
 impl Tally {
+    /// Writes one line for the soak's process; false outside a worker.
+    fn tell(&self, fields: &[&str]) -> bool {
+        let Some(out) = &self.lines else {
+            return false;
+        };
+        let fields: Vec<String> = fields
+            .iter()
+            .map(|f| f.replace(['\t', '\n', '\r'], " "))
+            .collect();
+        let mut out = out.lock().unwrap();
+        let _ = writeln!(out, "{}", fields.join("\t"));
+        let _ = out.flush();
+        true
+    }
+
+    /// Takes in one line of a worker (see [`Tally::tell`]).
+    fn apply(&self, line: &str) {
+        let mut fields = line.splitn(3, '\t');
+        match (fields.next(), fields.next(), fields.next()) {
+            (Some("cycle"), _, _) => {
+                self.cycles.fetch_add(1, Ordering::Relaxed);
+            }
+            (Some("retry"), _, _) => {
+                self.connect_retries.fetch_add(1, Ordering::Relaxed);
+            }
+            (Some("fail"), Some(message), _) => self.fail(message),
+            (Some("warning"), Some(kind), Some(message)) => {
+                self.warnings.fetch_add(1, Ordering::Relaxed);
+                self.note(format!("peer warning {kind}"), message);
+            }
+            (Some("error"), Some(kind), Some(message)) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                self.note(format!("peer error {kind}"), message);
+            }
+            _ => self.fail(&format!("worker: an unreadable line {line:?}")),
+        }
+    }
+
+    fn cycle_done(&self) {
+        if !self.tell(&["cycle"]) {
+            self.cycles.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     fn note(&self, kind: String, message: &str) {
         let mut notes = self.notes.lock().unwrap();
         if notes.1.len() < MAX_EXAMPLES {
@@ -111,6 +162,9 @@ impl Tally {
     }
 
     fn fail(&self, message: &str) {
+        if self.tell(&["fail", message]) {
+            return;
+        }
         self.failures.fetch_add(1, Ordering::Relaxed);
         let kind = message.split(':').next().unwrap_or(message);
         self.note(format!("failure ({kind})"), message);
@@ -119,6 +173,13 @@ impl Tally {
     /// Counts the problems an engine reports; `who` is `server` or `peer`.
     fn observe(&self, who: &str, ev: &Event) {
         match ev {
+            Event::Warning { kind, message, .. } if self.lines.is_some() => {
+                self.tell(&["warning", kind.as_str(), message]);
+            }
+            Event::Error { kind, message, .. } if self.lines.is_some() => {
+                self.tell(&["error", kind.as_str(), message]);
+            }
+            Event::ConnectRetry { .. } if self.tell(&["retry"]) => {}
             Event::Warning { kind, message, .. } => {
                 self.warnings.fetch_add(1, Ordering::Relaxed);
                 self.note(format!("{who} warning {kind}"), message);
@@ -180,6 +241,7 @@ impl Probe {
         }
         // Closed sockets and dropped stores release their descriptors as their tasks end.
         tokio::time::sleep(Duration::from_millis(300)).await;
+        release_free_memory();
         self.sample()
     }
 }
@@ -204,7 +266,10 @@ pub(crate) fn main(args: SoakArgs) -> Result<()> {
         blocks: args.blocks,
         block_size: args.block_size,
         report_every: seconds(args.report_every, "--report-every")?.max(Duration::from_secs(1)),
-        cycle_timeout: seconds(args.cycle_timeout, "--cycle-timeout")?,
+        cycle_timeout: match args.cycle_timeout {
+            Some(s) => seconds(s, "--cycle-timeout")?,
+            None => Duration::from_secs(30).max(Duration::from_millis(100) * args.peers as u32),
+        },
         rss_tolerance: args.rss_tolerance,
         dir: args.dir,
     };
@@ -271,7 +336,15 @@ fn run_in(options: &Options, base: &Path, out: &mut dyn Write) -> Result<Report>
         commands: server_commands,
         events: mut server_events,
         done: server_done,
-    } = server_rt.block_on(engine::start(kit::config(server_dir, true, vec![])))?;
+    } = server_rt.block_on(engine::start(Config {
+        limits: Limits {
+            // A client dials again as soon as its engine has stopped, which may be before
+            // the server has read the end of its previous connection.
+            max_peers: (2 * options.peers).max(Limits::DEFAULT.max_peers),
+            ..Limits::DEFAULT
+        },
+        ..kit::config(server_dir, true, vec![])
+    }))?;
     let addr = peers_rt.block_on(kit::listening(&mut server_events, Duration::from_secs(10)));
     let addr = match addr {
         Ok(addr) => addr,
@@ -341,20 +414,13 @@ fn run_in(options: &Options, base: &Path, out: &mut dyn Write) -> Result<Report>
     out.flush()?;
     let warm_up_end = Instant::now() + options.warm_up;
     peers_rt.block_on(async {
-        let peers: Vec<_> = (0..options.peers)
-            .map(|i| tokio::spawn(client(ctx.clone(), i, warm_up_end)))
-            .collect();
-        let aborts: Vec<_> = peers.iter().map(|p| p.abort_handle()).collect();
-        let bound = options.warm_up + last_cycle(options);
-        if tokio::time::timeout(bound, futures::future::join_all(peers))
-            .await
-            .is_err()
-        {
-            aborts.iter().for_each(|a| a.abort());
+        let workers = Workers::start(&ctx, options, warm_up_end)?;
+        if !workers.wait(warm_up_end + last_cycle(options)).await {
             ctx.tally
                 .fail("stuck: a peer still ran long after the warm-up; aborted");
         }
-    });
+        anyhow::Ok(())
+    })?;
     report.warm_up_cycles = ctx.tally.cycles.swap(0, Ordering::Relaxed);
     report.start = peers_rt.block_on(probe.settled(&report.fresh));
     writeln!(out, "start: {}", sample_text(&report.start))?;
@@ -415,13 +481,10 @@ async fn busy(
 ) -> Result<(Option<u64>, Option<u64>)> {
     let began = Instant::now();
     let deadline = began + options.duration;
-    let peers: Vec<_> = (0..options.peers)
-        .map(|i| tokio::spawn(client(probe.ctx.clone(), i, deadline)))
-        .collect();
-    let aborts: Vec<_> = peers.iter().map(|p| p.abort_handle()).collect();
-    let all = futures::future::join_all(peers);
-    tokio::pin!(all);
     let hard_end = deadline + last_cycle(options);
+    let workers = Workers::start(&probe.ctx, options, deadline)?;
+    let all = workers.wait(hard_end + Duration::from_secs(5));
+    tokio::pin!(all);
     let tenth = options.duration / 10;
     let every = (options.duration / 20).clamp(Duration::from_millis(100), Duration::from_secs(1));
     let mut tick = tokio::time::interval(every);
@@ -430,14 +493,14 @@ async fn busy(
     let (mut first, mut last) = (None::<u64>, None::<u64>);
     loop {
         tokio::select! {
-            _ = &mut all => break,
+            finished = &mut all => {
+                if !finished {
+                    probe.ctx.tally.fail("stuck: a peer still ran long after the deadline; aborted");
+                }
+                break;
+            }
             _ = tick.tick() => {
                 let now = Instant::now();
-                if now >= hard_end {
-                    aborts.iter().for_each(|a| a.abort());
-                    probe.ctx.tally.fail("stuck: a peer still ran long after the deadline; aborted");
-                    break;
-                }
                 let s = probe.sample();
                 let at = now - began;
                 if now < deadline {
@@ -466,6 +529,147 @@ async fn busy(
     Ok((first, last))
 }
 
+/// Client peers per worker process.
+const PEERS_PER_WORKER: usize = 100;
+
+/// Returns the memory glibc keeps after frees to the system, so that an idle figure shows
+/// what the process holds rather than what its allocator kept from the busiest moment.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists; any pad is valid.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// The worker processes that run the client peers, so that the figures of this process are
+/// the server's alone.
+struct Workers {
+    ctx: Arc<Ctx>,
+    children: Vec<tokio::process::Child>,
+    readers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Starts workers for every client peer, each cycling until `until`.
+    fn start(ctx: &Arc<Ctx>, options: &Options, until: Instant) -> Result<Workers> {
+        let exe = std::env::current_exe().context("cannot find the feedscope program")?;
+        let seconds = until
+            .saturating_duration_since(Instant::now())
+            .as_secs_f64();
+        let mut workers = Workers {
+            ctx: ctx.clone(),
+            children: Vec::new(),
+            readers: Vec::new(),
+        };
+        for first in (0..options.peers).step_by(PEERS_PER_WORKER) {
+            let peers = PEERS_PER_WORKER.min(options.peers - first);
+            let mut command = tokio::process::Command::new(&exe);
+            command
+                .arg("soak-worker")
+                .args(["--addr", &ctx.addr, "--key", &ctx.key.to_hex()])
+                .args(["--blocks", &ctx.blocks.to_string()])
+                .args(["--first", &first.to_string(), "--peers", &peers.to_string()])
+                .args(["--seconds", &seconds.to_string()])
+                .args([
+                    "--cycle-timeout",
+                    &ctx.cycle_timeout.as_secs_f64().to_string(),
+                ])
+                .arg("--dir")
+                .arg(&ctx.dir)
+                .env_remove("FEEDSCOPE_STORAGE")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .kill_on_drop(true);
+            for feed in &ctx.feeds {
+                command.args(["--feed", &feed.to_hex()]);
+            }
+            let mut child = command
+                .spawn()
+                .context("cannot start a soak worker process")?;
+            let stdout = child.stdout.take().expect("stdout is piped");
+            let ctx = ctx.clone();
+            workers.readers.push(tokio::spawn(async move {
+                use tokio::io::AsyncBufReadExt;
+                let mut lines = tokio::io::BufReader::new(stdout).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    ctx.tally.apply(&line);
+                }
+            }));
+            workers.children.push(child);
+        }
+        Ok(workers)
+    }
+
+    /// Waits for every worker to finish, until `deadline`; past it, kills the rest and
+    /// returns false. A worker that ends badly counts as a failure.
+    async fn wait(mut self, deadline: Instant) -> bool {
+        let all = async {
+            let mut bad = Vec::new();
+            for child in &mut self.children {
+                match child.wait().await {
+                    Ok(status) if status.success() => {}
+                    Ok(status) => bad.push(format!("worker: a worker process ended with {status}")),
+                    Err(e) => bad.push(format!("worker: cannot wait for a worker process: {e}")),
+                }
+            }
+            bad
+        };
+        let finished = tokio::time::timeout_at(deadline.into(), all).await;
+        if finished.is_err() {
+            for child in &mut self.children {
+                let _ = child.kill().await;
+            }
+        }
+        for reader in self.readers.drain(..) {
+            let _ = reader.await;
+        }
+        match finished {
+            Ok(bad) => {
+                bad.iter().for_each(|b| self.ctx.tally.fail(b));
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// `feedscope soak-worker`: runs some of a soak's client peers and tells the soak of each
+/// cycle on stdout.
+pub(crate) fn worker(args: super::args::SoakWorkerArgs) -> Result<()> {
+    let feeds = args
+        .feed
+        .iter()
+        .map(|k| FeedKey::parse(k).with_context(|| format!("--feed {k}")))
+        .collect::<Result<Vec<_>>>()?;
+    let ctx = Arc::new(Ctx {
+        addr: args.addr,
+        key: FeedKey::parse(&args.key).context("--key")?,
+        feeds,
+        blocks: args.blocks,
+        cycle_timeout: seconds(args.cycle_timeout, "--cycle-timeout")?,
+        dir: args.dir,
+        tally: Tally {
+            lines: Some(Mutex::new(std::io::stdout())),
+            ..Tally::default()
+        },
+    });
+    let until = Instant::now() + seconds(args.seconds, "--seconds")?;
+    let rt = runtime("soak-worker")?;
+    rt.block_on(async {
+        let peers: Vec<_> = (args.first..args.first + args.peers)
+            .map(|i| tokio::spawn(client(ctx.clone(), i, until)))
+            .collect();
+        for p in peers {
+            if let Err(e) = p.await {
+                ctx.tally.fail(&format!("panic: a client peer failed: {e}"));
+            }
+        }
+    });
+    rt.shutdown_timeout(Duration::from_secs(5));
+    Ok(())
+}
+
 /// How long past its deadline a peer may still run: a cycle that starts just before it may
 /// take its timeout, then its stop, then the pause after a failure.
 fn last_cycle(options: &Options) -> Duration {
@@ -477,9 +681,7 @@ async fn client(ctx: Arc<Ctx>, index: usize, until: Instant) {
     let dir = ctx.dir.join(format!("peer-{index}"));
     loop {
         match cycle(&ctx, &dir).await {
-            Ok(()) => {
-                ctx.tally.cycles.fetch_add(1, Ordering::Relaxed);
-            }
+            Ok(()) => ctx.tally.cycle_done(),
             Err(e) => {
                 ctx.tally.fail(&e);
                 tokio::time::sleep(FAILURE_PAUSE).await;

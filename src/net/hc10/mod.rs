@@ -267,10 +267,17 @@ impl<T> Conn<T> {
             && self.held.is_empty()
             && now.duration_since(self.started) > self.limits.root_open_timeout
         {
-            self.different_key(format!(
-                "the root channel did not open within {:?}",
-                self.limits.root_open_timeout
-            ));
+            // A peer of another key says so with a channel of its own or a reject, at once;
+            // one that opens nothing at all is slow or is no multifeed peer.
+            self.fail(
+                ProblemKind::Timeout,
+                format!(
+                    "the peer opened no channel within {:?} of the handshake: it is busy, or it \
+                     is no multifeed peer (one with another key than {} says so at once)",
+                    self.limits.root_open_timeout,
+                    FeedKey(self.chans[&self.root_local].key).short()
+                ),
+            );
         }
         let idle = self.limits.idle_timeout;
         if now.duration_since(self.last_heard) > idle && self.may_read() {

@@ -306,10 +306,12 @@ impl<T> Conn<T> {
             && self.held.is_empty()
             && now.duration_since(self.started) > self.limits.root_open_timeout
         {
+            // Multifeed 6 with another key closes the connection (see `peer_closed`); a
+            // peer that keeps it open and says nothing is slow, or no multifeed peer.
             self.fail(
-                ProblemKind::DifferentMultifeedKey,
+                ProblemKind::Timeout,
                 format!(
-                    "the peer did not open the multifeed channel within {:?}; does it share our key {}?",
+                    "the peer did not open the multifeed channel within {:?}: it is busy, or it is no multifeed peer; does it share our key {}?",
                     self.limits.root_open_timeout,
                     FeedKey(self.chans[&self.root_local].key).short()
                 ),

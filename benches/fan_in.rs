@@ -1,0 +1,284 @@
+//! Many uploaders into one hub: N peers, each holding 10 feeds × 100 blocks of 1 KiB, dial one
+//! `feedscope run` child with accept-all on empty storage. Prints the time from the first dial
+//! to the hub holding every block of every feed, and the hub's peak RSS (`VmHWM`).
+//!
+//! ```sh
+//! cargo bench --locked --bench fan_in              # 100, 300 and 1,000 peers
+//! cargo bench --locked --bench fan_in -- 1000      # one count
+//! ```
+//!
+//! The peers are engines in worker processes (this bench, started again), 100 to a process.
+//! They are uploaders: their
+//! policy is manual and nobody approves, so the hub's offers (every feed of every other peer)
+//! wait there and are never downloaded. The hub runs as its own process, so its figures are
+//! its own.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::kit;
+use feedscope::engine::{self, Engine};
+use feedscope::event::Command;
+use feedscope::policy::Policy;
+
+const FEEDS: usize = 10;
+const BLOCKS: usize = 100;
+const BLOCK_SIZE: usize = 1024;
+
+/// Seeds the storage folders of `n` peers under `base` (the ones not seeded yet).
+fn seed(rt: &tokio::runtime::Runtime, base: &Path, n: usize) -> Vec<PathBuf> {
+    let dirs: Vec<PathBuf> = (0..n).map(|i| base.join(format!("peer-{i}"))).collect();
+    let began = Instant::now();
+    rt.block_on(async {
+        let mut set = tokio::task::JoinSet::new();
+        for (i, dir) in dirs.iter().enumerate() {
+            if dir.exists() {
+                continue;
+            }
+            let dir = dir.clone();
+            set.spawn(async move {
+                let feeds: Vec<(String, Vec<Vec<u8>>)> = (0..FEEDS)
+                    .map(|f| {
+                        let name = format!("p{i}-f{f}");
+                        let blocks = kit::blocks(&name, BLOCKS, BLOCK_SIZE).collect();
+                        (name, blocks)
+                    })
+                    .collect();
+                kit::seed(&dir, feeds).await.expect("a seeded peer");
+            });
+            // A few at a time: each seed syncs its feeds.
+            while set.len() >= 16 {
+                set.join_next().await.unwrap().expect("a seeding task");
+            }
+        }
+        while let Some(r) = set.join_next().await {
+            r.expect("a seeding task");
+        }
+    });
+    eprintln!("seeded {n} peers in {:.1} s", began.elapsed().as_secs_f64());
+    dirs
+}
+
+struct Figures {
+    synced: Option<Duration>,
+    peak_rss: u64,
+    rss_after: u64,
+    fds_peak: usize,
+}
+
+fn fds(pid: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Peers per worker process: each peer's engine holds its feeds' files, and one process may
+/// hold only so many.
+const PEERS_PER_WORKER: usize = 100;
+
+/// A worker process: starts a peer engine on each folder named on the command line, dialing
+/// `addr`, and quits them all when its stdin ends.
+fn worker(addr: &str, dirs: &[String]) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let mut commands = Vec::new();
+        let mut drains = Vec::new();
+        for dir in dirs {
+            let mut config = kit::config(dir, false, vec![addr.to_string()]);
+            config.policy = Policy::Manual;
+            let Engine {
+                commands: c,
+                mut events,
+                done,
+            } = engine::start(config).await.expect("a peer starts");
+            commands.push(c);
+            // Every peer's events are read and dropped, so its channel does not grow.
+            drains.push(tokio::spawn(async move {
+                while events.recv().await.is_some() {}
+                let _ = done.await;
+            }));
+        }
+        tokio::task::spawn_blocking(|| {
+            let mut line = String::new();
+            while std::io::stdin().read_line(&mut line).unwrap_or(0) > 0 {}
+        })
+        .await
+        .unwrap();
+        for c in &commands {
+            let _ = c.send(Command::Quit);
+        }
+        for d in drains {
+            let _ = tokio::time::timeout(Duration::from_secs(60), d).await;
+        }
+    });
+}
+
+/// What the hub's reader thread tells the bench.
+enum Heard {
+    Listening(String),
+    /// Feeds the hub holds in full, when the line saying so was read.
+    Synced(usize, Instant),
+    Error(String),
+}
+
+/// Reads the hub's JSON lines, parsing only the few it needs: with 1,000 peers the hub reports
+/// every offer it sends, millions of keys.
+fn read_hub(stdout: std::process::ChildStdout, tx: std::sync::mpsc::Sender<Heard>) {
+    use std::io::BufRead;
+    let mut synced = HashSet::new();
+    for line in std::io::BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
+        let head = &line[..line.len().min(40)];
+        let heard = if head.contains("\"feed_synced\"") {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if v["length"].as_u64() < Some(BLOCKS as u64) {
+                continue;
+            }
+            synced.insert(v["key"].as_str().unwrap_or_default().to_string());
+            Heard::Synced(synced.len(), Instant::now())
+        } else if head.contains("\"listening\"") {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            Heard::Listening(v["addr"].as_str().unwrap_or_default().to_string())
+        } else if head.contains("\"error\"") {
+            Heard::Error(line.chars().take(300).collect())
+        } else {
+            continue;
+        };
+        // Read on when nobody listens, so the hub never blocks on a full pipe.
+        let _ = tx.send(heard);
+    }
+}
+
+fn run(dirs: &[PathBuf]) -> Figures {
+    let n = dirs.len();
+    let hub_dir = tempfile::tempdir().expect("a temporary folder");
+    let limit = (n + 16).to_string();
+    let mut hub = std::process::Command::new(common::bin())
+        .args([
+            "run",
+            "--json",
+            "--listen",
+            "127.0.0.1:0",
+            "--max-peers",
+            &limit,
+        ])
+        .arg("--storage")
+        .arg(hub_dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the hub starts");
+    let pid = hub.id().to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = hub.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || read_hub(stdout, tx));
+    let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(Heard::Listening(addr)) => addr,
+        _ => panic!("the hub did not listen"),
+    };
+    let exe = std::env::current_exe().expect("this bench's path");
+    let began = Instant::now();
+    let mut workers: Vec<std::process::Child> = dirs
+        .chunks(PEERS_PER_WORKER)
+        .map(|chunk| {
+            std::process::Command::new(&exe)
+                .arg("--worker")
+                .arg(&addr)
+                .args(chunk)
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .expect("a worker starts")
+        })
+        .collect();
+    let expected = n * FEEDS;
+    let mut fds_peak = 0;
+    let deadline = began + Duration::from_secs(300);
+    let (mut at, mut synced, mut errors) = (None, 0, Vec::new());
+    while Instant::now() < deadline && at.is_none() {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(Heard::Synced(count, when)) => {
+                synced = count;
+                if count >= expected {
+                    at = Some(when.duration_since(began));
+                }
+            }
+            Ok(Heard::Error(e)) if errors.len() < 5 => errors.push(e),
+            Ok(_) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        fds_peak = fds_peak.max(fds(&pid));
+    }
+    if at.is_none() {
+        eprintln!("{n} peers: only {synced} of {expected} feeds synced within 300 s");
+    }
+    if !errors.is_empty() {
+        eprintln!("{n} peers: the hub reported errors, e.g. {errors:#?}");
+    }
+    let peak_rss = kit::memory(&pid, "VmHWM").unwrap_or(0);
+    let rss_after = kit::memory(&pid, "VmRSS").unwrap_or(0);
+    for w in &mut workers {
+        drop(w.stdin.take());
+    }
+    for mut w in workers {
+        let _ = w.wait();
+    }
+    drop(hub.stdin.take());
+    // The reader drains the hub's last lines while it stops.
+    drop(rx);
+    let _ = hub.wait();
+    let _ = reader.join();
+    Figures {
+        synced: at,
+        peak_rss,
+        rss_after,
+        fds_peak,
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--worker") {
+        return worker(&args[1], &args[2..]);
+    }
+    let counts: Vec<usize> = {
+        let given: Vec<usize> = std::env::args()
+            .skip(1)
+            .filter_map(|a| a.parse().ok())
+            .collect();
+        if given.is_empty() {
+            vec![100, 300, 1000]
+        } else {
+            given
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let base = tempfile::tempdir().expect("a temporary folder");
+    let most = counts.iter().copied().max().unwrap_or(0);
+    let dirs = seed(&rt, base.path(), most);
+    println!(
+        "| peers × {FEEDS} feeds × {BLOCKS} blocks of 1 KiB → one hub, accept-all | connect → all synced | hub peak RSS | hub RSS after | hub peak fds |"
+    );
+    println!("| --- | --- | --- | --- | --- |");
+    for n in counts {
+        let f = run(&dirs[..n]);
+        let time = f.synced.map_or("not within 300 s".to_string(), |d| {
+            format!("{:.2} s", d.as_secs_f64())
+        });
+        println!(
+            "| {n} | {time} | {:.0} MB | {:.0} MB | {} |",
+            f.peak_rss as f64 / 1e6,
+            f.rss_after as f64 / 1e6,
+            f.fds_peak
+        );
+    }
+}
