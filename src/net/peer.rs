@@ -402,6 +402,10 @@ impl Peer {
     }
 }
 
+/// Longest our empty `REPLICATE_FEEDS` waits for the peer's feeds to open (see
+/// `Task::hold_replicate`).
+const REPLICATE_HOLD: Duration = Duration::from_secs(2);
+
 /// State of one connection.
 struct Task<C: WireCore> {
     id: PeerId,
@@ -420,6 +424,14 @@ struct Task<C: WireCore> {
     classic: bool,
     /// Active feeds of this connection as last added to the shared total.
     active_counted: usize,
+    /// Our empty answer to the peer's request, held back since then (see `hold_replicate`).
+    replicate_held: Option<Instant>,
+    /// The peer's `REPLICATE_FEEDS` arrived.
+    peer_replicated: bool,
+    /// The peer's manifest arrived.
+    peer_offered: bool,
+    /// The held answer went out after waiting its longest: nothing is held again.
+    replicate_released: bool,
 }
 
 impl<C: WireCore> Task<C> {
@@ -458,6 +470,10 @@ impl<C: WireCore> Task<C> {
             observing,
             classic: policy == Policy::AcceptAll,
             active_counted: 0,
+            replicate_held: None,
+            peer_replicated: false,
+            peer_offered: false,
+            replicate_released: false,
         };
         // When the backlog was last seen over its limit without a byte written since.
         let mut stalled_since: Option<(Instant, u64)> = None;
@@ -496,6 +512,7 @@ impl<C: WireCore> Task<C> {
                 }
             }
             peer.drive().await;
+            peer.release_replicate().await;
             peer.serve_owed().await;
             peer.conn.seal(Instant::now());
             peer.transmit();
@@ -561,6 +578,7 @@ impl<C: WireCore> Task<C> {
                     let outcome = fc.on_open().await;
                     self.apply_outcome(local, outcome);
                 }
+                self.release_replicate().await;
             }
             Output::FeedMessage { local, msg } => self.on_feed_message(local, msg).await,
             Output::FeedClosed { key, .. } => {
@@ -678,15 +696,19 @@ impl<C: WireCore> Task<C> {
                     peer: id,
                     name: key.to_hex(),
                 }),
-                Action::OfferReceived { keys, meta } => self.emit(Event::OfferReceived {
-                    peer: id,
-                    keys,
-                    meta,
-                }),
+                Action::OfferReceived { keys, meta } => {
+                    self.peer_offered = true;
+                    self.emit(Event::OfferReceived {
+                        peer: id,
+                        keys,
+                        meta,
+                    })
+                }
                 Action::RequestReceived(keys) => {
                     self.emit(Event::RequestReceived { peer: id, keys })
                 }
                 Action::ReplicateReceived(keys) => {
+                    self.peer_replicated = true;
                     self.emit(Event::ReplicateReceived { peer: id, keys })
                 }
                 Action::Pending(keys) => {
@@ -790,6 +812,10 @@ impl<C: WireCore> Task<C> {
                 vec![wire::encode_keys(&keys)],
                 Some(Event::RequestSent { peer: id, keys }),
             ),
+            Outgoing::Replicate(keys) if keys.is_empty() && self.hold_replicate() => {
+                self.replicate_held.get_or_insert_with(Instant::now);
+                return;
+            }
             Outgoing::Replicate(keys) => (
                 wire::EXT_REPLICATE_FEEDS,
                 vec![wire::encode_keys(&keys)],
@@ -801,6 +827,41 @@ impl<C: WireCore> Task<C> {
         }
         if let Some(ev) = event {
             self.emit(ev);
+        }
+    }
+
+    /// Whether our empty `REPLICATE_FEEDS` must wait. Multifeed 6 ends the whole session
+    /// ("no feeds to sync") when an empty answer arrives before its own feeds to us are set
+    /// up, which it does only after a feed's `ready`: a fast empty answer cut sessions short.
+    /// On that wire, an empty answer waits until the peer's offer is in and, where we asked
+    /// for feeds, the peer said what it replicates and opened each of those channels (or
+    /// [`REPLICATE_HOLD`] passed).
+    fn hold_replicate(&self) -> bool {
+        C::WIRE == Wire::Hc9 && !self.replicate_released && !self.replicate_ready()
+    }
+
+    /// The peer's offer arrived and, if we asked for any of it, the peer said what it
+    /// replicates and opened those channels.
+    fn replicate_ready(&self) -> bool {
+        self.peer_offered
+            && (self.session.requested.is_empty()
+                || self.peer_replicated
+                    && self
+                        .session
+                        .active
+                        .iter()
+                        .all(|k| self.conn.open_channel_of(k).is_some()))
+    }
+
+    /// Sends the held empty answer once it may go.
+    async fn release_replicate(&mut self) {
+        let Some(since) = self.replicate_held else {
+            return;
+        };
+        if self.replicate_ready() || since.elapsed() >= REPLICATE_HOLD {
+            self.replicate_held = None;
+            self.replicate_released = true;
+            self.send_outgoing(Outgoing::Replicate(Vec::new())).await;
         }
     }
 
