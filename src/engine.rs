@@ -611,14 +611,7 @@ fn refused(shared: &Shared, addr: &str) {
     }
     r.told_at = Some(std::time::Instant::now());
     drop(r);
-    let max = shared.ctx.limits.max_peers;
-    shared.emit(Event::Warning {
-        peer: None,
-        kind: ProblemKind::Limit,
-        message: format!(
-            "refused a connection from {addr}: already {max} peers; --max-peers raises the limit"
-        ),
-    });
+    limit_warning(shared, &format!("refused a connection from {addr}"));
 }
 
 /// Reports the connections refused since the last warning, in one warning, once
@@ -634,13 +627,19 @@ fn report_refusals(shared: &Shared, now: bool) {
     let n = std::mem::take(&mut r.untold);
     r.told_at = Some(std::time::Instant::now());
     drop(r);
+    limit_warning(
+        shared,
+        &format!("refused {n} more connection(s) in the last second"),
+    );
+}
+
+/// A `limit` warning about refused connections, with the limit and how to raise it.
+fn limit_warning(shared: &Shared, what: &str) {
     let max = shared.ctx.limits.max_peers;
     shared.emit(Event::Warning {
         peer: None,
         kind: ProblemKind::Limit,
-        message: format!(
-            "refused {n} more connection(s) in the last second: already {max} peers; --max-peers raises the limit"
-        ),
+        message: format!("{what}: already {max} peers; --max-peers raises the limit"),
     });
 }
 
