@@ -424,14 +424,23 @@ struct Task<C: WireCore> {
     classic: bool,
     /// Active feeds of this connection as last added to the shared total.
     active_counted: usize,
-    /// Our empty answer to the peer's request, held back since then (see `hold_replicate`).
-    replicate_held: Option<Instant>,
+    /// Where our empty answer to the peer's request stands (see `hold_replicate`).
+    empty_answer: EmptyAnswer,
     /// The peer's `REPLICATE_FEEDS` arrived.
     peer_replicated: bool,
     /// The peer's manifest arrived.
     peer_offered: bool,
-    /// The held answer went out after waiting its longest: nothing is held again.
-    replicate_released: bool,
+}
+
+/// Our empty `REPLICATE_FEEDS` on hc9 (see `Task::hold_replicate`).
+#[derive(Debug, Clone, Copy)]
+enum EmptyAnswer {
+    /// None held yet: one may be.
+    Free,
+    /// Held back since then.
+    Held(Instant),
+    /// The held one went out: none is held again.
+    Released,
 }
 
 impl<C: WireCore> Task<C> {
@@ -470,10 +479,9 @@ impl<C: WireCore> Task<C> {
             observing,
             classic: policy == Policy::AcceptAll,
             active_counted: 0,
-            replicate_held: None,
+            empty_answer: EmptyAnswer::Free,
             peer_replicated: false,
             peer_offered: false,
-            replicate_released: false,
         };
         // When the backlog was last seen over its limit without a byte written since.
         let mut stalled_since: Option<(Instant, u64)> = None;
@@ -813,7 +821,9 @@ impl<C: WireCore> Task<C> {
                 Some(Event::RequestSent { peer: id, keys }),
             ),
             Outgoing::Replicate(keys) if keys.is_empty() && self.hold_replicate() => {
-                self.replicate_held.get_or_insert_with(Instant::now);
+                if let EmptyAnswer::Free = self.empty_answer {
+                    self.empty_answer = EmptyAnswer::Held(Instant::now());
+                }
                 return;
             }
             Outgoing::Replicate(keys) => (
@@ -837,7 +847,9 @@ impl<C: WireCore> Task<C> {
     /// for feeds, the peer said what it replicates and opened each of those channels (or
     /// [`REPLICATE_HOLD`] passed).
     fn hold_replicate(&self) -> bool {
-        C::WIRE == Wire::Hc9 && !self.replicate_released && !self.replicate_ready()
+        C::WIRE == Wire::Hc9
+            && !matches!(self.empty_answer, EmptyAnswer::Released)
+            && !self.replicate_ready()
     }
 
     /// The peer's offer arrived and, if we asked for any of it, the peer said what it
@@ -855,12 +867,11 @@ impl<C: WireCore> Task<C> {
 
     /// Sends the held empty answer once it may go.
     async fn release_replicate(&mut self) {
-        let Some(since) = self.replicate_held else {
+        let EmptyAnswer::Held(since) = self.empty_answer else {
             return;
         };
         if self.replicate_ready() || since.elapsed() >= REPLICATE_HOLD {
-            self.replicate_held = None;
-            self.replicate_released = true;
+            self.empty_answer = EmptyAnswer::Released;
             self.send_outgoing(Outgoing::Replicate(Vec::new())).await;
         }
     }
