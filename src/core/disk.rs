@@ -24,7 +24,7 @@
 //! check; anything else damaged is an error for this feed alone. Blocks are checked against
 //! their leaf each time they are read, so damage further back is found when a block is used.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind};
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
@@ -54,6 +54,13 @@ pub const NODE_BYTES: u64 = 40;
 pub const NODE_CACHE: usize = 8192;
 /// Staged bytes past which an apply commits by itself.
 pub const MAX_STAGED_BYTES: usize = 4 << 20;
+/// Bytes read from `data` at once when blocks are read one after another (served in order).
+pub const READ_AHEAD_BYTES: usize = 64 << 10;
+
+/// Nodes by flat index. Keys are tree positions, so a fast hash is enough; the per-process
+/// seed keeps it from being steered.
+type NodeMap = HashMap<u64, Node, foldhash::fast::RandomState>;
+use std::collections::HashMap;
 
 /// Everything that can go wrong with one feed's files.
 #[derive(Debug, thiserror::Error)]
@@ -105,11 +112,16 @@ pub struct Core {
     /// The sequence number of the last commit.
     seq: u64,
     /// Nodes not yet written, and nodes read lately.
-    staged_nodes: BTreeMap<u64, Node>,
-    cache: HashMap<u64, Node>,
-    /// Block bytes not yet written, by byte offset.
+    staged_nodes: NodeMap,
+    cache: NodeMap,
+    /// Block bytes not yet written, by byte offset; blocks staged end to end share one run.
     staged_data: BTreeMap<u64, Vec<u8>>,
     staged_bytes: usize,
+    /// The block after the last one read or staged, and where its bytes start: the next
+    /// block in order needs no walk down the tree to find them.
+    next_offset: Option<(u64, u64)>,
+    /// Bytes of `data` read ahead of the block asked for.
+    read_ahead: ReadAhead,
     /// Whether anything changed since the last commit.
     changed: bool,
     /// What opening found damaged in a feed that still opened.
@@ -147,8 +159,8 @@ macro_rules! nodes_of {
 
 /// Nodes as the tree code reads them: staged first, then the cache, then the file.
 struct Nodes<'a> {
-    staged: &'a BTreeMap<u64, Node>,
-    cache: &'a mut HashMap<u64, Node>,
+    staged: &'a NodeMap,
+    cache: &'a mut NodeMap,
     file: &'a File,
 }
 
@@ -205,10 +217,12 @@ impl Core {
             bits: Bitfield::default(),
             contiguous: 0,
             seq: 0,
-            staged_nodes: BTreeMap::new(),
-            cache: HashMap::new(),
+            staged_nodes: NodeMap::default(),
+            cache: NodeMap::default(),
             staged_data: BTreeMap::new(),
             staged_bytes: 0,
+            next_offset: None,
+            read_ahead: ReadAhead::default(),
             changed: true,
             damage: None,
             last_used: Instant::now(),
@@ -267,17 +281,38 @@ impl Core {
     /// Block `i`'s bytes, checked against its leaf if `check`.
     fn read(&mut self, i: u64, check: bool) -> Result<Vec<u8>, CoreError> {
         let mut nodes = nodes_of!(self);
-        let offset = self.tree.byte_offset(&mut nodes, i).map_err(|e| {
-            CoreError::Damaged(format!("cannot find block {i} in its tree file: {e}"))
-        })?;
+        let in_order = self.next_offset.filter(|&(next, _)| next == i);
+        let offset = match in_order {
+            Some((_, offset)) => offset,
+            None => self.tree.byte_offset(&mut nodes, i).map_err(|e| {
+                CoreError::Damaged(format!("cannot find block {i} in its tree file: {e}"))
+            })?,
+        };
         let leaf = nodes
             .node(2 * i)
             .map_err(self.files.err("tree"))?
             .ok_or_else(|| CoreError::Damaged(format!("the leaf of block {i} is missing")))?;
-        let value = if let Some(v) = self.staged_data.get(&offset) {
-            v.clone()
+        let size = leaf.size as usize;
+        let value = if let Some(v) = staged_slice(&self.staged_data, offset, size) {
+            v.to_vec()
+        } else if let Some(v) = self.read_ahead.get(offset, size) {
+            v.to_vec()
+        } else if in_order.is_some() && size < READ_AHEAD_BYTES / 4 {
+            let file = self.files.data()?;
+            let end = self.tree.byte_length.min(offset + READ_AHEAD_BYTES as u64);
+            self.read_ahead
+                .fill(file, offset, end)
+                .map_err(self.files.err("data"))?;
+            match self.read_ahead.get(offset, size) {
+                Some(v) => v.to_vec(),
+                None => {
+                    return Err(CoreError::Damaged(format!(
+                        "block {i} is cut short in the data file"
+                    )))
+                }
+            }
         } else {
-            let mut v = vec![0; leaf.size as usize];
+            let mut v = vec![0; size];
             self.files
                 .data()?
                 .read_exact_at(&mut v, offset)
@@ -289,6 +324,7 @@ impl Core {
                 "block {i} does not match its hash: the data file is damaged there"
             )));
         }
+        self.next_offset = Some((i + 1, offset + leaf.size));
         Ok(value)
     }
 
@@ -301,9 +337,8 @@ impl Core {
         let offset = self.tree.byte_length;
         let mut tree = self.tree.clone();
         let nodes = tree.append(blocks, &secret)?;
-        for n in nodes {
-            self.staged_nodes.insert(n.index, n);
-        }
+        self.staged_nodes
+            .extend(nodes.into_iter().map(|n| (n.index, n)));
         let mut run = Vec::new();
         for b in blocks {
             run.extend_from_slice(b.as_ref());
@@ -381,21 +416,27 @@ impl Core {
             if self.secret.is_some() {
                 return Err(ProofError::Malformed("an upgrade for a feed we write".into()).into());
             }
+            if up.fork != self.tree.fork {
+                self.next_offset = None;
+            }
             self.tree = up;
             changed = true;
         }
-        for n in &verified.nodes {
-            self.staged_nodes.insert(n.index, *n);
-        }
+        self.staged_nodes
+            .extend(verified.nodes.iter().map(|n| (n.index, *n)));
         if let Some(i) = verified.block {
             let value = value.unwrap_or_default();
             if i >= self.tree.length {
                 return Err(ProofError::Malformed(format!("block {i} is past the end")).into());
             }
             if !self.bits.get(i) {
-                let offset = self.tree.byte_offset(&mut nodes_of!(self), i)?;
+                let offset = match self.next_offset {
+                    Some((next, offset)) if next == i => offset,
+                    _ => self.tree.byte_offset(&mut nodes_of!(self), i)?,
+                };
+                self.next_offset = Some((i + 1, offset + value.len() as u64));
                 self.staged_bytes += value.len();
-                self.staged_data.insert(offset, value);
+                stage_data(&mut self.staged_data, offset, value);
                 self.bits.set(i, true);
                 if i == self.contiguous {
                     self.contiguous = self.bits.first_unset(i).min(self.tree.length);
@@ -419,16 +460,23 @@ impl Core {
         // Nothing staged is dropped until the header that commits it is written: a write
         // that fails leaves it staged, to be tried again.
         let files = &self.files;
-        for (offset, run) in merge_runs(&self.staged_data) {
+        for (&offset, run) in &self.staged_data {
             files
                 .data()?
-                .write_all_at(run.as_ref(), offset)
+                .write_all_at(run, offset)
                 .map_err(files.err("data"))?;
         }
+        if !self.staged_data.is_empty() {
+            // What was read ahead may predate these blocks (a replica's gaps read as zeros).
+            self.read_ahead.clear();
+        }
+        let mut order: Vec<u64> = self.staged_nodes.keys().copied().collect();
+        order.sort_unstable();
         let mut run: Vec<u8> = Vec::new();
         let mut run_start = 0;
         let mut next = u64::MAX;
-        for (&index, n) in &self.staged_nodes {
+        for index in order {
+            let n = &self.staged_nodes[&index];
             if index != next && !run.is_empty() {
                 files
                     .tree()?
@@ -497,6 +545,7 @@ impl Core {
         }
         self.commit()?;
         self.files.close();
+        self.read_ahead = ReadAhead::default();
         Ok(true)
     }
 
@@ -543,28 +592,71 @@ impl Durable {
     }
 }
 
-/// Blocks this large or larger are written on their own, not copied into a run.
-const RUN_BLOCK_BYTES: usize = 16 << 10;
+/// Staged runs stop growing at this size; a block this large or larger is a run of its own
+/// (copying it into a run costs more than the system call it saves).
+const RUN_BYTES: usize = 1 << 20;
 
-/// Joins small writes that touch end to end into one; large blocks stay on their own (a
-/// copy of them costs more than the system call it saves).
-fn merge_runs(staged: &BTreeMap<u64, Vec<u8>>) -> Vec<(u64, std::borrow::Cow<'_, [u8]>)> {
-    use std::borrow::Cow;
-    let mut out: Vec<(u64, Cow<'_, [u8]>)> = Vec::new();
-    for (&offset, bytes) in staged {
-        if bytes.len() < RUN_BLOCK_BYTES {
-            if let Some((start, run)) = out.last_mut() {
-                let small = matches!(run, Cow::Owned(_)) || run.len() < RUN_BLOCK_BYTES;
-                if small && *start + run.len() as u64 == offset && run.len() < RUN_BLOCK_BYTES * 64
-                {
-                    run.to_mut().extend_from_slice(bytes);
-                    continue;
+/// Stages a block's bytes at `offset`, at the end of the run before it when they touch.
+fn stage_data(staged: &mut BTreeMap<u64, Vec<u8>>, offset: u64, value: Vec<u8>) {
+    if value.len() < RUN_BYTES / 64 {
+        if let Some(mut last) = staged.last_entry() {
+            let start = *last.key();
+            let run = last.get_mut();
+            if start + run.len() as u64 == offset && run.len() + value.len() <= RUN_BYTES {
+                if run.capacity() - run.len() < value.len() {
+                    run.reserve((64 * value.len()).min(RUN_BYTES - run.len()));
+                }
+                run.extend_from_slice(&value);
+                return;
+            }
+        }
+    }
+    staged.insert(offset, value);
+}
+
+/// The staged bytes `offset..offset + size`, if one staged run holds them all.
+fn staged_slice(staged: &BTreeMap<u64, Vec<u8>>, offset: u64, size: usize) -> Option<&[u8]> {
+    let (&start, run) = staged.range(..=offset).next_back()?;
+    let from = usize::try_from(offset - start).ok()?;
+    run.get(from..from.checked_add(size)?)
+}
+
+/// Bytes of `data` read in one system call ahead of blocks read in order.
+#[derive(Default)]
+struct ReadAhead {
+    start: u64,
+    bytes: Vec<u8>,
+}
+
+impl ReadAhead {
+    fn get(&self, offset: u64, size: usize) -> Option<&[u8]> {
+        let from = usize::try_from(offset.checked_sub(self.start)?).ok()?;
+        self.bytes.get(from..from.checked_add(size)?)
+    }
+
+    /// Reads `start..end` of `file`, or as much of it as the file holds.
+    fn fill(&mut self, file: &File, start: u64, end: u64) -> io::Result<()> {
+        self.start = start;
+        self.bytes.resize(end.saturating_sub(start) as usize, 0);
+        let mut got = 0;
+        while got < self.bytes.len() {
+            match file.read_at(&mut self.bytes[got..], start + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.clear();
+                    return Err(e);
                 }
             }
         }
-        out.push((offset, Cow::Borrowed(bytes)));
+        self.bytes.truncate(got);
+        Ok(())
     }
-    out
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+    }
 }
 
 #[cfg(test)]

@@ -86,9 +86,12 @@ impl Files {
         self.handles.iter().any(|h| h.get().is_some())
     }
 
-    pub(super) fn err(&self, name: &str) -> impl FnOnce(io::Error) -> CoreError + '_ {
-        let path = self.dir.join(name);
-        move |source| CoreError::Io { path, source }
+    /// The error of a failed read or write of file `name`; its path is made only if it fails.
+    pub(super) fn err<'a>(&'a self, name: &'a str) -> impl FnOnce(io::Error) -> CoreError + 'a {
+        move |source| CoreError::Io {
+            path: self.dir.join(name),
+            source,
+        }
     }
 }
 

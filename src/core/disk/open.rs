@@ -54,10 +54,12 @@ impl Core {
                         bits: Bitfield::default(),
                         contiguous: 0,
                         seq: h.seq,
-                        staged_nodes: BTreeMap::new(),
-                        cache: HashMap::new(),
+                        staged_nodes: NodeMap::default(),
+                        cache: NodeMap::default(),
                         staged_data: BTreeMap::new(),
                         staged_bytes: 0,
+                        next_offset: None,
+                        read_ahead: ReadAhead::default(),
                         changed: false,
                         damage: None,
                         last_used: Instant::now(),
@@ -102,8 +104,8 @@ impl Core {
             write_secret(dir, s).map_err(io_err(dir.join("secret")))?;
         }
         let files = Files::open(dir, true)?;
-        let staged = BTreeMap::new();
-        let mut cache = HashMap::new();
+        let staged = NodeMap::default();
+        let mut cache = NodeMap::default();
         let mut nodes = Nodes {
             staged: &staged,
             cache: &mut cache,
@@ -160,8 +162,8 @@ impl Core {
                 h.length
             )));
         }
-        let mut cache = HashMap::new();
-        let staged = BTreeMap::new();
+        let mut cache = NodeMap::default();
+        let staged = NodeMap::default();
         let mut nodes = Nodes {
             staged: &staged,
             cache: &mut cache,
