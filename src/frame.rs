@@ -485,6 +485,20 @@ pub fn encode_reject(channel: u64) -> Vec<u8> {
     out
 }
 
+/// Bytes of the type and body of `msg`, as [`encode_msg_into`] writes them.
+fn msg_len(msg: &Msg) -> usize {
+    match msg {
+        Msg::Extension { name, payload } => {
+            uint_len(TYPE_EXTENSION) + uint_len(name.len() as u64) + name.len() + payload.len()
+        }
+        Msg::Core(m) => m.encoded_size().expect("hypercore messages have a size"),
+    }
+}
+
+fn uint_len(v: u64) -> usize {
+    v.encoded_size().expect("u64 has a size")
+}
+
 /// Appends the type and body of `msg` to `out`.
 pub fn encode_msg_into(out: &mut Vec<u8>, msg: &Msg) {
     match msg {
@@ -494,7 +508,7 @@ pub fn encode_msg_into(out: &mut Vec<u8>, msg: &Msg) {
             out.extend_from_slice(payload);
         }
         Msg::Core(m) => {
-            let len = m.encoded_size().expect("hypercore messages have a size");
+            let len = msg_len(msg);
             let start = out.len();
             out.resize(start + len, 0);
             let rest = m
@@ -505,29 +519,35 @@ pub fn encode_msg_into(out: &mut Vec<u8>, msg: &Msg) {
     }
 }
 
-/// Encodes messages as one frame: a single message alone, several as a batch.
+/// Encodes messages as one frame: a single message alone, several as a batch. Each message
+/// is encoded in place after its length, in a buffer sized once.
 pub fn encode_messages(messages: &[(u64, Msg)]) -> Vec<u8> {
     let mut out = Vec::new();
     match messages {
         [] => {}
         [(channel, msg)] => {
+            out.reserve(uint_len(*channel) + msg_len(msg));
             put_uint(&mut out, *channel);
             encode_msg_into(&mut out, msg);
         }
         many => {
+            let lens: Vec<usize> = many.iter().map(|(_, m)| msg_len(m)).collect();
+            let total: usize = lens.iter().map(|&l| uint_len(l as u64) + l).sum();
+            // Channel switches: at most one marker and id per message.
+            out.reserve(2 + total + many.len() * 11);
             out.extend_from_slice(&[0, 0]);
             let mut current = many[0].0;
             put_uint(&mut out, current);
-            let mut body = Vec::new();
-            for (channel, msg) in many {
+            for ((channel, msg), len) in many.iter().zip(lens) {
                 if *channel != current {
                     out.push(0);
                     put_uint(&mut out, *channel);
                     current = *channel;
                 }
-                body.clear();
-                encode_msg_into(&mut body, msg);
-                put_bytes(&mut out, &body);
+                put_uint(&mut out, len as u64);
+                let start = out.len();
+                encode_msg_into(&mut out, msg);
+                debug_assert_eq!(out.len() - start, len);
             }
         }
     }

@@ -52,6 +52,8 @@ pub use files::{private_dir, secret_readable_by_others};
 pub const NODE_BYTES: u64 = 40;
 /// Nodes kept in memory after reading them, per feed, before the cache starts over.
 pub const NODE_CACHE: usize = 8192;
+/// Nodes read from `tree` at once: an aligned run of this many around the one asked for.
+const NODE_RUN: u64 = 64;
 /// Staged bytes past which an apply commits by itself.
 pub const MAX_STAGED_BYTES: usize = 4 << 20;
 /// Bytes read from `data` at once when blocks are read one after another (served in order).
@@ -169,28 +171,41 @@ impl NodeSource for Nodes<'_> {
         if let Some(n) = self.staged.get(&index).or_else(|| self.cache.get(&index)) {
             return Ok(Some(*n));
         }
-        let mut b = [0u8; NODE_BYTES as usize];
-        let Some(at) = index.checked_mul(NODE_BYTES) else {
+        // Nodes near each other are used together (a block's path, the next block's): one
+        // read brings in the aligned run of NODE_RUN nodes around the one asked for.
+        let first = index - index % NODE_RUN;
+        let Some(at) = first.checked_mul(NODE_BYTES) else {
             return Ok(None);
         };
-        match self.file.read_exact_at(&mut b, at) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(None),
-            Err(e) => return Err(e),
+        let mut b = [0u8; (NODE_RUN * NODE_BYTES) as usize];
+        let mut got = 0;
+        while got < b.len() {
+            match self.file.read_at(&mut b[got..], at + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
-        if b.iter().all(|&x| x == 0) {
-            return Ok(None);
-        }
-        let node = Node {
-            index,
-            size: u64::from_le_bytes(b[..8].try_into().unwrap()),
-            hash: b[8..].try_into().unwrap(),
-        };
-        if self.cache.len() >= NODE_CACHE {
+        if self.cache.len() + NODE_RUN as usize > NODE_CACHE {
             self.cache.clear();
         }
-        self.cache.insert(index, node);
-        Ok(Some(node))
+        let mut found = None;
+        for (k, raw) in b[..got].chunks_exact(NODE_BYTES as usize).enumerate() {
+            if raw.iter().all(|&x| x == 0) {
+                continue;
+            }
+            let node = Node {
+                index: first + k as u64,
+                size: u64::from_le_bytes(raw[..8].try_into().unwrap()),
+                hash: raw[8..].try_into().unwrap(),
+            };
+            if node.index == index {
+                found = Some(node);
+            }
+            self.cache.entry(node.index).or_insert(node);
+        }
+        Ok(found)
     }
 }
 
