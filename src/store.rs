@@ -3,7 +3,8 @@
 //! ```text
 //! STORAGE/               0700
 //!   LOCK                 held while a feedscope process uses the folder (holds its pid)
-//!   feeds.json           the index of our own named feeds: key, name, writability
+//!   feeds.json           the index of our own named feeds, oldest first: key, name,
+//!                        writability
 //!   cores/<hex key>/     one feed each (see `core::disk` for its files and commit
 //!                        protocol); a folder not in the index is a replica of someone
 //!                        else's feed
@@ -232,6 +233,8 @@ pub struct Store {
     dir: PathBuf,
     _lock: File,
     feeds: Mutex<BTreeMap<FeedKey, Feed>>,
+    /// Our own (named) feeds in the order they were created, which is the index's order.
+    named: Mutex<Vec<FeedKey>>,
     /// Held while a feed is created, so that two peers offering the same new key (or two
     /// commands naming the same new feed) build it once.
     creating: tokio::sync::Mutex<()>,
@@ -289,6 +292,7 @@ impl Store {
         }
 
         let mut index = read_index(dir)?;
+        let named: Vec<FeedKey> = index.feeds.iter().map(|f| f.key).collect();
         // Replicas are not in the index: their folder name is their key and they have no name.
         let listed: std::collections::HashSet<FeedKey> =
             index.feeds.iter().map(|f| f.key).collect();
@@ -352,6 +356,7 @@ impl Store {
             dir: dir.to_path_buf(),
             _lock: lock,
             feeds: Mutex::new(feeds),
+            named: Mutex::new(named),
             creating: tokio::sync::Mutex::new(()),
             broken,
             notes,
@@ -478,13 +483,7 @@ impl Store {
         );
         {
             let feeds = self.feeds.lock().unwrap();
-            let mut index = Index {
-                feeds: feeds
-                    .values()
-                    .filter(|f| f.entry.name.is_some())
-                    .map(|f| f.entry.clone())
-                    .collect(),
-            };
+            let mut index = self.index_of(&feeds);
             index.feeds.push(entry.clone());
             write_index(&self.dir, &index)?;
         }
@@ -557,16 +556,41 @@ impl Store {
         feeds.insert(entry.key, feed.clone());
         // Only named (our own) feeds need the index; replicas are found by their folders.
         if entry.name.is_some() {
-            let index = Index {
-                feeds: feeds
-                    .values()
-                    .filter(|f| f.entry.name.is_some())
-                    .map(|f| f.entry.clone())
-                    .collect(),
-            };
-            write_index(&self.dir, &index)?;
+            {
+                let mut named = self.named.lock().unwrap();
+                if !named.contains(&entry.key) {
+                    named.push(entry.key);
+                }
+            }
+            write_index(&self.dir, &self.index_of(&feeds))?;
         }
         Ok(feed)
+    }
+
+    /// The index of our own feeds that are open, oldest first.
+    fn index_of(&self, feeds: &BTreeMap<FeedKey, Feed>) -> Index {
+        let named = self.named.lock().unwrap();
+        Index {
+            feeds: named
+                .iter()
+                .filter_map(|k| feeds.get(k))
+                .filter(|f| f.entry.name.is_some())
+                .map(|f| f.entry.clone())
+                .collect(),
+        }
+    }
+
+    /// Our writable feed of generation `wire` that was created first, if any: the one a
+    /// connection of that wire names us by (Cabal's `peer-id`). Storage written by builds
+    /// that kept the index sorted by key gives the first by key instead.
+    pub fn first_writer_on(&self, wire: Wire) -> Option<FeedKey> {
+        let feeds = self.feeds.lock().unwrap();
+        let named = self.named.lock().unwrap();
+        named
+            .iter()
+            .filter_map(|k| feeds.get(k))
+            .find(|f| f.entry.writable && f.wire == wire)
+            .map(|f| f.entry.key)
     }
 }
 

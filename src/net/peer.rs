@@ -380,6 +380,11 @@ impl Peer {
                     step: ctx.step,
                     limits: ctx.limits.clone(),
                     stats: ctx.stats.clone(),
+                    // An observer offers nothing, so it names itself by no feed either.
+                    name: match ctx.curator.policy {
+                        Policy::Observe => None,
+                        _ => ctx.store.first_writer_on(Wire::Hc9),
+                    },
                 },
                 now,
             );
