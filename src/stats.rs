@@ -8,7 +8,6 @@
 //! values when it is asked; it never holds up the engine.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -220,7 +219,7 @@ pub struct Stats {
     decisions: [[AtomicU64; DECIDERS.len()]; 2],
     problems: [[AtomicU64; PROBLEM_KINDS.len()]; 2],
     folded: Mutex<Folded>,
-    storage: OnceLock<PathBuf>,
+    storage_bytes: OnceLock<Arc<AtomicU64>>,
 }
 
 fn dir_index(dir: Direction) -> usize {
@@ -240,9 +239,9 @@ impl Stats {
         Arc::new(Stats::default())
     }
 
-    /// Where storage is, for its size on disk.
-    pub fn set_storage(&self, dir: PathBuf) {
-        let _ = self.storage.set(dir);
+    /// The storage folder's running byte count (`Store::bytes`), for its size on disk.
+    pub fn set_storage_bytes(&self, bytes: Arc<AtomicU64>) {
+        let _ = self.storage_bytes.set(bytes);
     }
 
     /// Sets how many feeds are labelled (`Limits::max_labelled_feeds`), before any is seen.
@@ -255,9 +254,9 @@ impl Stats {
         self.fold().cap
     }
 
-    /// The storage folder, once the engine said where it is.
-    pub fn storage(&self) -> Option<&PathBuf> {
-        self.storage.get()
+    /// Bytes of the files in the storage folder, once the engine opened it.
+    pub fn storage_bytes(&self) -> Option<u64> {
+        self.storage_bytes.get().map(|b| b.load(Ordering::Relaxed))
     }
 
     /// A dial attempt.

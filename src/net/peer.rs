@@ -954,6 +954,9 @@ impl<C: WireCore> Task<C> {
                         self.conn.warn(ProblemKind::Storage, e);
                     }
                 }
+                if !keys.is_empty() {
+                    self.ctx.store.file_written(crate::policy::DECISIONS_FILE);
+                }
                 let actions = self.session.on_decisions(
                     keys.into_iter()
                         .map(|k| (k, approve, DecidedBy::Person))
