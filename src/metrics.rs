@@ -305,9 +305,9 @@ fn own(
     one(
         enc,
         "feedscope_requests_refused",
-        "Requests of peers for feeds never offered to them, refused",
+        "Requests of peers for feeds never offered to them, refused (in observe mode, every request)",
         Counter,
-        s.problems[0][refused] + s.problems[1][refused],
+        s.problems[0][refused] + s.problems[1][refused] + s.refused_observing,
     )?;
     one(
         enc,

@@ -216,6 +216,7 @@ pub struct Stats {
     in_flight: AtomicI64,
     feeds_active: AtomicI64,
     offers_received: AtomicU64,
+    refused_observing: AtomicU64,
     decisions: [[AtomicU64; DECIDERS.len()]; 2],
     problems: [[AtomicU64; PROBLEM_KINDS.len()]; 2],
     folded: Mutex<Folded>,
@@ -300,6 +301,9 @@ impl Stats {
             Event::OfferReceived { keys, .. } => {
                 self.offers_received
                     .fetch_add(keys.len() as u64, Ordering::Relaxed);
+            }
+            Event::ObserveRefused { .. } => {
+                self.refused_observing.fetch_add(1, Ordering::Relaxed);
             }
             Event::Warning { kind, .. } => self.problem(0, *kind),
             Event::Error { kind, .. } => self.problem(1, *kind),
@@ -388,6 +392,7 @@ impl Stats {
             in_flight: gauge(&self.in_flight),
             feeds_active: gauge(&self.feeds_active),
             offers_received: load(&self.offers_received),
+            refused_observing: load(&self.refused_observing),
             offers_pending: f.pending.len() as u64,
             decisions: self
                 .decisions
@@ -434,6 +439,8 @@ pub struct Snapshot {
     pub feeds_active: u64,
     /// Keys offered to us.
     pub offers_received: u64,
+    /// Requests refused in observe mode (each also a `observe_refused` event, no warning).
+    pub refused_observing: u64,
     /// Offers waiting for a person.
     pub offers_pending: u64,
     /// Decisions: `[declined, approved][decider]`, deciders as in [`DECIDERS`].

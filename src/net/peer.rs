@@ -720,6 +720,9 @@ impl<C: WireCore> Task<C> {
                 Action::RequestReceived(keys) => {
                     self.emit(Event::RequestReceived { peer: id, keys })
                 }
+                Action::RefusedObserving(keys) => {
+                    self.emit(Event::ObserveRefused { peer: id, keys })
+                }
                 Action::ReplicateReceived(keys) => {
                     self.peer_replicated = true;
                     self.emit(Event::ReplicateReceived { peer: id, keys })
