@@ -512,6 +512,9 @@ async fn shut_down(shared: &Arc<Shared>, mut tasks: JoinSet<()>, mut peer_tasks:
             });
         }
     }
+    // Everything is written: the folder is free for the next process, with no lock file
+    // left behind.
+    shared.store().release();
     shared.emit(Event::Stopped);
 }
 

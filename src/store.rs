@@ -2,7 +2,9 @@
 //!
 //! ```text
 //! STORAGE/               0700
-//!   LOCK                 held while a feedscope process uses the folder (holds its pid)
+//!   LOCK                 held while a feedscope process uses the folder (holds its pid);
+//!                        removed when the store closes cleanly, left by a crash (and then
+//!                        simply taken over: the lock is the `flock`, not the file)
 //!   feeds.json           the index of our own named feeds, oldest first: key, name,
 //!                        writability
 //!   cores/<hex key>/     one feed each (see `core::disk` for its files and commit
@@ -324,6 +326,11 @@ pub struct FeedInfo {
 pub struct Store {
     dir: PathBuf,
     _lock: File,
+    /// Whether the lock file goes when the store closes: a writer's always (it holds our
+    /// pid), an observer's only if it made the file.
+    remove_lock: bool,
+    /// The lock file is gone: the folder is no longer in use.
+    released: std::sync::atomic::AtomicBool,
     feeds: Mutex<BTreeMap<FeedKey, Feed>>,
     /// Our own (named) feeds in the order they were created, which is the index's order.
     named: Mutex<Vec<FeedKey>>,
@@ -363,7 +370,8 @@ impl Store {
 
     async fn open_as(dir: &Path, writer: bool) -> Result<Store, StoreError> {
         private_dir(&dir.join("cores")).map_err(unusable(dir))?;
-        let lock_path = dir.join("LOCK");
+        let lock_path = dir.join(LOCK_FILE);
+        let existed = lock_path.exists();
         let mut lock = fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -455,6 +463,8 @@ impl Store {
         let store = Store {
             dir: dir.to_path_buf(),
             _lock: lock,
+            remove_lock: writer || !existed,
+            released: std::sync::atomic::AtomicBool::new(false),
             feeds: Mutex::new(feeds),
             named: Mutex::new(named),
             bytes,
@@ -471,6 +481,17 @@ impl Store {
             }
         }
         Ok(store)
+    }
+
+    /// Says the folder is no longer in use, once everything is written: removes the lock
+    /// file (where it is ours to remove, see `remove_lock`) while the lock is still held.
+    /// Dropping the store does it too; a crash leaves the file, which the next open takes
+    /// over as it is. Nothing may be written to the folder afterwards.
+    pub fn release(&self) {
+        if self.remove_lock && !self.released.swap(true, Ordering::SeqCst) {
+            let _ = fs::remove_file(self.dir.join(LOCK_FILE));
+            self.file_written(LOCK_FILE);
+        }
     }
 
     /// Bytes of the files in the storage folder, kept up to date as the store and its feeds
@@ -728,6 +749,15 @@ impl Store {
             .map(|f| f.entry.key)
     }
 }
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// The lock file's name, at the top of the storage folder.
+const LOCK_FILE: &str = "LOCK";
 
 /// An existing feed, if it is of generation `wire`; `shown` names it in the error otherwise.
 fn same_wire(
