@@ -21,8 +21,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::engines::{
-    launch, launch_with, listening, peak_rss, reset_peak_rss, seeded, wait_events, FeedSpec, Pair,
-    Side, Stamped, SyncTracker,
+    launch, listening, peak_rss, reset_peak_rss, seeded, wait_events, FeedSpec, Pair, Side,
+    Stamped, SyncTracker,
 };
 use common::js::{self, JsPeer};
 use common::kit;
@@ -250,28 +250,16 @@ async fn one_feed_scraped(
 ) -> Result<(f64, Vec<Duration>), String> {
     let (a_dir, keys) = seeded(&[FeedSpec::new("bulk", blocks, size)]).await;
     let b_dir = tempfile::tempdir().expect("temporary storage");
-    let (tx, mut events) = mpsc::unbounded_channel();
-    let a = launch(
-        Side::A,
-        a_dir,
-        Some("127.0.0.1:0".into()),
-        vec![],
-        tx.clone(),
-    )
-    .await;
-    let addr = listening(&mut events, Duration::from_secs(10))
-        .await
-        .ok_or("engine A did not listen")?;
     let config = feedscope::engine::Config {
         metrics: scraped.then(|| "127.0.0.1:0".to_string()),
-        ..common::kit::config(b_dir.path(), false, vec![addr])
+        ..common::kit::config(b_dir.path(), false, vec![])
     };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut scraper = None;
-    let t0 = Instant::now();
-    let b = launch_with(Side::B, b_dir, config, tx).await;
+    let mut pair = Pair::start_with(a_dir, b_dir, config).await;
+    let t0 = pair.t0;
     let mut sync = SyncTracker::new([(Side::B, keys[0])], blocks as u64);
-    let end = wait_events(&mut events, t0 + BUDGET, |ev| {
+    let end = Pair::wait(&mut pair, t0 + BUDGET, |ev| {
         if let (Event::MetricsListening { addr }, None) = (&ev.event, &scraper) {
             let (addr, stop) = (addr.clone(), stop.clone());
             scraper = Some(std::thread::spawn(move || {
@@ -293,8 +281,7 @@ async fn one_feed_scraped(
     let answered = scraper
         .map(|t| t.join().unwrap_or_default())
         .unwrap_or_default();
-    a.stop().await;
-    b.stop().await;
+    pair.stop().await;
     let secs = elapsed(t0, end.ok_or_else(|| timeout_text(&sync.describe()))?);
     if scraped && answered.is_empty() {
         return Err("the scraper got no answer".into());

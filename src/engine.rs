@@ -219,7 +219,7 @@ pub async fn start(config: Config) -> Result<Engine, StoreError> {
         path: config.storage.join("decisions.json"),
         reason,
     })?;
-    config.stats.set_storage(config.storage.clone());
+    config.stats.set_storage_bytes(store.bytes());
     config.stats.set_label_cap(config.limits.max_labelled_feeds);
     for f in store.list().await {
         config
@@ -512,6 +512,9 @@ async fn shut_down(shared: &Arc<Shared>, mut tasks: JoinSet<()>, mut peer_tasks:
             });
         }
     }
+    // Everything is written: the folder is free for the next process, with no lock file
+    // left behind.
+    shared.store().release();
     shared.emit(Event::Stopped);
 }
 

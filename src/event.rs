@@ -351,6 +351,15 @@ pub enum Event {
         /// The name, as the peer sent it (validated: 64 hex characters for `peer-id`).
         name: String,
     },
+    /// In observe mode, the peer asked for feeds and nothing was served: every request is
+    /// refused by design, so this is news, not a warning (`refused_request` stays for peers
+    /// asking for what a serving feedscope never offered them).
+    ObserveRefused {
+        /// Connection id.
+        peer: PeerId,
+        /// The keys it asked for.
+        keys: Vec<FeedKey>,
+    },
     /// The peer's multifeed handshake arrived and is compatible.
     HandshakeReceived {
         /// Connection id.

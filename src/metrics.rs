@@ -11,7 +11,6 @@
 //! as gauges here too, so existing queries find them. feedscope's own totals are counters.
 
 use std::net::TcpListener;
-use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -151,12 +150,7 @@ impl Collector for Exporter {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = self.0.snapshot();
         ecosystem(&mut enc, &s)?;
-        own(
-            &mut enc,
-            &s,
-            self.0.label_cap(),
-            self.0.storage().map(|p| dir_bytes(p)),
-        )
+        own(&mut enc, &s, self.0.label_cap(), self.0.storage_bytes())
     }
 }
 
@@ -311,9 +305,9 @@ fn own(
     one(
         enc,
         "feedscope_requests_refused",
-        "Requests of peers for feeds never offered to them, refused",
+        "Requests of peers for feeds never offered to them, refused (in observe mode, every request)",
         Counter,
-        s.problems[0][refused] + s.problems[1][refused],
+        s.problems[0][refused] + s.problems[1][refused] + s.refused_observing,
     )?;
     one(
         enc,
@@ -393,24 +387,4 @@ fn own(
         )?;
     }
     Ok(())
-}
-
-/// Bytes of the files under `dir`, following no links.
-fn dir_bytes(dir: &Path) -> u64 {
-    let mut total = 0;
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let Ok(meta) = e.metadata() else { continue };
-            if meta.is_dir() {
-                todo.push(e.path());
-            } else if meta.is_file() {
-                total += meta.len();
-            }
-        }
-    }
-    total
 }

@@ -169,10 +169,13 @@ pub struct Decisions {
     map: Mutex<BTreeMap<FeedKey, Remembered>>,
 }
 
+/// The file of remembered decisions, at the top of the storage folder.
+pub const DECISIONS_FILE: &str = "decisions.json";
+
 impl Decisions {
     /// Loads `decisions.json` from the storage folder (none yet is an empty list).
     pub fn load(storage: &Path) -> Result<Self, String> {
-        let path = storage.join("decisions.json");
+        let path = storage.join(DECISIONS_FILE);
         let map = match fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
                 format!(

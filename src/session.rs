@@ -49,6 +49,9 @@ pub enum Action {
     RequestReceived(Vec<FeedKey>),
     /// The peer said it will replicate these feeds (before filtering).
     ReplicateReceived(Vec<FeedKey>),
+    /// In observe mode, the peer asked for these feeds and was refused, as every request is:
+    /// no problem, so no warning.
+    RefusedObserving(Vec<FeedKey>),
     /// These offers wait for a decision (manual policy).
     Pending(Vec<FeedKey>),
     /// A decision was taken on an offered key.
@@ -330,7 +333,9 @@ impl Session {
             .keys
             .into_iter()
             .partition(|k| self.local_offer.contains(k));
-        if !refused.is_empty() {
+        if !refused.is_empty() && self.policy == Policy::Observe {
+            out.push(Action::RefusedObserving(refused));
+        } else if !refused.is_empty() {
             out.push(warn(
                 ProblemKind::RefusedRequest,
                 format!(

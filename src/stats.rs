@@ -8,7 +8,6 @@
 //! values when it is asked; it never holds up the engine.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -217,10 +216,11 @@ pub struct Stats {
     in_flight: AtomicI64,
     feeds_active: AtomicI64,
     offers_received: AtomicU64,
+    refused_observing: AtomicU64,
     decisions: [[AtomicU64; DECIDERS.len()]; 2],
     problems: [[AtomicU64; PROBLEM_KINDS.len()]; 2],
     folded: Mutex<Folded>,
-    storage: OnceLock<PathBuf>,
+    storage_bytes: OnceLock<Arc<AtomicU64>>,
 }
 
 fn dir_index(dir: Direction) -> usize {
@@ -240,9 +240,9 @@ impl Stats {
         Arc::new(Stats::default())
     }
 
-    /// Where storage is, for its size on disk.
-    pub fn set_storage(&self, dir: PathBuf) {
-        let _ = self.storage.set(dir);
+    /// The storage folder's running byte count (`Store::bytes`), for its size on disk.
+    pub fn set_storage_bytes(&self, bytes: Arc<AtomicU64>) {
+        let _ = self.storage_bytes.set(bytes);
     }
 
     /// Sets how many feeds are labelled (`Limits::max_labelled_feeds`), before any is seen.
@@ -255,9 +255,9 @@ impl Stats {
         self.fold().cap
     }
 
-    /// The storage folder, once the engine said where it is.
-    pub fn storage(&self) -> Option<&PathBuf> {
-        self.storage.get()
+    /// Bytes of the files in the storage folder, once the engine opened it.
+    pub fn storage_bytes(&self) -> Option<u64> {
+        self.storage_bytes.get().map(|b| b.load(Ordering::Relaxed))
     }
 
     /// A dial attempt.
@@ -301,6 +301,9 @@ impl Stats {
             Event::OfferReceived { keys, .. } => {
                 self.offers_received
                     .fetch_add(keys.len() as u64, Ordering::Relaxed);
+            }
+            Event::ObserveRefused { .. } => {
+                self.refused_observing.fetch_add(1, Ordering::Relaxed);
             }
             Event::Warning { kind, .. } => self.problem(0, *kind),
             Event::Error { kind, .. } => self.problem(1, *kind),
@@ -389,6 +392,7 @@ impl Stats {
             in_flight: gauge(&self.in_flight),
             feeds_active: gauge(&self.feeds_active),
             offers_received: load(&self.offers_received),
+            refused_observing: load(&self.refused_observing),
             offers_pending: f.pending.len() as u64,
             decisions: self
                 .decisions
@@ -435,6 +439,8 @@ pub struct Snapshot {
     pub feeds_active: u64,
     /// Keys offered to us.
     pub offers_received: u64,
+    /// Requests refused in observe mode (each also a `observe_refused` event, no warning).
+    pub refused_observing: u64,
     /// Offers waiting for a person.
     pub offers_pending: u64,
     /// Decisions: `[declined, approved][decider]`, deciders as in [`DECIDERS`].

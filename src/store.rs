@@ -2,8 +2,11 @@
 //!
 //! ```text
 //! STORAGE/               0700
-//!   LOCK                 held while a feedscope process uses the folder (holds its pid)
-//!   feeds.json           the index of our own named feeds: key, name, writability
+//!   LOCK                 held while a feedscope process uses the folder (holds its pid);
+//!                        removed when the store closes cleanly, left by a crash (and then
+//!                        simply taken over: the lock is the `flock`, not the file)
+//!   feeds.json           the index of our own named feeds, oldest first: key, name,
+//!                        writability
 //!   cores/<hex key>/     one feed each (see `core::disk` for its files and commit
 //!                        protocol); a folder not in the index is a replica of someone
 //!                        else's feed
@@ -19,6 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
@@ -126,6 +130,84 @@ pub struct Feed {
     pub core: Arc<tokio::sync::Mutex<Core>>,
     /// The feed's generation: a connection offers and serves only feeds of its own wire.
     pub wire: Wire,
+    /// The size of its files, as last measured.
+    size: Arc<FeedSize>,
+}
+
+/// What one feed's files add to the storage folder's byte count.
+#[derive(Debug)]
+struct FeedSize {
+    dir: PathBuf,
+    bytes: AtomicU64,
+    /// The core's state when its files were last measured: unchanged, they are too.
+    mark: Mutex<Option<Mark>>,
+    total: Arc<AtomicU64>,
+}
+
+/// What a commit can change of a core: length, contiguous length, byte length, fork, blocks
+/// held.
+type Mark = (u64, u64, u64, u64, u64);
+
+fn mark_of(core: &Core) -> Mark {
+    let info = core.info();
+    (
+        info.length,
+        info.contiguous_length,
+        info.byte_length,
+        info.fork,
+        core.held(),
+    )
+}
+
+impl FeedSize {
+    fn new(dir: PathBuf, total: Arc<AtomicU64>, core: &Core) -> FeedSize {
+        let size = FeedSize {
+            dir,
+            bytes: AtomicU64::new(0),
+            mark: Mutex::new(None),
+            total,
+        };
+        size.measure(core);
+        size
+    }
+
+    /// Reads the sizes of the feed's files (a handful, in one folder) and moves the total
+    /// by the difference. Called with the core locked, so no commit runs meanwhile.
+    fn measure(&self, core: &Core) {
+        let now = files_bytes(&self.dir);
+        let before = self.bytes.swap(now, Ordering::Relaxed);
+        // Wrapping arithmetic: the total moves down as well as up.
+        self.total
+            .fetch_add(now.wrapping_sub(before), Ordering::Relaxed);
+        *self.mark.lock().unwrap() = Some(mark_of(core));
+    }
+
+    /// [`FeedSize::measure`], if the core changed since the last time.
+    fn measure_if_changed(&self, core: &Core) {
+        if *self.mark.lock().unwrap() != Some(mark_of(core)) {
+            self.measure(core);
+        }
+    }
+}
+
+/// Bytes of the regular files under `dir`, following no links.
+fn files_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() {
+                todo.push(e.path());
+            } else if meta.is_file() {
+                total += meta.len();
+            }
+        }
+    }
+    total
 }
 
 impl Feed {
@@ -159,8 +241,16 @@ impl Feed {
                 limit: MAX_BLOCK_BYTES,
             });
         }
-        let appended = self.core.lock().await.append(blocks);
+        let mut core = self.core.lock().await;
+        let appended = core.append(blocks);
+        self.size.measure(&core);
         appended.map_err(|e| self.err("cannot append", e))
+    }
+
+    /// Has the store count what the last commit wrote; the replicators call it after their
+    /// own commits, with the core still locked.
+    pub fn committed(&self, core: &Core) {
+        self.size.measure_if_changed(core);
     }
 
     /// Commits what the feed staged and closes its files if it has not been used for
@@ -168,7 +258,9 @@ impl Feed {
     /// whether its files are still open.
     pub fn try_commit(&self, idle: std::time::Duration) -> Option<Result<bool, StoreError>> {
         let mut core = self.core.try_lock().ok()?;
-        let done = core.commit().and_then(|()| core.close_if_idle(idle));
+        let committed = core.commit();
+        self.size.measure_if_changed(&core);
+        let done = committed.and_then(|()| core.close_if_idle(idle));
         Some(
             done.map(|_| core.files_open())
                 .map_err(|e| self.err("cannot write to disk", e)),
@@ -177,7 +269,9 @@ impl Feed {
 
     /// Commits what the feed staged.
     pub async fn commit(&self) -> Result<(), StoreError> {
-        let committed = self.core.lock().await.commit();
+        let mut core = self.core.lock().await;
+        let committed = core.commit();
+        self.size.measure_if_changed(&core);
         committed.map_err(|e| self.err("cannot write to disk", e))
     }
 
@@ -187,6 +281,7 @@ impl Feed {
         let mut core = self.core.lock().await;
         let length = core.info().length;
         let durable = core.sync_later();
+        self.size.measure_if_changed(&core);
         drop(core);
         let durable = durable.map_err(|e| self.err("cannot sync to disk", e))?;
         // Off the async threads and without the core: peers are served meanwhile.
@@ -231,7 +326,19 @@ pub struct FeedInfo {
 pub struct Store {
     dir: PathBuf,
     _lock: File,
+    /// Whether the lock file goes when the store closes: a writer's always (it holds our
+    /// pid), an observer's only if it made the file.
+    remove_lock: bool,
+    /// The lock file is gone: the folder is no longer in use.
+    released: std::sync::atomic::AtomicBool,
     feeds: Mutex<BTreeMap<FeedKey, Feed>>,
+    /// Our own (named) feeds in the order they were created, which is the index's order.
+    named: Mutex<Vec<FeedKey>>,
+    /// Bytes of the folder's files: the feeds' (each [`FeedSize`]) and those at the top.
+    bytes: Arc<AtomicU64>,
+    /// The files at the top of the folder (the lock, the index, remembered decisions) by
+    /// name, with their size as last measured.
+    top_files: Mutex<BTreeMap<String, u64>>,
     /// Held while a feed is created, so that two peers offering the same new key (or two
     /// commands naming the same new feed) build it once.
     creating: tokio::sync::Mutex<()>,
@@ -263,7 +370,8 @@ impl Store {
 
     async fn open_as(dir: &Path, writer: bool) -> Result<Store, StoreError> {
         private_dir(&dir.join("cores")).map_err(unusable(dir))?;
-        let lock_path = dir.join("LOCK");
+        let lock_path = dir.join(LOCK_FILE);
+        let existed = lock_path.exists();
         let mut lock = fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -289,6 +397,7 @@ impl Store {
         }
 
         let mut index = read_index(dir)?;
+        let named: Vec<FeedKey> = index.feeds.iter().map(|f| f.key).collect();
         // Replicas are not in the index: their folder name is their key and they have no name.
         let listed: std::collections::HashSet<FeedKey> =
             index.feeds.iter().map(|f| f.key).collect();
@@ -309,6 +418,7 @@ impl Store {
         let mut feeds = BTreeMap::new();
         let mut broken = Vec::new();
         let mut notes = settled;
+        let bytes = Arc::new(AtomicU64::new(0));
         for entry in index.feeds {
             let path = core_dir(dir, &entry.key);
             match open_core(&path, &entry) {
@@ -336,26 +446,73 @@ impl Store {
                         ));
                     }
                     let wire = wire_of(core.info().flavour);
+                    let size = Arc::new(FeedSize::new(path, bytes.clone(), &core));
                     feeds.insert(
                         entry.key,
                         Feed {
                             entry,
                             core: Arc::new(tokio::sync::Mutex::new(core)),
                             wire,
+                            size,
                         },
                     );
                 }
                 Err(e) => broken.push(e),
             }
         }
-        Ok(Store {
+        let store = Store {
             dir: dir.to_path_buf(),
             _lock: lock,
+            remove_lock: writer || !existed,
+            released: std::sync::atomic::AtomicBool::new(false),
             feeds: Mutex::new(feeds),
+            named: Mutex::new(named),
+            bytes,
+            top_files: Mutex::new(BTreeMap::new()),
             creating: tokio::sync::Mutex::new(()),
             broken,
             notes,
-        })
+        };
+        if let Ok(entries) = fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_file()) {
+                    store.file_written(&e.file_name().to_string_lossy());
+                }
+            }
+        }
+        Ok(store)
+    }
+
+    /// Says the folder is no longer in use, once everything is written: removes the lock
+    /// file (where it is ours to remove, see `remove_lock`) while the lock is still held.
+    /// Dropping the store does it too; a crash leaves the file, which the next open takes
+    /// over as it is. Nothing may be written to the folder afterwards.
+    pub fn release(&self) {
+        if self.remove_lock && !self.released.swap(true, Ordering::SeqCst) {
+            let _ = fs::remove_file(self.dir.join(LOCK_FILE));
+            self.file_written(LOCK_FILE);
+        }
+    }
+
+    /// Bytes of the files in the storage folder, kept up to date as the store and its feeds
+    /// write them (feeds are counted at each commit): shared, so that a reader such as the
+    /// metrics endpoint never waits on storage or walks the folder.
+    pub fn bytes(&self) -> Arc<AtomicU64> {
+        self.bytes.clone()
+    }
+
+    /// Counts the current size of `name`, a file at the top of the storage folder that was
+    /// just written (or removed).
+    pub fn file_written(&self, name: &str) {
+        let now = fs::metadata(self.dir.join(name)).map_or(0, |m| m.len());
+        let before = self
+            .top_files
+            .lock()
+            .unwrap()
+            .insert(name.to_string(), now)
+            .unwrap_or(0);
+        self.bytes
+            .fetch_add(now.wrapping_sub(before), Ordering::Relaxed);
     }
 
     /// The storage folder.
@@ -478,15 +635,10 @@ impl Store {
         );
         {
             let feeds = self.feeds.lock().unwrap();
-            let mut index = Index {
-                feeds: feeds
-                    .values()
-                    .filter(|f| f.entry.name.is_some())
-                    .map(|f| f.entry.clone())
-                    .collect(),
-            };
+            let mut index = self.index_of(&feeds);
             index.feeds.push(entry.clone());
             write_index(&self.dir, &index)?;
+            self.file_written(INDEX_FILE);
         }
         finish_creating(&self.dir, &entry.key).map_err(unusable(&path))?;
         let core = Core::open(&path)
@@ -548,27 +700,64 @@ impl Store {
 
     fn insert(&self, entry: FeedEntry, core: Core) -> Result<Feed, StoreError> {
         let wire = wire_of(core.info().flavour);
+        let size = FeedSize::new(core_dir(&self.dir, &entry.key), self.bytes.clone(), &core);
         let feed = Feed {
             entry: entry.clone(),
             core: Arc::new(tokio::sync::Mutex::new(core)),
             wire,
+            size: Arc::new(size),
         };
         let mut feeds = self.feeds.lock().unwrap();
         feeds.insert(entry.key, feed.clone());
         // Only named (our own) feeds need the index; replicas are found by their folders.
         if entry.name.is_some() {
-            let index = Index {
-                feeds: feeds
-                    .values()
-                    .filter(|f| f.entry.name.is_some())
-                    .map(|f| f.entry.clone())
-                    .collect(),
-            };
-            write_index(&self.dir, &index)?;
+            {
+                let mut named = self.named.lock().unwrap();
+                if !named.contains(&entry.key) {
+                    named.push(entry.key);
+                }
+            }
+            write_index(&self.dir, &self.index_of(&feeds))?;
+            self.file_written(INDEX_FILE);
         }
         Ok(feed)
     }
+
+    /// The index of our own feeds that are open, oldest first.
+    fn index_of(&self, feeds: &BTreeMap<FeedKey, Feed>) -> Index {
+        let named = self.named.lock().unwrap();
+        Index {
+            feeds: named
+                .iter()
+                .filter_map(|k| feeds.get(k))
+                .filter(|f| f.entry.name.is_some())
+                .map(|f| f.entry.clone())
+                .collect(),
+        }
+    }
+
+    /// Our writable feed of generation `wire` that was created first, if any: the one a
+    /// connection of that wire names us by (Cabal's `peer-id`). Storage written by builds
+    /// that kept the index sorted by key gives the first by key instead.
+    pub fn first_writer_on(&self, wire: Wire) -> Option<FeedKey> {
+        let feeds = self.feeds.lock().unwrap();
+        let named = self.named.lock().unwrap();
+        named
+            .iter()
+            .filter_map(|k| feeds.get(k))
+            .find(|f| f.entry.writable && f.wire == wire)
+            .map(|f| f.entry.key)
+    }
 }
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// The lock file's name, at the top of the storage folder.
+const LOCK_FILE: &str = "LOCK";
 
 /// An existing feed, if it is of generation `wire`; `shown` names it in the error otherwise.
 fn same_wire(
@@ -829,8 +1018,11 @@ fn core_err(entry: &FeedEntry, path: &Path, e: CoreError) -> StoreError {
     }
 }
 
+/// The index's file name, at the top of the storage folder.
+const INDEX_FILE: &str = "feeds.json";
+
 fn read_index(dir: &Path) -> Result<Index, StoreError> {
-    let path = dir.join("feeds.json");
+    let path = dir.join(INDEX_FILE);
     match fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::BadIndex {
             path,
@@ -845,7 +1037,7 @@ fn read_index(dir: &Path) -> Result<Index, StoreError> {
 }
 
 fn write_index(dir: &Path, index: &Index) -> Result<(), StoreError> {
-    let path = dir.join("feeds.json");
+    let path = dir.join(INDEX_FILE);
     let tmp = dir.join("feeds.json.tmp");
     let bytes = serde_json::to_vec_pretty(index).expect("index serialises");
     let write = || -> std::io::Result<()> {

@@ -272,6 +272,11 @@ pub fn decode_peer_id(payload: &[u8], limits: &Limits) -> Result<FeedKey, WireEr
         .map_err(|_| malformed(format!("id {:?} is not 64 hex characters", shorten(id))))
 }
 
+/// Encodes Cabal's `peer-id` body for our own writer feed: `{"id":"<64 hex>"}`.
+pub fn encode_peer_id(key: &FeedKey) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({ "id": key.to_hex() })).expect("JSON of a string")
+}
+
 /// Decodes a bare key array, the body of `REQUEST_FEEDS` and `REPLICATE_FEEDS`.
 pub fn decode_keys(
     name: &'static str,

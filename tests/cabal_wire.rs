@@ -131,3 +131,29 @@ fn hc9_sessions_are_stepped_and_traced_like_hc10_ones() {
     b.quit();
     a.quit();
 }
+
+#[test]
+fn an_hc9_peer_names_itself_by_its_first_hc9_writer_and_one_without_a_writer_by_nothing() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // A hypercore 10 writer first: it is not of this wire and names nothing on it.
+    append_lines(a_dir.path(), "modern", &blocks("m", 1, 10));
+    let first = append_hc9(a_dir.path(), "first", &blocks("f", 2, 10));
+    let second = append_hc9(a_dir.path(), "second", &blocks("s", 2, 10));
+    let (a, addr) = Node::listen(a_dir.path(), &[]);
+    // B holds no writer of its own: it only takes A's feeds.
+    let mut b = Node::start(b_dir.path(), &["--connect", &addr, "--wire", "hc9"]);
+    let named = b.wait_for("peer_named", |_| true);
+    assert_eq!(named["name"], first, "the writer created first names A");
+    b.wait_synced(&first, 2);
+    b.wait_synced(&second, 2);
+    let a_events = a.quit();
+    let b_events = b.quit();
+    let names =
+        |events: &[serde_json::Value]| events.iter().filter(|e| e["type"] == "peer_named").count();
+    assert_eq!(names(&b_events), 1, "sent once");
+    assert_eq!(
+        names(&a_events),
+        0,
+        "a peer without an hc9 writer sends no peer-id"
+    );
+}

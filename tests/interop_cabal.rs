@@ -159,3 +159,32 @@ fn a_multifeed_6_peer_of_another_key_is_told_apart_and_a_good_peer_is_still_serv
     node.quit();
     assert_eq!(cat(dir.path(), &good_key), catted(&js_lines("good", 3)));
 }
+
+#[test]
+fn a_real_cabal_peer_receives_feedscopes_peer_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let cabal_key = "89abcdef0123456789abcdef0123456789abcdef0123456789abcdef01234567";
+    // Cabal's views read every feed as chat messages: ours holds one.
+    let post = json!({
+        "type": "chat/text",
+        "content": { "text": "hello from feedscope", "channel": "default" },
+        "timestamp": 1_700_000_000_000u64,
+    })
+    .to_string();
+    let our_key = append_hc9(dir.path(), "me", &[post]);
+    let (mut js, addr) = CabalPeer::listen(&["--cabal", cabal_key, "--post", "hi", "--live"]);
+    let writer = js.wait_for("feed")["key"].as_str().unwrap().to_string();
+    let mut node = Node::start(
+        dir.path(),
+        &["--connect", &addr, "--wire", "hc9", "--key", cabal_key],
+    );
+    let named = js.wait_for("peer-id");
+    assert_eq!(
+        named["id"],
+        our_key.as_str(),
+        "cabal-core names us by our writer"
+    );
+    node.wait_synced(&writer, 1);
+    let events = node.quit();
+    assert!(problems(&events).is_empty(), "{:#?}", problems(&events));
+}

@@ -237,6 +237,71 @@ fn a_scrape_during_a_transfer_counts_what_moved() {
     a.quit();
 }
 
+/// Bytes of the regular files under `dir`, as a person would add them up.
+fn walked_bytes(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let meta = e.metadata().unwrap();
+        if meta.is_dir() {
+            total += walked_bytes(&e.path());
+        } else if meta.is_file() {
+            total += meta.len();
+        }
+    }
+    total
+}
+
+/// Scrapes until `feedscope_storage_bytes` equals the files under `storage` (the engine
+/// commits staged blocks each second); returns both, the last seen.
+fn storage_bytes_settle(metrics: &str, storage: &std::path::Path) -> (u64, u64) {
+    let mut seen = (0, 0);
+    for _ in 0..40 {
+        let gauge = Metrics::read(metrics).gauge("feedscope_storage_bytes", &[]);
+        seen = (gauge, walked_bytes(storage));
+        if seen.0 == seen.1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    seen
+}
+
+#[test]
+fn storage_bytes_are_the_files_on_disk_after_a_transfer() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let key = append_lines(a_dir.path(), "bulk", &blocks("bulk", 2_000, 700));
+    let mine = append_hc9(b_dir.path(), "mine", &blocks("mine", 3, 10));
+    let (mut a, a_metrics) = with_metrics(a_dir.path(), &["--listen", "127.0.0.1:0"]);
+    let addr = a.wait_for("listening", |_| true)["addr"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (mut b, b_metrics) =
+        with_metrics(b_dir.path(), &["--connect", &addr, "--policy", "manual"]);
+    let (gauge, walked) = storage_bytes_settle(&b_metrics, b_dir.path());
+    assert_eq!(gauge, walked, "at start: the files already there");
+    // A person's decision writes decisions.json; the replica grows file by file.
+    let pending = b.wait_for("offer_pending", |_| true);
+    b.send(serde_json::json!({"cmd": "approve", "peer": pending["peer"], "key": key}));
+    b.wait_synced(&key, 2_000);
+    // Live appends on A: written by A's store, then replicated into B's.
+    a.send(serde_json::json!({"cmd": "append", "feed": "bulk", "data": "one more"}));
+    b.wait_synced(&key, 2_001);
+    for (metrics, dir) in [(&b_metrics, b_dir.path()), (&a_metrics, a_dir.path())] {
+        let (gauge, walked) = storage_bytes_settle(metrics, dir);
+        assert_eq!(
+            gauge, walked,
+            "the gauge is the sum of the files in {dir:?}"
+        );
+    }
+    assert!(walked_bytes(b_dir.path()) > 2_000 * 700);
+    assert!(b_dir.path().join("decisions.json").exists());
+    b.quit();
+    a.quit();
+    assert!(feeds(b_dir.path()).iter().any(|f| f["key"] == mine));
+}
+
 #[test]
 fn an_hc9_session_is_counted_too() {
     const N: u64 = 300;

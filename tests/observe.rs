@@ -39,6 +39,33 @@ fn hashes(dir: &Path) -> BTreeMap<String, String> {
     out
 }
 
+/// `feedscope_requests_refused_total` of a scrape of `addr`, read by a Prometheus parser.
+fn requests_refused(addr: &str) -> u64 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(SOON)).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (_, body) = text.split_once("\r\n\r\n").unwrap();
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let sample = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "feedscope_requests_refused_total")
+        .expect("the counter is there");
+    // The parser files an OpenMetrics `_total` sample under no type (`tests/metrics.rs`
+    // checks the `# TYPE` line).
+    match sample.value {
+        prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v as u64,
+        ref other => panic!("not a counter: {other:?}"),
+    }
+}
+
 fn of<'a>(events: &'a [Value], ty: &str) -> Vec<&'a Value> {
     events.iter().filter(|v| v["type"] == ty).collect()
 }
@@ -58,7 +85,20 @@ fn an_observer_requests_serves_and_writes_nothing_and_reports_every_offer() {
 
     // A offers a feed; R is a classic peer that would request anything offered to it.
     let (a, a_addr) = Node::listen(a_dir.path(), &[]);
-    let (mut o, o_addr) = Node::listen(o_dir.path(), &["--observe", "--connect", &a_addr]);
+    let (mut o, o_addr) = Node::listen(
+        o_dir.path(),
+        &[
+            "--observe",
+            "--connect",
+            &a_addr,
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+    );
+    let metrics = o.wait_for("metrics_listening", |_| true)["addr"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let mut r = Node::start(r_dir.path(), &["--connect", &o_addr]);
 
     // What A offers is reported, and left unanswered.
@@ -83,6 +123,13 @@ fn an_observer_requests_serves_and_writes_nothing_and_reports_every_offer() {
         .unwrap();
     let answer = wire::decode_keys(wire::EXT_REPLICATE_FEEDS, &answer, &Limits::DEFAULT).unwrap();
     assert!(answer.keys.is_empty(), "nothing served: {:?}", answer.keys);
+    // Refused by design: reported as news, counted, and not a warning.
+    let refusal = o.wait_for("observe_refused", |v| v["keys"] == json!([mine]));
+    assert_eq!(
+        requests_refused(&metrics),
+        1,
+        "the refusal is counted in feedscope_requests_refused"
+    );
     let stranger = random_public_key();
     evil.offer(&[stranger]);
     o.wait_for("offer_received", |v| {
@@ -124,6 +171,18 @@ fn an_observer_requests_serves_and_writes_nothing_and_reports_every_offer() {
         "nothing requested"
     );
     assert!(of(&o_events, "decision").is_empty(), "nothing decided");
+    assert!(
+        o_events
+            .iter()
+            .all(|v| v["type"] != "warning" || v["kind"] != "refused_request"),
+        "a refusal by design is no warning"
+    );
+    assert_eq!(of(&o_events, "observe_refused").len(), 1);
+    assert!(o_events.iter().any(|v| {
+        v["type"] == "request_received"
+            && v["peer"] == refusal["peer"]
+            && v["keys"] == json!([mine])
+    }));
     assert!(of(&o_events, "offer_pending").is_empty());
     assert!(of(&o_events, "feed_added").is_empty(), "no feed created");
     assert!(of(&o_events, "feed_progress").is_empty());

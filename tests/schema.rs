@@ -215,6 +215,10 @@ fn events() -> Vec<Event> {
             message: format!("a {kind} error"),
         });
     }
+    all.push(Event::ObserveRefused {
+        peer: 1,
+        keys: vec![A, B],
+    });
     all
 }
 
@@ -247,6 +251,7 @@ fn variant(e: &Event) -> &'static str {
         Event::Error { .. } => "error",
         Event::Stopped => "stopped",
         Event::MetricsListening { .. } => "metrics_listening",
+        Event::ObserveRefused { .. } => "observe_refused",
     }
 }
 
@@ -319,7 +324,7 @@ fn every_event_keeps_its_json() {
     let mut seen: Vec<&str> = all.iter().map(variant).collect();
     seen.sort();
     seen.dedup();
-    assert_eq!(seen.len(), 26, "a sample of every variant");
+    assert_eq!(seen.len(), 27, "a sample of every variant");
     let lines: Vec<String> = all
         .iter()
         .map(|e| {

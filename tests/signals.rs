@@ -73,6 +73,56 @@ fn sigterm_stops_run_as_quit_does() {
     signal_stops_run_cleanly("TERM");
 }
 
+/// Warnings and errors among `events`.
+fn problems(events: &[serde_json::Value]) -> Vec<&serde_json::Value> {
+    events
+        .iter()
+        .filter(|e| e["type"] == "warning" || e["type"] == "error")
+        .collect()
+}
+
+#[test]
+fn a_clean_exit_leaves_no_lock_file_and_a_crash_one_the_next_run_takes_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dir.path().join("LOCK");
+    // One-shot commands.
+    let key = append_lines(dir.path(), "notes", &blocks("n", 3, 10));
+    assert!(!lock.exists(), "append left its lock file");
+    assert_eq!(feeds(dir.path()).len(), 1);
+    assert!(!lock.exists(), "feeds left its lock file");
+
+    // `run`, ended by SIGTERM.
+    let (mut node, _) = Node::listen(dir.path(), &[]);
+    assert!(lock.exists(), "a running process holds the lock file");
+    kill("TERM", node.child.id());
+    let status = exit_within(&mut node.child, "run after TERM");
+    assert_eq!(status.code(), Some(0));
+    node.wait_for("stopped", |_| true);
+    assert!(!lock.exists(), "run left its lock file after SIGTERM");
+
+    // `run`, ended by the end of its input; it starts with nothing to say about a lock.
+    let (mut node, _) = Node::listen(dir.path(), &[]);
+    assert!(problems(&node.seen).is_empty(), "{:?}", node.seen);
+    node.close_stdin();
+    let status = exit_within(&mut node.child, "run after its input ended");
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        !lock.exists(),
+        "run left its lock file when its input ended"
+    );
+
+    // A crash leaves the file; the next run takes it over as before and removes it at its end.
+    let (mut node, _) = Node::listen(dir.path(), &[]);
+    kill("KILL", node.child.id());
+    exit_within(&mut node.child, "run after KILL");
+    assert!(lock.exists(), "a crash cannot remove it");
+    let (node, _) = Node::listen(dir.path(), &[]);
+    let events = node.quit();
+    assert!(problems(&events).is_empty(), "{events:?}");
+    assert!(!lock.exists());
+    assert_eq!(cat(dir.path(), &key), catted(&blocks("n", 3, 10)));
+}
+
 #[test]
 fn sighup_stops_run_as_quit_does() {
     signal_stops_run_cleanly("HUP");

@@ -247,6 +247,71 @@ fn offers_at_80x24() {
     insta::assert_snapshot!(draw(&session(), 80, 24));
 }
 
+/// An observer: the header says so, and a peer's requests for our feeds, refused by design,
+/// are one plain line of the detail instead of warnings.
+#[test]
+fn observe_mode_in_the_header_and_refused_requests_in_the_detail() {
+    let mut app = App::new(Settings {
+        policy: "observe".into(),
+        ..settings()
+    });
+    let events = vec![
+        Event::Listening {
+            addr: "127.0.0.1:4000".into(),
+        },
+        Event::PeerConnected {
+            peer: 1,
+            addr: "10.0.0.5:4000".into(),
+            initiator: true,
+            remote_public_key: "ab".repeat(32),
+            wire: Wire::Hc10,
+        },
+        Event::HandshakeReceived {
+            peer: 1,
+            client: "MULTIFEED".into(),
+            version: "5.0.0".into(),
+        },
+        Event::OfferSent {
+            peer: 1,
+            keys: vec![],
+            meta: BTreeMap::new(),
+        },
+        Event::OfferReceived {
+            peer: 1,
+            keys: vec![key(1)],
+            meta: [(key(1), json!({"name": "sensor", "length": 40}))]
+                .into_iter()
+                .collect(),
+        },
+        Event::RequestReceived {
+            peer: 1,
+            keys: vec![key(8), key(9)],
+        },
+        Event::ObserveRefused {
+            peer: 1,
+            keys: vec![key(8), key(9)],
+        },
+        Event::RequestReceived {
+            peer: 1,
+            keys: vec![key(7)],
+        },
+        Event::ObserveRefused {
+            peer: 1,
+            keys: vec![key(7)],
+        },
+    ];
+    for (i, ev) in events.iter().enumerate() {
+        app.on_event(ev, i as f64 * 0.25);
+    }
+    let screen = draw(&app, 80, 24);
+    assert!(
+        line_with(&screen, "feedscope").contains("observe"),
+        "{screen}"
+    );
+    assert!(!screen.contains("warning"), "{screen}");
+    insta::assert_snapshot!(screen);
+}
+
 #[test]
 fn offers_at_160x48() {
     insta::assert_snapshot!(draw(&session(), 160, 48));

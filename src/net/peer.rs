@@ -380,6 +380,11 @@ impl Peer {
                     step: ctx.step,
                     limits: ctx.limits.clone(),
                     stats: ctx.stats.clone(),
+                    // An observer offers nothing, so it names itself by no feed either.
+                    name: match ctx.curator.policy {
+                        Policy::Observe => None,
+                        _ => ctx.store.first_writer_on(Wire::Hc9),
+                    },
                 },
                 now,
             );
@@ -715,6 +720,9 @@ impl<C: WireCore> Task<C> {
                 Action::RequestReceived(keys) => {
                     self.emit(Event::RequestReceived { peer: id, keys })
                 }
+                Action::RefusedObserving(keys) => {
+                    self.emit(Event::ObserveRefused { peer: id, keys })
+                }
                 Action::ReplicateReceived(keys) => {
                     self.peer_replicated = true;
                     self.emit(Event::ReplicateReceived { peer: id, keys })
@@ -948,6 +956,9 @@ impl<C: WireCore> Task<C> {
                     if let Err(e) = self.ctx.curator.decisions.remember(*k, approve) {
                         self.conn.warn(ProblemKind::Storage, e);
                     }
+                }
+                if !keys.is_empty() {
+                    self.ctx.store.file_written(crate::policy::DECISIONS_FILE);
                 }
                 let actions = self.session.on_decisions(
                     keys.into_iter()

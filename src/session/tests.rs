@@ -126,6 +126,16 @@ fn request_for_unoffered_key_is_refused() {
 }
 
 #[test]
+fn an_observer_refuses_every_request_without_a_warning() {
+    let mut s = ready(Policy::Observe, &[]);
+    let out = s.on_extension(wire::EXT_REQUEST_FEEDS, &list(&[1, 2]));
+    assert_eq!(sent(&out), vec![Outgoing::Replicate(vec![])]);
+    assert!(replicated(&out).is_empty());
+    assert!(!warned(&out, "refused_request"));
+    assert!(out.contains(&Action::RefusedObserving(vec![key(1), key(2)])));
+}
+
+#[test]
 fn unrequested_key_in_replicate_is_ignored() {
     let mut s = ready(Policy::AcceptAll, &[]);
     s.on_extension(wire::EXT_MANIFEST, &manifest(&[3]));

@@ -145,6 +145,7 @@ fn peer_of(ev: &Event) -> Option<PeerId> {
         | Event::FeedStopped { peer, .. }
         | Event::RequestSent { peer, .. }
         | Event::RequestReceived { peer, .. }
+        | Event::ObserveRefused { peer, .. }
         | Event::ReplicateSent { peer, .. }
         | Event::ReplicateReceived { peer, .. }
         | Event::FeedProgress { peer, .. }

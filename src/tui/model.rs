@@ -129,6 +129,8 @@ pub struct PeerView {
     pub active: BTreeMap<FeedKey, Active>,
     /// Last error or warning about it.
     pub last_problem: Option<String>,
+    /// Its requests for our feeds that observe mode refused, and the feeds they named.
+    pub refused_observing: (u64, u64),
     /// Recent protocol messages (with `--trace-wire`), oldest first.
     pub wire: VecDeque<WireLine>,
     /// Received messages held in step mode, oldest first: (type, fields).
@@ -466,6 +468,18 @@ impl Model {
             }
             Event::RequestReceived { peer, keys } => {
                 log(Some(*peer), "request_received", false, keys_text(keys))
+            }
+            Event::ObserveRefused { peer, keys } => {
+                if let Some(p) = self.peers.get_mut(peer) {
+                    p.refused_observing.0 += 1;
+                    p.refused_observing.1 += keys.len() as u64;
+                }
+                log(
+                    Some(*peer),
+                    "observe_refused",
+                    false,
+                    format!("{} not served: observe mode", keys_text(keys)),
+                );
             }
             Event::ReplicateSent { peer, keys } | Event::ReplicateReceived { peer, keys } => {
                 if let Some(p) = self.peers.get_mut(peer) {

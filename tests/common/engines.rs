@@ -84,6 +84,17 @@ pub struct Pair {
 impl Pair {
     /// Starts `A` listening on a free loopback port, then `B` dialing it.
     pub async fn start(a_dir: TempDir, b_dir: TempDir) -> Pair {
+        let b_config = kit::config(b_dir.path(), false, vec![]);
+        Pair::start_with(a_dir, b_dir, b_config).await
+    }
+
+    /// [`Pair::start`] with `B` configured by `b_config` (whose storage must be `b_dir`), to
+    /// which `A`'s address is added to dial.
+    pub async fn start_with(
+        a_dir: TempDir,
+        b_dir: TempDir,
+        mut b_config: feedscope::engine::Config,
+    ) -> Pair {
         let (tx, mut events) = mpsc::unbounded_channel();
         let a = launch(
             Side::A,
@@ -96,8 +107,9 @@ impl Pair {
         let addr = listening(&mut events, Duration::from_secs(10))
             .await
             .expect("engine A listens within 10 s");
+        b_config.connect.push(addr);
         let t0 = Instant::now();
-        let b = launch(Side::B, b_dir, None, vec![addr], tx).await;
+        let b = launch_with(Side::B, b_dir, b_config, tx).await;
         Pair { a, b, events, t0 }
     }
 

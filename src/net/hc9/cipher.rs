@@ -92,7 +92,10 @@ mod tests {
             for msg in [&b"\x00"[..], b"hello", &[9; 300]] {
                 let mut wire = msg.to_vec();
                 tx.apply(&mut wire);
-                assert_ne!(wire, msg);
+                // A one-byte message stays the same once in 256 keystreams.
+                if msg.len() > 1 {
+                    assert_ne!(wire, msg);
+                }
                 rx.apply(&mut wire);
                 assert_eq!(wire, msg);
             }

@@ -62,6 +62,9 @@ pub struct Setup {
     pub limits: Limits,
     /// Where messages are counted.
     pub stats: std::sync::Arc<Stats>,
+    /// Our writer feed's key, which the connection names us by as Cabal does (its `peer-id`
+    /// extension, sent once at the start); `None` sends no name and announces no `peer-id`.
+    pub name: Option<FeedKey>,
 }
 
 struct Chan<T> {
@@ -216,6 +219,11 @@ impl<T> Conn<T> {
             counts: ConnStats::new(setup.stats, Wire::Hc9),
         };
         conn.root_local = conn.open_channel(setup.root_key, None);
+        if let Some(key) = setup.name {
+            // As cabal-core's swarm does: right after our root Open, before the peer's.
+            conn.local_ext.add(wire::EXT_CABAL_PEER_ID);
+            conn.send_root_extension(wire::EXT_CABAL_PEER_ID, wire::encode_peer_id(&key));
+        }
         conn
     }
 

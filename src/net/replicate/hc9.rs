@@ -359,7 +359,9 @@ impl Hc9Channel {
         let newly_synced = synced && self.reported_synced != Some(contiguous);
         if progress || newly_synced {
             // What an event reports is on disk before the event is out.
-            if let Err(e) = core.commit() {
+            let committed = core.commit();
+            self.feed.committed(core);
+            if let Err(e) = committed {
                 out.events.push(storage_problem(
                     self.peer,
                     &self.key,

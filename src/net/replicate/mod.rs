@@ -90,7 +90,7 @@ impl FeedChannel {
     pub async fn on_open(&mut self) -> Outcome {
         let mut hc = self.feed.core.lock().await;
         let fx = self.machine.on_open(&*hc);
-        let out = carry_out(&mut self.machine, &mut hc, fx, Instant::now());
+        let out = carry_out(&mut self.machine, &self.feed, &mut hc, fx, Instant::now());
         self.bytes = self.machine.bytes();
         out
     }
@@ -99,7 +99,7 @@ impl FeedChannel {
     pub async fn on_local_change(&mut self) -> Outcome {
         let mut hc = self.feed.core.lock().await;
         let fx = self.machine.on_local_change(&*hc);
-        let out = carry_out(&mut self.machine, &mut hc, fx, Instant::now());
+        let out = carry_out(&mut self.machine, &self.feed, &mut hc, fx, Instant::now());
         self.bytes = self.machine.bytes();
         out
     }
@@ -109,7 +109,7 @@ impl FeedChannel {
         let mut hc = self.feed.core.lock().await;
         let now = Instant::now();
         let fx = self.machine.on_message(msg, &*hc, now);
-        let out = carry_out(&mut self.machine, &mut hc, fx, now);
+        let out = carry_out(&mut self.machine, &self.feed, &mut hc, fx, now);
         self.bytes = self.machine.bytes();
         out
     }
@@ -117,7 +117,13 @@ impl FeedChannel {
 
 /// Carries out the machine's effects in order, with the core's lock held throughout;
 /// effects that need an answer are answered at once and what follows from it comes next.
-fn carry_out(machine: &mut Replicator, hc: &mut Core, fx: Effects, now: Instant) -> Outcome {
+fn carry_out(
+    machine: &mut Replicator,
+    feed: &Feed,
+    hc: &mut Core,
+    fx: Effects,
+    now: Instant,
+) -> Outcome {
     let mut out = Outcome::default();
     let mut queue = VecDeque::from(fx);
     while let Some(effect) = queue.pop_front() {
@@ -151,6 +157,7 @@ fn carry_out(machine: &mut Replicator, hc: &mut Core, fx: Effects, now: Instant)
             }
             Effect::Commit => {
                 let committed = hc.commit().map_err(|e| e.to_string());
+                feed.committed(hc);
                 machine.on_committed(committed, &*hc, now)
             }
         };

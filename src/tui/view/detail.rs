@@ -12,9 +12,23 @@ pub(super) fn render_detail(f: &mut Frame, area: Rect, app: &App, p: &PeerView, 
     let keys = app.pane_keys();
     let key = keys.get(app.selected_row(keys.len())).copied();
     let mut lines = Vec::new();
+    let (requests, feeds) = p.refused_observing;
+    // Refused by design, not a problem: one plain line for the peer, under the first line
+    // so that a short detail still shows it.
+    let refused = (requests > 0).then(|| {
+        Line::styled(
+            format!(
+                "refused {requests} request{} for {feeds} feed{} (observe)",
+                if requests == 1 { "" } else { "s" },
+                if feeds == 1 { "" } else { "s" }
+            ),
+            t.dim(),
+        )
+    });
     match key {
         Some(k) => {
             lines.push(Line::from(k.to_hex()));
+            lines.extend(refused);
             if let Some(o) = p.remote_offer.get(&k) {
                 if !o.meta.is_null() {
                     lines.push(Line::styled(format!("meta {}", o.meta), t.dim()));
@@ -33,6 +47,7 @@ pub(super) fn render_detail(f: &mut Frame, area: Rect, app: &App, p: &PeerView, 
                     .map(|(c, v)| format!("{c} {v}"))
                     .unwrap_or_default()
             )));
+            lines.extend(refused);
             if let Some(name) = &p.name {
                 lines.push(Line::from(format!("peer-id {name}")));
             }
