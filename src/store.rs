@@ -457,6 +457,22 @@ impl Store {
                         },
                     );
                 }
+                Err(_) if !entry.writable && never_committed(&path) => {
+                    match fs::remove_dir_all(&path) {
+                        Ok(()) => notes.push(format!(
+                            "feed {}: its replica was created just before the machine stopped and holds nothing; removed (it is fetched again when offered)",
+                            entry.key
+                        )),
+                        Err(e) => broken.push(StoreError::Core {
+                            key: entry.key.to_hex(),
+                            name: display_name(&entry),
+                            reason: format!(
+                                "its replica never held a commit, and {} cannot be removed: {e}",
+                                path.display()
+                            ),
+                        }),
+                    }
+                }
                 Err(e) => broken.push(e),
             }
         }
@@ -689,7 +705,10 @@ impl Store {
             reason: format!("not a valid ed25519 public key: {e}"),
         })?;
         let path = core_dir(&self.dir, &key);
-        let core = Core::create(&path, flavour(wire), public, None)
+        // Not synced here: a replica holds nothing yet, and the fsyncs would hold up the
+        // peer that asked for it. Its first sync (at its first `feed_synced`, or the
+        // engine's periodic one) makes the folder durable.
+        let core = Core::create_unsynced(&path, flavour(wire), public, None)
             .map_err(|e| core_err(&entry, &path, e))?;
         if let Some(name) = &entry.offered_name {
             // Shown only: a name that cannot be written is no reason to refuse the feed.
@@ -869,6 +888,20 @@ fn settle_creations(dir: &Path, listed: &std::collections::HashSet<FeedKey>) -> 
 
 fn display_name(entry: &FeedEntry) -> String {
     entry.name.clone().unwrap_or_else(|| "unnamed".into())
+}
+
+/// Whether a replica's folder holds no commit and no block: its creation did not reach the
+/// disk before the machine stopped (see [`Core::create_unsynced`]).
+fn never_committed(path: &Path) -> bool {
+    if path.join("secret").exists() || path.join("oplog").exists() {
+        return false;
+    }
+    let blank = |name: &str| match fs::read(path.join(name)) {
+        Ok(bytes) => bytes.iter().all(|&b| b == 0),
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    };
+    let empty = |name: &str| fs::metadata(path.join(name)).map_or(true, |m| m.len() == 0);
+    blank("header") && empty("data") && empty("tree")
 }
 
 /// Opens one feed's core, converting storage of earlier builds first.

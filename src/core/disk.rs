@@ -126,6 +126,9 @@ pub struct Core {
     read_ahead: ReadAhead,
     /// Whether anything changed since the last commit.
     changed: bool,
+    /// Whether the feed's folder was created and not yet made durable (its entry in its
+    /// parent folder, and the files' entries in it).
+    dirs_unsynced: bool,
     /// What opening found damaged in a feed that still opened.
     pub damage: Option<String>,
     /// When the files were last read or written.
@@ -218,6 +221,21 @@ impl Core {
         key: VerifyingKey,
         secret: Option<SigningKey>,
     ) -> Result<Core, CoreError> {
+        let mut core = Core::create_unsynced(dir, flavour, key, secret)?;
+        core.sync()?;
+        Ok(core)
+    }
+
+    /// [`Core::create`] without waiting for the disk: the feed's folder and first commit
+    /// become durable with its first [`Core::sync`]. For a replica, which holds nothing a
+    /// machine crash could lose until then: a folder whose creation never reached the disk
+    /// holds no commit, and the store removes it when it opens (it is fetched again).
+    pub fn create_unsynced(
+        dir: &Path,
+        flavour: Flavour,
+        key: VerifyingKey,
+        secret: Option<SigningKey>,
+    ) -> Result<Core, CoreError> {
         let io_err = |path: PathBuf| move |source| CoreError::Io { path, source };
         private_dir(dir).map_err(io_err(dir.to_path_buf()))?;
         if let Some(s) = &secret {
@@ -239,12 +257,11 @@ impl Core {
             next_offset: None,
             read_ahead: ReadAhead::default(),
             changed: true,
+            dirs_unsynced: true,
             damage: None,
             last_used: Instant::now(),
         };
         core.commit()?;
-        core.sync()?;
-        fsync_dir(dir).map_err(io_err(dir.to_path_buf()))?;
         Ok(core)
     }
 
@@ -340,6 +357,11 @@ impl Core {
             )));
         }
         self.next_offset = Some((i + 1, offset + leaf.size));
+        if offset + leaf.size >= self.tree.byte_length {
+            // The last block: nothing further to read ahead, and an idle buffer per feed
+            // adds up over thousands of feeds.
+            self.read_ahead.clear();
+        }
         Ok(value)
     }
 
@@ -584,7 +606,19 @@ impl Core {
                     source,
                 })?,
                 path,
+                false,
             ));
+        }
+        // A new feed's folder: the entries of its files, then its own entry.
+        if std::mem::take(&mut self.dirs_unsynced) {
+            let dir = self.files.dir.clone();
+            for d in [Some(dir.as_path()), dir.parent()].into_iter().flatten() {
+                let handle = File::open(d).map_err(|source| CoreError::Io {
+                    path: d.to_path_buf(),
+                    source,
+                })?;
+                files.push((handle, d.to_path_buf(), true));
+            }
         }
         Ok(Durable { files })
     }
@@ -593,15 +627,20 @@ impl Core {
 /// The fsyncs of [`Core::sync_later`].
 #[derive(Debug)]
 pub struct Durable {
-    files: Vec<(File, PathBuf)>,
+    /// Each file, its path for errors, and whether to sync its metadata too (folders).
+    files: Vec<(File, PathBuf, bool)>,
 }
 
 impl Durable {
     /// Forces the files to disk, in order.
     pub fn run(self) -> Result<(), CoreError> {
-        for (file, path) in self.files {
-            file.sync_data()
-                .map_err(|source| CoreError::Io { path, source })?;
+        for (file, path, whole) in self.files {
+            let synced = if whole {
+                file.sync_all()
+            } else {
+                file.sync_data()
+            };
+            synced.map_err(|source| CoreError::Io { path, source })?;
         }
         Ok(())
     }
@@ -669,8 +708,9 @@ impl ReadAhead {
         Ok(())
     }
 
+    /// Forgets what was read, and lets go of its memory.
     fn clear(&mut self) {
-        self.bytes.clear();
+        self.bytes = Vec::new();
     }
 }
 

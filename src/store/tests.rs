@@ -264,3 +264,54 @@ async fn a_writer_creation_cut_short_by_a_crash_is_settled_on_open() {
         again.notes
     );
 }
+
+/// A replica is created without waiting for the disk. If the machine stops before its first
+/// sync, its folder can come back with blank files: opening removes it with a note, and the
+/// other feeds open as before. A replica that holds blocks is never removed that way.
+#[tokio::test]
+async fn a_replica_whose_creation_never_reached_the_disk_is_removed_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = |seed: u8| {
+        FeedKey(
+            SigningKey::from_bytes(&[seed; 32])
+                .verifying_key()
+                .to_bytes(),
+        )
+    };
+    let (blank, damaged) = (key(1), key(2));
+    {
+        let store = Store::open(dir.path()).await.unwrap();
+        store.create_writable("notes").await.unwrap();
+        for k in [blank, damaged] {
+            store.get_or_create_replica(k, None).await.unwrap();
+        }
+    }
+    // What a power cut can leave of an unsynced creation: files that exist, empty.
+    for name in ["header", "tree", "data", "bitfield"] {
+        fs::write(core_dir(dir.path(), &blank).join(name), b"").unwrap();
+    }
+    // A replica whose header is gone but whose data is not: damage, reported, kept.
+    fs::write(core_dir(dir.path(), &damaged).join("header"), b"").unwrap();
+    fs::write(core_dir(dir.path(), &damaged).join("data"), b"a block").unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    assert!(!core_dir(dir.path(), &blank).exists());
+    assert!(
+        store
+            .notes
+            .iter()
+            .any(|n| n.contains(&blank.to_string()) && n.contains("removed")),
+        "{:?}",
+        store.notes
+    );
+    assert!(core_dir(dir.path(), &damaged).exists());
+    assert!(
+        store
+            .broken
+            .iter()
+            .any(|e| e.to_string().contains(&damaged.to_hex())),
+        "{:?}",
+        store.broken
+    );
+    assert!(store.get(&blank).is_none());
+    assert_eq!(store.feeds().len(), 1, "the writer opens as before");
+}

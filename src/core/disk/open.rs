@@ -60,6 +60,7 @@ impl Core {
                         staged_bytes: 0,
                         next_offset: None,
                         read_ahead: ReadAhead::default(),
+                        dirs_unsynced: false,
                         changed: false,
                         damage: None,
                         last_used: Instant::now(),
