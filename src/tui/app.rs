@@ -308,6 +308,8 @@ impl App {
             .is_some_and(|p| self.holding.contains(&p.id) || !p.held.is_empty())
         {
             Mode::Step
+        } else if self.observing() {
+            Mode::Observe
         } else {
             Mode::Normal
         }

@@ -282,6 +282,8 @@ pub enum Mode {
     Help,
     /// Showing a recording.
     Replay,
+    /// Browsing in observe mode, where nothing is approved or declined.
+    Observe,
 }
 
 /// The live actions whose hints each mode shows, in footer order.
@@ -303,6 +305,14 @@ fn footer_actions(mode: Mode) -> &'static [Action] {
             Action::Command,
             Action::NextPeer,
             Action::Help,
+        ],
+        Mode::Observe => &[
+            Action::NextPeer,
+            Action::Search,
+            Action::NextPane,
+            Action::Command,
+            Action::Help,
+            Action::Quit,
         ],
         Mode::Help => &[Action::Dismiss, Action::Quit],
         Mode::Replay => &[Action::NextPane, Action::Help, Action::Quit],
@@ -345,7 +355,7 @@ pub fn footer_hints(mode: Mode) -> String {
         Mode::Search => hints(SEARCH_BINDINGS, None),
         Mode::Replay => hints(REPLAY_BINDINGS, None),
         Mode::Help => vec!["↑/↓ pgup/pgdn home/end scroll".to_string()],
-        Mode::Normal | Mode::Step => Vec::new(),
+        Mode::Normal | Mode::Step | Mode::Observe => Vec::new(),
     };
     parts.extend(hints(BINDINGS, Some(footer_actions(mode))));
     parts.join("  ")

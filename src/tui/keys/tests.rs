@@ -76,6 +76,9 @@ fn each_footer_is_built_from_its_table() {
         );
     }
     assert!(!r.contains("a approve"), "{r}");
+    let o = footer_hints(Mode::Observe);
+    assert!(!o.contains("approve") && !o.contains("decline"), "{o}");
+    assert!(o.contains("search") && o.contains("quit"), "{o}");
     assert!(footer_hints(Mode::CommandLine).contains("tab complete"));
     assert_eq!(footer_hints(Mode::Search), "enter keep  esc cancel");
     assert!(f.contains("/ search"), "{f}");
