@@ -6,7 +6,8 @@
 //!
 //! `cargo bench --locked --bench replication` prints a table and writes it as JSON to
 //! `target/bench-replication.json`. Arguments after `--` make a partial run, which leaves the
-//! JSON file alone: words select the workloads whose id contains them (e.g. `one-feed-1k`),
+//! JSON file alone: words select the workloads whose id contains them (e.g. `one-feed-1k`;
+//! the `hc9-` rows only for words that contain `hc9`, e.g. `hc9` or `hc9-one-feed-1k`),
 //! `--no-js` skips the JS baseline, and `--blocks=N` sets the block count of the one-feed
 //! workloads (smaller runs for profilers).
 //!
@@ -731,8 +732,15 @@ impl Options {
         options
     }
 
+    /// Whether a word selects workload `id`. The `hc9-` rows are selected only by words that
+    /// say `hc9`, so that `one-feed-1k` keeps meaning the hypercore 10 row.
     fn selected(&self, id: &str) -> bool {
-        self.filters.is_empty() || self.filters.iter().any(|f| id.contains(f.as_str()))
+        let hc9 = id.starts_with("hc9-");
+        self.filters.is_empty()
+            || self
+                .filters
+                .iter()
+                .any(|f| id.contains(f.as_str()) && (!hc9 || f.contains("hc9")))
     }
 
     fn full(&self) -> bool {
