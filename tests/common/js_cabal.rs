@@ -103,17 +103,6 @@ impl CabalPeer {
     }
 }
 
-/// The SHA-256 (hex) of blocks `0..blocks` of `label`, each `size` bytes, as both the kit and
-/// `peer.js --block-size` make them.
-fn expected_digest(label: &str, blocks: usize, size: usize) -> String {
-    use sha2::{Digest, Sha256};
-    let mut hash = Sha256::new();
-    for block in super::kit::blocks(label, blocks, size) {
-        hash.update(block);
-    }
-    hex::encode(hash.finalize())
-}
-
 /// A multifeed 6 peer listening on loopback with one writer feed of `blocks` × `size` bytes
 /// (the blocks of `label`, as the kit makes them); returns it with its address and the feed's
 /// key once it is ready.
@@ -159,7 +148,8 @@ pub fn download(
     let (end, synced) = js.wait_stamped(budget, |v| {
         v["type"] == "synced" && v["key"] == key && v["length"] == blocks
     })?;
-    if synced["digest"] != expected_digest(label, blocks, size).as_str() {
+    // `peer.js --block-size` makes a label's blocks as the kit does.
+    if synced["digest"] != super::engines::expected_digest(label, blocks, size).as_str() {
         return Err(format!(
             "multifeed 6 holds other bytes than were sent: {synced}"
         ));
