@@ -1,15 +1,33 @@
 //! Replication speed, feedscope ↔ feedscope in one process, on the workloads and speed targets
-//! feedscope holds itself to, beside the JavaScript hypercore 10 baseline where there is one.
+//! feedscope holds itself to, beside the JavaScript baseline of the same wire where there is
+//! one: JS hypercore 10 ↔ JS hypercore 10 for the hypercore 10 rows, JS multifeed 6 ↔ JS
+//! multifeed 6 (hypercore 9 on hypercore-protocol 8, Cabal's wire) for the `hc9-` rows. Each
+//! wire's rows print in a table of their own, whose JS column names that baseline.
 //!
 //! `cargo bench --locked --bench replication` prints a table and writes it as JSON to
 //! `target/bench-replication.json`. Arguments after `--` make a partial run, which leaves the
-//! JSON file alone: words select the workloads whose id contains them (e.g. `one-feed-1k`),
+//! JSON file alone: words select the workloads whose id contains them (e.g. `one-feed-1k`;
+//! the `hc9-` rows only for words that contain `hc9`, e.g. `hc9` or `hc9-one-feed-1k`),
 //! `--no-js` skips the JS baseline, and `--blocks=N` sets the block count of the one-feed
 //! workloads (smaller runs for profilers).
 //!
 //! Both engines share this process and its tokio runtime. Every "from connect" time starts just
 //! before the dialing engine starts, so it includes its TCP connect, the Noise handshake and the
 //! multifeed exchange. MB is 10^6 bytes.
+//!
+//! The `hc9-` rows (`cargo bench --locked --bench replication -- hc9`) all move one feed from a
+//! listener to a dialer that downloads it, and time them the same way: from the moment the
+//! downloader connects to the moment the bench learns that it holds every block. When feedscope
+//! downloads, the clock starts just before its engine starts dialing (so engine start, TCP
+//! connect, Noise handshake and the multifeed exchange are all inside) and stops when the bench
+//! receives its `feed_synced` at full length. When JS multifeed 6 downloads (`tests/js-cabal/
+//! peer.js --digest`, in its own node process), the clock starts when the bench reads the
+//! dialer's `connected` line (the TCP connection is up, before the handshake) and stops when it
+//! reads its `synced` line, which peer.js prints once it holds every block and has hashed them
+//! as they arrived. The JS ↔ JS baseline is two such processes, measured by this bench exactly
+//! as the feedscope → JS row is. After every run the receiver's blocks are checked byte-exact:
+//! the SHA-256 of what it holds (read back from its storage after the clock stops, on the
+//! feedscope side) against the SHA-256 of what was sent.
 //!
 //! Over 600 lines on purpose: each workload sits beside the target it is held to and the row
 //! it prints, so that one file shows what is measured, against what, and how it is reported.
@@ -21,12 +39,13 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::engines::{
-    launch, listening, peak_rss, reset_peak_rss, seeded, wait_events, FeedSpec, Pair, Side,
-    Stamped, SyncTracker,
+    expected_digest, held_digest, launch, launch_with, listening, peak_rss, reset_peak_rss, seeded,
+    wait_events, FeedSpec, Pair, Side, Stamped, SyncTracker,
 };
 use common::js::{self, JsPeer};
+use common::js_cabal;
 use common::kit;
-use feedscope::event::{Command, Event};
+use feedscope::event::{Command, Event, Wire};
 use feedscope::wire::FeedKey;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -65,12 +84,16 @@ enum Target {
     AtMost(f64),
     /// At least the JS ↔ JS rate of the same workload.
     AtLeastJs,
+    /// At least this many times the JS ↔ JS rate of the same workload.
+    AtLeastTimesJs(f64),
     /// Finishing is the target.
     Finish,
 }
 
 struct Row {
     id: &'static str,
+    /// The wire of the workload, and so the JS baseline its JS column holds.
+    wire: Wire,
     workload: String,
     ours: Result<Measure, String>,
     /// The JS rate in MB/s, or why there is none; `None` where no JS baseline applies.
@@ -89,6 +112,7 @@ impl Row {
     ) -> Row {
         Row {
             id,
+            wire: Wire::Hc10,
             workload: workload.into(),
             ours,
             js: None,
@@ -110,6 +134,7 @@ impl Row {
             (Ok(m), Target::AtMost(t)) => m.value <= *t,
             (Ok(_), Target::Finish) => true,
             (Ok(_), Target::AtLeastJs) => self.ratio().is_some_and(|r| r >= 1.0),
+            (Ok(_), Target::AtLeastTimesJs(x)) => self.ratio().is_some_and(|r| r >= *x),
             (Err(_), _) => false,
         }
     }
@@ -123,17 +148,34 @@ fn timeout_text(what: &str) -> String {
     format!("did not finish in {} s: {what}", BUDGET.as_secs())
 }
 
-/// One feed of `blocks` × `size` bytes from A to B: MB/s from connect to synced.
-async fn one_feed(blocks: usize, size: usize) -> Result<Measure, String> {
-    let (a_dir, keys) = seeded(&[FeedSpec::new("bulk", blocks, size)]).await;
+/// One feed of `blocks` × `size` bytes of generation `wire` from A to B, B dialing on that
+/// wire: MB/s from connect to synced, once B's storage is found to hold exactly those bytes.
+async fn one_feed(wire: Wire, blocks: usize, size: usize) -> Result<Measure, String> {
+    let (a_dir, keys) = seeded(&[FeedSpec::new("bulk", blocks, size).on(wire)]).await;
     let b_dir = tempfile::tempdir().expect("temporary storage");
-    let mut pair = Pair::start(a_dir, b_dir).await;
+    let mut pair = Pair::start_on(a_dir, b_dir, wire).await;
     let t0 = pair.t0;
     let mut sync = SyncTracker::new([(Side::B, keys[0])], blocks as u64);
     let end = pair.wait(t0 + BUDGET, |ev| sync.observe(ev)).await;
-    pair.stop().await;
+    let b_dir = pair.stop_keeping_b().await;
     let secs = elapsed(t0, end.ok_or_else(|| timeout_text(&sync.describe()))?);
+    check_held(b_dir.path(), &keys[0], blocks, size).await?;
     Ok(rate(blocks * size, secs))
+}
+
+/// Whether the storage folder `dir` holds feed `key` as the kit's `bulk` blocks, byte-exact.
+async fn check_held(
+    dir: &std::path::Path,
+    key: &FeedKey,
+    blocks: usize,
+    size: usize,
+) -> Result<(), String> {
+    let held = held_digest(dir, key, blocks as u64).await?;
+    if held == expected_digest("bulk", blocks, size) {
+        Ok(())
+    } else {
+        Err("the receiver holds other bytes than were sent".into())
+    }
 }
 
 /// One feed of `blocks` × 1 KiB from A to B (time from connect to synced, and the peak RSS of
@@ -448,6 +490,46 @@ async fn feedscope_to_js(blocks: usize, size: usize) -> Result<Measure, String> 
     measured
 }
 
+/// JS multifeed 6 (`tests/js-cabal/peer.js`) serves one feed of `blocks` × `size` bytes and
+/// feedscope dials it on Cabal's wire and downloads it: MB/s from just before feedscope starts
+/// dialing to its `feed_synced`, once its storage is found to hold exactly those bytes.
+async fn hc9_js_to_feedscope(blocks: usize, size: usize) -> Result<Measure, String> {
+    let (js, addr, key) = block_in_place(|| js_cabal::serve("bulk", blocks, size, JS_SETUP))?;
+    let key =
+        FeedKey::parse(&key).map_err(|e| format!("peer.js made a feed with a bad key: {e}"))?;
+    let dir = tempfile::tempdir().expect("temporary storage");
+    let config = feedscope::engine::Config {
+        wire: Wire::Hc9,
+        ..kit::config(dir.path(), false, vec![addr])
+    };
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let t0 = Instant::now();
+    let node = launch_with(Side::B, dir, config, tx).await;
+    let mut sync = SyncTracker::new([(Side::B, key)], blocks as u64);
+    let end = wait_events(&mut events, t0 + BUDGET, |ev| sync.observe(ev)).await;
+    let dir = node.stop_keeping().await;
+    drop(js);
+    let secs = elapsed(t0, end.ok_or_else(|| timeout_text(&sync.describe()))?);
+    check_held(dir.path(), &key, blocks, size).await?;
+    Ok(rate(blocks * size, secs))
+}
+
+/// feedscope serves one hypercore 9 feed of `blocks` × `size` bytes and JS multifeed 6 dials it
+/// and downloads it: MB/s as [`js_cabal::download`] times it, after its digest check.
+async fn hc9_feedscope_to_js(blocks: usize, size: usize) -> Result<Measure, String> {
+    let (dir, keys) = seeded(&[FeedSpec::new("bulk", blocks, size).on(Wire::Hc9)]).await;
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let node = launch(Side::A, dir, Some("127.0.0.1:0".into()), vec![], tx).await;
+    let measured = match listening(&mut events, JS_SETUP).await {
+        Some(addr) => block_in_place(|| {
+            js_cabal::download(&addr, &keys[0].to_hex(), ("bulk", blocks, size), BUDGET)
+        }),
+        None => Err("the feedscope engine did not listen".into()),
+    };
+    node.stop().await;
+    Ok(rate(blocks * size, measured?))
+}
+
 /// 25 feeds on each side, each 1,000 × 1 KiB, replicated both ways on one connection.
 async fn both_ways() -> Result<Measure, String> {
     let specs = |prefix: &str| -> Vec<FeedSpec> {
@@ -637,8 +719,15 @@ impl Options {
         options
     }
 
+    /// Whether a word selects workload `id`. The `hc9-` rows are selected only by words that
+    /// say `hc9`, so that `one-feed-1k` keeps meaning the hypercore 10 row.
     fn selected(&self, id: &str) -> bool {
-        self.filters.is_empty() || self.filters.iter().any(|f| id.contains(f.as_str()))
+        let hc9 = id.starts_with("hc9-");
+        self.filters.is_empty()
+            || self
+                .filters
+                .iter()
+                .any(|f| id.contains(f.as_str()) && (!hc9 || f.contains("hc9")))
     }
 
     fn full(&self) -> bool {
@@ -646,15 +735,23 @@ impl Options {
     }
 }
 
-/// JS ↔ JS rates by workload (blocks, block size), each measured once per run.
-type Baselines = HashMap<(usize, usize), Result<f64, String>>;
+/// JS ↔ JS rates by wire and workload (blocks, block size), each measured once per run.
+type Baselines = HashMap<(Wire, usize, usize), Result<f64, String>>;
 
-async fn baseline(baselines: &mut Baselines, blocks: usize, size: usize) -> Result<f64, String> {
-    if let Some(known) = baselines.get(&(blocks, size)) {
+async fn baseline(
+    baselines: &mut Baselines,
+    wire: Wire,
+    blocks: usize,
+    size: usize,
+) -> Result<f64, String> {
+    if let Some(known) = baselines.get(&(wire, blocks, size)) {
         return known.clone();
     }
-    let measured = js::baseline(blocks, size).await;
-    baselines.insert((blocks, size), measured.clone());
+    let measured = match wire {
+        Wire::Hc10 => js::baseline(blocks, size).await,
+        Wire::Hc9 => block_in_place(|| js_cabal::baseline(blocks, size, BUDGET)),
+    };
+    baselines.insert((wire, blocks, size), measured.clone());
     measured
 }
 
@@ -671,13 +768,65 @@ async fn one_feed_row(
     let mut row = Row::new(
         id,
         format!("1 feed × {blocks} × {} KiB", size / KIB),
-        one_feed(blocks, size).await,
+        one_feed(Wire::Hc10, blocks, size).await,
         target_text,
         Target::AtLeast(target),
     );
     if options.js {
-        row.js = Some(baseline(baselines, blocks, size).await);
+        row.js = Some(baseline(baselines, Wire::Hc10, blocks, size).await);
     }
+    row
+}
+
+/// feedscope ↔ feedscope on Cabal's wire, held to `times` the JS multifeed 6 ↔ JS rate.
+async fn hc9_one_feed_row(
+    options: &Options,
+    baselines: &mut Baselines,
+    id: &'static str,
+    (blocks, size): (usize, usize),
+    (target_text, times): (&'static str, f64),
+) -> Row {
+    let blocks = options.blocks.unwrap_or(blocks);
+    let mut row = Row::new(
+        id,
+        format!(
+            "feedscope ↔ feedscope, 1 feed × {blocks} × {} KiB",
+            size / KIB
+        ),
+        one_feed(Wire::Hc9, blocks, size).await,
+        target_text,
+        Target::AtLeastTimesJs(times),
+    );
+    row.wire = Wire::Hc9;
+    if options.js {
+        row.js = Some(baseline(baselines, Wire::Hc9, blocks, size).await);
+    }
+    row
+}
+
+/// feedscope with JS multifeed 6 on Cabal's wire, one direction, beside the JS ↔ JS rate.
+async fn hc9_mixed_row(
+    options: &Options,
+    baselines: &mut Baselines,
+    id: &'static str,
+    (blocks, size): (usize, usize),
+    js_serves: bool,
+) -> Row {
+    let blocks = options.blocks.unwrap_or(blocks);
+    let (what, measured) = if js_serves {
+        ("JS → feedscope", hc9_js_to_feedscope(blocks, size).await)
+    } else {
+        ("feedscope → JS", hc9_feedscope_to_js(blocks, size).await)
+    };
+    let mut row = Row::new(
+        id,
+        format!("{what}, 1 feed × {blocks} × {} KiB", size / KIB),
+        measured,
+        "≥ JS ↔ JS",
+        Target::AtLeastJs,
+    );
+    row.wire = Wire::Hc9;
+    row.js = Some(baseline(baselines, Wire::Hc9, blocks, size).await);
     row
 }
 
@@ -702,7 +851,7 @@ async fn mixed_row(
         "≥ JS ↔ JS",
         Target::AtLeastJs,
     );
-    row.js = Some(baseline(baselines, blocks, size).await);
+    row.js = Some(baseline(baselines, Wire::Hc10, blocks, size).await);
     row
 }
 
@@ -744,6 +893,28 @@ async fn run(options: &Options) -> Vec<Row> {
     for (id, workload, js_serves) in mixed {
         if options.js && selected(id) {
             rows.push(mixed_row(options, b, id, workload, js_serves).await);
+        }
+    }
+    // Cabal's wire: feedscope ↔ feedscope against JS multifeed 6 ↔ JS multifeed 6, then the
+    // mixed pairs (which need node, so `--no-js` leaves them out).
+    let hc9_own = [
+        ("hc9-one-feed-1k", (10_000, KIB), ("≥ 10× JS ↔ JS", 10.0)),
+        ("hc9-one-feed-64k", (1_000, 64 * KIB), ("≥ 4× JS ↔ JS", 4.0)),
+    ];
+    for (id, workload, target) in hc9_own {
+        if selected(id) {
+            rows.push(hc9_one_feed_row(options, b, id, workload, target).await);
+        }
+    }
+    let hc9_mixed = [
+        ("hc9-js-to-feedscope-1k", (10_000, KIB), true),
+        ("hc9-feedscope-to-js-1k", (10_000, KIB), false),
+        ("hc9-js-to-feedscope-64k", (1_000, 64 * KIB), true),
+        ("hc9-feedscope-to-js-64k", (1_000, 64 * KIB), false),
+    ];
+    for (id, workload, js_serves) in hc9_mixed {
+        if options.js && selected(id) {
+            rows.push(hc9_mixed_row(options, b, id, workload, js_serves).await);
         }
     }
     if selected("both-ways") {
@@ -788,15 +959,33 @@ async fn run(options: &Options) -> Vec<Row> {
     rows
 }
 
-fn print_table(rows: &[Row]) {
-    let header = [
-        "workload",
-        "feedscope",
-        "JS hypercore 10",
-        "ratio",
-        "target",
-        "met",
-    ];
+/// One table per wire, each naming its JS ↔ JS baseline, then why a baseline is missing.
+fn print_tables(rows: &[Row]) {
+    for (wire, title, js_header) in [
+        (Wire::Hc10, "hypercore 10", "JS hypercore 10 ↔ JS"),
+        (Wire::Hc9, "Cabal's wire (hc9)", "JS multifeed 6 ↔ JS (hc9)"),
+    ] {
+        let of_wire: Vec<&Row> = rows.iter().filter(|r| r.wire == wire).collect();
+        if !of_wire.is_empty() {
+            println!("\n{title}; ratio = feedscope / {js_header}\n");
+            print_table(&of_wire, js_header);
+        }
+    }
+    let mut reasons: Vec<&String> = rows
+        .iter()
+        .filter_map(|r| match &r.js {
+            Some(Err(e)) => Some(e),
+            _ => None,
+        })
+        .collect();
+    reasons.dedup();
+    for reason in reasons {
+        println!("JS n/a: {reason}");
+    }
+}
+
+fn print_table(rows: &[&Row], js_header: &str) {
+    let header = ["workload", "feedscope", js_header, "ratio", "target", "met"];
     let cells: Vec<[String; 6]> = rows
         .iter()
         .map(|r| {
@@ -836,17 +1025,6 @@ fn print_table(rows: &[Row]) {
     for row in &cells {
         line(row);
     }
-    let mut reasons: Vec<&String> = rows
-        .iter()
-        .filter_map(|r| match &r.js {
-            Some(Err(e)) => Some(e),
-            _ => None,
-        })
-        .collect();
-    reasons.dedup();
-    for reason in reasons {
-        println!("JS n/a: {reason}");
-    }
 }
 
 fn machine() -> Value {
@@ -878,6 +1056,7 @@ fn to_json(rows: &[Row]) -> Value {
             };
             json!({
                 "id": r.id,
+                "wire": r.wire.as_str(),
                 "workload": r.workload,
                 "feedscope": value,
                 "unit": unit,
@@ -905,7 +1084,7 @@ fn main() {
         .build()
         .expect("tokio runtime");
     let rows = runtime.block_on(run(&options));
-    print_table(&rows);
+    print_tables(&rows);
     if options.full() {
         let path =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-replication.json");

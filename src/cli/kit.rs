@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use feedscope::engine::Config;
-use feedscope::event::Event;
+use feedscope::event::{Event, Wire};
 use feedscope::store::{Store, StoreError};
 use feedscope::wire::{FeedKey, DEFAULT_MULTIFEED_KEY};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -63,10 +63,23 @@ where
     B: IntoIterator,
     B::Item: AsRef<[u8]>,
 {
+    seed_on(dir, feeds.into_iter().map(|(n, b)| (n, Wire::Hc10, b))).await
+}
+
+/// [`seed`] with each feed's generation: hypercore 10 or hypercore 9 (Cabal's wire).
+pub async fn seed_on<N, B>(
+    dir: &Path,
+    feeds: impl IntoIterator<Item = (N, Wire, B)>,
+) -> Result<Vec<FeedKey>, StoreError>
+where
+    N: AsRef<str>,
+    B: IntoIterator,
+    B::Item: AsRef<[u8]>,
+{
     let store = Store::open(dir).await?;
     let mut keys = Vec::new();
-    for (name, blocks) in feeds {
-        let (feed, _) = store.create_writable(name.as_ref()).await?;
+    for (name, wire, blocks) in feeds {
+        let (feed, _) = store.create_writable_on(name.as_ref(), wire).await?;
         let mut blocks = blocks.into_iter().peekable();
         while blocks.peek().is_some() {
             let batch: Vec<B::Item> = blocks.by_ref().take(SEED_BATCH).collect();

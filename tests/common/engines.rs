@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use feedscope::engine::{self, Engine};
-use feedscope::event::{Command, Event};
+use feedscope::event::{Command, Event, Wire};
 use feedscope::wire::FeedKey;
+use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -41,6 +42,8 @@ pub struct FeedSpec {
     pub name: String,
     pub blocks: usize,
     pub size: usize,
+    /// Its generation: hypercore 10 unless [`FeedSpec::on`] says otherwise.
+    pub wire: Wire,
 }
 
 impl FeedSpec {
@@ -49,7 +52,13 @@ impl FeedSpec {
             name: name.into(),
             blocks,
             size,
+            wire: Wire::Hc10,
         }
+    }
+
+    /// The same feed of generation `wire`.
+    pub fn on(self, wire: Wire) -> Self {
+        FeedSpec { wire, ..self }
     }
 }
 
@@ -60,9 +69,43 @@ pub async fn seeded(feeds: &[FeedSpec]) -> (TempDir, Vec<FeedKey>) {
     let dir = tempfile::tempdir().expect("temporary storage");
     let specs = feeds
         .iter()
-        .map(|f| (&f.name, kit::blocks(&f.name, f.blocks, f.size)));
-    let keys = kit::seed(dir.path(), specs).await.expect("seed storage");
+        .map(|f| (&f.name, f.wire, kit::blocks(&f.name, f.blocks, f.size)));
+    let keys = kit::seed_on(dir.path(), specs).await.expect("seed storage");
     (dir, keys)
+}
+
+/// The SHA-256 of blocks `0..blocks` of feed `name` as [`kit::block`] makes them, hex.
+pub fn expected_digest(name: &str, blocks: usize, size: usize) -> String {
+    let mut hash = Sha256::new();
+    for block in kit::blocks(name, blocks, size) {
+        hash.update(block);
+    }
+    hex::encode(hash.finalize())
+}
+
+/// The SHA-256 (hex) of the first `length` blocks that the storage folder `dir` holds of
+/// feed `key`, read back from disk; an error if it lacks one. The folder must not be open.
+pub async fn held_digest(
+    dir: &std::path::Path,
+    key: &FeedKey,
+    length: u64,
+) -> Result<String, String> {
+    let store = feedscope::store::Store::open(dir)
+        .await
+        .map_err(|e| format!("cannot open the receiver's storage: {e}"))?;
+    let feed = store
+        .get(key)
+        .ok_or("the receiver's storage lacks the feed")?;
+    let mut core = feed.core.lock().await;
+    let mut hash = Sha256::new();
+    for i in 0..length {
+        match core.get(i) {
+            Ok(Some(block)) => hash.update(block),
+            Ok(None) => return Err(format!("the receiver lacks block {i}")),
+            Err(e) => return Err(format!("block {i} does not read back: {e}")),
+        }
+    }
+    Ok(hex::encode(hash.finalize()))
 }
 
 /// A running engine and the storage folder it owns.
@@ -84,7 +127,15 @@ pub struct Pair {
 impl Pair {
     /// Starts `A` listening on a free loopback port, then `B` dialing it.
     pub async fn start(a_dir: TempDir, b_dir: TempDir) -> Pair {
-        let b_config = kit::config(b_dir.path(), false, vec![]);
+        Pair::start_on(a_dir, b_dir, Wire::Hc10).await
+    }
+
+    /// [`Pair::start`] with `B` dialing on `wire` (a listener accepts both).
+    pub async fn start_on(a_dir: TempDir, b_dir: TempDir, wire: Wire) -> Pair {
+        let b_config = feedscope::engine::Config {
+            wire,
+            ..kit::config(b_dir.path(), false, vec![])
+        };
         Pair::start_with(a_dir, b_dir, b_config).await
     }
 

@@ -1,21 +1,27 @@
 // A real multifeed 6 peer (hypercore 9 on hypercore-protocol 8: Cabal's wire), for feedscope's
 // interoperability tests. One connection, JSON lines on stdout:
 //   {"type":"listening","port":N}      with --listen
+//   {"type":"connected"}               the TCP connection is up (either side)
 //   {"type":"feed","key":HEX,"length":N} our writer, once its blocks are appended
 //   {"type":"peer-id","id":HEX}            a cabal peer's name for itself (with --cabal)
 //   {"type":"synced","key":HEX,"length":N,"blocks":[...]}  a remote feed, read back block by block
+//   {"type":"synced","key":HEX,"length":N,"digest":HEX}   the same with --digest: the SHA-256 of
+//                                      its blocks in order, hashed as they arrive (for benchmarks)
 //   {"type":"appended","length":N}     after --append-after-sync
 //   {"type":"end"}                     the replication stream ended
 //   {"type":"error","message":...}     and exit 3
 // With --cabal KEY it is a cabal-core 16 peer of that cabal instead, which posts each --post
 // TEXT as a chat message in channel "default" before it connects.
+// With --block-size S each of the --blocks is S bytes: "LABEL:INDEX:" repeated (as feedscope's
+// kit makes blocks), instead of "LABEL:INDEX".
 'use strict'
+const crypto = require('crypto')
 const net = require('net')
 const multifeed = require('multifeed')
 const ram = require('random-access-memory')
 
 function parse (argv) {
-  const o = { cabal: null, posts: [], key: null, listen: null, connect: null, blocks: 0, live: false, expect: [], appendAfterSync: 0, timeoutMs: 60000, label: 'js' }
+  const o = { cabal: null, posts: [], key: null, listen: null, connect: null, blocks: 0, blockSize: 0, digest: false, live: false, expect: [], appendAfterSync: 0, timeoutMs: 60000, label: 'js' }
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
     const next = () => argv[++i]
@@ -25,6 +31,8 @@ function parse (argv) {
     else if (a === '--listen') o.listen = Number(next())
     else if (a === '--connect') o.connect = next()
     else if (a === '--blocks') o.blocks = Number(next())
+    else if (a === '--block-size') o.blockSize = Number(next())
+    else if (a === '--digest') o.digest = true
     else if (a === '--label') o.label = next()
     else if (a === '--live') o.live = true
     else if (a === '--expect') { const [k, n] = next().split(':'); o.expect.push({ key: k, length: Number(n) }) }
@@ -82,6 +90,7 @@ function pipe (socket, stream) {
   stream.on('end', () => say({ type: 'end' }))
   socket.on('error', (e) => { if (!/ECONNRESET|EPIPE/.test(e.message)) fail(e.message) })
   socket.on('close', () => say({ type: 'end' }))
+  say({ type: 'connected' })
   socket.pipe(stream).pipe(socket)
 }
 
@@ -129,7 +138,27 @@ function runMultifeed () {
     writer.append(more, (err) => { if (err) return fail(err); say({ type: 'appended', length: writer.length }) })
   }
 
+  // --digest: each expected feed's blocks hashed in order as they arrive; early ones wait.
+  function hashing (feed) {
+    const key = feed.key.toString('hex')
+    const want = opts.expect.find((e) => e.key === key)
+    if (!want) return
+    const state = { hash: crypto.createHash('sha256'), next: 0, early: new Map() }
+    feed.on('download', (index, data) => {
+      state.early.set(index, data)
+      while (state.early.has(state.next)) {
+        state.hash.update(state.early.get(state.next))
+        state.early.delete(state.next++)
+      }
+      if (state.next === want.length && !reported.has(key)) {
+        reported.add(key)
+        say({ type: 'synced', key, length: want.length, digest: state.hash.digest('hex') })
+      }
+    })
+  }
+
   function watch (feed) {
+    if (opts.digest) return hashing(feed)
     feed.on('download', () => check(feed))
     feed.on('append', () => check(feed))
     feed.on('sync', () => check(feed))
@@ -149,7 +178,9 @@ function runMultifeed () {
       if (err) return fail(err)
       writer = w
       const lines = []
-      for (let j = 0; j < opts.blocks; j++) lines.push(opts.label + ':' + j)
+      for (let j = 0; j < opts.blocks; j++) {
+        lines.push(opts.blockSize ? Buffer.alloc(opts.blockSize, opts.label + ':' + j + ':').toString() : opts.label + ':' + j)
+      }
       w.append(lines, (err) => {
         if (err) return fail(err)
         say({ type: 'feed', key: w.key.toString('hex'), length: w.length })
