@@ -115,7 +115,7 @@ pub struct Core {
     seq: u64,
     /// Nodes not yet written, and nodes read lately.
     staged_nodes: NodeMap,
-    cache: NodeMap,
+    cache: NodeCache,
     /// Block bytes not yet written, by byte offset; blocks staged end to end share one run.
     staged_data: BTreeMap<u64, Vec<u8>>,
     staged_bytes: usize,
@@ -162,17 +162,41 @@ macro_rules! nodes_of {
     }};
 }
 
+/// Nodes read from `tree` lately, and which runs of [`NODE_RUN`] nodes were read whole (a
+/// node of such a run that is not cached is not in the file either).
+#[derive(Default)]
+struct NodeCache {
+    nodes: NodeMap,
+    read: std::collections::HashSet<u64, foldhash::fast::RandomState>,
+}
+
+impl NodeCache {
+    fn clear(&mut self) {
+        self.nodes.clear();
+        self.read.clear();
+    }
+}
+
 /// Nodes as the tree code reads them: staged first, then the cache, then the file.
 struct Nodes<'a> {
     staged: &'a NodeMap,
-    cache: &'a mut NodeMap,
+    cache: &'a mut NodeCache,
     file: &'a File,
 }
 
 impl NodeSource for Nodes<'_> {
     fn node(&mut self, index: u64) -> io::Result<Option<Node>> {
-        if let Some(n) = self.staged.get(&index).or_else(|| self.cache.get(&index)) {
+        if let Some(n) = self
+            .staged
+            .get(&index)
+            .or_else(|| self.cache.nodes.get(&index))
+        {
             return Ok(Some(*n));
+        }
+        if self.cache.read.contains(&(index / NODE_RUN)) {
+            // Its run was read and the node was not there; what a commit writes since is
+            // staged or cached.
+            return Ok(None);
         }
         // Nodes near each other are used together (a block's path, the next block's): one
         // read brings in the aligned run of NODE_RUN nodes around the one asked for.
@@ -190,9 +214,10 @@ impl NodeSource for Nodes<'_> {
                 Err(e) => return Err(e),
             }
         }
-        if self.cache.len() + NODE_RUN as usize > NODE_CACHE {
+        if self.cache.nodes.len() + NODE_RUN as usize > NODE_CACHE {
             self.cache.clear();
         }
+        self.cache.read.insert(first / NODE_RUN);
         let mut found = None;
         for (k, raw) in b[..got].chunks_exact(NODE_BYTES as usize).enumerate() {
             if raw.iter().all(|&x| x == 0) {
@@ -206,7 +231,7 @@ impl NodeSource for Nodes<'_> {
             if node.index == index {
                 found = Some(node);
             }
-            self.cache.entry(node.index).or_insert(node);
+            self.cache.nodes.entry(node.index).or_insert(node);
         }
         Ok(found)
     }
@@ -251,7 +276,7 @@ impl Core {
             contiguous: 0,
             seq: 0,
             staged_nodes: NodeMap::default(),
-            cache: NodeMap::default(),
+            cache: NodeCache::default(),
             staged_data: BTreeMap::new(),
             staged_bytes: 0,
             next_offset: None,
@@ -432,18 +457,33 @@ impl Core {
         self.stage(verified, Some(value))
     }
 
-    /// The hypercore 9 proof of block `index`, bytes and signature included.
-    pub fn proof_hc9(&mut self, index: u64) -> Result<Hc9Proof, CoreError> {
+    /// The hypercore 9 proof of block `index` for a request that carried `digest` (0: the
+    /// whole proof), bytes included, and the signature when the proof reaches the roots.
+    pub fn proof_hc9(&mut self, index: u64, digest: u64) -> Result<Hc9Proof, CoreError> {
         if !self.has(index) {
             return Err(ProofError::Malformed(format!("block {index} is not held")).into());
         }
-        let nodes = self.tree.proof_hc9(&mut nodes_of!(self), index)?;
+        let (nodes, signed) =
+            self.tree
+                .proof_for_digest_hc9(&mut nodes_of!(self), index, digest)?;
         Ok(Hc9Proof {
             index,
             value: self.read(index, false)?,
             nodes,
-            signature: self.tree.signature.map(|s| s.to_vec()),
+            signature: if signed {
+                self.tree.signature.map(|s| s.to_vec())
+            } else {
+                None
+            },
         })
+    }
+
+    /// The digest of what we hold on block `index`'s path, for a hypercore 9 request.
+    pub fn digest_hc9(&mut self, index: u64) -> Result<u64, CoreError> {
+        let mut nodes = nodes_of!(self);
+        self.tree
+            .digest_hc9(&mut nodes, index)
+            .map_err(self.files.err("tree"))
     }
 
     /// Stages what a checked proof adds: its nodes, the upgrade, the block's bytes.
@@ -562,8 +602,13 @@ impl Core {
         self.staged_data.clear();
         self.staged_bytes = 0;
         let nodes = std::mem::take(&mut self.staged_nodes);
-        if self.cache.len() + nodes.len() < NODE_CACHE {
-            self.cache.extend(nodes);
+        if self.cache.nodes.len() + nodes.len() < NODE_CACHE {
+            self.cache.nodes.extend(nodes);
+        } else {
+            // Written but not cached: the runs they are in must be read again.
+            for index in nodes.keys() {
+                self.cache.read.remove(&(index / NODE_RUN));
+            }
         }
         self.last_used = Instant::now();
         Ok(())

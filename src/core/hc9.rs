@@ -1,10 +1,12 @@
 //! Proofs as hypercore 9 sends them (Cabal's wire): a block with the siblings up to its root,
 //! then every other root, and the writer's signature of the whole tree.
 //!
-//! The downloader asks with a "digest" of the nodes it holds; feedscope always asks with
-//! digest 0 and always answers with the whole proof, which real hypercore 9 peers accept
-//! (measured against hypercore 9; see the legacy wire notes). The length a proof proves is
-//! not sent: it follows from its rightmost node, as in hypercore 9's `_verifyRootsAndWrite`.
+//! The downloader asks with a "digest" of the nodes on the block's path that it holds
+//! ([`Tree::digest_hc9`], hypercore 9's `tree-index.js`), and the uploader leaves those out:
+//! a proof then climbs from the block to a node the downloader holds, and needs neither the
+//! roots nor the signature. A proof that reaches the roots carries the other roots and the
+//! writer's signature; the length it proves is not sent, it follows from its rightmost node,
+//! as in hypercore 9's `_verifyRootsAndWrite`. A digest of 0 asks for the whole proof.
 
 use ed25519_dalek::VerifyingKey;
 
@@ -58,6 +60,120 @@ impl Tree {
         Ok(nodes)
     }
 
+    /// The proof of block `index` for a downloader whose request carried `digest`: the
+    /// nodes it lacks, and whether the proof reaches the roots (and so needs the signature).
+    /// As hypercore 9's `TreeIndex.proof`, without its memory of what was sent before.
+    pub fn proof_for_digest_hc9(
+        &self,
+        src: &mut impl NodeSource,
+        index: u64,
+        digest: u64,
+    ) -> Result<(Vec<Node>, bool), ProofError> {
+        if index >= self.length {
+            return Err(malformed(format!("block {index} is past the end")));
+        }
+        if digest == 0 {
+            return Ok((self.proof_hc9(src, index)?, true));
+        }
+        if digest == 1 {
+            // The downloader holds the block's hash already.
+            return Ok((Vec::new(), false));
+        }
+        let held = |src: &mut dyn NodeSource, i: u64| -> Result<bool, ProofError> {
+            Ok(i < 2 * self.length && src.node(i)?.is_some())
+        };
+        // What the digest says the downloader holds.
+        let mut theirs: Vec<u64> = Vec::new();
+        let has_root = digest & 1 == 1;
+        let mut bits = digest >> 1;
+        let mut next = 2 * index;
+        while bits != 0 {
+            if flat::depth(next) >= MAX_DEPTH {
+                return Err(malformed("the request's digest is deeper than any tree"));
+            }
+            if bits == 1 && has_root {
+                if held(src, next)? {
+                    theirs.push(next);
+                }
+                if flat::sibling(next) < next {
+                    next = flat::sibling(next);
+                }
+                for r in flat::full_roots(flat::right_span(next) + 2) {
+                    if held(src, r)? {
+                        theirs.push(r);
+                    }
+                }
+                break;
+            }
+            let sibling = flat::sibling(next);
+            if bits & 1 == 1 && held(src, sibling)? {
+                theirs.push(sibling);
+            }
+            next = flat::parent(next);
+            bits >>= 1;
+        }
+        let mut nodes = Vec::new();
+        let mut next = 2 * index;
+        while !theirs.contains(&next) {
+            let sibling = flat::sibling(next);
+            if flat::depth(next) >= MAX_DEPTH || !held(src, sibling)? {
+                if !self.roots.iter().any(|r| r.index == next) {
+                    // Not one of our roots: a gap in what we hold; the whole proof instead.
+                    return Ok((self.proof_hc9(src, index)?, true));
+                }
+                nodes.extend(
+                    self.roots
+                        .iter()
+                        .filter(|r| r.index != next && !theirs.contains(&r.index)),
+                );
+                return Ok((nodes, true));
+            }
+            if !theirs.contains(&sibling) {
+                nodes.push(src.node(sibling)?.ok_or(ProofError::MissingNode(sibling))?);
+            }
+            next = flat::parent(next);
+        }
+        Ok((nodes, false))
+    }
+
+    /// The digest of what we hold on block `index`'s path, for a hypercore 9 request (as
+    /// `tree-index.js` makes it): 1 if we hold the block's hash; else bit k (k ≥ 1) for the
+    /// sibling at height k − 1, and the lowest bit with the one above the last sibling bit
+    /// for an ancestor there that we hold.
+    pub fn digest_hc9(&self, src: &mut impl NodeSource, index: u64) -> std::io::Result<u64> {
+        let leaf = 2 * index;
+        if src.node(leaf)?.is_some() {
+            return Ok(1);
+        }
+        let mut digest: u64 = 0;
+        let mut next = flat::sibling(leaf);
+        let max = (next + 2).max(2 * self.length);
+        let mut bit: u64 = 2;
+        let mut parent = flat::parent(next);
+        while flat::right_span(next) < max || flat::left_span(parent) > 0 {
+            if src.node(next)?.is_some() {
+                digest += bit;
+            }
+            if src.node(parent)?.is_some() {
+                digest += 2 * bit;
+                if digest & 1 == 0 {
+                    digest += 1;
+                }
+                if digest + 1 == 4 * bit {
+                    return Ok(1);
+                }
+                return Ok(digest);
+            }
+            if flat::depth(parent) >= MAX_DEPTH || bit >= 1 << 60 {
+                break;
+            }
+            next = flat::sibling(parent);
+            parent = flat::parent(next);
+            bit *= 2;
+        }
+        Ok(digest)
+    }
+
     /// Checks a hypercore 9 proof against this tree and the writer's `key`; returns what it
     /// adds. A proof of a longer tree upgrades this one.
     pub fn verify_hc9(
@@ -72,19 +188,40 @@ impl Tree {
         let mut top = self.flavour.leaf(proof.index, &proof.value);
         let mut nodes = vec![top];
         let mut rest = proof.nodes.as_slice();
-        // Up the block's own path, as far as the proof's siblings go.
-        while let Some((n, tail)) = rest.split_first() {
-            if flat::depth(top.index) >= MAX_DEPTH || n.index != flat::sibling(top.index) {
+        // Up the block's own path: with the proof's siblings, or ours where it left them
+        // out, until a node we hold (checked before) vouches for the block.
+        loop {
+            if let Some(held) = src.node(top.index)? {
+                if held != top {
+                    return Err(ProofError::Checksum(top.index));
+                }
+                return Ok(Verified {
+                    nodes,
+                    upgraded: None,
+                    block: Some(proof.index),
+                });
+            }
+            if flat::depth(top.index) >= MAX_DEPTH {
                 break;
             }
+            let sibling = flat::sibling(top.index);
+            let n = match rest.split_first() {
+                Some((n, tail)) if n.index == sibling => {
+                    rest = tail;
+                    nodes.push(*n);
+                    *n
+                }
+                _ => match src.node(sibling)? {
+                    Some(n) => n,
+                    None => break,
+                },
+            };
             let parent = flat::parent(top.index);
             top = self
                 .flavour
-                .parent(parent, &top, n)
+                .parent(parent, &top, &n)
                 .ok_or_else(|| malformed("node sizes overflow"))?;
-            nodes.push(*n);
             nodes.push(top);
-            rest = tail;
         }
         // The tree the proof speaks of ends where its rightmost node does.
         if let Some(n) = rest
@@ -251,14 +388,56 @@ mod tests {
                         }
                         _ => bad.signature.as_mut().unwrap()[flip] ^= 1,
                     }
+                    // Trusting nothing, every wrong byte is refused.
+                    let mut nothing: HashMap<u64, Node> = HashMap::new();
+                    proptest::prop_assert!(Tree::new(Flavour::Hc9).verify_hc9(&mut nothing, &bad, &key).is_err());
+                    // Trusting what it holds, the reader may stop at a node it holds and
+                    // leave the rest of the proof unread; nothing wrong is ever taken in.
                     let mut scratch = rstore.clone();
-                    proptest::prop_assert!(Tree::new(Flavour::Hc9).verify_hc9(&mut scratch, &bad, &key).is_err());
-                    // Against the tree the reader trusts, whose roots need no second
-                    // signature check, a wrong block or node is refused all the same.
-                    let signature_only = flip % 4 == 2 || (flip % 4 == 1 && proof.nodes.is_empty());
-                    if !signature_only {
-                        proptest::prop_assert!(reader.verify_hc9(&mut scratch, &bad, &key).is_err());
+                    if let Ok(v) = reader.verify_hc9(&mut scratch, &bad, &key) {
+                        proptest::prop_assert_ne!(flip % 4, 0, "a wrong block was taken in");
+                        for n in &v.nodes {
+                            proptest::prop_assert_eq!(wstore.get(&n.index), Some(n));
+                        }
                     }
+                    // A proof cut to the reader's digest, as hypercore 9 sends it.
+                    let j = (p * 7 + 3) % w.length;
+                    let digest = reader.digest_hc9(&mut rstore, j).unwrap();
+                    let (nodes, signed) = w.proof_for_digest_hc9(&mut wstore, j, digest).unwrap();
+                    let cut = Hc9Proof {
+                        index: j,
+                        value: blocks[j as usize].clone(),
+                        nodes,
+                        signature: if signed { w.signature.map(|s| s.to_vec()) } else { None },
+                    };
+                    let v = reader.verify_hc9(&mut rstore, &cut, &key);
+                    let v = v.unwrap_or_else(|e| panic!("block {j} of {}, digest {digest:b}: {e}", w.length));
+                    for n in &v.nodes {
+                        proptest::prop_assert_eq!(wstore[&n.index], *n);
+                        rstore.insert(n.index, *n);
+                    }
+                    if let Some(t) = v.upgraded {
+                        proptest::prop_assert_eq!(&t.roots, &w.roots);
+                        reader = t;
+                    }
+                }
+                // A proof that a node held vouches for takes no upgrade along; the last
+                // block, past what the reader knows, always does.
+                let last = w.length - 1;
+                let digest = reader.digest_hc9(&mut rstore, last).unwrap();
+                let (nodes, signed) = w.proof_for_digest_hc9(&mut wstore, last, digest).unwrap();
+                let tail = Hc9Proof {
+                    index: last,
+                    value: blocks[last as usize].clone(),
+                    nodes,
+                    signature: if signed { w.signature.map(|s| s.to_vec()) } else { None },
+                };
+                let v = reader.verify_hc9(&mut rstore, &tail, &key).unwrap();
+                for n in &v.nodes {
+                    rstore.insert(n.index, *n);
+                }
+                if let Some(t) = v.upgraded {
+                    reader = t;
                 }
                 proptest::prop_assert_eq!(reader.length, w.length);
             }

@@ -55,7 +55,7 @@ impl Core {
                         contiguous: 0,
                         seq: h.seq,
                         staged_nodes: NodeMap::default(),
-                        cache: NodeMap::default(),
+                        cache: NodeCache::default(),
                         staged_data: BTreeMap::new(),
                         staged_bytes: 0,
                         next_offset: None,
@@ -106,7 +106,7 @@ impl Core {
         }
         let files = Files::open(dir, true)?;
         let staged = NodeMap::default();
-        let mut cache = NodeMap::default();
+        let mut cache = NodeCache::default();
         let mut nodes = Nodes {
             staged: &staged,
             cache: &mut cache,
@@ -163,7 +163,7 @@ impl Core {
                 h.length
             )));
         }
-        let mut cache = NodeMap::default();
+        let mut cache = NodeCache::default();
         let staged = NodeMap::default();
         let mut nodes = Nodes {
             staged: &staged,

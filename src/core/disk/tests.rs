@@ -89,14 +89,27 @@ fn a_hypercore_9_feed_replicates_by_its_own_proofs_and_reopens() {
     w.append(&blocks[20..]).unwrap();
     let rpath = dir.path().join("r");
     let mut r = Core::create(&rpath, Flavour::Hc9, key, None).unwrap();
-    for i in [36, 0, 17, 35, 1] {
-        assert!(r.apply_hc9(w.proof_hc9(i).unwrap()).unwrap(), "block {i}");
+    // Whole proofs (digest 0), then proofs cut to what the reader holds.
+    for i in [36, 0, 17] {
+        assert!(
+            r.apply_hc9(w.proof_hc9(i, 0).unwrap()).unwrap(),
+            "block {i}"
+        );
+    }
+    for i in [35, 1] {
+        let digest = r.digest_hc9(i).unwrap();
+        let p = w.proof_hc9(i, digest).unwrap();
+        assert!(
+            p.signature.is_none(),
+            "block {i}: a held node vouches for it"
+        );
+        assert!(r.apply_hc9(p).unwrap(), "block {i}");
     }
     assert!(
-        !r.apply_hc9(w.proof_hc9(0).unwrap()).unwrap(),
+        !r.apply_hc9(w.proof_hc9(0, 0).unwrap()).unwrap(),
         "held already"
     );
-    let mut bad = w.proof_hc9(5).unwrap();
+    let mut bad = w.proof_hc9(5, r.digest_hc9(5).unwrap()).unwrap();
     bad.value[0] ^= 1;
     assert!(r.apply_hc9(bad).is_err());
     r.commit().unwrap();
@@ -110,7 +123,9 @@ fn a_hypercore_9_feed_replicates_by_its_own_proofs_and_reopens() {
     assert!(!r.has(5));
     // And it serves what it holds to a third copy.
     let mut third = Core::create(&dir.path().join("t"), Flavour::Hc9, key, None).unwrap();
-    assert!(third.apply_hc9(r.proof_hc9(35).unwrap()).unwrap());
+    assert!(third.apply_hc9(r.proof_hc9(35, 0).unwrap()).unwrap());
+    let digest = third.digest_hc9(17).unwrap();
+    assert!(third.apply_hc9(r.proof_hc9(17, digest).unwrap()).unwrap());
 }
 
 #[test]

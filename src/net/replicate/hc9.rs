@@ -264,7 +264,7 @@ impl Hc9Channel {
             }));
             return;
         }
-        match core.proof_hc9(r.index) {
+        match core.proof_hc9(r.index, r.nodes.unwrap_or(0)) {
             Ok(p) => out.send.push(Message::Data(Data {
                 index: p.index,
                 value: Some(p.value),
@@ -401,7 +401,7 @@ impl Hc9Channel {
     }
 
     /// Asks for blocks the peer has and we do not, up to [`WINDOW`] at a time.
-    fn pump(&mut self, core: &Core, out: &mut Outcome<Message>) {
+    fn pump(&mut self, core: &mut Core, out: &mut Outcome<Message>) {
         if self.writable() {
             return;
         }
@@ -422,11 +422,14 @@ impl Hc9Channel {
             self.cursor += 1;
             if self.remote.get(i) && !core.has(i) && !self.in_flight.contains(&i) {
                 self.in_flight.insert(i);
+                // The nodes we hold on its path, so that the proof leaves them out; a tree
+                // file we cannot read asks for the whole proof.
+                let digest = core.digest_hc9(i).unwrap_or(0);
                 out.send.push(Message::Request(Request {
                     index: i,
                     bytes: Some(0),
                     hash: Some(false),
-                    nodes: Some(0),
+                    nodes: Some(digest),
                 }));
             }
         }
