@@ -24,7 +24,7 @@
 //! check; anything else damaged is an error for this feed alone. Blocks are checked against
 //! their leaf each time they are read, so damage further back is found when a block is used.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind};
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
@@ -62,7 +62,6 @@ pub const READ_AHEAD_BYTES: usize = 64 << 10;
 /// Nodes by flat index. Keys are tree positions, so a fast hash is enough; the per-process
 /// seed keeps it from being steered.
 type NodeMap = HashMap<u64, Node, foldhash::fast::RandomState>;
-use std::collections::HashMap;
 
 /// Everything that can go wrong with one feed's files.
 #[derive(Debug, thiserror::Error)]
@@ -167,7 +166,7 @@ macro_rules! nodes_of {
 #[derive(Default)]
 struct NodeCache {
     nodes: NodeMap,
-    read: std::collections::HashSet<u64, foldhash::fast::RandomState>,
+    read: HashSet<u64, foldhash::fast::RandomState>,
 }
 
 impl NodeCache {
@@ -214,7 +213,11 @@ impl NodeSource for Nodes<'_> {
                 Err(e) => return Err(e),
             }
         }
-        if self.cache.nodes.len() + NODE_RUN as usize > NODE_CACHE {
+        // Bounded both ways: by the nodes held, and by the runs known to be empty (a long
+        // download looks up many nodes it does not hold yet).
+        if self.cache.nodes.len() + NODE_RUN as usize > NODE_CACHE
+            || self.cache.read.len() >= NODE_CACHE
+        {
             self.cache.clear();
         }
         self.cache.read.insert(first / NODE_RUN);
