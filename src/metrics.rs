@@ -182,6 +182,15 @@ fn ecosystem(enc: &mut DescriptorEncoder, s: &Snapshot) -> Result<(), std::fmt::
         Gauge,
         s.in_flight,
     )?;
+    if let Some(rtt) = s.rtt_avg_seconds {
+        let m = enc.encode_descriptor(
+            "hypercore_round_trip_time_avg_seconds",
+            "Mean of the open connections' smoothed TCP round-trip times (the kernel's, TCP_INFO)",
+            None,
+            Gauge,
+        )?;
+        ConstGauge::new(rtt).encode(m)?;
+    }
     one(
         enc,
         "hypercore_invalid_data",

@@ -214,6 +214,9 @@ pub struct Stats {
     connections: [AtomicU64; 5],
     peers: AtomicI64,
     in_flight: AtomicI64,
+    /// The connections' latest smoothed round-trip times, summed, in µs, and how many.
+    rtt_sum_us: AtomicI64,
+    rtt_connections: AtomicI64,
     feeds_active: AtomicI64,
     offers_received: AtomicU64,
     refused_observing: AtomicU64,
@@ -390,6 +393,10 @@ impl Stats {
             accepts_closed: load(&self.connections[ACCEPT_CLOSED]),
             peers: gauge(&self.peers),
             in_flight: gauge(&self.in_flight),
+            rtt_avg_seconds: match gauge(&self.rtt_connections) {
+                0 => None,
+                n => Some(gauge(&self.rtt_sum_us) as f64 / n as f64 / 1e6),
+            },
             feeds_active: gauge(&self.feeds_active),
             offers_received: load(&self.offers_received),
             refused_observing: load(&self.refused_observing),
@@ -435,6 +442,8 @@ pub struct Snapshot {
     pub peers: u64,
     /// Block requests sent and not answered yet, on open connections.
     pub in_flight: u64,
+    /// The mean of the open connections' smoothed TCP round-trip times, if any reported one.
+    pub rtt_avg_seconds: Option<f64>,
     /// Feeds replicating with some peer, counted once per peer.
     pub feeds_active: u64,
     /// Keys offered to us.
@@ -525,6 +534,45 @@ impl ConnStats {
         self.stats
             .block_bytes_received
             .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+}
+
+/// One connection's part in the mean round-trip time: its latest sample, which leaves the
+/// mean when the connection ends.
+#[derive(Debug)]
+pub struct RoundTrip {
+    stats: Arc<Stats>,
+    last_us: Option<i64>,
+}
+
+impl RoundTrip {
+    /// A connection that has reported no round-trip time yet.
+    pub fn new(stats: Arc<Stats>) -> RoundTrip {
+        RoundTrip {
+            stats,
+            last_us: None,
+        }
+    }
+
+    /// The connection's round-trip time is now `rtt`.
+    pub fn set(&mut self, rtt: std::time::Duration) {
+        let us = i64::try_from(rtt.as_micros()).unwrap_or(i64::MAX / 1024);
+        match self.last_us.replace(us) {
+            Some(old) => add(&self.stats.rtt_sum_us, us - old),
+            None => {
+                add(&self.stats.rtt_sum_us, us);
+                add(&self.stats.rtt_connections, 1);
+            }
+        }
+    }
+}
+
+impl Drop for RoundTrip {
+    fn drop(&mut self) {
+        if let Some(old) = self.last_us {
+            add(&self.stats.rtt_sum_us, -old);
+            add(&self.stats.rtt_connections, -1);
+        }
     }
 }
 

@@ -164,6 +164,11 @@ fn a_scrape_during_a_transfer_counts_what_moved() {
         .scrape
         .docs
         .contains_key("hypercore_total_inflight_blocks"));
+    // The kernel's smoothed round-trip time of the one connection, over loopback.
+    let rtt_name = "hypercore_round_trip_time_avg_seconds";
+    assert_eq!(m.types.get(rtt_name), Some(&SampleType::Gauge));
+    let rtt = m.value(rtt_name, &[]);
+    assert!(rtt > 0.0 && rtt < 1.0, "{rtt} s over loopback");
     assert_eq!(m.counter("feedscope_offers_received", &[]), 1);
     assert_eq!(m.gauge("feedscope_offers_pending", &[]), 0);
     assert_eq!(
@@ -233,6 +238,10 @@ fn a_scrape_during_a_transfer_counts_what_moved() {
     let after = Metrics::read(&a_metrics);
     assert_eq!(after.gauge("hypercore_total_peers", &[]), 0);
     assert_eq!(after.gauge("hyperswarm_server_connections_closed", &[]), 1);
+    assert!(
+        !after.scrape.samples.iter().any(|s| s.metric == rtt_name),
+        "no connection, no round-trip time"
+    );
     assert_eq!(after.gauge("feedscope_feeds_active", &[]), 0);
     a.quit();
 }

@@ -29,7 +29,7 @@ use crate::net::replicate::{FeedChannel, Outcome};
 use crate::net::transport::{Transport, TransportError};
 use crate::policy::{Curator, Policy};
 use crate::session::{Action, Outgoing, Session};
-use crate::stats::Stats;
+use crate::stats::{RoundTrip, Stats};
 use crate::store::{Feed, Store};
 use crate::wire::{self, FeedKey, FeedMeta};
 
@@ -494,6 +494,7 @@ impl<C: WireCore> Task<C> {
         let stall = peer.ctx.limits.stall_timeout;
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut round_trip = RoundTrip::new(peer.ctx.stats.clone());
         while peer.conn.end().is_none() {
             tokio::select! {
                 frames = peer.transport.recv(), if peer.conn.may_read() => match frames {
@@ -513,6 +514,9 @@ impl<C: WireCore> Task<C> {
                 },
                 _ = tick.tick() => {
                     peer.conn.handle_timeout(Instant::now());
+                    if let Some(rtt) = peer.transport.round_trip_time() {
+                        round_trip.set(rtt);
+                    }
                     let written = backlog.written_total();
                     if !peer.transport.congested() || stalled_since.is_some_and(|(_, w)| w != written) {
                         stalled_since = None;

@@ -388,6 +388,16 @@ impl Transport {
         Ok(())
     }
 
+    /// The kernel's smoothed round-trip time of the connection's TCP socket, where the
+    /// platform reports one (Linux: `TCP_INFO`).
+    pub fn round_trip_time(&self) -> Option<Duration> {
+        let half = match &self.reader {
+            Reader::Hc10 { frames, .. } => frames.get_ref(),
+            Reader::Hc9 { bytes, .. } => bytes.get_ref(),
+        };
+        tcp_rtt(half.as_ref())
+    }
+
     /// The wire this connection speaks.
     pub fn wire(&self) -> Wire {
         match self.reader {
@@ -537,4 +547,29 @@ async fn sniff_stream(stream: &TcpStream) -> Result<Wire, TransportError> {
             None => seen = n,
         }
     }
+}
+
+#[cfg(target_os = "linux")]
+fn tcp_rtt(stream: &TcpStream) -> Option<Duration> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `tcp_info` is plain data, so all zeros is a valid value; getsockopt writes at
+    // most `len` bytes into it, and the descriptor stays open for the call (`stream` is
+    // borrowed).
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0 && info.tcpi_rtt > 0).then(|| Duration::from_micros(info.tcpi_rtt.into()))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn tcp_rtt(_: &TcpStream) -> Option<Duration> {
+    None
 }
