@@ -753,94 +753,51 @@ async fn baseline(
     measured
 }
 
-/// feedscope ↔ feedscope on hypercore 10's wire, held to `times` the JS hypercore 10 ↔ JS
-/// rate (not met without the JS baseline, `--no-js`).
+/// feedscope ↔ feedscope on `wire`, held to `times` that wire's JS ↔ JS rate (JS hypercore
+/// 10, or JS multifeed 6 on Cabal's wire); not met without the JS baseline (`--no-js`).
 async fn one_feed_row(
     options: &Options,
     baselines: &mut Baselines,
     id: &'static str,
     (blocks, size): (usize, usize),
     (target_text, times): (&'static str, f64),
+    wire: Wire,
 ) -> Row {
     let blocks = options.blocks.unwrap_or(blocks);
-    let mut row = Row::new(
-        id,
-        format!("1 feed × {blocks} × {} KiB", size / KIB),
-        one_feed(Wire::Hc10, blocks, size).await,
-        target_text,
-        Target::AtLeastTimesJs(times),
-    );
-    if options.js {
-        row.js = Some(baseline(baselines, Wire::Hc10, blocks, size).await);
-    }
-    row
-}
-
-/// feedscope ↔ feedscope on Cabal's wire, held to `times` the JS multifeed 6 ↔ JS rate.
-async fn hc9_one_feed_row(
-    options: &Options,
-    baselines: &mut Baselines,
-    id: &'static str,
-    (blocks, size): (usize, usize),
-    (target_text, times): (&'static str, f64),
-) -> Row {
-    let blocks = options.blocks.unwrap_or(blocks);
-    let mut row = Row::new(
-        id,
-        format!(
-            "feedscope ↔ feedscope, 1 feed × {blocks} × {} KiB",
-            size / KIB
-        ),
-        one_feed(Wire::Hc9, blocks, size).await,
-        target_text,
-        Target::AtLeastTimesJs(times),
-    );
-    row.wire = Wire::Hc9;
-    if options.js {
-        row.js = Some(baseline(baselines, Wire::Hc9, blocks, size).await);
-    }
-    row
-}
-
-/// feedscope with JS multifeed 6 on Cabal's wire, one direction, beside the JS ↔ JS rate.
-async fn hc9_mixed_row(
-    options: &Options,
-    baselines: &mut Baselines,
-    id: &'static str,
-    (blocks, size): (usize, usize),
-    js_serves: bool,
-) -> Row {
-    let blocks = options.blocks.unwrap_or(blocks);
-    let (what, measured) = if js_serves {
-        ("JS → feedscope", hc9_js_to_feedscope(blocks, size).await)
-    } else {
-        ("feedscope → JS", hc9_feedscope_to_js(blocks, size).await)
+    let pair = match wire {
+        Wire::Hc10 => "",
+        Wire::Hc9 => "feedscope ↔ feedscope, ",
     };
     let mut row = Row::new(
         id,
-        format!("{what}, 1 feed × {blocks} × {} KiB", size / KIB),
-        measured,
-        "≥ JS ↔ JS",
-        Target::AtLeastJs,
+        format!("{pair}1 feed × {blocks} × {} KiB", size / KIB),
+        one_feed(wire, blocks, size).await,
+        target_text,
+        Target::AtLeastTimesJs(times),
     );
-    row.wire = Wire::Hc9;
-    row.js = Some(baseline(baselines, Wire::Hc9, blocks, size).await);
+    row.wire = wire;
+    if options.js {
+        row.js = Some(baseline(baselines, wire, blocks, size).await);
+    }
     row
 }
 
-/// feedscope with JS hypercore 10, one direction, beside the JS ↔ JS rate.
+/// feedscope with the JS peer of `wire` (JS hypercore 10, or JS multifeed 6 on Cabal's wire),
+/// one direction, beside that wire's JS ↔ JS rate.
 async fn mixed_row(
     options: &Options,
     baselines: &mut Baselines,
     id: &'static str,
     (blocks, size): (usize, usize),
     js_serves: bool,
+    wire: Wire,
 ) -> Row {
     let blocks = options.blocks.unwrap_or(blocks);
-    let (what, measured) = if js_serves {
-        ("JS → feedscope", js_to_feedscope(blocks, size).await)
-    } else {
-        ("feedscope → JS", feedscope_to_js(blocks, size).await)
+    let (what, measured) = match (wire, js_serves) {
+        (Wire::Hc10, true) => ("JS → feedscope", js_to_feedscope(blocks, size).await),
+        (Wire::Hc10, false) => ("feedscope → JS", feedscope_to_js(blocks, size).await),
+        (Wire::Hc9, true) => ("JS → feedscope", hc9_js_to_feedscope(blocks, size).await),
+        (Wire::Hc9, false) => ("feedscope → JS", hc9_feedscope_to_js(blocks, size).await),
     };
     let mut row = Row::new(
         id,
@@ -849,7 +806,8 @@ async fn mixed_row(
         "≥ JS ↔ JS",
         Target::AtLeastJs,
     );
-    row.js = Some(baseline(baselines, Wire::Hc10, blocks, size).await);
+    row.wire = wire;
+    row.js = Some(baseline(baselines, wire, blocks, size).await);
     row
 }
 
@@ -864,47 +822,49 @@ async fn run(options: &Options) -> Vec<Row> {
         }
         yes
     };
-    let own = [
-        ("one-feed-1k", (10_000, KIB), ("≥ 25× JS ↔ JS", 25.0)),
-        ("one-feed-64k", (1_000, 64 * KIB), ("≥ 5× JS ↔ JS", 5.0)),
+    // feedscope ↔ feedscope, then with the JS peer at the other end (which needs node, so
+    // `--no-js` leaves those out): hypercore 10 against JS hypercore 10 ↔ JS, then Cabal's
+    // wire against JS multifeed 6 ↔ JS multifeed 6.
+    type Own = [(&'static str, (usize, usize), (&'static str, f64)); 2];
+    type Mixed = [(&'static str, (usize, usize), bool); 4];
+    let plans: [(Wire, Own, Mixed); 2] = [
+        (
+            Wire::Hc10,
+            [
+                ("one-feed-1k", (10_000, KIB), ("≥ 25× JS ↔ JS", 25.0)),
+                ("one-feed-64k", (1_000, 64 * KIB), ("≥ 5× JS ↔ JS", 5.0)),
+            ],
+            [
+                ("js-to-feedscope-1k", (10_000, KIB), true),
+                ("feedscope-to-js-1k", (10_000, KIB), false),
+                ("js-to-feedscope-64k", (1_000, 64 * KIB), true),
+                ("feedscope-to-js-64k", (1_000, 64 * KIB), false),
+            ],
+        ),
+        (
+            Wire::Hc9,
+            [
+                ("hc9-one-feed-1k", (10_000, KIB), ("≥ 10× JS ↔ JS", 10.0)),
+                ("hc9-one-feed-64k", (1_000, 64 * KIB), ("≥ 4× JS ↔ JS", 4.0)),
+            ],
+            [
+                ("hc9-js-to-feedscope-1k", (10_000, KIB), true),
+                ("hc9-feedscope-to-js-1k", (10_000, KIB), false),
+                ("hc9-js-to-feedscope-64k", (1_000, 64 * KIB), true),
+                ("hc9-feedscope-to-js-64k", (1_000, 64 * KIB), false),
+            ],
+        ),
     ];
-    for (id, workload, target) in own {
-        if selected(id) {
-            rows.push(one_feed_row(options, b, id, workload, target).await);
+    for (wire, own, mixed) in plans {
+        for (id, workload, target) in own {
+            if selected(id) {
+                rows.push(one_feed_row(options, b, id, workload, target, wire).await);
+            }
         }
-    }
-    // With JS hypercore 10 at the other end: they need node, so `--no-js` leaves them out.
-    let mixed = [
-        ("js-to-feedscope-1k", (10_000, KIB), true),
-        ("feedscope-to-js-1k", (10_000, KIB), false),
-        ("js-to-feedscope-64k", (1_000, 64 * KIB), true),
-        ("feedscope-to-js-64k", (1_000, 64 * KIB), false),
-    ];
-    for (id, workload, js_serves) in mixed {
-        if options.js && selected(id) {
-            rows.push(mixed_row(options, b, id, workload, js_serves).await);
-        }
-    }
-    // Cabal's wire: feedscope ↔ feedscope against JS multifeed 6 ↔ JS multifeed 6, then the
-    // mixed pairs (which need node, so `--no-js` leaves them out).
-    let hc9_own = [
-        ("hc9-one-feed-1k", (10_000, KIB), ("≥ 10× JS ↔ JS", 10.0)),
-        ("hc9-one-feed-64k", (1_000, 64 * KIB), ("≥ 4× JS ↔ JS", 4.0)),
-    ];
-    for (id, workload, target) in hc9_own {
-        if selected(id) {
-            rows.push(hc9_one_feed_row(options, b, id, workload, target).await);
-        }
-    }
-    let hc9_mixed = [
-        ("hc9-js-to-feedscope-1k", (10_000, KIB), true),
-        ("hc9-feedscope-to-js-1k", (10_000, KIB), false),
-        ("hc9-js-to-feedscope-64k", (1_000, 64 * KIB), true),
-        ("hc9-feedscope-to-js-64k", (1_000, 64 * KIB), false),
-    ];
-    for (id, workload, js_serves) in hc9_mixed {
-        if options.js && selected(id) {
-            rows.push(hc9_mixed_row(options, b, id, workload, js_serves).await);
+        for (id, workload, js_serves) in mixed {
+            if options.js && selected(id) {
+                rows.push(mixed_row(options, b, id, workload, js_serves, wire).await);
+            }
         }
     }
     if selected("both-ways") {

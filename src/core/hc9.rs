@@ -348,6 +348,50 @@ mod tests {
         }
     }
 
+    /// The proof of block `i` cut to what the reader holds, as hypercore 9 sends it.
+    fn cut(
+        reader: &Tree,
+        rstore: &mut HashMap<u64, Node>,
+        w: &Tree,
+        wstore: &mut HashMap<u64, Node>,
+        blocks: &[Vec<u8>],
+        i: u64,
+    ) -> Hc9Proof {
+        let digest = reader.digest_hc9(rstore, i).unwrap();
+        let (nodes, signed) = w.proof_for_digest_hc9(wstore, i, digest).unwrap();
+        Hc9Proof {
+            index: i,
+            value: blocks[i as usize].clone(),
+            nodes,
+            signature: if signed {
+                w.signature.map(|s| s.to_vec())
+            } else {
+                None
+            },
+        }
+    }
+
+    /// Checks `proof` in the reader and takes in what it adds, each node the writer's own.
+    fn take_in(
+        reader: &mut Tree,
+        rstore: &mut HashMap<u64, Node>,
+        w: &Tree,
+        wstore: &HashMap<u64, Node>,
+        proof: &Hc9Proof,
+    ) {
+        let key = SigningKey::from_bytes(&[3; 32]).verifying_key();
+        let v = reader.verify_hc9(rstore, proof, &key);
+        let v = v.unwrap_or_else(|e| panic!("block {} of {}: {e}", proof.index, w.length));
+        for n in &v.nodes {
+            assert_eq!(wstore[&n.index], *n);
+            rstore.insert(n.index, *n);
+        }
+        if let Some(t) = v.upgraded {
+            assert_eq!(t.roots, w.roots);
+            *reader = t;
+        }
+    }
+
     proptest::proptest! {
         #[test]
         fn every_block_of_a_growing_feed_verifies_and_mutations_do_not(
@@ -363,16 +407,7 @@ mod tests {
                 for &p in &picks {
                     let i = p % w.length;
                     let proof = fetch(&w, &mut wstore, &blocks, i);
-                    let v = reader.verify_hc9(&mut rstore, &proof, &key);
-                    let v = v.unwrap_or_else(|e| panic!("block {i} of {}: {e}", w.length));
-                    for n in &v.nodes {
-                        proptest::prop_assert_eq!(wstore[&n.index], *n);
-                        rstore.insert(n.index, *n);
-                    }
-                    if let Some(t) = v.upgraded {
-                        proptest::prop_assert_eq!(&t.roots, &w.roots);
-                        reader = t;
-                    }
+                    take_in(&mut reader, &mut rstore, &w, &wstore, &proof);
                     // A wrong byte anywhere is refused.
                     let mut bad = proof.clone();
                     match flip % 4 {
@@ -402,43 +437,14 @@ mod tests {
                     }
                     // A proof cut to the reader's digest, as hypercore 9 sends it.
                     let j = (p * 7 + 3) % w.length;
-                    let digest = reader.digest_hc9(&mut rstore, j).unwrap();
-                    let (nodes, signed) = w.proof_for_digest_hc9(&mut wstore, j, digest).unwrap();
-                    let cut = Hc9Proof {
-                        index: j,
-                        value: blocks[j as usize].clone(),
-                        nodes,
-                        signature: if signed { w.signature.map(|s| s.to_vec()) } else { None },
-                    };
-                    let v = reader.verify_hc9(&mut rstore, &cut, &key);
-                    let v = v.unwrap_or_else(|e| panic!("block {j} of {}, digest {digest:b}: {e}", w.length));
-                    for n in &v.nodes {
-                        proptest::prop_assert_eq!(wstore[&n.index], *n);
-                        rstore.insert(n.index, *n);
-                    }
-                    if let Some(t) = v.upgraded {
-                        proptest::prop_assert_eq!(&t.roots, &w.roots);
-                        reader = t;
-                    }
+                    let proof = cut(&reader, &mut rstore, &w, &mut wstore, &blocks, j);
+                    take_in(&mut reader, &mut rstore, &w, &wstore, &proof);
                 }
                 // A proof that a node held vouches for takes no upgrade along; the last
                 // block, past what the reader knows, always does.
                 let last = w.length - 1;
-                let digest = reader.digest_hc9(&mut rstore, last).unwrap();
-                let (nodes, signed) = w.proof_for_digest_hc9(&mut wstore, last, digest).unwrap();
-                let tail = Hc9Proof {
-                    index: last,
-                    value: blocks[last as usize].clone(),
-                    nodes,
-                    signature: if signed { w.signature.map(|s| s.to_vec()) } else { None },
-                };
-                let v = reader.verify_hc9(&mut rstore, &tail, &key).unwrap();
-                for n in &v.nodes {
-                    rstore.insert(n.index, *n);
-                }
-                if let Some(t) = v.upgraded {
-                    reader = t;
-                }
+                let proof = cut(&reader, &mut rstore, &w, &mut wstore, &blocks, last);
+                take_in(&mut reader, &mut rstore, &w, &wstore, &proof);
                 proptest::prop_assert_eq!(reader.length, w.length);
             }
         }
