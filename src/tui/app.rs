@@ -484,7 +484,7 @@ impl App {
     }
 
     /// Whether the engine runs in observe mode, where nothing is decided.
-    fn observing(&self) -> bool {
+    pub fn observing(&self) -> bool {
         self.settings.policy == "observe"
     }
 

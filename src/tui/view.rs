@@ -328,7 +328,9 @@ fn tab_titles(app: &App, width: u16) -> (Vec<String>, &'static str, &'static str
         .map(|p| {
             let n = pane_count(peer, *p);
             let pending = match (p, peer) {
-                (Pane::Offered, Some(pv)) if pv.pending() > 0 => format!(" {}?", pv.pending()),
+                (Pane::Offered, Some(pv)) if pv.pending() > 0 && !app.observing() => {
+                    format!(" {}?", pv.pending())
+                }
                 _ => String::new(),
             };
             let title = if narrow { p.short_title() } else { p.title() };
@@ -411,6 +413,7 @@ fn render_pane(f: &mut Frame, r: &Regions, app: &App, t: &Theme) {
         return;
     };
     let model = app.model();
+    let observing = app.observing();
     // Our own feeds have local names; replicas are named by what an offerer said.
     let name_of = |k: &FeedKey| {
         model
@@ -432,12 +435,18 @@ fn render_pane(f: &mut Frame, r: &Regions, app: &App, t: &Theme) {
                 .iter()
                 .map(|(k, o)| {
                     let style = match o.state {
+                        // In observe mode nothing waits for a decision: an offer is seen.
+                        OfferState::Pending if observing => t.dim(),
                         OfferState::Pending => t.pending(),
                         OfferState::Declined => t.dim(),
                         _ => t.good(),
                     };
+                    let word = match o.state {
+                        OfferState::Pending if observing => "seen",
+                        state => state.label(),
+                    };
                     Row::new(vec![
-                        Cell::from(o.state.label()).style(style),
+                        Cell::from(word).style(style),
                         Cell::from(k.short()),
                         Cell::from(meta_str(&o.meta, "name")),
                         Cell::from(meta_str(&o.meta, "length")),

@@ -120,7 +120,8 @@ pub(super) fn render_peers(f: &mut Frame, r: &Regions, app: &App, t: &Theme) {
         .skip(top)
         .take(visible)
         .map(|p| {
-            let pending = p.pending();
+            // In observe mode nothing waits for a decision.
+            let pending = if app.observing() { 0 } else { p.pending() };
             let word = state_word(app, p);
             // Spans, not strings: a string cell is scanned for line breaks on every frame.
             let cell = |s: String| Cell::from(Span::raw(s));
