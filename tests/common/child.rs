@@ -106,6 +106,25 @@ impl JsonChild {
         }
     }
 
+    /// [`JsonChild::wait_stamped`] for a child that reports failure as `{"type":"error",
+    /// "message":…}`: that line, or `within` passing first, is an error naming `who` (with
+    /// the last lines in the second case).
+    pub fn wait_stamped_or_error(
+        &mut self,
+        who: &str,
+        within: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Result<(Instant, Value), String> {
+        match self.wait_stamped(within, |v| pred(v) || v["type"] == "error") {
+            Some((at, v)) if pred(&v) => Ok((at, v)),
+            Some((_, v)) => Err(format!("{who}: {}", v["message"])),
+            None => Err(format!(
+                "{who} ended or timed out; last lines: {:?}",
+                self.tail(3)
+            )),
+        }
+    }
+
     /// [`JsonChild::wait_stamped`] without the moment.
     pub fn wait_event(&mut self, within: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
         self.wait_stamped(within, pred).map(|(_, v)| v)

@@ -166,17 +166,7 @@ impl JsPeer {
         within: Duration,
         pred: impl Fn(&Value) -> bool,
     ) -> Result<(Instant, Value), String> {
-        let found = self
-            .proc
-            .wait_stamped(within, |v| pred(v) || v["type"] == "error");
-        match found {
-            Some((at, v)) if pred(&v) => Ok((at, v)),
-            Some((_, v)) => Err(format!("peer.mjs: {}", v["message"])),
-            None => Err(format!(
-                "peer.mjs ended or timed out; last lines: {:?}",
-                self.proc.tail(3)
-            )),
-        }
+        self.proc.wait_stamped_or_error("peer.mjs", within, pred)
     }
 
     /// Keys of the feeds it created, by name.

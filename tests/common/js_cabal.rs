@@ -60,17 +60,7 @@ impl CabalPeer {
         within: Duration,
         pred: impl Fn(&Value) -> bool,
     ) -> Result<(Instant, Value), String> {
-        let found = self
-            .proc
-            .wait_stamped(within, |v| pred(v) || v["type"] == "error");
-        match found {
-            Some((at, v)) if pred(&v) => Ok((at, v)),
-            Some((_, v)) => Err(format!("peer.js: {}", v["message"])),
-            None => Err(format!(
-                "peer.js ended or timed out; last lines: {:?}",
-                self.proc.tail(3)
-            )),
-        }
+        self.proc.wait_stamped_or_error("peer.js", within, pred)
     }
 
     /// Starts a listening peer; returns it with its address.

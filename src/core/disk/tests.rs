@@ -6,6 +6,42 @@ fn writer(dir: &Path) -> Core {
     Core::create(dir, Flavour::Hc10, secret.verifying_key(), Some(secret)).unwrap()
 }
 
+/// A replica of `w` in `path`, upgraded to its whole length (no block yet).
+fn replica_of(w: &mut Core, path: &Path) -> Core {
+    let mut r = Core::create(path, Flavour::Hc10, *w.key(), None).unwrap();
+    let up = w
+        .proof(&Request {
+            upgrade: Some((0, w.info().length)),
+            ..Request::default()
+        })
+        .unwrap();
+    assert!(r.apply(up).unwrap());
+    r
+}
+
+/// Block `i` of `from`, asked for as one holding `nodes` levels of its path would.
+fn block_of(from: &mut Core, i: u64, nodes: u64) -> Vec<u8> {
+    let p = from
+        .proof(&Request {
+            block: Some(Want { index: i, nodes }),
+            ..Request::default()
+        })
+        .unwrap();
+    p.block.unwrap().value
+}
+
+/// Fetches block `i` of `w` into `r`, which did not hold it.
+fn fetch(w: &mut Core, r: &mut Core, i: u64) {
+    let nodes = r.missing_nodes(i).unwrap();
+    let p = w
+        .proof(&Request {
+            block: Some(Want { index: i, nodes }),
+            ..Request::default()
+        })
+        .unwrap();
+    assert!(r.apply(p).unwrap(), "block {i}");
+}
+
 #[test]
 fn appends_survive_a_reopen_and_blocks_check() {
     let dir = tempfile::tempdir().unwrap();
@@ -36,23 +72,9 @@ fn a_replica_fetches_reopens_and_serves() {
     let blocks: Vec<Vec<u8>> = (0..100u32).map(|i| i.to_le_bytes().repeat(9)).collect();
     w.append(&blocks).unwrap();
     let rpath = dir.path().join("r");
-    let mut r = Core::create(&rpath, Flavour::Hc10, *w.key(), None).unwrap();
-    let up = w
-        .proof(&Request {
-            upgrade: Some((0, 100)),
-            ..Request::default()
-        })
-        .unwrap();
-    assert!(r.apply(up).unwrap());
+    let mut r = replica_of(&mut w, &rpath);
     for i in (0..100).rev() {
-        let nodes = r.missing_nodes(i).unwrap();
-        let p = w
-            .proof(&Request {
-                block: Some(Want { index: i, nodes }),
-                ..Request::default()
-            })
-            .unwrap();
-        assert!(r.apply(p).unwrap());
+        fetch(&mut w, &mut r, i);
         if i == 50 {
             r.commit().unwrap();
         }
@@ -66,16 +88,7 @@ fn a_replica_fetches_reopens_and_serves() {
     assert_eq!(r.info().contiguous_length, 0);
     assert!(r.has(50) && !r.has(49));
     assert_eq!(r.get(77).unwrap().unwrap(), blocks[77]);
-    let p = r
-        .proof(&Request {
-            block: Some(Want {
-                index: 60,
-                nodes: 0,
-            }),
-            ..Request::default()
-        })
-        .unwrap();
-    assert_eq!(p.block.unwrap().value, blocks[60]);
+    assert_eq!(block_of(&mut r, 60, 0), blocks[60]);
 }
 
 #[test]
@@ -184,49 +197,23 @@ fn blocks_read_in_order_stay_right_as_gaps_fill() {
     let mut w = writer(&dir.path().join("w"));
     let blocks: Vec<Vec<u8>> = (0..300u32).map(|i| i.to_le_bytes().repeat(100)).collect();
     w.append(&blocks).unwrap();
-    let mut r = Core::create(&dir.path().join("r"), Flavour::Hc10, *w.key(), None).unwrap();
-    let up = w
-        .proof(&Request {
-            upgrade: Some((0, 300)),
-            ..Request::default()
-        })
-        .unwrap();
-    assert!(r.apply(up).unwrap());
-    let mut fetch = |r: &mut Core, i: u64| {
-        let nodes = r.missing_nodes(i).unwrap();
-        let p = w
-            .proof(&Request {
-                block: Some(Want { index: i, nodes }),
-                ..Request::default()
-            })
-            .unwrap();
-        assert!(r.apply(p).unwrap());
-    };
+    let mut r = replica_of(&mut w, &dir.path().join("r"));
     for i in (0..100).chain(200..300) {
-        fetch(&mut r, i);
+        fetch(&mut w, &mut r, i);
     }
     r.commit().unwrap();
-    let serve = |r: &mut Core, i: u64| {
-        let p = r
-            .proof(&Request {
-                block: Some(Want { index: i, nodes: 0 }),
-                ..Request::default()
-            })
-            .unwrap();
-        p.block.unwrap().value
-    };
     for i in 0..100 {
-        assert_eq!(serve(&mut r, i), blocks[i as usize], "block {i}");
+        assert_eq!(block_of(&mut r, i, 0), blocks[i as usize], "block {i}");
     }
     // Staged, not yet committed: read from the staged run, mid-run included.
     for i in 100..200 {
-        fetch(&mut r, i);
+        fetch(&mut w, &mut r, i);
     }
     for i in 100..200 {
         assert_eq!(r.get(i).unwrap().unwrap(), blocks[i as usize], "staged {i}");
     }
     r.commit().unwrap();
     for i in 100..300 {
-        assert_eq!(serve(&mut r, i), blocks[i as usize], "committed {i}");
+        assert_eq!(block_of(&mut r, i, 0), blocks[i as usize], "committed {i}");
     }
 }
