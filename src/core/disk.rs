@@ -204,15 +204,7 @@ impl NodeSource for Nodes<'_> {
             return Ok(None);
         };
         let mut b = [0u8; (NODE_RUN * NODE_BYTES) as usize];
-        let mut got = 0;
-        while got < b.len() {
-            match self.file.read_at(&mut b[got..], at + got as u64) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let got = read_up_to(self.file, &mut b, at)?;
         // Bounded both ways: by the nodes held, and by the runs known to be empty (a long
         // download looks up many nodes it does not hold yet).
         if self.cache.nodes.len() + NODE_RUN as usize > NODE_CACHE
@@ -723,6 +715,20 @@ fn staged_slice(staged: &BTreeMap<u64, Vec<u8>>, offset: u64, size: usize) -> Op
     run.get(from..from.checked_add(size)?)
 }
 
+/// Reads `buf.len()` bytes of `file` from `at`, or as many as it holds; how many were read.
+fn read_up_to(file: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], at + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
 /// Bytes of `data` read in one system call ahead of blocks read in order.
 #[derive(Default)]
 struct ReadAhead {
@@ -740,20 +746,16 @@ impl ReadAhead {
     fn fill(&mut self, file: &File, start: u64, end: u64) -> io::Result<()> {
         self.start = start;
         self.bytes.resize(end.saturating_sub(start) as usize, 0);
-        let mut got = 0;
-        while got < self.bytes.len() {
-            match file.read_at(&mut self.bytes[got..], start + got as u64) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.clear();
-                    return Err(e);
-                }
+        match read_up_to(file, &mut self.bytes, start) {
+            Ok(got) => {
+                self.bytes.truncate(got);
+                Ok(())
+            }
+            Err(e) => {
+                self.clear();
+                Err(e)
             }
         }
-        self.bytes.truncate(got);
-        Ok(())
     }
 
     /// Forgets what was read, and lets go of its memory.
