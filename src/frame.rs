@@ -311,7 +311,7 @@ fn decode_control(typ: u64, mut buf: &[u8]) -> Result<Item, FrameError> {
 
 fn decode_batch(mut buf: &[u8]) -> Result<Vec<Item>, FrameError> {
     let mut channel = uint(&mut buf, "batch channel id")?;
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(batch_len(buf).min(PRESIZED_ITEMS));
     while !buf.is_empty() {
         let len = uint(&mut buf, "batch message length")? as usize;
         if len == 0 {
@@ -336,6 +336,29 @@ fn decode_batch(mut buf: &[u8]) -> Result<Vec<Item>, FrameError> {
         }
     }
     Ok(out)
+}
+
+/// Items of a batch that its list is sized for at once; a longer batch grows it.
+const PRESIZED_ITEMS: usize = 1024;
+
+/// How many messages a batch's body holds, read from their lengths alone (so that the list
+/// of them is sized once); a body that does not parse counts what parsed before.
+fn batch_len(mut buf: &[u8]) -> usize {
+    let mut n = 0;
+    while let Ok(len) = uint(&mut buf, "batch message length") {
+        if len == 0 {
+            if uint(&mut buf, "batch channel id").is_err() {
+                break;
+            }
+            continue;
+        }
+        let Some(rest) = usize::try_from(len).ok().and_then(|l| buf.get(l..)) else {
+            break;
+        };
+        buf = rest;
+        n += 1;
+    }
+    n + 1
 }
 
 /// Decodes a channel message (type and body) that spans exactly `buf`.
@@ -519,6 +542,10 @@ pub fn encode_msg_into(out: &mut Vec<u8>, msg: &Msg) {
     }
 }
 
+/// Room left after a frame for what the transport's cipher adds in place (a tag byte and a
+/// 16-byte MAC), so that encrypting it does not move it to a larger buffer.
+const CIPHER_ROOM: usize = 17;
+
 /// Encodes messages as one frame: a single message alone, several as a batch. Each message
 /// is encoded in place after its length, in a buffer sized once.
 pub fn encode_messages(messages: &[(u64, Msg)]) -> Vec<u8> {
@@ -526,7 +553,7 @@ pub fn encode_messages(messages: &[(u64, Msg)]) -> Vec<u8> {
     match messages {
         [] => {}
         [(channel, msg)] => {
-            out.reserve(uint_len(*channel) + msg_len(msg));
+            out.reserve(uint_len(*channel) + msg_len(msg) + CIPHER_ROOM);
             put_uint(&mut out, *channel);
             encode_msg_into(&mut out, msg);
         }
@@ -534,7 +561,7 @@ pub fn encode_messages(messages: &[(u64, Msg)]) -> Vec<u8> {
             let lens: Vec<usize> = many.iter().map(|(_, m)| msg_len(m)).collect();
             let total: usize = lens.iter().map(|&l| uint_len(l as u64) + l).sum();
             // Channel switches: at most one marker and id per message.
-            out.reserve(2 + total + many.len() * 11);
+            out.reserve(2 + total + many.len() * 11 + CIPHER_ROOM);
             out.extend_from_slice(&[0, 0]);
             let mut current = many[0].0;
             put_uint(&mut out, current);

@@ -24,7 +24,7 @@
 //! check; anything else damaged is an error for this feed alone. Blocks are checked against
 //! their leaf each time they are read, so damage further back is found when a block is used.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind};
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
@@ -44,24 +44,20 @@ use super::tree::{NodeSource, Proof, ProofError, Request, Tree, Verified, MAX_LE
 
 mod files;
 mod open;
+mod runs;
 
 use files::{fsync_dir, read_secret, write_secret, Files, Header, FILE_NAMES, SLOT_BYTES};
 pub use files::{private_dir, secret_readable_by_others};
+use runs::{Lookup, NodeRuns, RUN as NODE_RUN};
 
 /// Bytes of one node in the tree file.
 pub const NODE_BYTES: u64 = 40;
 /// Nodes kept in memory after reading them, per feed, before the cache starts over.
 pub const NODE_CACHE: usize = 8192;
-/// Nodes read from `tree` at once: an aligned run of this many around the one asked for.
-const NODE_RUN: u64 = 64;
 /// Staged bytes past which an apply commits by itself.
 pub const MAX_STAGED_BYTES: usize = 4 << 20;
 /// Bytes read from `data` at once when blocks are read one after another (served in order).
 pub const READ_AHEAD_BYTES: usize = 64 << 10;
-
-/// Nodes by flat index. Keys are tree positions, so a fast hash is enough; the per-process
-/// seed keeps it from being steered.
-type NodeMap = HashMap<u64, Node, foldhash::fast::RandomState>;
 
 /// Everything that can go wrong with one feed's files.
 #[derive(Debug, thiserror::Error)]
@@ -113,8 +109,8 @@ pub struct Core {
     /// The sequence number of the last commit.
     seq: u64,
     /// Nodes not yet written, and nodes read lately.
-    staged_nodes: NodeMap,
-    cache: NodeCache,
+    staged_nodes: NodeRuns,
+    cache: NodeRuns,
     /// Block bytes not yet written, by byte offset; blocks staged end to end share one run.
     staged_data: BTreeMap<u64, Vec<u8>>,
     staged_bytes: usize,
@@ -130,7 +126,10 @@ pub struct Core {
     dirs_unsynced: bool,
     /// What opening found damaged in a feed that still opened.
     pub damage: Option<String>,
-    /// When the files were last read or written.
+    /// Whether the files were read or written since [`Core::close_if_idle`] last looked (a
+    /// flag, not a clock read on every use).
+    used: bool,
+    /// When [`Core::close_if_idle`] last found the files used.
     last_used: Instant,
 }
 
@@ -152,7 +151,7 @@ impl std::fmt::Debug for Core {
 /// borrowed beside them.
 macro_rules! nodes_of {
     ($core:expr) => {{
-        $core.last_used = Instant::now();
+        $core.used = true;
         Nodes {
             staged: &$core.staged_nodes,
             cache: &mut $core.cache,
@@ -161,41 +160,25 @@ macro_rules! nodes_of {
     }};
 }
 
-/// Nodes read from `tree` lately, and which runs of [`NODE_RUN`] nodes were read whole (a
-/// node of such a run that is not cached is not in the file either).
-#[derive(Default)]
-struct NodeCache {
-    nodes: NodeMap,
-    read: HashSet<u64, foldhash::fast::RandomState>,
-}
-
-impl NodeCache {
-    fn clear(&mut self) {
-        self.nodes.clear();
-        self.read.clear();
-    }
-}
-
-/// Nodes as the tree code reads them: staged first, then the cache, then the file.
+/// Nodes as the tree code reads them: staged first, then the cache (nodes read or written
+/// lately, and runs known to be empty), then the file.
 struct Nodes<'a> {
-    staged: &'a NodeMap,
-    cache: &'a mut NodeCache,
+    staged: &'a NodeRuns,
+    cache: &'a mut NodeRuns,
     file: &'a File,
 }
 
 impl NodeSource for Nodes<'_> {
     fn node(&mut self, index: u64) -> io::Result<Option<Node>> {
-        if let Some(n) = self
-            .staged
-            .get(&index)
-            .or_else(|| self.cache.nodes.get(&index))
-        {
-            return Ok(Some(*n));
+        if let Some(n) = self.staged.node(index) {
+            return Ok(Some(n));
         }
-        if self.cache.read.contains(&(index / NODE_RUN)) {
+        match self.cache.get(index) {
+            Lookup::Found(n) => return Ok(Some(n)),
             // Its run was read and the node was not there; what a commit writes since is
             // staged or cached.
-            return Ok(None);
+            Lookup::Absent => return Ok(None),
+            Lookup::Unknown => {}
         }
         // Nodes near each other are used together (a block's path, the next block's): one
         // read brings in the aligned run of NODE_RUN nodes around the one asked for.
@@ -207,28 +190,22 @@ impl NodeSource for Nodes<'_> {
         let got = read_up_to(self.file, &mut b, at)?;
         // Bounded both ways: by the nodes held, and by the runs known to be empty (a long
         // download looks up many nodes it does not hold yet).
-        if self.cache.nodes.len() + NODE_RUN as usize > NODE_CACHE
-            || self.cache.read.len() >= NODE_CACHE
+        if (self.cache.filled() + 1) * NODE_RUN as usize > NODE_CACHE
+            || self.cache.runs() >= NODE_CACHE
         {
             self.cache.clear();
         }
-        self.cache.read.insert(first / NODE_RUN);
-        let mut found = None;
-        for (k, raw) in b[..got].chunks_exact(NODE_BYTES as usize).enumerate() {
-            if raw.iter().all(|&x| x == 0) {
-                continue;
-            }
-            let node = Node {
+        let read = b[..got]
+            .chunks_exact(NODE_BYTES as usize)
+            .enumerate()
+            .filter(|(_, raw)| raw.iter().any(|&x| x != 0))
+            .map(|(k, raw)| Node {
                 index: first + k as u64,
                 size: u64::from_le_bytes(raw[..8].try_into().unwrap()),
                 hash: raw[8..].try_into().unwrap(),
-            };
-            if node.index == index {
-                found = Some(node);
-            }
-            self.cache.nodes.entry(node.index).or_insert(node);
-        }
-        Ok(found)
+            });
+        self.cache.fill(first / NODE_RUN, read);
+        Ok(self.cache.node(index))
     }
 }
 
@@ -270,8 +247,8 @@ impl Core {
             bits: Bitfield::default(),
             contiguous: 0,
             seq: 0,
-            staged_nodes: NodeMap::default(),
-            cache: NodeCache::default(),
+            staged_nodes: NodeRuns::default(),
+            cache: NodeRuns::default(),
             staged_data: BTreeMap::new(),
             staged_bytes: 0,
             next_offset: None,
@@ -279,6 +256,7 @@ impl Core {
             changed: true,
             dirs_unsynced: true,
             damage: None,
+            used: false,
             last_used: Instant::now(),
         };
         core.commit()?;
@@ -394,8 +372,7 @@ impl Core {
         let offset = self.tree.byte_length;
         let mut tree = self.tree.clone();
         let nodes = tree.append(blocks, &secret)?;
-        self.staged_nodes
-            .extend(nodes.into_iter().map(|n| (n.index, n)));
+        self.staged_nodes.extend(nodes);
         let mut run = Vec::new();
         for b in blocks {
             run.extend_from_slice(b.as_ref());
@@ -494,8 +471,7 @@ impl Core {
             self.tree = up;
             changed = true;
         }
-        self.staged_nodes
-            .extend(verified.nodes.iter().map(|n| (n.index, *n)));
+        self.staged_nodes.extend(verified.nodes.iter().copied());
         if let Some(i) = verified.block {
             let value = value.unwrap_or_default();
             if i >= self.tree.length {
@@ -542,13 +518,11 @@ impl Core {
             // What was read ahead may predate these blocks (a replica's gaps read as zeros).
             self.read_ahead.clear();
         }
-        let mut order: Vec<u64> = self.staged_nodes.keys().copied().collect();
-        order.sort_unstable();
         let mut run: Vec<u8> = Vec::new();
         let mut run_start = 0;
         let mut next = u64::MAX;
-        for index in order {
-            let n = &self.staged_nodes[&index];
+        for n in self.staged_nodes.sorted() {
+            let index = n.index;
             if index != next && !run.is_empty() {
                 files
                     .tree()?
@@ -597,15 +571,13 @@ impl Core {
         self.staged_data.clear();
         self.staged_bytes = 0;
         let nodes = std::mem::take(&mut self.staged_nodes);
-        if self.cache.nodes.len() + nodes.len() < NODE_CACHE {
-            self.cache.nodes.extend(nodes);
+        if (self.cache.filled() + nodes.filled()) * NODE_RUN as usize <= NODE_CACHE {
+            self.cache.absorb(nodes);
         } else {
             // Written but not cached: the runs they are in must be read again.
-            for index in nodes.keys() {
-                self.cache.read.remove(&(index / NODE_RUN));
-            }
+            self.cache.forget_runs_of(&nodes);
         }
-        self.last_used = Instant::now();
+        self.used = true;
         Ok(())
     }
 
@@ -617,6 +589,9 @@ impl Core {
     /// Commits and closes the feed's files if they have not been used for `idle`; the next
     /// use opens them again. Returns whether they were closed.
     pub fn close_if_idle(&mut self, idle: Duration) -> Result<bool, CoreError> {
+        if std::mem::take(&mut self.used) {
+            self.last_used = Instant::now();
+        }
         if !self.files.any_open() || self.last_used.elapsed() < idle {
             return Ok(false);
         }
@@ -698,7 +673,9 @@ fn stage_data(staged: &mut BTreeMap<u64, Vec<u8>>, offset: u64, value: Vec<u8>) 
             let run = last.get_mut();
             if start + run.len() as u64 == offset && run.len() + value.len() <= RUN_BYTES {
                 if run.capacity() - run.len() < value.len() {
-                    run.reserve((64 * value.len()).min(RUN_BYTES - run.len()));
+                    // The whole run at once: growing it step by step copied it each time.
+                    // Room not written to costs no resident memory.
+                    run.reserve_exact(RUN_BYTES - run.len());
                 }
                 run.extend_from_slice(&value);
                 return;

@@ -333,7 +333,9 @@ impl Tree {
                 proof.fork, self.fork
             )));
         }
-        let mut nodes = Vec::new();
+        // The leaf, then a sibling and a parent per level of the path.
+        let path = proof.block.as_ref().map_or(0, |b| b.nodes.len());
+        let mut nodes = Vec::with_capacity(1 + 2 * path);
         let unverified = self.verify_path(proof, &mut nodes)?;
         let mut upgraded = None;
         let mut consumed = false;

@@ -2,6 +2,7 @@
 //! replication. Nothing here knows the engine: peers report upward through
 //! [`peer::PeerContext`].
 
+pub mod framed;
 pub mod hc10;
 pub mod hc9;
 pub mod output;

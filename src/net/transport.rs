@@ -27,6 +27,7 @@ use tokio_util::codec::{BytesCodec, Encoder, FramedRead, FramedWrite, LengthDeli
 use crate::event::Wire;
 use crate::frame::MAX_FRAME_BYTES;
 use crate::limits::Limits;
+use crate::net::framed::FrameReader;
 use crate::net::hc9;
 
 /// Why a connection failed.
@@ -119,7 +120,7 @@ pub struct Transport {
 #[allow(clippy::large_enum_variant)]
 enum Reader {
     Hc10 {
-        frames: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+        frames: FrameReader<OwnedReadHalf>,
         cipher: Box<Cipher>,
     },
     Hc9 {
@@ -258,7 +259,7 @@ impl Transport {
 
         let mut t = Transport {
             reader: Reader::Hc10 {
-                frames: FramedRead::new(read, codec()),
+                frames: FrameReader::new(read, MAX_FRAME_BYTES),
                 cipher: Box::new(cipher),
             },
             writer: tx,
@@ -364,10 +365,10 @@ impl Transport {
         loop {
             match frames.next().await {
                 // A zero-length frame carries nothing and would upset the cipher.
-                Some(Ok(frame)) if frame.is_empty() => continue,
-                Some(Ok(frame)) => return Ok(frame.to_vec()),
-                Some(Err(e)) => return Err(TransportError::Io(e)),
-                None => return Err(TransportError::Closed),
+                Ok(Some(frame)) if frame.is_empty() => continue,
+                Ok(Some(frame)) => return Ok(frame),
+                Err(e) => return Err(TransportError::Io(e)),
+                Ok(None) => return Err(TransportError::Closed),
             }
         }
     }

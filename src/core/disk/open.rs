@@ -54,8 +54,8 @@ impl Core {
                         bits: Bitfield::default(),
                         contiguous: 0,
                         seq: h.seq,
-                        staged_nodes: NodeMap::default(),
-                        cache: NodeCache::default(),
+                        staged_nodes: NodeRuns::default(),
+                        cache: NodeRuns::default(),
                         staged_data: BTreeMap::new(),
                         staged_bytes: 0,
                         next_offset: None,
@@ -63,6 +63,7 @@ impl Core {
                         dirs_unsynced: false,
                         changed: false,
                         damage: None,
+                        used: false,
                         last_used: Instant::now(),
                     };
                     core.load_bits()?;
@@ -105,8 +106,8 @@ impl Core {
             write_secret(dir, s).map_err(io_err(dir.join("secret")))?;
         }
         let files = Files::open(dir, true)?;
-        let staged = NodeMap::default();
-        let mut cache = NodeCache::default();
+        let staged = NodeRuns::default();
+        let mut cache = NodeRuns::default();
         let mut nodes = Nodes {
             staged: &staged,
             cache: &mut cache,
@@ -163,8 +164,8 @@ impl Core {
                 h.length
             )));
         }
-        let mut cache = NodeCache::default();
-        let staged = NodeMap::default();
+        let mut cache = NodeRuns::default();
+        let staged = NodeRuns::default();
         let mut nodes = Nodes {
             staged: &staged,
             cache: &mut cache,

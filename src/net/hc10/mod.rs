@@ -38,6 +38,8 @@ use crate::wire::FeedKey;
 const TRACE_HEX_BYTES: usize = 512;
 /// Channel messages gathered before a frame is sealed.
 const FRAME_SOFT_LIMIT: usize = 1 << 20;
+/// Messages whose room the outgoing list keeps between frames.
+const OUT_KEPT: usize = 256;
 
 const NS_INITIATOR: [u8; 32] = [
     0x51, 0x81, 0x2a, 0x2a, 0x35, 0x9b, 0x50, 0x36, 0x95, 0x36, 0x77, 0x5d, 0xf8, 0x9e, 0x18, 0xe4,
@@ -309,8 +311,8 @@ impl<T> Conn<T> {
         if self.trace {
             self.trace_out();
         }
-        let mut batch: Vec<(u64, Msg)> = Vec::new();
-        for o in std::mem::take(&mut self.out) {
+        let mut batch: Vec<(u64, Msg)> = Vec::with_capacity(self.out.len());
+        for o in self.out.drain(..) {
             match o {
                 Out::Control(bytes) => {
                     if !batch.is_empty() {
@@ -324,6 +326,10 @@ impl<T> Conn<T> {
         }
         if !batch.is_empty() {
             self.sealed.push_back(frame::encode_messages(&batch));
+        }
+        // Room for the next frame's messages stays, unless a burst made it large.
+        if self.out.capacity() > OUT_KEPT {
+            self.out = Vec::new();
         }
         self.out_bytes = 0;
         self.last_sent = now;
