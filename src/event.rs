@@ -72,6 +72,9 @@ pub enum ProblemKind {
     UnknownOffer,
     /// The peer started replicating a feed we never requested.
     UnrequestedFeed,
+    /// The writer truncated a feed we hold a copy of (a new fork), which feedscope does not
+    /// follow: the copy stays as it was.
+    Truncated,
 }
 
 impl ProblemKind {
@@ -105,6 +108,7 @@ impl ProblemKind {
             ProblemKind::UnknownExtension => "unknown_extension",
             ProblemKind::UnknownOffer => "unknown_offer",
             ProblemKind::UnrequestedFeed => "unrequested_feed",
+            ProblemKind::Truncated => "truncated",
         }
     }
 }

@@ -105,7 +105,7 @@ const ACCEPT_OPENED: usize = 3;
 const ACCEPT_CLOSED: usize = 4;
 
 /// Every problem kind, in a fixed order, for counting by kind.
-pub const PROBLEM_KINDS: [ProblemKind; 26] = [
+pub const PROBLEM_KINDS: [ProblemKind; 28] = [
     ProblemKind::BadCapability,
     ProblemKind::BadData,
     ProblemKind::Command,
@@ -129,6 +129,8 @@ pub const PROBLEM_KINDS: [ProblemKind; 26] = [
     ProblemKind::RefusedRequest,
     ProblemKind::Stalled,
     ProblemKind::Storage,
+    ProblemKind::Timeout,
+    ProblemKind::Truncated,
     ProblemKind::UnknownExtension,
     ProblemKind::UnknownOffer,
     ProblemKind::UnrequestedFeed,

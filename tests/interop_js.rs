@@ -348,3 +348,38 @@ fn a_million_blocks_go_from_js_to_feedscope_and_on_to_another_js_peer() {
         .expect("feedscope's copy reads back");
     assert_eq!(held, expected, "feedscope's copy");
 }
+
+/// A JS writer that truncates a feed starts a new fork. feedscope does not follow it: it
+/// says so once, keeps the copy it verified, and asks that peer for nothing that would be
+/// refused.
+#[test]
+fn a_feed_truncated_by_its_js_writer_is_told_once_and_the_copy_is_kept() {
+    let (js_dir, fs_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (mut js, addr) = JsPeer::listen(
+        js_dir.path(),
+        &["--feeds", "1", "--blocks", "16", "--block-size", "64"],
+    );
+    let key = js.feed_key("f0");
+    let mut fs = Node::start(fs_dir.path(), &["--connect", &addr]);
+    fs.wait_synced(&key, 16);
+    js.send(json!({"cmd": "truncate", "feed": "f0", "length": 10}));
+    js.wait_for("truncated", |v| v["fork"] == 1);
+    let warning = fs.wait_for("warning", |v| v["kind"] == "truncated");
+    let message = warning["message"].as_str().unwrap();
+    assert!(
+        message.contains("fork 1") && message.contains("length 16"),
+        "{message}"
+    );
+    // The writer goes on at its new fork: nothing new is told, nothing is refused.
+    js.send(json!({"cmd": "append", "feed": "f0", "data": "after the cut"}));
+    js.wait_for("appended", |v| v["length"] == 11);
+    std::thread::sleep(Duration::from_millis(500));
+    let events = fs.quit();
+    js.quit();
+    let problems: Vec<&Value> = events
+        .iter()
+        .filter(|v| v["type"] == "warning" || v["type"] == "error")
+        .collect();
+    assert_eq!(problems.len(), 1, "one warning, no more: {problems:#?}");
+    assert_eq!(cat(fs_dir.path(), &key), catted(&blocks("f0", 16, 64)));
+}

@@ -42,6 +42,7 @@ const PROBLEMS: &[&str] = &[
     "metrics",
     "observe",
     "timeout",
+    "truncated",
 ];
 
 /// The kind named `name`, read the way a script's JSON is.
@@ -316,6 +317,18 @@ fn commands() -> Vec<Command> {
         },
         Command::Quit,
     ]
+}
+
+/// A kind the metrics do not count would stop the peer that reports it.
+#[test]
+fn every_problem_kind_is_counted_by_the_metrics() {
+    for name in PROBLEMS {
+        assert!(
+            feedscope::stats::PROBLEM_KINDS.contains(&problem(name)),
+            "{name} is not in stats::PROBLEM_KINDS"
+        );
+    }
+    assert_eq!(feedscope::stats::PROBLEM_KINDS.len(), PROBLEMS.len());
 }
 
 #[test]

@@ -397,6 +397,13 @@ async function command (line) {
       out({ type: 'appended', feed: cmd.feed, key: entry.core.key.toString('hex'), length: entry.core.length })
       break
     }
+    case 'truncate': {
+      const entry = cores.get(byName.get(cmd.feed))
+      if (!entry) throw new Error(`no local feed named ${cmd.feed}`)
+      await entry.core.truncate(Number(cmd.length))
+      out({ type: 'truncated', feed: cmd.feed, length: entry.core.length, fork: entry.core.fork })
+      break
+    }
     case 'add_feed': {
       const key = await createLocalFeed(cmd.name, Number(cmd.blocks || 0), Number(cmd.block_size || 1024))
       for (const s of sessions) await s.sendManifest([key])

@@ -131,6 +131,8 @@ pub struct Replicator {
     announced: (u64, u64),
     last_announce: Option<Instant>,
     reported_unreadable: bool,
+    /// The newest fork of the peer's that a `truncated` warning told of.
+    warned_fork: u64,
     pending: Option<Pending>,
 }
 
@@ -158,6 +160,7 @@ impl Replicator {
             announced: (u64::MAX, u64::MAX),
             last_announce: None,
             reported_unreadable: false,
+            warned_fork: 0,
             pending: None,
         }
     }
@@ -231,6 +234,22 @@ impl Replicator {
                 }
                 self.remote_fork = s.fork;
                 self.remote_length = s.length;
+                if s.fork > view.fork() && s.fork > self.warned_fork && !view.writable() {
+                    self.warned_fork = s.fork;
+                    fx.push(Effect::Event(Event::Warning {
+                        peer: Some(self.peer),
+                        kind: ProblemKind::Truncated,
+                        message: format!(
+                            "the writer of feed {} truncated it (the peer is at fork {}, this \
+                             copy at fork {}); feedscope does not follow truncated feeds, so \
+                             its copy stays at length {} and takes no more blocks from this peer",
+                            self.key.short(),
+                            s.fork,
+                            view.fork(),
+                            view.length()
+                        ),
+                    }));
+                }
                 // A JS peer asks us for an upgrade only once our Synchronize confirms its
                 // length, so every change of its length is answered.
                 if changed {
@@ -539,7 +558,8 @@ impl Replicator {
     }
 
     fn pump(&mut self, view: &impl View, fx: &mut Effects) {
-        if !self.remote_synced || view.writable() {
+        // A peer on another fork answers every request with NoData.
+        if !self.remote_synced || view.writable() || self.remote_fork != view.fork() {
             return;
         }
         let (length, contiguous, fork) = (view.length(), view.contiguous_length(), view.fork());
