@@ -20,7 +20,8 @@ pub struct Bitfield {
     /// Runs of full pages: first page to one past the last.
     full: BTreeMap<u64, u64>,
     /// Pages with some bits set and some clear, with how many are set.
-    partial: HashMap<u64, (Page, u32)>,
+    /// Looked up for every block, so hashed fast (with a per-process seed).
+    partial: HashMap<u64, (Page, u32), foldhash::fast::RandomState>,
     /// Pages changed since [`Bitfield::take_dirty`].
     dirty: BTreeSet<u64>,
 }

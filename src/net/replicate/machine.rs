@@ -16,6 +16,8 @@
 //! is after the effect.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+
+use foldhash::fast::RandomState as Fast;
 use std::time::{Duration, Instant};
 
 use hypercore_protocol::schema::{Data, NoData, Range, Request, Synchronize};
@@ -110,12 +112,14 @@ pub struct Replicator {
     remote_fork: u64,
     have: RemoteHave,
     remote_synced: bool,
-    inflight: HashMap<u64, Inflight>,
+    /// Requests by id. Ids are ours and hashed with a per-process seed: a fast hash is enough
+    /// (the block path looks each up twice).
+    inflight: HashMap<u64, Inflight, Fast>,
     /// Upgrade requests among `inflight` (0 or 1), kept so the pump need not scan them.
     upgrades_in_flight: usize,
     blocks_in_flight: BTreeSet<u64>,
     /// Blocks in flight whose node count assumes the block before them arrives first.
-    counted_short: HashSet<u64>,
+    counted_short: HashSet<u64, Fast>,
     /// Whether node counts may assume that answers come in the order they were asked for;
     /// off for good once an answer counted that way does not verify.
     in_order: bool,
@@ -146,10 +150,10 @@ impl Replicator {
             remote_fork: 0,
             have: RemoteHave::default(),
             remote_synced: false,
-            inflight: HashMap::new(),
+            inflight: HashMap::default(),
             upgrades_in_flight: 0,
             blocks_in_flight: BTreeSet::new(),
-            counted_short: HashSet::new(),
+            counted_short: HashSet::default(),
             in_order: true,
             unavailable: BTreeSet::new(),
             scanned: 0,
