@@ -9,8 +9,9 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Bytes of a frame's length prefix.
 const PREFIX: usize = 3;
-/// Bytes asked of the socket at once while frames are small.
-const READ_CHUNK: usize = 64 << 10;
+/// Room the shared read buffer keeps for lengths and small frames. An idle connection holds
+/// it, so it stays small; large frames do not pass through it.
+const READ_CHUNK: usize = 8 << 10;
 /// Frames at least this long are read into their own buffer as soon as their length is
 /// known; shorter ones are copied out of the read buffer.
 const OWN_BUFFER: usize = 4 << 10;

@@ -13,7 +13,7 @@
 
 use std::io;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -105,31 +105,40 @@ fn codec() -> LengthDelimitedCodec {
         .new_codec()
 }
 
-/// The reading side of an encrypted connection, and the cipher that both sides share.
+/// An encrypted connection: the plaintext frames that a reading task decrypts, the sending
+/// half of the cipher, and the writer's queue.
+///
+/// Reading and decrypting run in a task of their own, one frame ahead of the peer task that
+/// acts on what arrives: on a busy connection the two run on two cores. The reading task
+/// stops at the frame after the one it handed over until that one is taken, so what it
+/// holds is bounded.
 pub struct Transport {
-    reader: Reader,
+    incoming: mpsc::Receiver<Result<Vec<Vec<u8>>, TransportError>>,
+    reading: tokio::task::AbortHandle,
+    sealer: Sealer,
     writer: mpsc::UnboundedSender<Bytes>,
     backlog: Arc<Backlog>,
     initiator: bool,
     remote_public_key: [u8; 32],
     handshake_hash: Vec<u8>,
+    split: Option<hc9::Split>,
+    /// The kernel's smoothed round-trip time in µs as the reading task last read it; 0: none.
+    rtt: Arc<AtomicU64>,
 }
 
-/// The reading side and the cipher, per wire. One per connection, so the larger variant
-/// costs nothing worth a box.
-#[allow(clippy::large_enum_variant)]
-enum Reader {
-    Hc10 {
-        frames: FrameReader<OwnedReadHalf>,
-        cipher: Box<Cipher>,
-    },
-    Hc9 {
-        bytes: FramedRead<OwnedReadHalf, BytesCodec>,
-        tx: hc9::Keystream,
-        rx: hc9::Keystream,
-        frames: hc9::Decoder,
-        split: hc9::Split,
-    },
+/// How frames are encrypted for sending, per wire.
+enum Sealer {
+    /// hypercore 10: the handshake crate's cipher, one state for both directions, shared
+    /// with the reading task (each holds it only to encrypt or decrypt one frame).
+    Hc10(Arc<Mutex<Box<Cipher>>>),
+    /// hypercore 9: the outgoing XSalsa20 keystream (the incoming one is the reading task's).
+    Hc9(hc9::Keystream),
+}
+
+impl Drop for Transport {
+    fn drop(&mut self) {
+        self.reading.abort();
+    }
 }
 
 impl std::fmt::Debug for Transport {
@@ -240,7 +249,7 @@ impl Transport {
         limits: &Limits,
     ) -> Result<Self, TransportError> {
         let (read, write) = stream.into_split();
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (writer, rx) = mpsc::unbounded_channel();
         let backlog = Self::backlog_for(limits);
         tokio::spawn(write_loop(
             FramedWrite::new(write, codec()),
@@ -248,7 +257,7 @@ impl Transport {
             backlog.clone(),
         ));
 
-        let cipher = if initiator {
+        let mut cipher = if initiator {
             Cipher::new_dht_init_with_pattern(None, HandshakePattern::XX, None, &[])
         } else {
             let keypair = hypercore_handshake::state_machine::hc_specific::generate_keypair()
@@ -256,46 +265,47 @@ impl Transport {
             Cipher::resp_from_private_with_pattern(None, &keypair, HandshakePattern::XX, &[])
         }
         .map_err(|e| TransportError::Crypto(e.to_string()))?;
-
-        let mut t = Transport {
-            reader: Reader::Hc10 {
-                frames: FrameReader::new(read, MAX_FRAME_BYTES),
-                cipher: Box::new(cipher),
-            },
-            writer: tx,
-            backlog,
-            initiator,
-            remote_public_key: [0; 32],
-            handshake_hash: Vec::new(),
-        };
-        t.finish_handshake_hc10().await?;
-        Ok(t)
-    }
-
-    async fn finish_handshake_hc10(&mut self) -> Result<(), TransportError> {
-        loop {
-            self.flush_cipher()?;
-            let Reader::Hc10 { cipher, .. } = &mut self.reader else {
-                unreachable!("an hc10 handshake has an hc10 reader")
-            };
+        let mut frames = FrameReader::new(read, MAX_FRAME_BYTES);
+        let (handshake_hash, remote_public_key) = loop {
+            flush_cipher(&mut cipher, &writer, &backlog)?;
             if let (Some(hash), Some(remote)) =
                 (cipher.handshake_hash(), cipher.get_remote_static())
             {
-                self.handshake_hash = hash.to_vec();
-                self.remote_public_key = remote;
-                return Ok(());
+                break (hash.to_vec(), remote);
             }
-            let frame = self.read_raw().await?;
-            let Reader::Hc10 { cipher, .. } = &mut self.reader else {
-                unreachable!("an hc10 handshake has an hc10 reader")
-            };
-            cipher.receive_next(frame);
-            while let Some(ev) = decrypt_next(cipher)? {
+            cipher.receive_next(read_frame(&mut frames).await?);
+            while let Some(ev) = decrypt_next(&mut cipher)? {
                 // Handshake payloads carry nothing for hypercore; a message this early cannot
                 // happen because the remote has no keys yet.
                 let _ = ev;
             }
-        }
+        };
+        let cipher = Arc::new(Mutex::new(Box::new(cipher)));
+        let rtt = Arc::new(AtomicU64::new(rtt_micros(frames.get_ref().as_ref())));
+        let (out, incoming) = mpsc::channel(1);
+        let reading = tokio::spawn(read_loop_hc10(
+            frames,
+            cipher.clone(),
+            Outgoing {
+                writer: writer.clone(),
+                backlog: backlog.clone(),
+            },
+            out,
+            rtt.clone(),
+        ))
+        .abort_handle();
+        Ok(Transport {
+            incoming,
+            reading,
+            sealer: Sealer::Hc10(cipher),
+            writer,
+            backlog,
+            initiator,
+            remote_public_key,
+            handshake_hash,
+            split: None,
+            rtt,
+        })
     }
 
     async fn handshake_hc9(
@@ -342,77 +352,44 @@ impl Transport {
         let mut overflow = established.overflow.clone();
         rx_stream.apply(&mut overflow);
         frames.push(&overflow);
+        let rtt = Arc::new(AtomicU64::new(rtt_micros(bytes.get_ref().as_ref())));
+        let (out, incoming) = mpsc::channel(1);
+        let reading =
+            tokio::spawn(read_loop_hc9(bytes, rx_stream, frames, out, rtt.clone())).abort_handle();
         Ok(Transport {
-            reader: Reader::Hc9 {
-                bytes,
-                tx,
-                rx: rx_stream,
-                frames,
-                split: established.split.clone(),
-            },
+            incoming,
+            reading,
+            sealer: Sealer::Hc9(tx),
             writer,
             backlog,
             initiator,
             remote_public_key: established.remote_static,
             handshake_hash: established.handshake_hash.clone(),
+            split: Some(established.split.clone()),
+            rtt,
         })
     }
 
-    async fn read_raw(&mut self) -> Result<Vec<u8>, TransportError> {
-        let Reader::Hc10 { frames, .. } = &mut self.reader else {
-            unreachable!("only hc10 reads length-framed messages")
-        };
-        loop {
-            match frames.next().await {
-                // A zero-length frame carries nothing and would upset the cipher.
-                Ok(Some(frame)) if frame.is_empty() => continue,
-                Ok(Some(frame)) => return Ok(frame),
-                Err(e) => return Err(TransportError::Io(e)),
-                Ok(None) => return Err(TransportError::Closed),
-            }
-        }
-    }
-
-    fn flush_cipher(&mut self) -> Result<(), TransportError> {
-        let Reader::Hc10 { cipher, .. } = &mut self.reader else {
-            return Ok(());
-        };
-        while let Some(out) = cipher
-            .get_next_sendable_message()
-            .map_err(|e| TransportError::Crypto(e.to_string()))?
-        {
-            self.backlog.bytes.fetch_add(out.len(), Ordering::AcqRel);
-            self.writer
-                .send(Bytes::from(out))
-                .map_err(|_| TransportError::Closed)?;
-        }
-        Ok(())
-    }
-
     /// The kernel's smoothed round-trip time of the connection's TCP socket, where the
-    /// platform reports one (Linux: `TCP_INFO`).
+    /// platform reports one (Linux: `TCP_INFO`), as last read while reading.
     pub fn round_trip_time(&self) -> Option<Duration> {
-        let half = match &self.reader {
-            Reader::Hc10 { frames, .. } => frames.get_ref(),
-            Reader::Hc9 { bytes, .. } => bytes.get_ref(),
-        };
-        tcp_rtt(half.as_ref())
+        match self.rtt.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
+        }
     }
 
     /// The wire this connection speaks.
     pub fn wire(&self) -> Wire {
-        match self.reader {
-            Reader::Hc10 { .. } => Wire::Hc10,
-            Reader::Hc9 { .. } => Wire::Hc9,
+        match self.sealer {
+            Sealer::Hc10(_) => Wire::Hc10,
+            Sealer::Hc9(_) => Wire::Hc9,
         }
     }
 
     /// The transport keys of an hc9 connection, which key its channel capabilities.
     pub fn hc9_split(&self) -> Option<&hc9::Split> {
-        match &self.reader {
-            Reader::Hc9 { split, .. } => Some(split),
-            Reader::Hc10 { .. } => None,
-        }
+        self.split.as_ref()
     }
 
     /// Whether we started the Noise handshake.
@@ -443,12 +420,13 @@ impl Transport {
     /// Encrypts and sends what the connection core sealed: one plaintext frame on hc10 (an
     /// empty one is a keep-alive), framed bytes on hc9.
     pub fn send(&mut self, mut plaintext: Vec<u8>) -> Result<(), TransportError> {
-        match &mut self.reader {
-            Reader::Hc10 { cipher, .. } => {
+        match &mut self.sealer {
+            Sealer::Hc10(cipher) => {
+                let mut cipher = lock(cipher);
                 cipher.queue_msg(plaintext);
-                self.flush_cipher()
+                flush_cipher(&mut cipher, &self.writer, &self.backlog)
             }
-            Reader::Hc9 { tx, .. } => {
+            Sealer::Hc9(tx) => {
                 if plaintext.is_empty() {
                     return Ok(());
                 }
@@ -463,62 +441,168 @@ impl Transport {
         }
     }
 
-    /// Waits for the next encrypted bytes and returns the plaintext frames they complete (on
-    /// hc9, a frame's contents after its length; empty for a keep-alive). Cancel-safe: bytes
-    /// are either fully read and decrypted or not taken at all.
+    /// Waits for the plaintext frames of the next encrypted bytes (on hc9, a frame's contents
+    /// after its length; empty for a keep-alive). Cancel-safe: frames are either returned or
+    /// left for the next call.
     pub async fn recv(&mut self) -> Result<Vec<Vec<u8>>, TransportError> {
-        if let Reader::Hc9 {
-            bytes, rx, frames, ..
-        } = &mut self.reader
-        {
-            let mut out = Vec::new();
-            loop {
-                match frames.next_frame() {
-                    Ok(Some(frame)) => out.push(frame),
-                    Ok(None) => break,
-                    Err(e) => {
-                        return Err(TransportError::Framing(format!(
-                            "the peer broke the stream's framing: {e}"
-                        )))
-                    }
-                }
-            }
-            if !out.is_empty() {
-                return Ok(out);
-            }
-            let mut chunk = match bytes.next().await {
-                Some(Ok(chunk)) => chunk,
-                Some(Err(e)) => return Err(TransportError::Io(e)),
-                None => return Err(TransportError::Closed),
-            };
-            rx.apply(&mut chunk);
-            frames.push(&chunk);
-            loop {
-                match frames.next_frame() {
-                    Ok(Some(frame)) => out.push(frame),
-                    Ok(None) => return Ok(out),
-                    Err(e) => {
-                        return Err(TransportError::Framing(format!(
-                            "the peer broke the stream's framing: {e}"
-                        )))
-                    }
-                }
-            }
+        self.incoming
+            .recv()
+            .await
+            .unwrap_or(Err(TransportError::Closed))
+    }
+}
+
+/// The writer's queue and its count, for what the cipher has to send.
+struct Outgoing {
+    writer: mpsc::UnboundedSender<Bytes>,
+    backlog: Arc<Backlog>,
+}
+
+fn lock(cipher: &Mutex<Box<Cipher>>) -> std::sync::MutexGuard<'_, Box<Cipher>> {
+    // A panic while holding it leaves a cipher that may be mid-frame; the connection ends
+    // with that panic, so whatever is read from it after is never trusted.
+    cipher.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Moves what the cipher has encrypted to the writer.
+fn flush_cipher(
+    cipher: &mut Cipher,
+    writer: &mpsc::UnboundedSender<Bytes>,
+    backlog: &Backlog,
+) -> Result<(), TransportError> {
+    while let Some(out) = cipher
+        .get_next_sendable_message()
+        .map_err(|e| TransportError::Crypto(e.to_string()))?
+    {
+        backlog.bytes.fetch_add(out.len(), Ordering::AcqRel);
+        writer
+            .send(Bytes::from(out))
+            .map_err(|_| TransportError::Closed)?;
+    }
+    Ok(())
+}
+
+/// The next non-empty length-framed frame (a zero-length frame carries nothing and would
+/// upset the cipher).
+async fn read_frame(frames: &mut FrameReader<OwnedReadHalf>) -> Result<Vec<u8>, TransportError> {
+    loop {
+        match frames.next().await {
+            Ok(Some(frame)) if frame.is_empty() => continue,
+            Ok(Some(frame)) => return Ok(frame),
+            Err(e) => return Err(TransportError::Io(e)),
+            Ok(None) => return Err(TransportError::Closed),
         }
-        let frame = self.read_raw().await?;
-        let Reader::Hc10 { cipher, .. } = &mut self.reader else {
-            unreachable!("checked above")
+    }
+}
+
+/// How often the reading task reads the kernel's round-trip time.
+const RTT_EVERY: Duration = Duration::from_millis(250);
+
+/// Reads the kernel's round-trip time of `stream` into `rtt` if `RTT_EVERY` has passed.
+fn sample_rtt(stream: &TcpStream, rtt: &AtomicU64, last: &mut Option<std::time::Instant>) {
+    if last.is_none_or(|t| t.elapsed() >= RTT_EVERY) {
+        *last = Some(std::time::Instant::now());
+        rtt.store(rtt_micros(stream), Ordering::Relaxed);
+    }
+}
+
+/// The kernel's round-trip time of `stream` in µs (at least 1), or 0 where there is none.
+fn rtt_micros(stream: &TcpStream) -> u64 {
+    tcp_rtt(stream).map_or(0, |d| d.as_micros().clamp(1, u64::MAX as u128) as u64)
+}
+
+/// Reads and decrypts hypercore 10 frames until the connection ends or the transport is
+/// dropped; the end is handed over as an error.
+async fn read_loop_hc10(
+    mut frames: FrameReader<OwnedReadHalf>,
+    cipher: Arc<Mutex<Box<Cipher>>>,
+    outgoing: Outgoing,
+    out: mpsc::Sender<Result<Vec<Vec<u8>>, TransportError>>,
+    rtt: Arc<AtomicU64>,
+) {
+    let mut sampled = None;
+    loop {
+        let got = match read_frame(&mut frames).await {
+            Ok(frame) => {
+                let mut cipher = lock(&cipher);
+                cipher.receive_next(frame);
+                let mut plain = Vec::new();
+                let mut got = Ok(());
+                loop {
+                    match decrypt_next(&mut cipher) {
+                        Ok(Some(CipherEvent::Message(m))) => plain.push(m),
+                        Ok(Some(_)) => {}
+                        Ok(None) => break,
+                        Err(e) => {
+                            got = Err(e);
+                            break;
+                        }
+                    }
+                }
+                // Decrypting can complete the handshake's last step, which has something
+                // to send.
+                got.and_then(|()| flush_cipher(&mut cipher, &outgoing.writer, &outgoing.backlog))
+                    .map(|()| plain)
+            }
+            Err(e) => Err(e),
         };
-        cipher.receive_next(frame);
-        let mut out = Vec::new();
-        while let Some(ev) = decrypt_next(cipher)? {
-            if let CipherEvent::Message(m) = ev {
-                out.push(m);
-            }
+        sample_rtt(frames.get_ref().as_ref(), &rtt, &mut sampled);
+        let end = got.is_err();
+        if out.send(got).await.is_err() || end {
+            return;
         }
-        // Decrypting can complete the handshake's last step, which has something to send.
-        self.flush_cipher()?;
-        Ok(out)
+    }
+}
+
+/// Reads, decrypts and unframes hypercore 9 bytes until the connection ends or the
+/// transport is dropped; the end is handed over as an error.
+async fn read_loop_hc9(
+    mut bytes: FramedRead<OwnedReadHalf, BytesCodec>,
+    mut rx: hc9::Keystream,
+    mut frames: hc9::Decoder,
+    out: mpsc::Sender<Result<Vec<Vec<u8>>, TransportError>>,
+    rtt: Arc<AtomicU64>,
+) {
+    let mut sampled = None;
+    loop {
+        let mut got = Vec::new();
+        let unframed = loop {
+            match frames.next_frame() {
+                Ok(Some(frame)) => got.push(frame),
+                Ok(None) => break Ok(()),
+                Err(e) => {
+                    break Err(TransportError::Framing(format!(
+                        "the peer broke the stream's framing: {e}"
+                    )))
+                }
+            }
+        };
+        let got = match unframed {
+            Ok(()) if !got.is_empty() => Ok(got),
+            Ok(()) => {
+                match bytes.next().await {
+                    Some(Ok(mut chunk)) => {
+                        rx.apply(&mut chunk);
+                        frames.push(&chunk);
+                        sample_rtt(bytes.get_ref().as_ref(), &rtt, &mut sampled);
+                    }
+                    Some(Err(e)) => {
+                        let _ = out.send(Err(TransportError::Io(e))).await;
+                        return;
+                    }
+                    None => {
+                        let _ = out.send(Err(TransportError::Closed)).await;
+                        return;
+                    }
+                }
+                continue;
+            }
+            Err(e) => Err(e),
+        };
+        let end = got.is_err();
+        if out.send(got).await.is_err() || end {
+            return;
+        }
     }
 }
 
