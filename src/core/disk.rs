@@ -414,9 +414,21 @@ impl Core {
 
     /// Checks a peer's proof and stages what it adds. Returns whether it added anything.
     /// Nothing is staged when it does not check.
-    pub fn apply(&mut self, mut proof: Proof) -> Result<bool, CoreError> {
+    pub fn apply(&mut self, proof: Proof) -> Result<bool, CoreError> {
+        self.apply_with_leaf(proof, None)
+    }
+
+    /// [`Core::apply`] with the block's leaf hash already computed from its bytes (see
+    /// [`Flavour::leaf_hashes`]).
+    pub fn apply_with_leaf(
+        &mut self,
+        mut proof: Proof,
+        leaf: Option<super::hash::Hash>,
+    ) -> Result<bool, CoreError> {
         let mut nodes = nodes_of!(self);
-        let verified = self.tree.verify(&mut nodes, &proof, &self.key)?;
+        let verified = self
+            .tree
+            .verify_with_leaf(&mut nodes, &proof, &self.key, leaf)?;
         let value = proof.block.take().map(|b| b.value);
         self.stage(verified, value)
     }

@@ -79,6 +79,22 @@ impl Flavour {
         }
     }
 
+    /// The leaf hashes of several blocks at once: the SIMD lanes hash them side by side,
+    /// about twice as fast as one after another. Hash `k` is `leaf(_, blocks[k]).hash`.
+    pub fn leaf_hashes(self, blocks: &[&[u8]]) -> Vec<Hash> {
+        let mut states: Vec<blake2b_simd::State> = blocks
+            .iter()
+            .map(|data| {
+                let mut h = hasher();
+                h.update(&[0]);
+                h.update(&self.number(data.len() as u64));
+                h
+            })
+            .collect();
+        blake2b_simd::many::update_many(states.iter_mut().zip(blocks.iter().copied()));
+        states.iter().map(digest).collect()
+    }
+
     /// The parent at `index` over `a` and `b`, in either order; `None` if their sizes
     /// overflow (only a hostile peer sends such nodes).
     pub fn parent(self, index: u64, a: &Node, b: &Node) -> Option<Node> {
@@ -155,6 +171,26 @@ mod tests {
             hex::encode(*NS_TREE),
             "9fac70b50ca14efc4e91c833b204e75b8b5aad8b5881bfc0adb5ef38a3275b9c"
         );
+    }
+
+    proptest::proptest! {
+        /// Hashed together or one by one, every block gets the same leaf.
+        #[test]
+        fn leaves_hashed_together_match_leaves_hashed_alone(
+            sizes in proptest::collection::vec(0usize..3000, 0..12),
+            hc9 in proptest::bool::ANY,
+        ) {
+            let flavour = if hc9 { Flavour::Hc9 } else { Flavour::Hc10 };
+            let blocks: Vec<Vec<u8>> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| (0..n).map(|j| (i * 31 + j * 7) as u8).collect())
+                .collect();
+            let slices: Vec<&[u8]> = blocks.iter().map(|b| &b[..]).collect();
+            let together = flavour.leaf_hashes(&slices);
+            let alone: Vec<Hash> = blocks.iter().map(|b| flavour.leaf(0, b).hash).collect();
+            proptest::prop_assert_eq!(together, alone);
+        }
     }
 
     #[test]

@@ -327,6 +327,18 @@ impl Tree {
         proof: &Proof,
         key: &VerifyingKey,
     ) -> Result<Verified, ProofError> {
+        self.verify_with_leaf(src, proof, key, None)
+    }
+
+    /// [`Tree::verify`] with the block's leaf hash already computed (by
+    /// [`Flavour::leaf_hashes`], from these very bytes).
+    pub fn verify_with_leaf(
+        &self,
+        src: &mut impl NodeSource,
+        proof: &Proof,
+        key: &VerifyingKey,
+        leaf: Option<Hash>,
+    ) -> Result<Verified, ProofError> {
         if proof.fork != self.fork {
             return Err(malformed(format!(
                 "fork {} where ours is {}",
@@ -336,7 +348,7 @@ impl Tree {
         // The leaf, then a sibling and a parent per level of the path.
         let path = proof.block.as_ref().map_or(0, |b| b.nodes.len());
         let mut nodes = Vec::with_capacity(1 + 2 * path);
-        let unverified = self.verify_path(proof, &mut nodes)?;
+        let unverified = self.verify_path(proof, leaf, &mut nodes)?;
         let mut upgraded = None;
         let mut consumed = false;
         if let Some(up) = &proof.upgrade {
@@ -378,6 +390,7 @@ impl Tree {
     fn verify_path(
         &self,
         proof: &Proof,
+        leaf: Option<Hash>,
         nodes: &mut Vec<Node>,
     ) -> Result<Option<Node>, ProofError> {
         let (start, list, mut top) = match (&proof.block, &proof.hash) {
@@ -385,7 +398,17 @@ impl Tree {
                 if b.index >= MAX_LENGTH {
                     return Err(malformed("block index out of range"));
                 }
-                let leaf = self.flavour.leaf(b.index, &b.value);
+                let leaf = match leaf {
+                    Some(hash) => {
+                        debug_assert_eq!(hash, self.flavour.leaf(b.index, &b.value).hash);
+                        Node {
+                            index: 2 * b.index,
+                            size: b.value.len() as u64,
+                            hash,
+                        }
+                    }
+                    None => self.flavour.leaf(b.index, &b.value),
+                };
                 (leaf.index, &b.nodes[..], leaf)
             }
             (None, Some(h)) => match h.nodes.split_first() {

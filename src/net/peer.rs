@@ -18,6 +18,7 @@ use hypercore_protocol::schema::NoData;
 use hypercore_protocol::Message;
 use tokio::sync::mpsc;
 
+use crate::core::Hash;
 use crate::event::{DecidedBy, Event, KeySelection, PeerId, ProblemKind, StoppedBy, Wire};
 use crate::frame::{core, Msg};
 use crate::limits::Limits;
@@ -25,7 +26,7 @@ use crate::net::hc10;
 use crate::net::hc9;
 use crate::net::output::Output;
 use crate::net::replicate::hc9::Hc9Channel;
-use crate::net::replicate::{FeedChannel, Outcome};
+use crate::net::replicate::{self, FeedChannel, Outcome};
 use crate::net::transport::{Transport, TransportError};
 use crate::policy::{Curator, Policy};
 use crate::session::{Action, Outgoing, Session};
@@ -189,6 +190,23 @@ pub trait FeedSide: Send + 'static {
     fn on_open(&mut self) -> impl Future<Output = Outcome<Self::Out>> + Send;
     /// A message arrived.
     fn on_message(&mut self, msg: Self::In) -> impl Future<Output = Outcome<Self::Out>> + Send;
+    /// The leaf hashes of the blocks that these messages carry, computed side by side where
+    /// the wire's replicator can use them (`None` for the others).
+    fn leaf_hashes<'a>(msgs: impl Iterator<Item = &'a Self::In>) -> Vec<Option<Hash>>
+    where
+        Self::In: 'a,
+    {
+        msgs.map(|_| None).collect()
+    }
+    /// A message arrived, with the leaf hash of the block it carries if
+    /// [`FeedSide::leaf_hashes`] gave one.
+    fn on_message_with_leaf(
+        &mut self,
+        msg: Self::In,
+        _leaf: Option<Hash>,
+    ) -> impl Future<Output = Outcome<Self::Out>> + Send {
+        self.on_message(msg)
+    }
     /// Our copy of the feed changed.
     fn on_local_change(&mut self) -> impl Future<Output = Outcome<Self::Out>> + Send;
     /// The peer said it ends the session once synced, instead of staying live.
@@ -209,6 +227,12 @@ impl FeedSide for Box<FeedChannel> {
     }
     async fn on_message(&mut self, msg: Message) -> Outcome<Msg> {
         FeedChannel::on_message(self, msg).await
+    }
+    fn leaf_hashes<'a>(msgs: impl Iterator<Item = &'a Message>) -> Vec<Option<Hash>> {
+        replicate::leaf_hashes(msgs)
+    }
+    async fn on_message_with_leaf(&mut self, msg: Message, leaf: Option<Hash>) -> Outcome<Msg> {
+        FeedChannel::on_message_with_leaf(self, msg, leaf).await
     }
     async fn on_local_change(&mut self) -> Outcome<Msg> {
         FeedChannel::on_local_change(self).await
@@ -410,6 +434,8 @@ impl Peer {
 /// Longest our empty `REPLICATE_FEEDS` waits for the peer's feeds to open (see
 /// `Task::hold_replicate`).
 const REPLICATE_HOLD: Duration = Duration::from_secs(2);
+/// Feed messages at most that [`Task::drive`] takes at once, to hash their blocks together.
+const HASHED_TOGETHER: usize = 32;
 
 /// State of one connection.
 struct Task<C: WireCore> {
@@ -561,7 +587,30 @@ impl<C: WireCore> Task<C> {
             let Some(o) = self.conn.poll() else {
                 return;
             };
-            self.on_output(o).await;
+            let Output::FeedMessage { local, msg } = o else {
+                self.on_output(o).await;
+                continue;
+            };
+            // Feed messages that are ready together go on together, so that the blocks they
+            // carry are hashed side by side first; anything else waits its turn after them.
+            let mut batch = vec![(local, msg)];
+            let mut after = None;
+            while batch.len() < HASHED_TOGETHER {
+                match self.conn.poll() {
+                    Some(Output::FeedMessage { local, msg }) => batch.push((local, msg)),
+                    other => {
+                        after = other;
+                        break;
+                    }
+                }
+            }
+            let leaves = C::Feed::leaf_hashes(batch.iter().map(|(_, m)| m));
+            for ((local, msg), leaf) in batch.into_iter().zip(leaves) {
+                self.on_feed_message(local, msg, leaf).await;
+            }
+            if let Some(o) = after {
+                self.on_output(o).await;
+            }
         }
     }
 
@@ -597,7 +646,7 @@ impl<C: WireCore> Task<C> {
                 }
                 self.release_replicate().await;
             }
-            Output::FeedMessage { local, msg } => self.on_feed_message(local, msg).await,
+            Output::FeedMessage { local, msg } => self.on_feed_message(local, msg, None).await,
             Output::FeedClosed { key, .. } => {
                 self.session.on_feed_closed(&key);
                 self.emit(Event::FeedStopped {
@@ -609,7 +658,7 @@ impl<C: WireCore> Task<C> {
         }
     }
 
-    async fn on_feed_message(&mut self, local: u64, msg: C::In) {
+    async fn on_feed_message(&mut self, local: u64, msg: C::In, leaf: Option<Hash>) {
         // Answers to block requests wait while the peer is not reading what we send: the
         // socket's backlog stays bounded, and reading goes on so that neither side blocks.
         if C::is_block_request(&msg) && (self.transport.congested() || !self.owed.is_empty()) {
@@ -631,7 +680,7 @@ impl<C: WireCore> Task<C> {
             return;
         }
         if let Some(fc) = self.conn.payload_mut(local) {
-            let outcome = fc.on_message(msg).await;
+            let outcome = fc.on_message_with_leaf(msg, leaf).await;
             self.apply_outcome(local, outcome);
         }
     }

@@ -90,7 +90,14 @@ impl FeedChannel {
     pub async fn on_open(&mut self) -> Outcome {
         let mut hc = self.feed.core.lock().await;
         let fx = self.machine.on_open(&*hc);
-        let out = carry_out(&mut self.machine, &self.feed, &mut hc, fx, Instant::now());
+        let out = carry_out(
+            &mut self.machine,
+            &self.feed,
+            &mut hc,
+            fx,
+            Instant::now(),
+            None,
+        );
         self.bytes = self.machine.bytes();
         out
     }
@@ -99,17 +106,34 @@ impl FeedChannel {
     pub async fn on_local_change(&mut self) -> Outcome {
         let mut hc = self.feed.core.lock().await;
         let fx = self.machine.on_local_change(&*hc);
-        let out = carry_out(&mut self.machine, &self.feed, &mut hc, fx, Instant::now());
+        let out = carry_out(
+            &mut self.machine,
+            &self.feed,
+            &mut hc,
+            fx,
+            Instant::now(),
+            None,
+        );
         self.bytes = self.machine.bytes();
         out
     }
 
     /// A hypercore message arrived on this channel.
     pub async fn on_message(&mut self, msg: Message) -> Outcome {
+        self.on_message_with_leaf(msg, None).await
+    }
+
+    /// [`FeedChannel::on_message`]; `leaf` is the leaf hash of the block a Data message
+    /// carries, if [`leaf_hashes`] computed it already.
+    pub async fn on_message_with_leaf(
+        &mut self,
+        msg: Message,
+        leaf: Option<fcore::Hash>,
+    ) -> Outcome {
         let mut hc = self.feed.core.lock().await;
         let now = Instant::now();
         let fx = self.machine.on_message(msg, &*hc, now);
-        let out = carry_out(&mut self.machine, &self.feed, &mut hc, fx, now);
+        let out = carry_out(&mut self.machine, &self.feed, &mut hc, fx, now, leaf);
         self.bytes = self.machine.bytes();
         out
     }
@@ -117,12 +141,35 @@ impl FeedChannel {
 
 /// Carries out the machine's effects in order, with the core's lock held throughout;
 /// effects that need an answer are answered at once and what follows from it comes next.
+/// The leaf hashes of the blocks that these messages' Data carry, hashed side by side; `None`
+/// for a message without a block.
+pub fn leaf_hashes<'a>(msgs: impl Iterator<Item = &'a Message>) -> Vec<Option<fcore::Hash>> {
+    let values: Vec<Option<&[u8]>> = msgs
+        .map(|m| match m {
+            Message::Data(Data { block: Some(b), .. }) => Some(&b.value[..]),
+            _ => None,
+        })
+        .collect();
+    let blocks: Vec<&[u8]> = values.iter().flatten().copied().collect();
+    if blocks.len() < 2 {
+        return vec![None; values.len()];
+    }
+    let mut hashes = fcore::Flavour::Hc10.leaf_hashes(&blocks).into_iter();
+    values
+        .iter()
+        .map(|v| v.and_then(|_| hashes.next()))
+        .collect()
+}
+
+/// `leaf`, if given, is the leaf hash of the block of the Data message these effects answer
+/// (there is at most one Apply among them).
 fn carry_out(
     machine: &mut Replicator,
     feed: &Feed,
     hc: &mut Core,
     fx: Effects,
     now: Instant,
+    mut leaf: Option<fcore::Hash>,
 ) -> Outcome {
     let mut out = Outcome::default();
     let mut queue = VecDeque::from(fx);
@@ -152,7 +199,7 @@ fn carry_out(
                 Err(e) => machine.on_serve_failed(&r, failure(e)),
             },
             Effect::Apply(d) => {
-                let applied = proof_from_wire(d).and_then(|p| hc.apply(p));
+                let applied = proof_from_wire(d).and_then(|p| hc.apply_with_leaf(p, leaf.take()));
                 machine.on_applied(applied.map_err(failure), &*hc, now)
             }
             Effect::Commit => {
