@@ -58,12 +58,12 @@ fn rounds<const L: usize>(x: &mut [Word<L>; 16]) {
     }
 }
 
-/// Salsa20 blocks `counter .. counter + L` of the state `input` (whose words 8 and 9, the
-/// block counter, are ignored), written to `out` in order. The kernel of targets other than
+/// XORs Salsa20 blocks `counter .. counter + L` of the state `input` (whose words 8 and 9,
+/// the block counter, are ignored) into `out`, in order. The kernel of targets other than
 /// x86-64; tested everywhere.
 #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
 #[inline(always)]
-fn blocks<const L: usize>(input: &[u32; 16], counter: u64, out: &mut [[u8; 64]; L]) {
+fn xor_blocks<const L: usize>(input: &[u32; 16], counter: u64, out: &mut [[u8; 64]; L]) {
     let mut start = [[0u32; L]; 16];
     for (lanes, word) in start.iter_mut().zip(input) {
         *lanes = [*word; L];
@@ -74,112 +74,15 @@ fn blocks<const L: usize>(input: &[u32; 16], counter: u64, out: &mut [[u8; 64]; 
     for (i, (lanes, first)) in x.iter().zip(&start).enumerate() {
         for l in 0..L {
             let word = lanes[l].wrapping_add(first[l]);
-            out[l][4 * i..4 * i + 4].copy_from_slice(&word.to_le_bytes());
+            for (o, k) in out[l][4 * i..4 * i + 4].iter_mut().zip(word.to_le_bytes()) {
+                *o ^= k;
+            }
         }
     }
 }
 
-/// The x86-64 kernels: the same rounds on SSE2's four lanes and on AVX2's eight, written
-/// with the vector instructions themselves (the compiler does not find them in the arrays
-/// above on its own).
 #[cfg(target_arch = "x86_64")]
-macro_rules! kernel {
-    ($module:ident, $feature:literal, $lanes:literal, $v:ty,
-     $load:ident, $store:ident, $set1:ident, $add:ident, $xor:ident, $or:ident,
-     $sll:ident, $srl:ident) => {
-        mod $module {
-            use std::arch::x86_64::*;
-
-            type V = $v;
-            const L: usize = $lanes;
-
-            #[inline]
-            #[target_feature(enable = $feature)]
-            fn step<const LEFT: i32, const RIGHT: i32>(t: V, a: V, b: V) -> V {
-                let s = $add(a, b);
-                $xor(t, $or($sll::<LEFT>(s), $srl::<RIGHT>(s)))
-            }
-
-            #[inline]
-            #[target_feature(enable = $feature)]
-            fn quarter(x: &mut [V; 16], a: usize, b: usize, c: usize, d: usize) {
-                x[b] = step::<7, 25>(x[b], x[a], x[d]);
-                x[c] = step::<9, 23>(x[c], x[b], x[a]);
-                x[d] = step::<13, 19>(x[d], x[c], x[b]);
-                x[a] = step::<18, 14>(x[a], x[d], x[c]);
-            }
-
-            /// Salsa20 blocks `counter .. counter + L`, as `super::blocks` computes them.
-            #[target_feature(enable = $feature)]
-            pub fn blocks(input: &[u32; 16], counter: u64, out: &mut [[u8; 64]; L]) {
-                let [low, high] = super::counters::<L>(counter);
-                let mut start = [$set1(0); 16];
-                for (v, w) in start.iter_mut().zip(input) {
-                    *v = $set1(*w as i32);
-                }
-                // SAFETY: both arrays hold exactly one vector's bytes, and these are
-                // unaligned loads.
-                unsafe {
-                    start[8] = $load(low.as_ptr().cast());
-                    start[9] = $load(high.as_ptr().cast());
-                }
-                let mut x = start;
-                for _ in 0..10 {
-                    quarter(&mut x, 0, 4, 8, 12);
-                    quarter(&mut x, 5, 9, 13, 1);
-                    quarter(&mut x, 10, 14, 2, 6);
-                    quarter(&mut x, 15, 3, 7, 11);
-                    quarter(&mut x, 0, 1, 2, 3);
-                    quarter(&mut x, 5, 6, 7, 4);
-                    quarter(&mut x, 10, 11, 8, 9);
-                    quarter(&mut x, 15, 12, 13, 14);
-                }
-                let mut words = [[0u32; L]; 16];
-                for i in 0..16 {
-                    // SAFETY: `words[i]` holds exactly one vector's bytes; unaligned store.
-                    unsafe { $store(words[i].as_mut_ptr().cast(), $add(x[i], start[i])) };
-                }
-                for l in 0..L {
-                    for i in 0..16 {
-                        out[l][4 * i..4 * i + 4].copy_from_slice(&words[i][l].to_le_bytes());
-                    }
-                }
-            }
-        }
-    };
-}
-
-#[cfg(target_arch = "x86_64")]
-kernel!(
-    sse2,
-    "sse2",
-    4,
-    __m128i,
-    _mm_loadu_si128,
-    _mm_storeu_si128,
-    _mm_set1_epi32,
-    _mm_add_epi32,
-    _mm_xor_si128,
-    _mm_or_si128,
-    _mm_slli_epi32,
-    _mm_srli_epi32
-);
-
-#[cfg(target_arch = "x86_64")]
-kernel!(
-    avx2,
-    "avx2",
-    8,
-    __m256i,
-    _mm256_loadu_si256,
-    _mm256_storeu_si256,
-    _mm256_set1_epi32,
-    _mm256_add_epi32,
-    _mm256_xor_si256,
-    _mm256_or_si256,
-    _mm256_slli_epi32,
-    _mm256_srli_epi32
-);
+mod x86_64;
 
 fn batch_portable(input: &[u32; 16], counter: u64, out: &mut [[u8; 64]; LANES]) {
     let (low, high) = out.split_at_mut(LANES / 2);
@@ -191,14 +94,14 @@ fn batch_portable(input: &[u32; 16], counter: u64, out: &mut [[u8; 64]; LANES]) 
     {
         // SAFETY: SSE2 is part of x86-64; every CPU this code runs on has it.
         unsafe {
-            sse2::blocks(input, counter, low);
-            sse2::blocks(input, counter.wrapping_add(4), high);
+            x86_64::sse2::xor_blocks(input, counter, low);
+            x86_64::sse2::xor_blocks(input, counter.wrapping_add(4), high);
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        blocks::<4>(input, counter, low);
-        blocks::<4>(input, counter.wrapping_add(4), high);
+        xor_blocks::<4>(input, counter, low);
+        xor_blocks::<4>(input, counter.wrapping_add(4), high);
     }
 }
 
@@ -234,7 +137,7 @@ impl Backend {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: an `Avx2` backend is only made where the CPU has AVX2: `detect` checks it
             // and `XSalsa20::with_backend` refuses it otherwise.
-            Backend::Avx2 => unsafe { avx2::blocks(input, counter, out) },
+            Backend::Avx2 => unsafe { x86_64::avx2::xor_blocks(input, counter, out) },
             _ => batch_portable(input, counter, out),
         }
     }
@@ -314,28 +217,37 @@ impl XSalsa20 {
         self.backend
     }
 
-    fn next_batch(&mut self) {
-        self.backend
-            .batch(&self.input, self.counter, &mut self.batch);
+    /// XORs the next batch of keystream into `out`.
+    fn xor_batch(&mut self, out: &mut [[u8; 64]; LANES]) {
+        self.backend.batch(&self.input, self.counter, out);
         // The stream is 2^70 bytes long; no connection gets to the wrap.
         self.counter = self.counter.wrapping_add(LANES as u64);
-        self.used = 0;
     }
 
     /// XORs the next `data.len()` bytes of the keystream into `data`.
-    pub fn apply(&mut self, mut data: &mut [u8]) {
-        while !data.is_empty() {
-            if self.used == BATCH_BYTES {
-                self.next_batch();
-            }
-            let left = &self.batch.as_flattened()[self.used..];
-            let n = left.len().min(data.len());
-            let (now, rest) = data.split_at_mut(n);
-            for (d, k) in now.iter_mut().zip(left) {
+    pub fn apply(&mut self, data: &mut [u8]) {
+        // What is left of the last batch first, then whole batches straight into `data`, then
+        // one more batch for the rest, kept for the next call.
+        let n = (BATCH_BYTES - self.used).min(data.len());
+        let (now, data) = data.split_at_mut(n);
+        for (d, k) in now.iter_mut().zip(&self.batch.as_flattened()[self.used..]) {
+            *d ^= k;
+        }
+        self.used += n;
+        let mut batches = data.chunks_exact_mut(BATCH_BYTES);
+        for batch in &mut batches {
+            let (blocks, _) = batch.as_chunks_mut::<64>();
+            self.xor_batch(blocks.try_into().expect("a whole batch"));
+        }
+        let rest = batches.into_remainder();
+        if !rest.is_empty() {
+            let mut batch = [[0; 64]; LANES];
+            self.xor_batch(&mut batch);
+            for (d, k) in rest.iter_mut().zip(batch.as_flattened()) {
                 *d ^= k;
             }
-            self.used += n;
-            data = rest;
+            self.batch = batch;
+            self.used = rest.len();
         }
     }
 }
@@ -392,7 +304,7 @@ mod tests {
         let sub = XSalsa20::new(&key, &nonce).input;
         for from in [0, (1 << 32) - 2] {
             let mut out = [[0u8; 64]; 4];
-            blocks::<4>(&sub, from, &mut out);
+            xor_blocks::<4>(&sub, from, &mut out);
             assert_eq!(out.as_flattened(), oracle(&key, &nonce, from, 256));
         }
     }
