@@ -39,10 +39,7 @@ fn rate(piece: usize, mut apply: impl FnMut(&mut [u8])) -> f64 {
 
 fn main() {
     let (key, nonce) = ([7u8; 32], [9u8; 24]);
-    let backends: Vec<Backend> = [Backend::Portable, Backend::Avx2]
-        .into_iter()
-        .filter(|b| b.available())
-        .collect();
+    let backends: Vec<Backend> = Backend::ALL.into_iter().filter(|b| b.available()).collect();
     print!("| piece | salsa20 0.10 (one block at a time) |");
     for b in &backends {
         print!(" feedscope, {b:?} |");

@@ -1,17 +1,16 @@
-//! XSalsa20 (Salsa20 with HSalsa20's 192-bit nonce extension), computing eight 64-byte blocks
-//! of keystream at once.
+//! XSalsa20 (Salsa20 with HSalsa20's 192-bit nonce extension), computing sixteen 64-byte
+//! blocks of keystream at a time.
 //!
-//! The eight blocks are lanes: every word of the Salsa20 state is an array of eight `u32`, one
-//! per block, and each step of a round does the same thing to all eight. The compiler turns
-//! those array operations into vector instructions: two SSE2 registers per word on any x86-64,
-//! one AVX2 register per word when the CPU has AVX2 (detected once per stream, at run time).
-//! Other targets get the same code, vectorised as well as their compiler can.
-
+//! The blocks are lanes: every word of the Salsa20 state is a vector with one `u32` per
+//! block, and each step of a round does the same thing to all of them. On x86-64 the kernels
+//! (`x86_64.rs`) use SSE2 (four blocks, any x86-64 CPU), AVX2 (eight) or AVX-512 (sixteen),
+//! the best the CPU has, detected once per stream at run time. Other targets run the same
+//! rounds on arrays of four `u32`, vectorised as well as their compiler can.
 /// The four words of "expand 32-byte k".
 const SIGMA: [u32; 4] = [0x6170_7865, 0x3320_646e, 0x7962_2d32, 0x6b20_6574];
 
 /// Blocks computed together.
-const LANES: usize = 8;
+const LANES: usize = 16;
 
 /// Keystream bytes computed together.
 pub const BATCH_BYTES: usize = 64 * LANES;
@@ -84,24 +83,18 @@ fn xor_blocks<const L: usize>(input: &[u32; 16], counter: u64, out: &mut [[u8; 6
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 
+/// The portable kernel, four blocks at a time.
 fn batch_portable(input: &[u32; 16], counter: u64, out: &mut [[u8; 64]; LANES]) {
-    let (low, high) = out.split_at_mut(LANES / 2);
-    let (low, high) = (
-        low.try_into().expect("half of the batch"),
-        high.try_into().expect("half of the batch"),
-    );
-    #[cfg(target_arch = "x86_64")]
-    {
+    for (i, four) in out.chunks_exact_mut(4).enumerate() {
+        let four = four.try_into().expect("four blocks");
+        let counter = counter.wrapping_add(4 * i as u64);
+        #[cfg(target_arch = "x86_64")]
         // SAFETY: SSE2 is part of x86-64; every CPU this code runs on has it.
         unsafe {
-            x86_64::sse2::xor_blocks(input, counter, low);
-            x86_64::sse2::xor_blocks(input, counter.wrapping_add(4), high);
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        xor_blocks::<4>(input, counter, low);
-        xor_blocks::<4>(input, counter.wrapping_add(4), high);
+            x86_64::sse2::xor_blocks(input, counter, four)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        xor_blocks::<4>(input, counter, four);
     }
 }
 
@@ -112,32 +105,50 @@ pub enum Backend {
     Portable,
     /// AVX2, on an x86-64 CPU that has it.
     Avx2,
+    /// AVX-512F, on an x86-64 CPU that has it.
+    Avx512,
 }
 
 impl Backend {
+    /// Every backend, slowest first.
+    pub const ALL: [Backend; 3] = [Backend::Portable, Backend::Avx2, Backend::Avx512];
+
     /// The fastest backend this CPU runs.
     pub fn detect() -> Backend {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            return Backend::Avx2;
-        }
-        Backend::Portable
+        Self::ALL
+            .into_iter()
+            .rev()
+            .find(|b| b.available())
+            .unwrap_or(Backend::Portable)
     }
 
     /// Whether this CPU can run this backend.
     pub fn available(self) -> bool {
         match self {
             Backend::Portable => true,
-            Backend::Avx2 => Backend::detect() == Backend::Avx2,
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
         }
     }
 
     fn batch(self, input: &[u32; 16], counter: u64, out: &mut [[u8; 64]; LANES]) {
+        // SAFETY (both): a backend other than `Portable` is only made where the CPU has its
+        // instructions: `detect` checks them, and `XSalsa20::with_backend` refuses it otherwise.
         match self {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: an `Avx2` backend is only made where the CPU has AVX2: `detect` checks it
-            // and `XSalsa20::with_backend` refuses it otherwise.
-            Backend::Avx2 => unsafe { x86_64::avx2::xor_blocks(input, counter, out) },
+            Backend::Avx2 => {
+                for (i, eight) in out.chunks_exact_mut(8).enumerate() {
+                    let eight = eight.try_into().expect("eight blocks");
+                    let counter = counter.wrapping_add(8 * i as u64);
+                    unsafe { x86_64::avx2::xor_blocks(input, counter, eight) };
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx512 => unsafe { x86_64::avx512::xor_blocks(input, counter, out) },
             _ => batch_portable(input, counter, out),
         }
     }
@@ -283,9 +294,8 @@ mod tests {
     fn every_backend_this_cpu_has_gives_the_crates_keystream() {
         let key: [u8; 32] = std::array::from_fn(|i| (i * 37 + 1) as u8);
         let nonce: [u8; 24] = std::array::from_fn(|i| (i * 11 + 5) as u8);
-        let backends = [Backend::Portable, Backend::Avx2];
         assert!(Backend::Portable.available());
-        for backend in backends.into_iter().filter(|b| b.available()) {
+        for backend in Backend::ALL.into_iter().filter(|b| b.available()) {
             // The start, and the counter's low word carrying into its high word mid-batch.
             for from in [0, 1, (1 << 32) - 3] {
                 let len = 3 * BATCH_BYTES + 17;
