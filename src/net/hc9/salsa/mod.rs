@@ -6,6 +6,7 @@
 //! (`x86_64.rs`) use SSE2 (four blocks, any x86-64 CPU), AVX2 (eight) or AVX-512 (sixteen),
 //! the best the CPU has, detected once per stream at run time. Other targets run the same
 //! rounds on arrays of four `u32`, vectorised as well as their compiler can.
+
 /// The four words of "expand 32-byte k".
 const SIGMA: [u32; 4] = [0x6170_7865, 0x3320_646e, 0x7962_2d32, 0x6b20_6574];
 
