@@ -105,6 +105,11 @@ fn codec() -> LengthDelimitedCodec {
         .new_codec()
 }
 
+/// What an hc9 connection reads per system call at first (tokio-util's default buffer), and
+/// once its traffic is bulk.
+const HC9_READ_BYTES: usize = 8 << 10;
+const HC9_BULK_READ_BYTES: usize = 64 << 10;
+
 /// An encrypted connection: the plaintext frames that a reading task decrypts, the sending
 /// half of the cipher, and the writer's queue.
 ///
@@ -585,6 +590,16 @@ async fn read_loop_hc9(
                         rx.apply(&mut chunk);
                         frames.push(&chunk);
                         sample_rtt(bytes.get_ref().as_ref(), &rtt, &mut sampled);
+                        // A read that filled the first 8 KiB is bulk traffic: read up to 64 KiB
+                        // per call from then on (a whole 64 KiB block per system call), while
+                        // connections that only exchange small messages keep the 8 KiB buffer.
+                        // Dropping the chunk first lets the buffer take its space back instead
+                        // of allocating anew.
+                        let bulk = chunk.len() >= HC9_READ_BYTES;
+                        drop(chunk);
+                        if bulk {
+                            bytes.read_buffer_mut().reserve(HC9_BULK_READ_BYTES);
+                        }
                     }
                     Some(Err(e)) => {
                         let _ = out.send(Err(TransportError::Io(e))).await;

@@ -6,10 +6,8 @@
 //! decrypts to a wrong byte, and only the frames' own checks (protobuf, proofs, signatures)
 //! notice.
 
-use salsa20::cipher::{KeyIvInit, StreamCipher};
-use salsa20::XSalsa20;
-
 use super::noise::{Established, NONCE_BYTES};
+use super::salsa::XSalsa20;
 
 /// One direction's keystream; encrypting and decrypting are the same operation.
 pub struct Keystream {
@@ -29,15 +27,14 @@ impl Keystream {
     /// The keystream of `key` and `nonce`, from its start.
     pub fn new(key: &[u8; 32], nonce: &[u8; NONCE_BYTES]) -> Self {
         Keystream {
-            cipher: XSalsa20::new(key.into(), nonce.into()),
+            cipher: XSalsa20::new(key, nonce),
             offset: 0,
         }
     }
 
     /// XORs the next `data.len()` bytes of the keystream into `data`.
     pub fn apply(&mut self, data: &mut [u8]) {
-        // The keystream is 2^70 bytes long; no connection gets there.
-        self.cipher.apply_keystream(data);
+        self.cipher.apply(data);
         self.offset += data.len() as u64;
     }
 

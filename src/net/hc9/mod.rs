@@ -6,6 +6,7 @@
 //!   extension frames;
 //! - [`noise`]: the Noise XX handshake with its nonce payload, as a state machine;
 //! - [`cipher`]: the XSalsa20 keystreams that carry everything after the handshake;
+//! - [`salsa`]: XSalsa20 itself, computing eight blocks of keystream at once;
 //! - [`caps`]: discovery keys, and the capabilities that prove a peer knows a feed's key;
 //! - [`rle`]: the run-length encoded bitfields of `Have` messages;
 //! - [`extensions`]: stream-level extension ids, as indexes into each side's sorted list;
@@ -26,6 +27,7 @@ pub mod frame;
 pub mod message;
 pub mod noise;
 pub mod rle;
+pub mod salsa;
 
 pub use caps::discovery_key;
 pub use cipher::Keystream;
