@@ -434,9 +434,20 @@ impl Core {
     }
 
     /// [`Core::apply`] for a proof from hypercore 9's wire.
-    pub fn apply_hc9(&mut self, mut proof: Hc9Proof) -> Result<bool, CoreError> {
+    pub fn apply_hc9(&mut self, proof: Hc9Proof) -> Result<bool, CoreError> {
+        self.apply_hc9_with_leaf(proof, None)
+    }
+
+    /// [`Core::apply_hc9`] with the block's leaf hash already computed from its bytes.
+    pub fn apply_hc9_with_leaf(
+        &mut self,
+        mut proof: Hc9Proof,
+        leaf: Option<super::hash::Hash>,
+    ) -> Result<bool, CoreError> {
         let mut nodes = nodes_of!(self);
-        let verified = self.tree.verify_hc9(&mut nodes, &proof, &self.key)?;
+        let verified = self
+            .tree
+            .verify_hc9_with_leaf(&mut nodes, &proof, &self.key, leaf)?;
         let value = std::mem::take(&mut proof.value);
         self.stage(verified, Some(value))
     }

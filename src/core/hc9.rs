@@ -11,7 +11,7 @@
 use ed25519_dalek::VerifyingKey;
 
 use super::flat::{self, MAX_DEPTH};
-use super::hash::{Flavour, Node};
+use super::hash::{Flavour, Hash, Node};
 use super::tree::{NodeSource, ProofError, Tree, Verified, MAX_LENGTH};
 
 /// A hypercore 9 `Data` message, as far as the tree is concerned.
@@ -182,10 +182,32 @@ impl Tree {
         proof: &Hc9Proof,
         key: &VerifyingKey,
     ) -> Result<Verified, ProofError> {
+        self.verify_hc9_with_leaf(src, proof, key, None)
+    }
+
+    /// [`Tree::verify_hc9`] with the block's leaf hash already computed from its bytes (see
+    /// [`Flavour::leaf_hashes`]).
+    pub fn verify_hc9_with_leaf(
+        &self,
+        src: &mut impl NodeSource,
+        proof: &Hc9Proof,
+        key: &VerifyingKey,
+        leaf: Option<Hash>,
+    ) -> Result<Verified, ProofError> {
         if proof.index >= MAX_LENGTH {
             return Err(malformed("block index out of range"));
         }
-        let mut top = self.flavour.leaf(proof.index, &proof.value);
+        let mut top = match leaf {
+            Some(hash) => {
+                debug_assert_eq!(hash, self.flavour.leaf(proof.index, &proof.value).hash);
+                Node {
+                    index: 2 * proof.index,
+                    size: proof.value.len() as u64,
+                    hash,
+                }
+            }
+            None => self.flavour.leaf(proof.index, &proof.value),
+        };
         let mut nodes = vec![top];
         let mut rest = proof.nodes.as_slice();
         // Up the block's own path: with the proof's siblings, or ours where it left them

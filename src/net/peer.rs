@@ -254,6 +254,16 @@ impl FeedSide for Box<Hc9Channel> {
     async fn on_message(&mut self, msg: hc9::Message) -> Outcome<hc9::Message> {
         Hc9Channel::on_message(self, msg).await
     }
+    fn leaf_hashes<'a>(msgs: impl Iterator<Item = &'a hc9::Message>) -> Vec<Option<Hash>> {
+        Hc9Channel::leaf_hashes(msgs)
+    }
+    async fn on_message_with_leaf(
+        &mut self,
+        msg: hc9::Message,
+        leaf: Option<Hash>,
+    ) -> Outcome<hc9::Message> {
+        Hc9Channel::on_message_with_leaf(self, msg, leaf).await
+    }
     async fn on_local_change(&mut self) -> Outcome<hc9::Message> {
         Hc9Channel::on_local_change(self).await
     }

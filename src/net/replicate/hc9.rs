@@ -131,6 +131,25 @@ impl Hc9Channel {
 
     /// A message arrived on this channel.
     pub async fn on_message(&mut self, msg: Message) -> Outcome<Message> {
+        self.on_message_with_leaf(msg, None).await
+    }
+
+    /// The leaf hashes of the blocks that these messages' Data carry, hashed side by side.
+    pub fn leaf_hashes<'a>(msgs: impl Iterator<Item = &'a Message>) -> Vec<Option<fcore::Hash>> {
+        let values = msgs.map(|m| match m {
+            Message::Data(Data { value: Some(v), .. }) => Some(&v[..]),
+            _ => None,
+        });
+        super::leaves_of(fcore::Flavour::Hc9, values.collect())
+    }
+
+    /// [`Hc9Channel::on_message`]; `leaf` is the leaf hash of the block a Data message
+    /// carries, if [`Hc9Channel::leaf_hashes`] computed it already.
+    pub async fn on_message_with_leaf(
+        &mut self,
+        msg: Message,
+        leaf: Option<fcore::Hash>,
+    ) -> Outcome<Message> {
         let lock = self.feed.core.clone();
         let mut core = lock.lock().await;
         let mut out = Outcome::default();
@@ -147,7 +166,7 @@ impl Hc9Channel {
                 self.cursor = self.cursor.min(u.start);
             }
             Message::Request(r) => self.serve(&mut core, r, &mut out),
-            Message::Data(d) => self.on_data(&mut core, d, &mut out),
+            Message::Data(d) => self.on_data(&mut core, d, leaf, &mut out),
             // A peer that is not live and needs nothing more is done with a channel we do not
             // download on; where we download, it waits for our Status and closes it itself.
             Message::Status(s) => {
@@ -293,7 +312,13 @@ impl Hc9Channel {
         }
     }
 
-    fn on_data(&mut self, core: &mut Core, d: Data, out: &mut Outcome<Message>) {
+    fn on_data(
+        &mut self,
+        core: &mut Core,
+        d: Data,
+        leaf: Option<fcore::Hash>,
+        out: &mut Outcome<Message>,
+    ) {
         if !self.in_flight.remove(&d.index) {
             // Blocks nobody asked for are not written.
             return;
@@ -314,13 +339,15 @@ impl Hc9Channel {
             });
         }
         let len = d.value.as_ref().map_or(0, Vec::len) as u64;
+        // Hashed together only for a block that came with bytes.
+        let leaf = leaf.filter(|_| d.value.is_some());
         let proof = Hc9Proof {
             index: d.index,
             value: d.value.unwrap_or_default(),
             nodes,
             signature: d.signature,
         };
-        match core.apply_hc9(proof) {
+        match core.apply_hc9_with_leaf(proof, leaf) {
             Ok(true) => {
                 self.bytes += len;
                 out.grew = true;

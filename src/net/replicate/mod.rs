@@ -144,17 +144,21 @@ impl FeedChannel {
 /// The leaf hashes of the blocks that these messages' Data carry, hashed side by side; `None`
 /// for a message without a block.
 pub fn leaf_hashes<'a>(msgs: impl Iterator<Item = &'a Message>) -> Vec<Option<fcore::Hash>> {
-    let values: Vec<Option<&[u8]>> = msgs
-        .map(|m| match m {
-            Message::Data(Data { block: Some(b), .. }) => Some(&b.value[..]),
-            _ => None,
-        })
-        .collect();
+    let values = msgs.map(|m| match m {
+        Message::Data(Data { block: Some(b), .. }) => Some(&b.value[..]),
+        _ => None,
+    });
+    leaves_of(fcore::Flavour::Hc10, values.collect())
+}
+
+/// The `flavour` leaf hashes of these blocks, hashed side by side, in their places (`None`
+/// where there is no block, and everywhere when fewer than two would be hashed together).
+pub fn leaves_of(flavour: fcore::Flavour, values: Vec<Option<&[u8]>>) -> Vec<Option<fcore::Hash>> {
     let blocks: Vec<&[u8]> = values.iter().flatten().copied().collect();
     if blocks.len() < 2 {
         return vec![None; values.len()];
     }
-    let mut hashes = fcore::Flavour::Hc10.leaf_hashes(&blocks).into_iter();
+    let mut hashes = flavour.leaf_hashes(&blocks).into_iter();
     values
         .iter()
         .map(|v| v.and_then(|_| hashes.next()))
