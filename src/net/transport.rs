@@ -137,7 +137,7 @@ enum Sealer {
     /// with the reading task (each holds it only to encrypt or decrypt one frame).
     Hc10(Arc<Mutex<Box<Cipher>>>),
     /// hypercore 9: the outgoing XSalsa20 keystream (the incoming one is the reading task's).
-    Hc9(hc9::Keystream),
+    Hc9(Box<hc9::Keystream>),
 }
 
 impl Drop for Transport {
@@ -364,7 +364,7 @@ impl Transport {
         Ok(Transport {
             incoming,
             reading,
-            sealer: Sealer::Hc9(tx),
+            sealer: Sealer::Hc9(Box::new(tx)),
             writer,
             backlog,
             initiator,
