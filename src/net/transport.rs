@@ -11,18 +11,20 @@
 //!
 //! A listener tells the two apart by the first bytes the dialing side sends.
 
-use std::io;
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use hypercore_handshake::{Cipher, CipherEvent, HandshakePattern};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
-use tokio_util::codec::{BytesCodec, Encoder, FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::codec::{BytesCodec, FramedRead};
 
 use crate::event::Wire;
 use crate::frame::MAX_FRAME_BYTES;
@@ -95,14 +97,6 @@ pub fn sniff(first: &[u8]) -> Option<Result<Wire, String>> {
         }
         _ => Some(Ok(Wire::Hc10)),
     }
-}
-
-fn codec() -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder()
-        .length_field_length(3)
-        .little_endian()
-        .max_frame_length(MAX_FRAME_BYTES)
-        .new_codec()
 }
 
 /// What an hc9 connection reads per system call at first (tokio-util's default buffer), and
@@ -185,34 +179,107 @@ impl Backlog {
     }
 }
 
-/// Writes encrypted frames to the socket in order, batching whatever is queued into one flush.
-async fn write_loop<C: Encoder<Bytes>>(
-    mut sink: FramedWrite<OwnedWriteHalf, C>,
+/// Writes encrypted frames to the socket in order, whatever is queued in one vectored write
+/// where the socket takes it, each frame's bytes as they were queued (no copy into a write
+/// buffer). With `length_prefix` (hypercore 10) each frame goes after its 3-byte
+/// little-endian length; hc9 frames carry their own framing.
+async fn write_loop(
+    mut socket: OwnedWriteHalf,
     mut rx: mpsc::UnboundedReceiver<Bytes>,
     backlog: Arc<Backlog>,
+    length_prefix: bool,
 ) {
-    while let Some(first) = rx.recv().await {
-        let mut n = first.len();
-        if sink.feed(first).await.is_err() {
-            return;
-        }
-        while let Ok(next) = rx.try_recv() {
-            n += next.len();
-            if sink.feed(next).await.is_err() {
-                return;
+    // Pieces not yet written, each with the frame bytes it completes (0 for a prefix).
+    let mut pieces: VecDeque<(Bytes, usize)> = VecDeque::new();
+    let mut queued = 0usize;
+    let mut closed = false;
+    loop {
+        if pieces.is_empty() {
+            if closed {
+                break;
             }
-            // Count what is written as it goes, so a long queue drains visibly.
-            if n >= 1 << 20 {
-                backlog.written(n);
+            match rx.recv().await {
+                Some(frame) => {
+                    if !queue(&mut pieces, &mut queued, frame, length_prefix) {
+                        return;
+                    }
+                }
+                None => break,
+            }
+        }
+        // Whatever else is queued joins this write, up to a bound.
+        while queued < WRITE_GATHER_BYTES {
+            match rx.try_recv() {
+                Ok(frame) => {
+                    if !queue(&mut pieces, &mut queued, frame, length_prefix) {
+                        return;
+                    }
+                }
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        let slices: Vec<IoSlice<'_>> = pieces
+            .iter()
+            .take(WRITE_GATHER_PIECES)
+            .map(|(b, _)| IoSlice::new(b))
+            .collect();
+        let mut n = match socket.write_vectored(&slices).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        drop(slices);
+        // Take what was written off the front; a frame counts as written when its last byte is.
+        let mut written = 0;
+        while n > 0 {
+            let (front, counts) = pieces.front_mut().expect("written bytes were queued");
+            if n >= front.len() {
+                n -= front.len();
+                queued -= front.len();
+                written += *counts;
+                pieces.pop_front();
+            } else {
+                bytes::Buf::advance(front, n);
+                queued -= n;
                 n = 0;
             }
         }
-        if SinkExt::<Bytes>::flush(&mut sink).await.is_err() {
-            return;
+        if written > 0 {
+            backlog.written(written);
         }
-        backlog.written(n);
     }
-    let _ = SinkExt::<Bytes>::close(&mut sink).await;
+    let _ = socket.shutdown().await;
+}
+
+/// Bytes gathered into one vectored write at most (more wait for the next).
+const WRITE_GATHER_BYTES: usize = 1 << 20;
+/// Pieces in one vectored write at most (the kernel takes up to 1,024).
+const WRITE_GATHER_PIECES: usize = 256;
+
+/// Queues a frame to write; `false` for one too long for a 3-byte length (the connection
+/// cannot go on: the peer would misread everything after it).
+fn queue(
+    pieces: &mut VecDeque<(Bytes, usize)>,
+    queued: &mut usize,
+    frame: Bytes,
+    prefix: bool,
+) -> bool {
+    let len = frame.len();
+    if prefix {
+        if len > MAX_FRAME_BYTES {
+            tracing::warn!("a frame of {len} bytes is over the {MAX_FRAME_BYTES}-byte limit");
+            return false;
+        }
+        let header = (len as u32).to_le_bytes();
+        pieces.push_back((Bytes::copy_from_slice(&header[..3]), 0));
+        *queued += 3;
+    }
+    *queued += len;
+    pieces.push_back((frame, len));
+    true
 }
 
 impl Transport {
@@ -256,11 +323,7 @@ impl Transport {
         let (read, write) = stream.into_split();
         let (writer, rx) = mpsc::unbounded_channel();
         let backlog = Self::backlog_for(limits);
-        tokio::spawn(write_loop(
-            FramedWrite::new(write, codec()),
-            rx,
-            backlog.clone(),
-        ));
+        tokio::spawn(write_loop(write, rx, backlog.clone(), true));
 
         let mut cipher = if initiator {
             Cipher::new_dht_init_with_pattern(None, HandshakePattern::XX, None, &[])
@@ -323,11 +386,7 @@ impl Transport {
         let (read, write) = stream.into_split();
         let (writer, rx) = mpsc::unbounded_channel();
         let backlog = Self::backlog_for(limits);
-        tokio::spawn(write_loop(
-            FramedWrite::new(write, BytesCodec::new()),
-            rx,
-            backlog.clone(),
-        ));
+        tokio::spawn(write_loop(write, rx, backlog.clone(), false));
         let mut bytes = FramedRead::new(read, BytesCodec::new());
         let mut hs = hc9::Handshake::new(initiator).map_err(noise)?;
         let send = |out: Vec<u8>| -> Result<(), TransportError> {
