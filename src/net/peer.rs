@@ -9,7 +9,7 @@
 //! backlog) and nothing the core could decide. It reports upward through [`PeerContext`]: events
 //! to the front end, [`Report`]s to the engine, which does the fan-out to other peers.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,6 +54,70 @@ pub struct PeerContext {
     pub events: mpsc::UnboundedSender<Event>,
     /// Reports to the engine.
     pub reports: mpsc::UnboundedSender<Report>,
+    /// Which peers replicate each feed: the only ones a change of our copy concerns.
+    pub replicating: Replicating,
+}
+
+/// Which peers replicate each feed, written by peer tasks as feed channels open and close
+/// and read by the engine when our copy of a feed changes. Without it every change went to
+/// every peer: a hub taking in the feeds of a thousand uploaders queued a message per
+/// received batch of blocks for each of a thousand peers, none of which replicated the feed.
+#[derive(Debug, Default)]
+pub struct Replicating(std::sync::Mutex<HashMap<FeedKey, Vec<PeerId>>>);
+
+impl Replicating {
+    /// The peers replicating `key`.
+    pub fn peers_of(&self, key: &FeedKey) -> Vec<PeerId> {
+        self.0.lock().unwrap().get(key).cloned().unwrap_or_default()
+    }
+
+    fn add(&self, key: FeedKey, peer: PeerId) {
+        let mut map = self.0.lock().unwrap();
+        let peers = map.entry(key).or_default();
+        if !peers.contains(&peer) {
+            peers.push(peer);
+        }
+    }
+
+    fn remove(&self, key: &FeedKey, peer: PeerId) {
+        let mut map = self.0.lock().unwrap();
+        if let Some(peers) = map.get_mut(key) {
+            peers.retain(|p| *p != peer);
+            if peers.is_empty() {
+                map.remove(key);
+            }
+        }
+    }
+}
+
+/// The feeds one peer task has said it replicates; when the task ends (or panics) they are
+/// taken out of [`Replicating`].
+struct Replicated {
+    ctx: Arc<PeerContext>,
+    peer: PeerId,
+    keys: HashSet<FeedKey>,
+}
+
+impl Replicated {
+    fn add(&mut self, key: FeedKey) {
+        if self.keys.insert(key) {
+            self.ctx.replicating.add(key, self.peer);
+        }
+    }
+
+    fn remove(&mut self, key: &FeedKey) {
+        if self.keys.remove(key) {
+            self.ctx.replicating.remove(key, self.peer);
+        }
+    }
+}
+
+impl Drop for Replicated {
+    fn drop(&mut self) {
+        for key in &self.keys {
+            self.ctx.replicating.remove(key, self.peer);
+        }
+    }
 }
 
 impl PeerContext {
@@ -435,6 +499,8 @@ struct Task<C: WireCore> {
     peer_replicated: bool,
     /// The peer's manifest arrived.
     peer_offered: bool,
+    /// Feeds with a channel opened on this connection, as the engine's fan-out knows them.
+    replicated: Replicated,
 }
 
 /// Our empty `REPLICATE_FEEDS` on hc9 (see `Task::hold_replicate`).
@@ -471,6 +537,11 @@ impl<C: WireCore> Task<C> {
         } else {
             Policy::Manual
         };
+        let replicated = Replicated {
+            ctx: ctx.clone(),
+            peer: id,
+            keys: HashSet::new(),
+        };
         let mut peer = Task {
             id,
             remote_pk: hex::encode(transport.remote_public_key()),
@@ -487,6 +558,7 @@ impl<C: WireCore> Task<C> {
             empty_answer: EmptyAnswer::Free,
             peer_replicated: false,
             peer_offered: false,
+            replicated,
         };
         // When the backlog was last seen over its limit without a byte written since.
         let mut stalled_since: Option<(Instant, u64)> = None;
@@ -600,6 +672,7 @@ impl<C: WireCore> Task<C> {
             Output::FeedMessage { local, msg } => self.on_feed_message(local, msg).await,
             Output::FeedClosed { key, .. } => {
                 self.session.on_feed_closed(&key);
+                self.replicated.remove(&key);
                 self.emit(Event::FeedStopped {
                     peer: self.id,
                     key,
@@ -655,6 +728,7 @@ impl<C: WireCore> Task<C> {
             if let Some(key) = self.conn.payload_mut(local).map(|fc| fc.key()) {
                 self.conn.close(&key);
                 self.session.on_feed_closed(&key);
+                self.replicated.remove(&key);
                 self.emit(Event::FeedStopped {
                     peer: self.id,
                     key,
@@ -766,6 +840,7 @@ impl<C: WireCore> Task<C> {
                 }
                 Action::Stop(key) => {
                     self.conn.close(&key);
+                    self.replicated.remove(&key);
                     self.emit(Event::FeedStopped {
                         peer: id,
                         key,
@@ -923,6 +998,9 @@ impl<C: WireCore> Task<C> {
         if self.peer_not_live {
             side.peer_not_live();
         }
+        // Registered before the channel opens: a change after this reaches the channel, one
+        // before it is in what the channel reads when it opens.
+        self.replicated.add(key);
         self.conn.open(key, side);
     }
 
