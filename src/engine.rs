@@ -265,6 +265,7 @@ pub async fn start(config: Config) -> Result<Engine, StoreError> {
             events: ev_tx,
             reports: report_tx,
             replicating: Default::default(),
+            feed_numbers: crate::session::FeedNumbers::new(),
         }),
         peers: Mutex::new(HashMap::new()),
         next_peer: AtomicU64::new(1),

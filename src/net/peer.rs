@@ -28,7 +28,7 @@ use crate::net::replicate::hc9::Hc9Channel;
 use crate::net::replicate::{FeedChannel, Outcome};
 use crate::net::transport::{Transport, TransportError};
 use crate::policy::{Curator, Policy};
-use crate::session::{Action, Outgoing, Session};
+use crate::session::{Action, FeedNumbers, Outgoing, Session};
 use crate::stats::{RoundTrip, Stats};
 use crate::store::{Feed, Store};
 use crate::wire::{self, FeedKey, FeedMeta};
@@ -56,6 +56,8 @@ pub struct PeerContext {
     pub reports: mpsc::UnboundedSender<Report>,
     /// Which peers replicate each feed: the only ones a change of our copy concerns.
     pub replicating: Replicating,
+    /// Numbers for our feeds, over which every session keeps its offer as bits.
+    pub feed_numbers: Arc<FeedNumbers>,
 }
 
 /// Which peers replicate each feed, written by peer tasks as feed channels open and close
@@ -545,7 +547,8 @@ impl<C: WireCore> Task<C> {
         let mut peer = Task {
             id,
             remote_pk: hex::encode(transport.remote_public_key()),
-            session: Session::new(policy, local_feeds, &ctx.limits).speaking(C::MULTIFEED_VERSION),
+            session: Session::sharing(ctx.feed_numbers.clone(), policy, local_feeds, &ctx.limits)
+                .speaking(C::MULTIFEED_VERSION),
             ctx,
             transport,
             conn,
