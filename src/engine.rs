@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 use crate::event::{Command, Event, PeerId, ProblemKind, Wire};
 use crate::limits::Limits;
 use crate::metrics::MetricsServer;
-use crate::net::peer::{Peer, PeerCmd, PeerContext, Report};
+use crate::net::peer::{NewFeeds, Peer, PeerCmd, PeerContext, Report};
 use crate::net::transport::{Role, Transport};
 use crate::policy::{Curator, Decisions, Policy, Rules};
 use crate::stats::Stats;
@@ -137,9 +137,9 @@ impl Shared {
 
     /// Offers new local feeds to every peer, in one list they share.
     fn local_feeds(&self, keys: Vec<FeedKey>) {
-        let keys: Arc<[FeedKey]> = keys.into();
+        let new = Arc::new(NewFeeds::new(keys, self.store()));
         for tx in self.peers.lock().unwrap().values() {
-            let _ = tx.send(PeerCmd::LocalFeeds(keys.clone()));
+            let _ = tx.send(PeerCmd::LocalFeeds(new.clone()));
         }
     }
 

@@ -279,13 +279,9 @@ impl Session {
     fn on_manifest(&mut self, list: KeyList) -> Vec<Action> {
         let mut out = Vec::new();
         report_rejected(&mut out, wire::EXT_MANIFEST, &list.rejected);
-        out.push(Action::OfferReceived {
-            keys: list.keys.clone(),
-            meta: list.meta.clone(),
-        });
         let mut fresh = Vec::new();
         let mut ignored = 0usize;
-        for key in list.keys {
+        for &key in &list.keys {
             if self.remote_offer.len() >= self.limits.max_remote_offer
                 && !self.remote_offer.contains_key(&key)
             {
@@ -302,6 +298,11 @@ impl Session {
                 fresh.push(key);
             }
         }
+        // The list itself goes into the report: a hub's manifest holds thousands of keys.
+        out.push(Action::OfferReceived {
+            keys: list.keys,
+            meta: list.meta,
+        });
         if ignored > 0 {
             out.push(warn(
                 ProblemKind::Limit,
