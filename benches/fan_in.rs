@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use common::kit;
 use feedscope::engine::{self, Engine};
-use feedscope::event::Command;
+use feedscope::event::{Command, Event};
 use feedscope::policy::Policy;
 
 const FEEDS: usize = 10;
@@ -99,9 +99,26 @@ fn worker(addr: &str, dirs: &[String]) {
                 done,
             } = engine::start(config).await.expect("a peer starts");
             commands.push(c);
-            // Every peer's events are read and dropped, so its channel does not grow.
+            // Every peer's events are read and dropped, so its channel does not grow; the
+            // first errors and ends are told, so that a run that does not finish says why.
+            let dir = dir.clone();
             drains.push(tokio::spawn(async move {
-                while events.recv().await.is_some() {}
+                let mut told = 0;
+                while let Some(ev) = events.recv().await {
+                    let why = match &ev {
+                        Event::Error { message, .. } => format!("error: {message}"),
+                        Event::PeerDisconnected { reason, .. }
+                            if !reason.contains("shutting down") =>
+                        {
+                            format!("disconnected: {reason}")
+                        }
+                        _ => continue,
+                    };
+                    if told < 3 {
+                        told += 1;
+                        eprintln!("uploader {dir}: {why}");
+                    }
+                }
                 let _ = done.await;
             }));
         }

@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 use crate::event::{Command, Event, PeerId, ProblemKind, Wire};
 use crate::limits::Limits;
 use crate::metrics::MetricsServer;
-use crate::net::peer::{Peer, PeerCmd, PeerContext, Report};
+use crate::net::peer::{NewFeeds, Peer, PeerCmd, PeerContext, Report};
 use crate::net::transport::{Role, Transport};
 use crate::policy::{Curator, Decisions, Policy, Rules};
 use crate::stats::Stats;
@@ -137,17 +137,25 @@ impl Shared {
 
     /// Offers new local feeds to every peer, in one list they share.
     fn local_feeds(&self, keys: Vec<FeedKey>) {
-        let keys: Arc<[FeedKey]> = keys.into();
+        let new = Arc::new(NewFeeds::new(keys, self.store()));
         for tx in self.peers.lock().unwrap().values() {
-            let _ = tx.send(PeerCmd::LocalFeeds(keys.clone()));
+            let _ = tx.send(PeerCmd::LocalFeeds(new.clone()));
         }
     }
 
-    /// Tells every peer (but `except`) that our copy of `key` changed.
+    /// Tells the peers replicating `key` (but `except`) that our copy of it changed; the
+    /// others have no channel to tell.
     fn feed_changed(&self, key: FeedKey, except: Option<PeerId>) {
-        for (id, tx) in self.peers.lock().unwrap().iter() {
-            if Some(*id) != except {
-                let _ = tx.send(PeerCmd::FeedChanged(key));
+        let replicating = self.ctx.replicating.peers_of(&key);
+        if replicating.iter().all(|id| Some(*id) == except) {
+            return;
+        }
+        let peers = self.peers.lock().unwrap();
+        for id in replicating {
+            if Some(id) != except {
+                if let Some(tx) = peers.get(&id) {
+                    let _ = tx.send(PeerCmd::FeedChanged(key));
+                }
             }
         }
     }
@@ -156,23 +164,35 @@ impl Shared {
     /// feeds reported together go to each peer as one list, so that a hub taking in
     /// thousands of feeds from hundreds of peers sends each peer a few manifests rather than
     /// one per feed.
+    /// Growth of one feed reported several times together is told once: a peer hears that
+    /// the feed changed, and reads how far when it acts.
     fn on_reports(&self, first: Report, more: &mut mpsc::UnboundedReceiver<Report>) {
         let mut new_feeds = Vec::new();
+        // The peer whose data grew each feed, or `None` when several did (then all hear).
+        let mut grew: HashMap<FeedKey, Option<PeerId>> = HashMap::new();
         let mut next = Some(first);
-        // Bounded, so that commands and connections are not kept waiting.
-        for _ in 0..10_000 {
-            let Some(report) = next.take() else { break };
+        let mut taken = 0;
+        while let Some(report) = next.take() {
             match report {
                 Report::LocalFeed(key) => new_feeds.push(key),
-                Report::FeedGrew(key, by) => self.feed_changed(key, Some(by)),
+                Report::FeedGrew(key, by) => {
+                    grew.entry(key)
+                        .and_modify(|e| {
+                            if *e != Some(by) {
+                                *e = None;
+                            }
+                        })
+                        .or_insert(Some(by));
+                }
             }
-            next = more.try_recv().ok();
+            // Bounded, so that commands and connections are not kept waiting.
+            taken += 1;
+            if taken < 10_000 {
+                next = more.try_recv().ok();
+            }
         }
-        if let Some(report) = next {
-            match report {
-                Report::LocalFeed(key) => new_feeds.push(key),
-                Report::FeedGrew(key, by) => self.feed_changed(key, Some(by)),
-            }
+        for (key, by) in grew {
+            self.feed_changed(key, by);
         }
         if !new_feeds.is_empty() {
             self.local_feeds(new_feeds);
@@ -244,6 +264,8 @@ pub async fn start(config: Config) -> Result<Engine, StoreError> {
             stats: config.stats.clone(),
             events: ev_tx,
             reports: report_tx,
+            replicating: Default::default(),
+            feed_numbers: crate::session::FeedNumbers::new(),
         }),
         peers: Mutex::new(HashMap::new()),
         next_peer: AtomicU64::new(1),

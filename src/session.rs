@@ -10,6 +10,7 @@
 //! - an incompatible handshake ends the session; nothing is offered before a compatible one.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use crate::event::{DecidedBy, ProblemKind};
 use crate::limits::Limits;
@@ -89,9 +90,9 @@ pub struct Session {
     policy: Policy,
     /// Feeds we hold, by key only (their metadata is read when a manifest is sent), until
     /// the handshake: they are then the first manifest.
-    local_feeds: BTreeSet<FeedKey>,
+    local_feeds: KeySet,
     /// Keys we offered to this peer.
-    pub local_offer: BTreeSet<FeedKey>,
+    pub local_offer: KeySet,
     /// Keys this peer offered us, with their metadata.
     pub remote_offer: BTreeMap<FeedKey, FeedMeta>,
     /// Keys we requested from this peer.
@@ -116,11 +117,26 @@ impl Session {
     /// A session with the given policy and the feeds we hold now, bounded by `limits`
     /// (`max_remote_offer`, `max_active_feeds`, the message limits).
     pub fn new(policy: Policy, local_feeds: BTreeSet<FeedKey>, limits: &Limits) -> Self {
+        Self::sharing(FeedNumbers::new(), policy, local_feeds, limits)
+    }
+
+    /// The same as [`Session::new`], with the sets of our feeds kept over `numbers`, which
+    /// the other sessions of the process share.
+    pub fn sharing(
+        numbers: Arc<FeedNumbers>,
+        policy: Policy,
+        local_feeds: impl IntoIterator<Item = FeedKey>,
+        limits: &Limits,
+    ) -> Self {
+        let mut feeds = KeySet::new(numbers.clone());
+        for key in local_feeds {
+            feeds.insert(key);
+        }
         Session {
             policy,
-            local_feeds,
+            local_feeds: feeds,
             limits: limits.clone(),
-            local_offer: BTreeSet::new(),
+            local_offer: KeySet::new(numbers),
             remote_offer: BTreeMap::new(),
             requested: BTreeSet::new(),
             active: BTreeSet::new(),
@@ -252,8 +268,8 @@ impl Session {
         self.remote_handshake = Some(h.clone());
         // From here on `local_offer` holds what we offer; the list of our feeds is not kept
         // twice (a hub holds thousands of feeds for each of hundreds of peers).
-        let keys: Vec<FeedKey> = std::mem::take(&mut self.local_feeds).into_iter().collect();
-        self.local_offer.extend(keys.iter().copied());
+        let keys = self.local_feeds.keys();
+        self.local_offer.take_from(&mut self.local_feeds);
         vec![
             Action::HandshakeReceived(h),
             Action::Send(Outgoing::Manifest(keys)),
@@ -263,13 +279,9 @@ impl Session {
     fn on_manifest(&mut self, list: KeyList) -> Vec<Action> {
         let mut out = Vec::new();
         report_rejected(&mut out, wire::EXT_MANIFEST, &list.rejected);
-        out.push(Action::OfferReceived {
-            keys: list.keys.clone(),
-            meta: list.meta.clone(),
-        });
         let mut fresh = Vec::new();
         let mut ignored = 0usize;
-        for key in list.keys {
+        for &key in &list.keys {
             if self.remote_offer.len() >= self.limits.max_remote_offer
                 && !self.remote_offer.contains_key(&key)
             {
@@ -286,6 +298,11 @@ impl Session {
                 fresh.push(key);
             }
         }
+        // The list itself goes into the report: a hub's manifest holds thousands of keys.
+        out.push(Action::OfferReceived {
+            keys: list.keys,
+            meta: list.meta,
+        });
         if ignored > 0 {
             out.push(warn(
                 ProblemKind::Limit,
@@ -547,6 +564,9 @@ fn short_list(keys: &[FeedKey]) -> String {
     }
     s
 }
+
+mod offer;
+pub use offer::{FeedNumbers, KeySet};
 
 #[cfg(test)]
 mod tests;

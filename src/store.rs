@@ -18,7 +18,7 @@
 //! Over 600 lines because opening storage (lock, index, replica folders, damage notes) and the
 //! feeds' own operations keep one set of error texts; the legacy converter has its own file.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -342,6 +342,12 @@ pub struct Store {
     /// Held while a feed is created, so that two peers offering the same new key (or two
     /// commands naming the same new feed) build it once.
     creating: tokio::sync::Mutex<()>,
+    /// Replicas being created, each held while it is, so that two peers offering the same
+    /// new key build it once while replicas of other keys are built beside it.
+    creating_replicas: Mutex<HashMap<FeedKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// Blocking threads making replicas' files at once: a few, as a file system takes
+    /// only so many new folders in parallel, and each thread holds memory.
+    replica_files: tokio::sync::Semaphore,
     /// Feeds that could not be opened, or opened with damage found, with the reason.
     pub broken: Vec<StoreError>,
     /// Notes for warnings: replicas cut back to what checks, storage converted from earlier
@@ -486,6 +492,8 @@ impl Store {
             bytes,
             top_files: Mutex::new(BTreeMap::new()),
             creating: tokio::sync::Mutex::new(()),
+            creating_replicas: Mutex::default(),
+            replica_files: tokio::sync::Semaphore::new(REPLICA_FILES_AT_ONCE),
             broken,
             notes,
         };
@@ -689,10 +697,32 @@ impl Store {
         if let Some(feed) = self.get(&key) {
             return existing(feed);
         }
-        let _creating = self.creating.lock().await;
-        if let Some(feed) = self.get(&key) {
-            return existing(feed);
-        }
+        let slot = self
+            .creating_replicas
+            .lock()
+            .unwrap()
+            .entry(key)
+            .or_default()
+            .clone();
+        let created = {
+            let _creating = slot.lock().await;
+            match self.get(&key) {
+                Some(feed) => existing(feed),
+                None => self.create_replica(key, offered_name, wire).await,
+            }
+        };
+        // Taken out once the feed is in `feeds` (or failed): whoever comes later finds it
+        // there, or tries again.
+        self.creating_replicas.lock().unwrap().remove(&key);
+        created
+    }
+
+    async fn create_replica(
+        &self,
+        key: FeedKey,
+        offered_name: Option<String>,
+        wire: Wire,
+    ) -> Result<(Feed, bool), StoreError> {
         let entry = FeedEntry {
             key,
             name: None,
@@ -707,13 +737,33 @@ impl Store {
         let path = core_dir(&self.dir, &key);
         // Not synced here: a replica holds nothing yet, and the fsyncs would hold up the
         // peer that asked for it. Its first sync (at its first `feed_synced`, or the
-        // engine's periodic one) makes the folder durable.
-        let core = Core::create_unsynced(&path, flavour(wire), public, None)
-            .map_err(|e| core_err(&entry, &path, e))?;
-        if let Some(name) = &entry.offered_name {
-            // Shown only: a name that cannot be written is no reason to refuse the feed.
-            let _ = fs::write(path.join(OFFERED_NAME_FILE), name);
-        }
+        // engine's periodic one) makes the folder durable. Made on a blocking thread: a
+        // folder and its files take milliseconds on a busy file system, and a hub taking
+        // in thousands of feeds would keep the runtime's threads from every socket.
+        let name = entry.offered_name.clone();
+        let made = {
+            let _permit = self.replica_files.acquire().await;
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || {
+                let core = Core::create_unsynced(&path, flavour(wire), public, None)?;
+                if let Some(name) = name {
+                    // Shown only: a name that cannot be written is no reason to refuse it.
+                    let _ = fs::write(path.join(OFFERED_NAME_FILE), name);
+                }
+                Ok(core)
+            })
+            .await
+        };
+        let core = match made {
+            Ok(made) => made.map_err(|e| core_err(&entry, &path, e))?,
+            Err(e) => {
+                return Err(StoreError::Core {
+                    key: key.to_hex(),
+                    name: "unnamed".into(),
+                    reason: format!("creating its files failed: {e}"),
+                })
+            }
+        };
         Ok((self.insert(entry, core)?, true))
     }
 
@@ -833,6 +883,9 @@ pub const CLOSE_FILES_AFTER: std::time::Duration = std::time::Duration::from_sec
 /// after [`CLOSE_FILES_AFTER`]: a hub taking in thousands of feeds at once would otherwise
 /// hold four files for each and run out of file descriptors.
 pub const MANY_OPEN_FEEDS: usize = 256;
+
+/// Replicas whose files are made at the same time, each on a blocking thread.
+const REPLICA_FILES_AT_ONCE: usize = 4;
 
 fn core_dir(dir: &Path, key: &FeedKey) -> PathBuf {
     dir.join("cores").join(key.to_hex())

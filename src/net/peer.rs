@@ -9,11 +9,12 @@
 //! backlog) and nothing the core could decide. It reports upward through [`PeerContext`]: events
 //! to the front end, [`Report`]s to the engine, which does the fan-out to other peers.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use hypercore_protocol::schema::NoData;
 use hypercore_protocol::Message;
 use tokio::sync::mpsc;
@@ -29,9 +30,9 @@ use crate::net::replicate::hc9::Hc9Channel;
 use crate::net::replicate::{self, FeedChannel, Outcome};
 use crate::net::transport::{Transport, TransportError};
 use crate::policy::{Curator, Policy};
-use crate::session::{Action, Outgoing, Session};
+use crate::session::{Action, FeedNumbers, Outgoing, Session};
 use crate::stats::{RoundTrip, Stats};
-use crate::store::{Feed, Store};
+use crate::store::{Feed, Store, StoreError};
 use crate::wire::{self, FeedKey, FeedMeta};
 
 /// What every peer task shares: storage, the offer policy, where to report.
@@ -55,6 +56,72 @@ pub struct PeerContext {
     pub events: mpsc::UnboundedSender<Event>,
     /// Reports to the engine.
     pub reports: mpsc::UnboundedSender<Report>,
+    /// Which peers replicate each feed: the only ones a change of our copy concerns.
+    pub replicating: Replicating,
+    /// Numbers for our feeds, over which every session keeps its offer as bits.
+    pub feed_numbers: Arc<FeedNumbers>,
+}
+
+/// Which peers replicate each feed, written by peer tasks as feed channels open and close
+/// and read by the engine when our copy of a feed changes. Without it every change went to
+/// every peer: a hub taking in the feeds of a thousand uploaders queued a message per
+/// received batch of blocks for each of a thousand peers, none of which replicated the feed.
+#[derive(Debug, Default)]
+pub struct Replicating(std::sync::Mutex<HashMap<FeedKey, Vec<PeerId>>>);
+
+impl Replicating {
+    /// The peers replicating `key`.
+    pub fn peers_of(&self, key: &FeedKey) -> Vec<PeerId> {
+        self.0.lock().unwrap().get(key).cloned().unwrap_or_default()
+    }
+
+    fn add(&self, key: FeedKey, peer: PeerId) {
+        let mut map = self.0.lock().unwrap();
+        let peers = map.entry(key).or_default();
+        if !peers.contains(&peer) {
+            peers.push(peer);
+        }
+    }
+
+    fn remove(&self, key: &FeedKey, peer: PeerId) {
+        let mut map = self.0.lock().unwrap();
+        if let Some(peers) = map.get_mut(key) {
+            peers.retain(|p| *p != peer);
+            if peers.is_empty() {
+                map.remove(key);
+            }
+        }
+    }
+}
+
+/// The feeds one peer task has said it replicates; when the task ends (or panics) they are
+/// taken out of [`Replicating`].
+struct Replicated {
+    ctx: Arc<PeerContext>,
+    peer: PeerId,
+    keys: HashSet<FeedKey>,
+}
+
+impl Replicated {
+    fn add(&mut self, key: FeedKey) {
+        if self.keys.insert(key) {
+            self.ctx.replicating.add(key, self.peer);
+        }
+    }
+
+    fn remove(&mut self, key: &FeedKey) {
+        if self.keys.remove(key) {
+            self.ctx.replicating.remove(key, self.peer);
+        }
+    }
+}
+
+impl Drop for Replicated {
+    fn drop(&mut self) {
+        for key in &self.keys {
+            self.ctx.replicating.remove(key, self.peer);
+        }
+    }
 }
 
 impl PeerContext {
@@ -75,6 +142,67 @@ impl PeerContext {
     }
 }
 
+/// Feeds that appeared locally together, as every peer is told of them: one list, and the
+/// manifest that offers all of it on each wire, read and encoded once by the first peer
+/// that sends it. A hub taking in the feeds of a thousand peers offers most of them to
+/// every other peer: ten million offers, each of which read the feed's metadata and
+/// encoded it again.
+#[derive(Debug)]
+pub struct NewFeeds {
+    /// The keys, with the wire of each feed (`None`: not in storage, offered on both).
+    feeds: Vec<(FeedKey, Option<Wire>)>,
+    /// The metadata of every feed of the list.
+    meta: tokio::sync::OnceCell<BTreeMap<FeedKey, FeedMeta>>,
+    /// The manifest bodies offering the whole list, on hypercore 10's wire and on 9's.
+    bodies: [tokio::sync::OnceCell<Vec<Vec<u8>>>; 2],
+}
+
+impl NewFeeds {
+    /// The list of these feeds, their wires read from `store`.
+    pub fn new(keys: Vec<FeedKey>, store: &Store) -> NewFeeds {
+        NewFeeds {
+            feeds: keys
+                .into_iter()
+                .map(|k| (k, store.get(&k).map(|f| f.wire)))
+                .collect(),
+            meta: Default::default(),
+            bodies: Default::default(),
+        }
+    }
+
+    /// The keys offered on `wire`, in order.
+    fn keys_on(&self, wire: Wire) -> Vec<FeedKey> {
+        self.feeds
+            .iter()
+            .filter(|(_, w)| w.is_none_or(|w| w == wire))
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
+    /// The metadata of the list's feeds, read the first time it is asked for.
+    async fn meta(&self, store: &Store) -> &BTreeMap<FeedKey, FeedMeta> {
+        self.meta
+            .get_or_init(|| async {
+                let mut meta = BTreeMap::new();
+                for (k, _) in &self.feeds {
+                    if let Some(feed) = store.get(k) {
+                        meta.insert(*k, feed.offer_meta().await);
+                    }
+                }
+                meta
+            })
+            .await
+    }
+
+    /// The manifest bodies offering every feed of the list that is on `wire`.
+    async fn bodies(&self, wire: Wire, store: &Store) -> &[Vec<u8>] {
+        let meta = self.meta(store).await;
+        let cell = &self.bodies[usize::from(wire == Wire::Hc9)];
+        cell.get_or_init(|| async { wire::encode_manifests(&self.keys_on(wire), meta) })
+            .await
+    }
+}
+
 /// What a peer task tells the engine, for the other peers.
 #[derive(Debug)]
 pub enum Report {
@@ -89,7 +217,7 @@ pub enum Report {
 pub enum PeerCmd {
     /// Feeds appeared locally; offer those the peer does not know. One list is shared by
     /// every peer.
-    LocalFeeds(Arc<[FeedKey]>),
+    LocalFeeds(Arc<NewFeeds>),
     /// Our copy of a feed changed; tell the peer if the feed is active with it.
     FeedChanged(FeedKey),
     /// Approve or decline offered keys.
@@ -471,7 +599,17 @@ struct Task<C: WireCore> {
     peer_replicated: bool,
     /// The peer's manifest arrived.
     peer_offered: bool,
+    /// Feeds with a channel opened on this connection, as the engine's fan-out knows them.
+    replicated: Replicated,
+    /// New local feeds being offered, and how many of them are on this wire (see
+    /// [`NewFeeds`]).
+    offering: Option<(Arc<NewFeeds>, usize)>,
+    /// Where replicas made for this connection are handed back (see `start_feed`).
+    made: mpsc::UnboundedSender<(FeedKey, Made)>,
 }
+
+/// A replica made (or found) for a feed agreed on, and whether it is new.
+type Made = Result<(Feed, bool), StoreError>;
 
 /// Our empty `REPLICATE_FEEDS` on hc9 (see `Task::hold_replicate`).
 #[derive(Debug, Clone, Copy)]
@@ -507,10 +645,17 @@ impl<C: WireCore> Task<C> {
         } else {
             Policy::Manual
         };
+        let (made_tx, mut made) = mpsc::unbounded_channel();
+        let replicated = Replicated {
+            ctx: ctx.clone(),
+            peer: id,
+            keys: HashSet::new(),
+        };
         let mut peer = Task {
             id,
             remote_pk: hex::encode(transport.remote_public_key()),
-            session: Session::new(policy, local_feeds, &ctx.limits).speaking(C::MULTIFEED_VERSION),
+            session: Session::sharing(ctx.feed_numbers.clone(), policy, local_feeds, &ctx.limits)
+                .speaking(C::MULTIFEED_VERSION),
             ctx,
             transport,
             conn,
@@ -523,6 +668,9 @@ impl<C: WireCore> Task<C> {
             empty_answer: EmptyAnswer::Free,
             peer_replicated: false,
             peer_offered: false,
+            replicated,
+            offering: None,
+            made: made_tx,
         };
         // When the backlog was last seen over its limit without a byte written since.
         let mut stalled_since: Option<(Instant, u64)> = None;
@@ -533,22 +681,21 @@ impl<C: WireCore> Task<C> {
         let mut round_trip = RoundTrip::new(peer.ctx.stats.clone());
         while peer.conn.end().is_none() {
             tokio::select! {
-                frames = peer.transport.recv(), if peer.conn.may_read() => match frames {
-                    Ok(frames) => {
-                        let now = Instant::now();
-                        for f in frames {
-                            peer.conn.receive(&f, now);
-                        }
-                    }
-                    Err(TransportError::Closed) => peer.conn.peer_closed(),
-                    Err(e) => peer.conn.finish(true, e.to_string()),
-                },
+                frames = peer.transport.recv(), if peer.conn.may_read() => peer.on_frames(frames),
                 _ = backlog.drained(), if peer.transport.congested() => {}
+                Some((key, result)) = made.recv() => peer.feed_made(key, result).await,
                 cmd = commands.recv() => match cmd {
                     Some(cmd) => peer.on_command(cmd).await,
                     None => peer.conn.finish(false, "engine shut down".into()),
                 },
                 _ = tick.tick() => {
+                    // What arrived while this task was busy elsewhere (waiting for storage,
+                    // say) is heard before the peer is judged idle.
+                    if peer.conn.may_read() {
+                        if let Some(frames) = peer.transport.recv().now_or_never() {
+                            peer.on_frames(frames);
+                        }
+                    }
                     peer.conn.handle_timeout(Instant::now());
                     if let Some(rtt) = peer.transport.round_trip_time() {
                         round_trip.set(rtt);
@@ -576,6 +723,20 @@ impl<C: WireCore> Task<C> {
         peer.count_active(0);
         let (_, reason) = peer.conn.end().cloned().unwrap_or_default();
         reason
+    }
+
+    /// Hands received frames to the connection core.
+    fn on_frames(&mut self, frames: Result<Vec<Vec<u8>>, TransportError>) {
+        match frames {
+            Ok(frames) => {
+                let now = Instant::now();
+                for f in frames {
+                    self.conn.receive(&f, now);
+                }
+            }
+            Err(TransportError::Closed) => self.conn.peer_closed(),
+            Err(e) => self.conn.finish(true, e.to_string()),
+        }
     }
 
     /// Keeps the shared count of active feeds in step with this connection's.
@@ -659,6 +820,7 @@ impl<C: WireCore> Task<C> {
             Output::FeedMessage { local, msg } => self.on_feed_message(local, msg, None).await,
             Output::FeedClosed { key, .. } => {
                 self.session.on_feed_closed(&key);
+                self.replicated.remove(&key);
                 self.emit(Event::FeedStopped {
                     peer: self.id,
                     key,
@@ -714,6 +876,7 @@ impl<C: WireCore> Task<C> {
             if let Some(key) = self.conn.payload_mut(local).map(|fc| fc.key()) {
                 self.conn.close(&key);
                 self.session.on_feed_closed(&key);
+                self.replicated.remove(&key);
                 self.emit(Event::FeedStopped {
                     peer: self.id,
                     key,
@@ -825,6 +988,7 @@ impl<C: WireCore> Task<C> {
                 }
                 Action::Stop(key) => {
                     self.conn.close(&key);
+                    self.replicated.remove(&key);
                     self.emit(Event::FeedStopped {
                         peer: id,
                         key,
@@ -852,9 +1016,8 @@ impl<C: WireCore> Task<C> {
                 .session
                 .remote_offer
                 .get(&key)
-                .cloned()
-                .unwrap_or_default();
-            match self.ctx.curator.decide(&key, &meta, &self.remote_pk) {
+                .unwrap_or(&FeedMeta::Null);
+            match self.ctx.curator.decide(&key, meta, &self.remote_pk) {
                 Some((approve, by)) => decided.push((key, approve, by)),
                 None => ask.push(key),
             }
@@ -867,15 +1030,34 @@ impl<C: WireCore> Task<C> {
         let (name, bodies, event) = match o {
             Outgoing::Handshake(h) => (wire::EXT_HANDSHAKE, vec![wire::encode_handshake(&h)], None),
             Outgoing::Manifest(keys) => {
-                // Only the offered feeds' metadata: a peer told of one new feed must not read
-                // every feed of a large store.
-                let mut meta: BTreeMap<FeedKey, FeedMeta> = BTreeMap::new();
-                for k in &keys {
-                    if let Some(feed) = self.ctx.store.get(k) {
-                        meta.insert(*k, feed.offer_meta().await);
+                let (meta, bodies) = match self.offering.clone() {
+                    // New feeds told to every peer: read and encoded once for all of them.
+                    Some((new, all)) => {
+                        let shared = new.meta(&self.ctx.store).await;
+                        let meta: BTreeMap<FeedKey, FeedMeta> = keys
+                            .iter()
+                            .filter_map(|k| shared.get(k).map(|m| (*k, m.clone())))
+                            .collect();
+                        let bodies = if keys.len() == all {
+                            new.bodies(C::WIRE, &self.ctx.store).await.to_vec()
+                        } else {
+                            wire::encode_manifests(&keys, &meta)
+                        };
+                        (meta, bodies)
                     }
-                }
-                let bodies = wire::encode_manifests(&keys, &meta);
+                    None => {
+                        // Only the offered feeds' metadata: a peer told of one new feed must
+                        // not read every feed of a large store.
+                        let mut meta: BTreeMap<FeedKey, FeedMeta> = BTreeMap::new();
+                        for k in &keys {
+                            if let Some(feed) = self.ctx.store.get(k) {
+                                meta.insert(*k, feed.offer_meta().await);
+                            }
+                        }
+                        let bodies = wire::encode_manifests(&keys, &meta);
+                        (meta, bodies)
+                    }
+                };
                 (
                     wire::EXT_MANIFEST,
                     bodies,
@@ -956,12 +1138,29 @@ impl<C: WireCore> Task<C> {
             .remote_offer
             .get(&key)
             .and_then(wire::offered_name);
-        let feed = match self
+        if self.ctx.store.get(&key).is_none() {
+            // A new replica's files take a while on a busy disk, and a hub makes thousands:
+            // the connection goes on (reading, keep-alives) while they are made, and the
+            // channel opens when they are (`feed_made`).
+            let store = self.ctx.store.clone();
+            let made = self.made.clone();
+            tokio::spawn(async move {
+                let result = store.get_or_create_replica_on(key, offered, C::WIRE).await;
+                let _ = made.send((key, result));
+            });
+            return;
+        }
+        let result = self
             .ctx
             .store
             .get_or_create_replica_on(key, offered, C::WIRE)
-            .await
-        {
+            .await;
+        self.feed_made(key, result).await;
+    }
+
+    /// Opens the channel of a feed agreed on, once storage has it.
+    async fn feed_made(&mut self, key: FeedKey, result: Made) {
+        let feed = match result {
             Ok((feed, created)) => {
                 if created {
                     self.ctx.announce(&feed).await;
@@ -978,24 +1177,31 @@ impl<C: WireCore> Task<C> {
                 return;
             }
         };
+        if !self.session.active.contains(&key) || self.conn.end().is_some() {
+            // Stopped while its files were made.
+            return;
+        }
         let mut side = C::Feed::new(feed, self.id);
         if self.peer_not_live {
             side.peer_not_live();
         }
+        // Registered before the channel opens: a change after this reaches the channel, one
+        // before it is in what the channel reads when it opens.
+        self.replicated.add(key);
         self.conn.open(key, side);
     }
 
     async fn on_command(&mut self, cmd: PeerCmd) {
         match cmd {
             PeerCmd::LocalFeeds(..) if self.observing => {}
-            PeerCmd::LocalFeeds(keys) => {
+            PeerCmd::LocalFeeds(new) => {
                 // A connection offers only feeds of its own wire generation.
-                let keys = keys
-                    .iter()
-                    .copied()
-                    .filter(|k| self.ctx.store.get(k).is_none_or(|f| f.wire == C::WIRE));
-                let actions = self.session.on_local_feeds(keys);
+                let keys = new.keys_on(C::WIRE);
+                let actions = self.session.on_local_feeds(keys.iter().copied());
+                // The manifest these lead to shares what the list has read and encoded.
+                self.offering = Some((new, keys.len()));
                 self.perform(actions).await;
+                self.offering = None;
             }
             PeerCmd::FeedChanged(key) => {
                 let Some(local) = self.conn.open_channel_of(&key) else {
