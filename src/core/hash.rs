@@ -79,6 +79,22 @@ impl Flavour {
         }
     }
 
+    /// [`Flavour::leaf`], or the leaf of `data` with `hash` when it was computed already (by
+    /// [`Flavour::leaf_hashes`], from these very bytes: a debug build checks it).
+    pub fn leaf_with(self, index: u64, data: &[u8], hash: Option<Hash>) -> Node {
+        match hash {
+            Some(hash) => {
+                debug_assert_eq!(hash, self.leaf(index, data).hash);
+                Node {
+                    index: 2 * index,
+                    size: data.len() as u64,
+                    hash,
+                }
+            }
+            None => self.leaf(index, data),
+        }
+    }
+
     /// The leaf hashes of several blocks at once: the SIMD lanes hash them side by side,
     /// about twice as fast as one after another. Hash `k` is `leaf(_, blocks[k]).hash`.
     pub fn leaf_hashes(self, blocks: &[&[u8]]) -> Vec<Hash> {

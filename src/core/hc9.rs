@@ -197,17 +197,7 @@ impl Tree {
         if proof.index >= MAX_LENGTH {
             return Err(malformed("block index out of range"));
         }
-        let mut top = match leaf {
-            Some(hash) => {
-                debug_assert_eq!(hash, self.flavour.leaf(proof.index, &proof.value).hash);
-                Node {
-                    index: 2 * proof.index,
-                    size: proof.value.len() as u64,
-                    hash,
-                }
-            }
-            None => self.flavour.leaf(proof.index, &proof.value),
-        };
+        let mut top = self.flavour.leaf_with(proof.index, &proof.value, leaf);
         let mut nodes = vec![top];
         let mut rest = proof.nodes.as_slice();
         // Up the block's own path: with the proof's siblings, or ours where it left them

@@ -398,17 +398,7 @@ impl Tree {
                 if b.index >= MAX_LENGTH {
                     return Err(malformed("block index out of range"));
                 }
-                let leaf = match leaf {
-                    Some(hash) => {
-                        debug_assert_eq!(hash, self.flavour.leaf(b.index, &b.value).hash);
-                        Node {
-                            index: 2 * b.index,
-                            size: b.value.len() as u64,
-                            hash,
-                        }
-                    }
-                    None => self.flavour.leaf(b.index, &b.value),
-                };
+                let leaf = self.flavour.leaf_with(b.index, &b.value, leaf);
                 (leaf.index, &b.nodes[..], leaf)
             }
             (None, Some(h)) => match h.nodes.split_first() {
