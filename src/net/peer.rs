@@ -764,16 +764,24 @@ impl<C: WireCore> Task<C> {
             };
             // Feed messages that are ready together go on together, so that the blocks they
             // carry are hashed side by side first; anything else waits its turn after them.
-            let mut batch = vec![(local, msg)];
-            let mut after = None;
-            while batch.len() < HASHED_TOGETHER {
-                match self.conn.poll() {
-                    Some(Output::FeedMessage { local, msg }) => batch.push((local, msg)),
-                    other => {
-                        after = other;
-                        break;
-                    }
+            let after = self.conn.poll();
+            let Some(Output::FeedMessage { .. }) = after else {
+                // One alone (a live block, a request) has nothing to be hashed beside.
+                self.on_feed_message(local, msg, None).await;
+                if let Some(o) = after {
+                    self.on_output(o).await;
                 }
+                continue;
+            };
+            let mut batch = vec![(local, msg)];
+            let mut after = after;
+            while let Some(Output::FeedMessage { local, msg }) = after {
+                batch.push((local, msg));
+                after = if batch.len() < HASHED_TOGETHER {
+                    self.conn.poll()
+                } else {
+                    None
+                };
             }
             let leaves = C::Feed::leaf_hashes(batch.iter().map(|(_, m)| m));
             for ((local, msg), leaf) in batch.into_iter().zip(leaves) {

@@ -129,7 +129,7 @@ pub struct Transport {
 enum Sealer {
     /// hypercore 10: the handshake crate's cipher, one state for both directions, shared
     /// with the reading task (each holds it only to encrypt or decrypt one frame).
-    Hc10(Arc<Mutex<Box<Cipher>>>),
+    Hc10(Arc<Mutex<Cipher>>),
     /// hypercore 9: the outgoing XSalsa20 keystream (the incoming one is the reading task's).
     Hc9(Box<hc9::Keystream>),
 }
@@ -348,7 +348,7 @@ impl Transport {
                 let _ = ev;
             }
         };
-        let cipher = Arc::new(Mutex::new(Box::new(cipher)));
+        let cipher = Arc::new(Mutex::new(cipher));
         let rtt = Arc::new(AtomicU64::new(rtt_micros(frames.get_ref().as_ref())));
         let (out, incoming) = mpsc::channel(1);
         let reading = tokio::spawn(read_loop_hc10(
@@ -522,7 +522,7 @@ struct Outgoing {
     backlog: Arc<Backlog>,
 }
 
-fn lock(cipher: &Mutex<Box<Cipher>>) -> std::sync::MutexGuard<'_, Box<Cipher>> {
+fn lock(cipher: &Mutex<Cipher>) -> std::sync::MutexGuard<'_, Cipher> {
     // A panic while holding it leaves a cipher that may be mid-frame; the connection ends
     // with that panic, so whatever is read from it after is never trusted.
     cipher.lock().unwrap_or_else(|e| e.into_inner())
@@ -579,7 +579,7 @@ fn rtt_micros(stream: &TcpStream) -> u64 {
 /// dropped; the end is handed over as an error.
 async fn read_loop_hc10(
     mut frames: FrameReader<OwnedReadHalf>,
-    cipher: Arc<Mutex<Box<Cipher>>>,
+    cipher: Arc<Mutex<Cipher>>,
     outgoing: Outgoing,
     out: mpsc::Sender<Result<Vec<Vec<u8>>, TransportError>>,
     rtt: Arc<AtomicU64>,
