@@ -166,8 +166,12 @@ impl Shared {
     /// one per feed.
     /// Growth of one feed reported several times together is told once: a peer hears that
     /// the feed changed, and reads how far when it acts.
-    fn on_reports(&self, first: Report, more: &mut mpsc::UnboundedReceiver<Report>) {
-        let mut new_feeds = Vec::new();
+    fn on_reports(
+        &self,
+        first: Report,
+        more: &mut mpsc::UnboundedReceiver<Report>,
+        new_feeds: &mut Vec<FeedKey>,
+    ) {
         // The peer whose data grew each feed, or `None` when several did (then all hear).
         let mut grew: HashMap<FeedKey, Option<PeerId>> = HashMap::new();
         let mut next = Some(first);
@@ -194,9 +198,15 @@ impl Shared {
         for (key, by) in grew {
             self.feed_changed(key, by);
         }
-        if !new_feeds.is_empty() {
-            self.local_feeds(new_feeds);
-        }
+    }
+
+    /// How long after a list of new feeds went to every peer the next one waits, gathering
+    /// what appears meanwhile: [`LIST_GAP_PER_PEER`] for each connected peer, at most
+    /// [`LIST_GAP_MOST`]. A hub taking in ten thousand feeds from a thousand peers would
+    /// otherwise send each peer thousands of manifests of a few keys.
+    fn list_gap(&self) -> Duration {
+        let peers = self.peers.lock().unwrap().len() as u32;
+        (LIST_GAP_PER_PEER * peers).min(LIST_GAP_MOST)
     }
 
     fn send_to(&self, peer: Option<PeerId>, make: impl Fn() -> PeerCmd) -> bool {
@@ -400,6 +410,10 @@ async fn run(
     commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = HashSet::new();
     let mut open_feeds = 0;
+    // New feeds not yet told to the peers, and when they will be.
+    let mut new_feeds = Vec::new();
+    let mut list_due: Option<tokio::time::Instant> = None;
+    let mut last_list = tokio::time::Instant::now();
     loop {
         tokio::select! {
             cmd = commands.recv() => match cmd {
@@ -414,7 +428,17 @@ async fn run(
             Some((stream, role)) = conn_rx.recv() => {
                 spawn_peer(&shared, &mut peer_tasks, stream, role);
             }
-            Some(report) = reports.recv() => shared.on_reports(report, &mut reports),
+            Some(report) = reports.recv() => {
+                shared.on_reports(report, &mut reports, &mut new_feeds);
+                if !new_feeds.is_empty() && list_due.is_none() {
+                    list_due = Some(last_list + shared.list_gap());
+                }
+            }
+            () = sleep_until(list_due), if list_due.is_some() => {
+                shared.local_feeds(std::mem::take(&mut new_feeds));
+                last_list = tokio::time::Instant::now();
+                list_due = None;
+            }
             Some(_) = peer_tasks.join_next(), if !peer_tasks.is_empty() => {}
             _ = commit_tick.tick() => {
                 commit_staged(&shared, &mut failing, &mut open_feeds);
@@ -423,6 +447,18 @@ async fn run(
         }
     }
     shut_down(&shared, tasks, peer_tasks).await;
+}
+
+/// The least time between two lists of new feeds for each connected peer, and the most.
+const LIST_GAP_PER_PEER: Duration = Duration::from_micros(250);
+const LIST_GAP_MOST: Duration = Duration::from_millis(250);
+
+/// Waits until `due`, or forever.
+async fn sleep_until(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Accepting fails now and then (out of file descriptors, most often) while a connection
@@ -523,14 +559,17 @@ async fn shut_down(shared: &Arc<Shared>, mut tasks: JoinSet<()>, mut peer_tasks:
         peer_tasks.shutdown().await;
     }
     for feed in shared.store().feeds() {
-        if feed.sync().await.is_err() {
+        // Each feed's files are closed once synced: ten thousand feeds' would not all fit
+        // in the process's open files at once.
+        let synced = match feed.sync().await {
+            Ok(_) => feed.close_files().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = synced {
             shared.emit(Event::Warning {
                 peer: None,
                 kind: ProblemKind::Storage,
-                message: format!(
-                    "feed {} could not be written to disk; its newest blocks may be downloaded again next time",
-                    feed.entry.key
-                ),
+                message: format!("{e}; its newest blocks may be downloaded again next time"),
             });
         }
     }

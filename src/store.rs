@@ -284,6 +284,7 @@ impl Feed {
         self.size.measure_if_changed(&core);
         drop(core);
         let durable = durable.map_err(|e| self.err("cannot sync to disk", e))?;
+        let seq = durable.seq;
         // Off the async threads and without the core: peers are served meanwhile.
         let synced = tokio::task::spawn_blocking(move || durable.run())
             .await
@@ -294,7 +295,18 @@ impl Feed {
                 })
             });
         synced.map_err(|e| self.err("cannot sync to disk", e))?;
+        self.core.lock().await.synced(seq);
         Ok(length)
+    }
+
+    /// Commits and closes the feed's files; the next use opens them again.
+    pub async fn close_files(&self) -> Result<(), StoreError> {
+        let mut core = self.core.lock().await;
+        let closed = core.close_if_idle(std::time::Duration::ZERO);
+        self.size.measure_if_changed(&core);
+        closed
+            .map(|_| ())
+            .map_err(|e| self.err("cannot write to disk", e))
     }
 }
 

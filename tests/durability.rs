@@ -181,6 +181,69 @@ fn appends_acknowledged_before_a_kill_9_survive_it() {
 
 /// Damages one of a feed's files in place, where it holds something (the bitfield's page is
 /// mostly blank past the feed's 300 blocks).
+/// Stopping syncs every feed: a store of more feeds than the process may keep files open for
+/// must still stop cleanly, each feed's files closed once it is synced, nothing lost.
+#[test]
+fn a_store_of_more_feeds_than_open_files_allowed_stops_cleanly_and_keeps_them_all() {
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+
+    const FEEDS: usize = 150;
+    let specs: Vec<engines::FeedSpec> = (0..FEEDS)
+        .map(|i| engines::FeedSpec::new(format!("f{i}"), 3, 100))
+        .collect();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (dir, keys) = rt.block_on(engines::seeded(&specs));
+    drop(rt);
+    // Four files a feed: 600 if they all stayed open, against a limit of 96.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -n 96 && exec "$0" run --json --storage "$1""#)
+        .arg(bin())
+        .arg(dir.path())
+        .env("RUST_BACKTRACE", "0")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("feedscope runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"cmd\":\"quit\"}\n")
+        .unwrap();
+    let (mut out, mut err) = (String::new(), String::new());
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit {status}: {err}\n{out}");
+    let problems: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("\"warning\"") || l.contains("\"error\""))
+        .collect();
+    assert!(problems.is_empty(), "{problems:#?}");
+    assert!(
+        out.lines().last().unwrap_or("").contains("\"stopped\""),
+        "{out}"
+    );
+    let rows = feeds(dir.path());
+    assert_eq!(rows.len(), FEEDS);
+    for key in keys {
+        assert_eq!(feed_row(dir.path(), &key.to_hex())["length"], 3);
+    }
+}
+
 fn damage(path: &std::path::Path, how: &str) {
     let bytes = std::fs::read(path).unwrap();
     let mut out = bytes.clone();

@@ -124,6 +124,9 @@ pub struct Core {
     /// Whether the feed's folder was created and not yet made durable (its entry in its
     /// parent folder, and the files' entries in it).
     dirs_unsynced: bool,
+    /// The header sequence number known to be on the disk itself ([`Core::synced`]): a
+    /// sync with nothing committed since has nothing to force.
+    synced_seq: Option<u64>,
     /// What opening found damaged in a feed that still opened.
     pub damage: Option<String>,
     /// Whether the files were read or written since [`Core::close_if_idle`] last looked (a
@@ -255,6 +258,7 @@ impl Core {
             read_ahead: ReadAhead::default(),
             changed: true,
             dirs_unsynced: true,
+            synced_seq: None,
             damage: None,
             used: false,
             last_used: Instant::now(),
@@ -626,14 +630,29 @@ impl Core {
 
     /// Commits, then makes every commit so far survive a machine crash.
     pub fn sync(&mut self) -> Result<(), CoreError> {
-        self.sync_later()?.run()
+        let durable = self.sync_later()?;
+        let seq = durable.seq;
+        durable.run()?;
+        self.synced(seq);
+        Ok(())
+    }
+
+    /// Notes that the commits up to `seq` (a [`Durable::seq`]) are on the disk.
+    pub fn synced(&mut self, seq: u64) {
+        self.synced_seq = Some(self.synced_seq.map_or(seq, |s| s.max(seq)));
     }
 
     /// Commits, and returns the fsyncs that make every commit so far survive a machine
     /// crash, to run without holding the core (they take milliseconds).
     pub fn sync_later(&mut self) -> Result<Durable, CoreError> {
         self.commit()?;
+        let seq = self.seq;
         let mut files = Vec::new();
+        // Nothing committed since the last sync: nothing to force, and no file to open (a
+        // store of ten thousand feeds syncs them all when it stops).
+        if self.synced_seq == Some(seq) && !self.dirs_unsynced {
+            return Ok(Durable { files, seq });
+        }
         // The header last: it must not reach the disk ahead of what it commits.
         for which in [2, 1, 3, 0] {
             let path = self.files.dir.join(FILE_NAMES[which]);
@@ -658,7 +677,7 @@ impl Core {
                 files.push((handle, d.to_path_buf(), true));
             }
         }
-        Ok(Durable { files })
+        Ok(Durable { files, seq })
     }
 }
 
@@ -667,6 +686,8 @@ impl Core {
 pub struct Durable {
     /// Each file, its path for errors, and whether to sync its metadata too (folders).
     files: Vec<(File, PathBuf, bool)>,
+    /// The header sequence number these make durable, for [`Core::synced`].
+    pub seq: u64,
 }
 
 impl Durable {

@@ -61,6 +61,7 @@ impl Core {
                         next_offset: None,
                         read_ahead: ReadAhead::default(),
                         dirs_unsynced: false,
+                        synced_seq: None,
                         changed: false,
                         damage: None,
                         used: false,
