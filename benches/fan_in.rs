@@ -11,7 +11,9 @@
 //! They are uploaders: their
 //! policy is manual and nobody approves, so the hub's offers (every feed of every other peer)
 //! wait there and are never downloaded. The hub runs as its own process, so its figures are
-//! its own.
+//! its own. The CPU column is the time the hub and the uploaders' processes used until the
+//! hub held everything. With `FAN_IN_LINES=1` the bench also tells how many JSON lines (and
+//! bytes) of each type the hub printed, and `FAN_IN_HUB=PATH` runs another build's hub.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -65,9 +67,26 @@ fn seed(rt: &tokio::runtime::Runtime, base: &Path, n: usize) -> Vec<PathBuf> {
 
 struct Figures {
     synced: Option<Duration>,
+    /// CPU time of the hub and of every uploader together, until all was synced.
+    cpu: (f64, f64),
     peak_rss: u64,
     rss_after: u64,
     fds_peak: usize,
+}
+
+/// CPU seconds (user and system) of a process so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the command name, which may hold spaces: utime and stime are fields 14 and 15.
+    let rest = stat.rsplit(')').next().unwrap_or_default();
+    let ticks: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    // In clock ticks, which Linux reports at 100 a second.
+    ticks.iter().sum::<f64>() / 100.0
 }
 
 fn fds(pid: &str) -> usize {
@@ -150,9 +169,20 @@ enum Heard {
 fn read_hub(stdout: std::process::ChildStdout, tx: std::sync::mpsc::Sender<Heard>) {
     use std::io::BufRead;
     let mut synced = HashSet::new();
+    // Lines and bytes of each type, told at the end when FAN_IN_LINES is set.
+    let mut kinds: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
     for line in std::io::BufReader::new(stdout).lines() {
         let Ok(line) = line else { break };
         let head = &line[..line.len().min(40)];
+        if std::env::var_os("FAN_IN_LINES").is_some() {
+            let t = head.split('"').nth(3).unwrap_or("?").to_string();
+            if t == "warning" && kinds.get("warning").is_none_or(|w| w.0 < 3) {
+                eprintln!("hub: {}", line.chars().take(700).collect::<String>());
+            }
+            let e = kinds.entry(t).or_default();
+            e.0 += 1;
+            e.1 += line.len() as u64;
+        }
         let heard = if head.contains("\"feed_synced\"") {
             let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
             if v["length"].as_u64() < Some(BLOCKS as u64) {
@@ -171,13 +201,18 @@ fn read_hub(stdout: std::process::ChildStdout, tx: std::sync::mpsc::Sender<Heard
         // Read on when nobody listens, so the hub never blocks on a full pipe.
         let _ = tx.send(heard);
     }
+    for (k, (n, b)) in kinds {
+        eprintln!("hub lines {k}: {n} lines, {b} bytes");
+    }
 }
 
 fn run(dirs: &[PathBuf]) -> Figures {
     let n = dirs.len();
     let hub_dir = tempfile::tempdir().expect("a temporary folder");
     let limit = (n + 16).to_string();
-    let mut hub = std::process::Command::new(common::bin())
+    // Another build's hub may be compared against the same uploaders.
+    let hub_bin = std::env::var("FAN_IN_HUB").unwrap_or_else(|_| common::bin().to_string());
+    let mut hub = std::process::Command::new(hub_bin)
         .args([
             "run",
             "--json",
@@ -232,6 +267,10 @@ fn run(dirs: &[PathBuf]) -> Figures {
         }
         fds_peak = fds_peak.max(fds(&pid));
     }
+    let cpu = (
+        cpu_seconds(hub.id()),
+        workers.iter().map(|w| cpu_seconds(w.id())).sum(),
+    );
     if at.is_none() {
         eprintln!("{n} peers: only {synced} of {expected} feeds synced within 300 s");
     }
@@ -253,6 +292,7 @@ fn run(dirs: &[PathBuf]) -> Figures {
     let _ = reader.join();
     Figures {
         synced: at,
+        cpu,
         peak_rss,
         rss_after,
         fds_peak,
@@ -283,16 +323,18 @@ fn main() {
     let most = counts.iter().copied().max().unwrap_or(0);
     let dirs = seed(&rt, base.path(), most);
     println!(
-        "| peers × {FEEDS} feeds × {BLOCKS} blocks of 1 KiB → one hub, accept-all | connect → all synced | hub peak RSS | hub RSS after | hub peak fds |"
+        "| peers × {FEEDS} feeds × {BLOCKS} blocks of 1 KiB → one hub, accept-all | connect → all synced | CPU: hub, uploaders | hub peak RSS | hub RSS after | hub peak fds |"
     );
-    println!("| --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- |");
     for n in counts {
         let f = run(&dirs[..n]);
         let time = f.synced.map_or("not within 300 s".to_string(), |d| {
             format!("{:.2} s", d.as_secs_f64())
         });
         println!(
-            "| {n} | {time} | {:.0} MB | {:.0} MB | {} |",
+            "| {n} | {time} | {:.1} s, {:.1} s | {:.0} MB | {:.0} MB | {} |",
+            f.cpu.0,
+            f.cpu.1,
             f.peak_rss as f64 / 1e6,
             f.rss_after as f64 / 1e6,
             f.fds_peak

@@ -4,6 +4,7 @@
 //! of headless mode and the lines of a recording are all exactly these.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -308,6 +309,9 @@ impl<'de> Deserialize<'de> for KeySelection {
     }
 }
 
+/// Offer metadata per key, shared by the reports of every peer offered the same list.
+pub type SharedMeta = Arc<BTreeMap<FeedKey, FeedMeta>>;
+
 /// Something that happened in the engine.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -379,8 +383,8 @@ pub enum Event {
         peer: PeerId,
         /// Offered keys.
         keys: Vec<FeedKey>,
-        /// Metadata sent with the offer.
-        meta: BTreeMap<FeedKey, FeedMeta>,
+        /// Metadata sent with the offer: one map shared by every peer offered the same list.
+        meta: SharedMeta,
     },
     /// The peer offered feeds.
     OfferReceived {

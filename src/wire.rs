@@ -235,6 +235,128 @@ pub fn decode_handshake(payload: &[u8], limits: &Limits) -> Result<Handshake, Wi
 /// Decodes a manifest body `{"keys":[…],"meta":{…}}`.
 pub fn decode_manifest(payload: &[u8], limits: &Limits) -> Result<KeyList, WireError> {
     check_size(payload, limits)?;
+    // A hub's manifests carry thousands of keys: they are read in place, without a `String`
+    // for every key, and anything unusual takes the general path below.
+    if let Ok(raw) = serde_json::from_slice::<RawManifest<'_>>(payload) {
+        if let Some(list) = raw.decode(limits) {
+            return list;
+        }
+    }
+    decode_manifest_value(payload, limits)
+}
+
+/// A manifest's parts as JSON text inside the payload.
+#[derive(Deserialize)]
+struct RawManifest<'a> {
+    #[serde(borrow)]
+    keys: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    meta: Option<&'a serde_json::value::RawValue>,
+}
+
+impl<'a> RawManifest<'a> {
+    /// The list, or `None` where the general path must decide (no `keys` array, say).
+    fn decode(self, limits: &Limits) -> Option<Result<KeyList, WireError>> {
+        let items: Vec<&'a serde_json::value::RawValue> =
+            serde_json::from_str(self.keys?.get()).ok()?;
+        if items.len() > limits.max_keys_per_message {
+            return Some(Err(WireError::TooManyKeys {
+                count: items.len(),
+                limit: limits.max_keys_per_message,
+            }));
+        }
+        let mut list = KeyList::default();
+        let mut seen = std::collections::HashSet::with_capacity(items.len());
+        for item in items {
+            let text = item.get();
+            // `"` and 64 hex characters and `"`; a key written with escapes, or anything
+            // else, is read as a value.
+            let key = match text.len() == 66 && text.starts_with('"') && text.ends_with('"') {
+                true => FeedKey::parse(&text[1..65]).ok(),
+                false => None,
+            };
+            let key = match key {
+                Some(key) => Ok(key),
+                None => match serde_json::from_str::<Value>(text).ok()? {
+                    Value::String(s) => FeedKey::parse(&s).map_err(|_| shorten(&s)),
+                    other => Err(shorten(&other.to_string())),
+                },
+            };
+            match key {
+                Ok(key) => {
+                    if seen.insert(key) {
+                        list.keys.push(key);
+                    }
+                }
+                Err(shown) => list.rejected.push(shown),
+            }
+        }
+        let meta = self.meta.map(|m| m.get().trim_start());
+        if let Some(meta) = meta.filter(|m| m.starts_with('{')) {
+            let MetaEntries(entries) = serde_json::from_str(meta).ok()?;
+            for (k, v) in entries {
+                if let Ok(key) = FeedKey::parse(&k) {
+                    if seen.contains(&key) {
+                        list.meta.insert(key, v);
+                    }
+                }
+            }
+        }
+        Some(Ok(list))
+    }
+}
+
+/// The entries of a manifest's `meta` object, in order, their names borrowed where they can
+/// be.
+struct MetaEntries<'a>(Vec<(std::borrow::Cow<'a, str>, Value)>);
+
+impl<'de> Deserialize<'de> for MetaEntries<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = MetaEntries<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<Self::Value, M::Error> {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some(Name(k)) = map.next_key()? {
+                    out.push((k, map.next_value()?));
+                }
+                Ok(MetaEntries(out))
+            }
+        }
+        d.deserialize_map(Entries)
+    }
+}
+
+/// A JSON string, borrowed from the input unless it holds escapes.
+struct Name<'a>(std::borrow::Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Name<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl<'de> serde::de::Visitor<'de> for Text {
+            type Value = Name<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Name(v.into()))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Name(v.to_owned().into()))
+            }
+        }
+        d.deserialize_str(Text)
+    }
+}
+
+/// [`decode_manifest`] through a JSON value: what the fast path leaves, with its errors.
+fn decode_manifest_value(payload: &[u8], limits: &Limits) -> Result<KeyList, WireError> {
     let value: Value = serde_json::from_slice(payload).map_err(|e| WireError::Malformed {
         name: EXT_MANIFEST,
         reason: e.to_string(),
@@ -506,5 +628,67 @@ mod tests {
         assert_eq!(back, k);
         assert!(FeedKey::parse(&"AB".repeat(32)).is_ok());
         assert!(FeedKey::parse("ab").is_err());
+    }
+}
+
+#[cfg(test)]
+mod manifest_paths {
+    //! The manifest read in place against the same manifest read as a JSON value.
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// One entry of a `keys` array, as JSON text.
+    fn item() -> impl Strategy<Value = String> {
+        prop_oneof![
+            // Keys from a small set, so that some repeat.
+            (0u8..6).prop_map(|n| format!("\"{}\"", FeedKey([n; 32]).to_hex())),
+            (0u8..6).prop_map(|n| format!("\"{}\"", FeedKey([n; 32]).to_hex().to_uppercase())),
+            // A key written with an escape, still a key.
+            (0u8..6).prop_map(|n| format!("\"\\u0030{}\"", &FeedKey([n; 32]).to_hex()[1..])),
+            "[0-9a-f]{0,70}".prop_map(|s| format!("\"{s}\"")),
+            Just("\"x\\\"y\"".to_string()),
+            Just("null".to_string()),
+            Just("17".to_string()),
+            Just("[\"a\", {}]".to_string()),
+        ]
+    }
+
+    /// A `meta` member, or nothing.
+    fn meta() -> impl Strategy<Value = String> {
+        let entry = (0u8..8, 0u32..3).prop_map(|(n, v)| {
+            let value = ["null", "{\"name\":\"a \\\"b\\\"\",\"length\":3}", "[1,2]"][v as usize];
+            format!("\"{}\":{value}", FeedKey([n; 32]).to_hex())
+        });
+        prop_oneof![
+            Just(String::new()),
+            Just(",\"meta\":null".to_string()),
+            Just(",\"meta\":[1]".to_string()),
+            proptest::collection::vec(entry, 0..6)
+                .prop_map(|e| format!(",\"meta\": {{{}}}", e.join(","))),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn both_ways_of_reading_a_manifest_agree(
+            items in proptest::collection::vec(item(), 0..12),
+            meta in meta(),
+            keys_first in any::<bool>(),
+            most in 0usize..14,
+        ) {
+            let keys = format!("\"keys\":[{}]", items.join(", "));
+            let body = match keys_first {
+                true => format!("{{{keys}{meta}, \"other\": 1}}"),
+                false => format!("{{\"other\": 1{meta},{keys}}}"),
+            };
+            let limits = Limits { max_keys_per_message: most, ..Limits::DEFAULT };
+            prop_assert_eq!(
+                decode_manifest(body.as_bytes(), &limits),
+                decode_manifest_value(body.as_bytes(), &limits)
+            );
+        }
     }
 }

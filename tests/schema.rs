@@ -83,7 +83,7 @@ fn events() -> Vec<Event> {
         Event::OfferSent {
             peer: 1,
             keys: vec![A],
-            meta: meta.clone(),
+            meta: meta.clone().into(),
         },
         Event::OfferReceived {
             peer: 1,

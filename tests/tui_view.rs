@@ -59,7 +59,7 @@ fn session() -> App {
         Event::OfferSent {
             peer: 1,
             keys: vec![key(9)],
-            meta: BTreeMap::new(),
+            meta: Default::default(),
         },
         Event::OfferReceived {
             peer: 1,
@@ -274,7 +274,7 @@ fn observe_mode_in_the_header_and_refused_requests_in_the_detail() {
         Event::OfferSent {
             peer: 1,
             keys: vec![],
-            meta: BTreeMap::new(),
+            meta: Default::default(),
         },
         Event::OfferReceived {
             peer: 1,

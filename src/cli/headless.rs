@@ -4,6 +4,7 @@
 //! [`serve`] takes the engine, the reader of commands and the writer of events, so that a test
 //! drives it in process; [`run`] plugs it into stdin, stdout and the quit signals.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::{BufRead, Write};
 use std::sync::{Arc, Mutex};
@@ -11,8 +12,9 @@ use std::sync::{Arc, Mutex};
 use anyhow::{bail, Result};
 
 use feedscope::engine::{self, Config, Engine};
-use feedscope::event::{Command, Event, ProblemKind};
+use feedscope::event::{Command, Event, ProblemKind, SharedMeta};
 use feedscope::record::Recorder;
+use feedscope::wire::{FeedKey, FeedMeta};
 
 use super::signals::QuitSignals;
 
@@ -84,8 +86,9 @@ where
     tokio::pin!(quit);
     let mut quitting = false;
     let mut listen_failure = None;
-    loop {
-        let ev = tokio::select! {
+    let mut printer = Printer::new(json);
+    'events: loop {
+        let first = tokio::select! {
             ev = engine.events.recv() => match ev {
                 Some(ev) => ev,
                 None => break,
@@ -97,26 +100,38 @@ where
                 continue;
             }
         };
-        if let Event::Error {
-            peer: None,
-            kind,
-            message,
-        } = &ev
-        {
-            if matches!(kind, ProblemKind::Listen | ProblemKind::Metrics) {
-                listen_failure = Some(message.clone());
+        // The events already waiting go out in one write: a hub with a thousand peers reports
+        // hundreds of thousands of offers.
+        let mut next = Some(first);
+        let mut stopped = false;
+        let mut taken = 0;
+        while let Some(ev) = next.take() {
+            if let Event::Error {
+                peer: None,
+                kind,
+                message,
+            } = &ev
+            {
+                if matches!(kind, ProblemKind::Listen | ProblemKind::Metrics) {
+                    listen_failure = Some(message.clone());
+                }
+            }
+            stopped = ev == Event::Stopped;
+            if let Some(r) = recorder.as_mut() {
+                if let Err(e) = r.write(&ev) {
+                    eprintln!("feedscope: recording stopped: {e}");
+                    recorder = None;
+                }
+            }
+            printer.add(&ev);
+            taken += 1;
+            if !stopped && taken < EVENTS_PER_WRITE {
+                next = engine.events.try_recv().ok();
             }
         }
-        let stopped = ev == Event::Stopped;
-        if let Some(r) = recorder.as_mut() {
-            if let Err(e) = r.write(&ev) {
-                eprintln!("feedscope: recording stopped: {e}");
-                recorder = None;
-            }
-        }
-        print_event(&output, &ev, json);
+        printer.write_to(&output);
         if stopped {
-            break;
+            break 'events;
         }
     }
     let _ = engine.done.await;
@@ -124,6 +139,70 @@ where
         bail!("{message}");
     }
     Ok(())
+}
+
+/// Events written out together at most, so that a steady stream still reaches the reader.
+const EVENTS_PER_WRITE: usize = 256;
+
+/// Lines of events gathered for one write.
+struct Printer {
+    json: bool,
+    lines: Vec<u8>,
+    /// The last offer list written, shared by the `offer_sent` of every peer offered it, and
+    /// its JSON from `"keys"` on: a hub tells a thousand peers of the same new feeds.
+    offer: Option<(SharedMeta, Vec<FeedKey>, Vec<u8>)>,
+}
+
+impl Printer {
+    fn new(json: bool) -> Self {
+        Printer {
+            json,
+            lines: Vec::new(),
+            offer: None,
+        }
+    }
+
+    /// Adds the line of `ev`.
+    fn add(&mut self, ev: &Event) {
+        if !self.json {
+            self.lines.extend_from_slice(text_line(ev).as_bytes());
+        } else if let Event::OfferSent { peer, keys, meta } = ev {
+            let known = self
+                .offer
+                .as_ref()
+                .is_some_and(|(m, k, _)| Arc::ptr_eq(m, meta) && k == keys);
+            if !known {
+                #[derive(serde::Serialize)]
+                struct Rest<'a> {
+                    keys: &'a [FeedKey],
+                    meta: &'a BTreeMap<FeedKey, FeedMeta>,
+                }
+                let rest = serde_json::to_vec(&Rest { keys, meta }).expect("offers serialise");
+                self.offer = Some((Arc::clone(meta), keys.clone(), rest));
+            }
+            let (_, _, rest) = self.offer.as_ref().expect("just set");
+            // The fields in the order the derived form writes them (`tests/schema.rs`).
+            self.lines
+                .extend_from_slice(b"{\"type\":\"offer_sent\",\"peer\":");
+            serde_json::to_writer(&mut self.lines, peer).expect("a peer id serialises");
+            self.lines.push(b',');
+            self.lines.extend_from_slice(&rest[1..]);
+        } else {
+            serde_json::to_writer(&mut self.lines, ev).expect("events serialise");
+        }
+        self.lines.push(b'\n');
+    }
+
+    /// Writes the lines gathered and flushes them.
+    fn write_to(&mut self, output: &Mutex<impl Write>) {
+        let mut out = output.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = out.write_all(&self.lines);
+        let _ = out.flush();
+        self.lines.clear();
+        if self.lines.capacity() > 1 << 20 {
+            self.lines.shrink_to(1 << 20);
+        }
+    }
 }
 
 fn print_event(output: &Mutex<impl Write>, ev: &Event, json: bool) {
@@ -221,6 +300,45 @@ mod tests {
             .await
             .expect("served and stopped within 30 s")
             .unwrap();
+    }
+
+    #[test]
+    fn lines_gathered_for_one_write_are_the_events_json_whatever_is_shared() {
+        let key = |b: u8| FeedKey([b; 32]);
+        let shared: Arc<BTreeMap<FeedKey, FeedMeta>> = Arc::new(BTreeMap::from([
+            (
+                key(1),
+                serde_json::json!({"name": "a \"quoted\" feed", "length": 3}),
+            ),
+            (key(2), serde_json::json!(null)),
+        ]));
+        let offer = |peer, keys: Vec<FeedKey>, meta: &Arc<_>| Event::OfferSent {
+            peer,
+            keys,
+            meta: Arc::clone(meta),
+        };
+        let events = vec![
+            offer(1, vec![key(1), key(2)], &shared),
+            offer(2, vec![key(1), key(2)], &shared),
+            Event::PeerDisconnected {
+                peer: 2,
+                reason: "gone".into(),
+            },
+            // The same map with other keys, and another map with the same keys.
+            offer(3, vec![key(2)], &shared),
+            offer(4, vec![key(1), key(2)], &Arc::new(BTreeMap::new())),
+            offer(500, vec![], &shared),
+        ];
+        let mut printer = Printer::new(true);
+        let mut want = String::new();
+        for ev in &events {
+            printer.add(ev);
+            want.push_str(&serde_json::to_string(ev).unwrap());
+            want.push('\n');
+        }
+        let out = Mutex::new(Vec::new());
+        printer.write_to(&out);
+        assert_eq!(String::from_utf8(out.into_inner().unwrap()).unwrap(), want);
     }
 
     #[tokio::test]

@@ -151,8 +151,9 @@ impl PeerContext {
 pub struct NewFeeds {
     /// The keys, with the wire of each feed (`None`: not in storage, offered on both).
     feeds: Vec<(FeedKey, Option<Wire>)>,
-    /// The metadata of every feed of the list.
-    meta: tokio::sync::OnceCell<BTreeMap<FeedKey, FeedMeta>>,
+    /// The metadata of the list's feeds on hypercore 10's wire and on 9's, shared by every
+    /// peer's `offer_sent` report.
+    meta: [tokio::sync::OnceCell<Arc<BTreeMap<FeedKey, FeedMeta>>>; 2],
     /// The manifest bodies offering the whole list, on hypercore 10's wire and on 9's.
     bodies: [tokio::sync::OnceCell<Vec<Vec<u8>>>; 2],
 }
@@ -179,24 +180,24 @@ impl NewFeeds {
             .collect()
     }
 
-    /// The metadata of the list's feeds, read the first time it is asked for.
-    async fn meta(&self, store: &Store) -> &BTreeMap<FeedKey, FeedMeta> {
-        self.meta
+    /// The metadata of the list's feeds on `wire`, read the first time it is asked for.
+    async fn meta(&self, wire: Wire, store: &Store) -> &Arc<BTreeMap<FeedKey, FeedMeta>> {
+        self.meta[usize::from(wire == Wire::Hc9)]
             .get_or_init(|| async {
                 let mut meta = BTreeMap::new();
-                for (k, _) in &self.feeds {
-                    if let Some(feed) = store.get(k) {
-                        meta.insert(*k, feed.offer_meta().await);
+                for k in self.keys_on(wire) {
+                    if let Some(feed) = store.get(&k) {
+                        meta.insert(k, feed.offer_meta().await);
                     }
                 }
-                meta
+                Arc::new(meta)
             })
             .await
     }
 
     /// The manifest bodies offering every feed of the list that is on `wire`.
     async fn bodies(&self, wire: Wire, store: &Store) -> &[Vec<u8>] {
-        let meta = self.meta(store).await;
+        let meta = self.meta(wire, store).await;
         let cell = &self.bodies[usize::from(wire == Wire::Hc9)];
         cell.get_or_init(|| async { wire::encode_manifests(&self.keys_on(wire), meta) })
             .await
@@ -1041,17 +1042,19 @@ impl<C: WireCore> Task<C> {
                 let (meta, bodies) = match self.offering.clone() {
                     // New feeds told to every peer: read and encoded once for all of them.
                     Some((new, all)) => {
-                        let shared = new.meta(&self.ctx.store).await;
-                        let meta: BTreeMap<FeedKey, FeedMeta> = keys
-                            .iter()
-                            .filter_map(|k| shared.get(k).map(|m| (*k, m.clone())))
-                            .collect();
-                        let bodies = if keys.len() == all {
-                            new.bodies(C::WIRE, &self.ctx.store).await.to_vec()
+                        let shared = new.meta(C::WIRE, &self.ctx.store).await;
+                        if keys.len() == all {
+                            // The whole list: its metadata and bodies as they are.
+                            let bodies = new.bodies(C::WIRE, &self.ctx.store).await.to_vec();
+                            (Arc::clone(shared), bodies)
                         } else {
-                            wire::encode_manifests(&keys, &meta)
-                        };
-                        (meta, bodies)
+                            let meta: BTreeMap<FeedKey, FeedMeta> = keys
+                                .iter()
+                                .filter_map(|k| shared.get(k).map(|m| (*k, m.clone())))
+                                .collect();
+                            let bodies = wire::encode_manifests(&keys, &meta);
+                            (Arc::new(meta), bodies)
+                        }
                     }
                     None => {
                         // Only the offered feeds' metadata: a peer told of one new feed must
@@ -1063,7 +1066,7 @@ impl<C: WireCore> Task<C> {
                             }
                         }
                         let bodies = wire::encode_manifests(&keys, &meta);
-                        (meta, bodies)
+                        (Arc::new(meta), bodies)
                     }
                 };
                 (
