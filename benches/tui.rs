@@ -35,12 +35,13 @@ fn setup_events() -> Vec<Event> {
             wire: Wire::Hc10,
         });
         let keys: Vec<FeedKey> = (0..FEEDS).map(|f| key(p, f)).collect();
-        let meta: BTreeMap<FeedKey, serde_json::Value> = keys
+        let meta: BTreeMap<FeedKey, feedscope::wire::FeedMeta> = keys
             .iter()
             .map(|k| {
                 (
                     *k,
-                    serde_json::json!({"name": "feed", "length": 100, "byte_length": 102400}),
+                    serde_json::json!({"name": "feed", "length": 100, "byte_length": 102400})
+                        .into(),
                 )
             })
             .collect();

@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::event::DecidedBy;
-use crate::wire::{FeedKey, FeedMeta};
+use crate::wire::FeedKey;
 
 /// How remote offers are answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -121,7 +121,7 @@ impl Rules {
     pub fn decide(
         &self,
         key: &FeedKey,
-        meta: &FeedMeta,
+        meta: &serde_json::Value,
         remote_public_key: &str,
     ) -> Option<(bool, DecidedBy)> {
         let hex = key.to_hex();
@@ -255,7 +255,7 @@ impl Curator {
     pub fn decide(
         &self,
         key: &FeedKey,
-        meta: &FeedMeta,
+        meta: &serde_json::Value,
         remote_public_key: &str,
     ) -> Option<(bool, DecidedBy)> {
         // An observer decides nothing, not even by rule.

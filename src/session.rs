@@ -9,7 +9,7 @@
 //! - no feed is replicated twice on one connection; declined feeds are never requested;
 //! - an incompatible handshake ends the session; nothing is offered before a compatible one.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::event::{DecidedBy, ProblemKind};
@@ -94,13 +94,13 @@ pub struct Session {
     /// Keys we offered to this peer.
     pub local_offer: KeySet,
     /// Keys this peer offered us, with their metadata.
-    pub remote_offer: BTreeMap<FeedKey, FeedMeta>,
+    pub remote_offer: HashMap<FeedKey, FeedMeta, foldhash::fast::RandomState>,
     /// Keys we requested from this peer.
     pub requested: BTreeSet<FeedKey>,
     /// Keys replicating on this connection.
     pub active: BTreeSet<FeedKey>,
     /// Offers waiting for a decision.
-    pub pending: BTreeSet<FeedKey>,
+    pub pending: HashSet<FeedKey, foldhash::fast::RandomState>,
     /// Offers declined on this connection.
     pub declined: BTreeSet<FeedKey>,
     limits: Limits,
@@ -137,10 +137,10 @@ impl Session {
             local_feeds: feeds,
             limits: limits.clone(),
             local_offer: KeySet::new(numbers),
-            remote_offer: BTreeMap::new(),
+            remote_offer: HashMap::default(),
             requested: BTreeSet::new(),
             active: BTreeSet::new(),
-            pending: BTreeSet::new(),
+            pending: HashSet::default(),
             declined: BTreeSet::new(),
             remote_handshake: None,
             failed: false,
@@ -288,7 +288,7 @@ impl Session {
                 ignored += 1;
                 continue;
             }
-            let meta = list.meta.get(&key).cloned().unwrap_or(FeedMeta::Null);
+            let meta = list.meta.get(&key).cloned().unwrap_or_default();
             let known = self.remote_offer.insert(key, meta).is_some();
             if !known
                 && !self.requested.contains(&key)

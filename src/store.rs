@@ -218,7 +218,7 @@ impl Feed {
         if let Some(name) = &self.entry.name {
             m["name"] = serde_json::json!(name);
         }
-        m
+        m.into()
     }
 
     fn err(&self, what: &str, e: CoreError) -> StoreError {

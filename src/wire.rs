@@ -38,6 +38,23 @@ pub const KEYS_PER_SENT_MANIFEST: usize = 10_000;
 pub const DEFAULT_MULTIFEED_KEY: &str =
     "bee80ff3a4ee5e727dc44197cb9d25bf8f19d50b0f3ad2984cfe5b7d14e75de7";
 
+/// The value of each hex digit by its byte, and 0x10 for every byte that is not one.
+static HEX_DIGITS: [u8; 256] = {
+    let mut table = [0x10u8; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        table[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
+
 /// A 32-byte hypercore public key, shown and serialised as 64 lowercase hex characters.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct FeedKey(pub [u8; 32]);
@@ -49,7 +66,19 @@ impl FeedKey {
             return Err(WireError::BadKey(shorten(text)));
         }
         let mut out = [0u8; 32];
-        hex::decode_to_slice(text, &mut out).map_err(|_| WireError::BadKey(shorten(text)))?;
+        // By table: keys are parsed by the ten thousand from a hub's manifests.
+        let mut bad = 0;
+        for (byte, pair) in out.iter_mut().zip(text.as_bytes().chunks_exact(2)) {
+            let (hi, lo) = (
+                HEX_DIGITS[usize::from(pair[0])],
+                HEX_DIGITS[usize::from(pair[1])],
+            );
+            bad |= (hi | lo) & 0x10;
+            *byte = (hi << 4) | (lo & 0x0f);
+        }
+        if bad != 0 {
+            return Err(WireError::BadKey(shorten(text)));
+        }
         Ok(FeedKey(out))
     }
 
@@ -102,7 +131,7 @@ pub const MAX_OFFERED_NAME: usize = 64;
 
 /// The `name` a peer's manifest metadata gives a feed, fit to show: control characters
 /// dropped, at most [`MAX_OFFERED_NAME`] characters; `None` when there is no usable name.
-pub fn offered_name(meta: &FeedMeta) -> Option<String> {
+pub fn offered_name(meta: &Value) -> Option<String> {
     let raw = meta.get("name")?.as_str()?;
     let name: String = raw
         .chars()
@@ -210,7 +239,7 @@ impl Handshake {
 }
 
 /// What an offerer says about one offered feed, for display only.
-pub type FeedMeta = Value;
+pub type FeedMeta = std::sync::Arc<Value>;
 
 /// A decoded `MULTIFEED_MANIFEST`, or a key list of `REQUEST_FEEDS` / `REPLICATE_FEEDS`.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -297,7 +326,7 @@ impl<'a> RawManifest<'a> {
             for (k, v) in entries {
                 if let Ok(key) = FeedKey::parse(&k) {
                     if seen.contains(&key) {
-                        list.meta.insert(key, v);
+                        list.meta.insert(key, v.into());
                     }
                 }
             }
@@ -380,7 +409,7 @@ fn decode_manifest_value(payload: &[u8], limits: &Limits) -> Result<KeyList, Wir
         for (k, v) in meta {
             if let Ok(key) = FeedKey::parse(&k) {
                 if offered.contains(&key) {
-                    list.meta.insert(key, v);
+                    list.meta.insert(key, v.into());
                 }
             }
         }
@@ -475,23 +504,20 @@ pub fn encode_manifests(keys: &[FeedKey], meta: &BTreeMap<FeedKey, FeedMeta>) ->
     if keys.is_empty() {
         return vec![br#"{"keys":[]}"#.to_vec()];
     }
+    /// `{"keys":[…],"meta":{…}}`, the metadata in key order and left out when empty.
+    #[derive(Serialize)]
+    struct Body<'a> {
+        keys: &'a [FeedKey],
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        meta: BTreeMap<&'a FeedKey, &'a Value>,
+    }
     keys.chunks(KEYS_PER_SENT_MANIFEST.max(1))
         .map(|chunk| {
-            let mut m = serde_json::Map::new();
-            for k in chunk {
-                if let Some(v) = meta.get(k) {
-                    m.insert(k.to_hex(), v.clone());
-                }
-            }
-            let mut body = serde_json::Map::new();
-            body.insert(
-                "keys".into(),
-                Value::Array(chunk.iter().map(|k| Value::String(k.to_hex())).collect()),
-            );
-            if !m.is_empty() {
-                body.insert("meta".into(), Value::Object(m));
-            }
-            serde_json::to_vec(&Value::Object(body)).expect("a manifest always serialises")
+            let meta = chunk
+                .iter()
+                .filter_map(|k| meta.get(k).map(|v| (k, &**v)))
+                .collect();
+            serde_json::to_vec(&Body { keys: chunk, meta }).expect("a manifest always serialises")
         })
         .collect()
 }
@@ -672,6 +698,26 @@ mod manifest_paths {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn keys_parse_as_the_hex_crate_reads_them(
+            digits in "[0-9a-fA-F]{63,65}",
+            at in 0usize..128,
+            other in prop_oneof![Just('g'), Just('/'), Just(':'), Just('@'), Just('`'), Just('G'), Just('é'), any::<char>()],
+        ) {
+            // Hex digits, with one character (or none, past the end) replaced.
+            let text: String = digits
+                .chars()
+                .enumerate()
+                .map(|(i, c)| if i == at { other } else { c })
+                .collect();
+            let mut want = [0u8; 32];
+            let want = match text.len() == 64 && hex::decode_to_slice(&text, &mut want).is_ok() {
+                true => Some(FeedKey(want)),
+                false => None,
+            };
+            prop_assert_eq!(FeedKey::parse(&text).ok(), want);
+        }
+
         #[test]
         fn both_ways_of_reading_a_manifest_agree(
             items in proptest::collection::vec(item(), 0..12),

@@ -53,7 +53,10 @@ fn problem(name: &str) -> ProblemKind {
 }
 
 fn events() -> Vec<Event> {
-    let meta = BTreeMap::from([(A, json!({"length": 3, "byte_length": 12, "name": "notes"}))]);
+    let meta: BTreeMap<_, feedscope::wire::FeedMeta> = BTreeMap::from([(
+        A,
+        json!({"length": 3, "byte_length": 12, "name": "notes"}).into(),
+    )]);
     let mut all = vec![
         Event::Listening {
             addr: "127.0.0.1:4000".into(),

@@ -266,7 +266,7 @@ fn wire_lines_beyond_the_bound_are_dropped_counted_and_shown_but_no_offer_is() {
     tx.send(Event::OfferReceived {
         peer: 2,
         keys: vec![offered],
-        meta: BTreeMap::from([(offered, serde_json::json!({"name": "kept"}))]),
+        meta: BTreeMap::from([(offered, serde_json::json!({"name": "kept"}).into())]),
     })
     .unwrap();
     tx.send(Event::PeerDisconnected {

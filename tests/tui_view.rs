@@ -75,6 +75,7 @@ fn session() -> App {
                 ),
             ]
             .into_iter()
+            .map(|(k, v)| (k, v.into()))
             .collect(),
         },
         Event::OfferPending {
@@ -279,7 +280,7 @@ fn observe_mode_in_the_header_and_refused_requests_in_the_detail() {
         Event::OfferReceived {
             peer: 1,
             keys: vec![key(1)],
-            meta: [(key(1), json!({"name": "sensor", "length": 40}))]
+            meta: [(key(1), json!({"name": "sensor", "length": 40}).into())]
                 .into_iter()
                 .collect(),
         },

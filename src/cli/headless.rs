@@ -308,9 +308,9 @@ mod tests {
         let shared: Arc<BTreeMap<FeedKey, FeedMeta>> = Arc::new(BTreeMap::from([
             (
                 key(1),
-                serde_json::json!({"name": "a \"quoted\" feed", "length": 3}),
+                serde_json::json!({"name": "a \"quoted\" feed", "length": 3}).into(),
             ),
-            (key(2), serde_json::json!(null)),
+            (key(2), serde_json::json!(null).into()),
         ]));
         let offer = |peer, keys: Vec<FeedKey>, meta: &Arc<_>| Event::OfferSent {
             peer,

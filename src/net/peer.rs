@@ -1025,7 +1025,7 @@ impl<C: WireCore> Task<C> {
                 .session
                 .remote_offer
                 .get(&key)
-                .unwrap_or(&FeedMeta::Null);
+                .map_or(&serde_json::Value::Null, |m| &**m);
             match self.ctx.curator.decide(&key, meta, &self.remote_pk) {
                 Some((approve, by)) => decided.push((key, approve, by)),
                 None => ask.push(key),
@@ -1148,7 +1148,7 @@ impl<C: WireCore> Task<C> {
             .session
             .remote_offer
             .get(&key)
-            .and_then(wire::offered_name);
+            .and_then(|m| wire::offered_name(m));
         if self.ctx.store.get(&key).is_none() {
             // A new replica's files take a while on a busy disk, and a hub makes thousands:
             // the connection goes on (reading, keep-alives) while they are made, and the
@@ -1230,7 +1230,11 @@ impl<C: WireCore> Task<C> {
                     KeySelection::One(k) if self.session.remote_offer.contains_key(&k) => vec![k],
                     // A decision for every peer reaches peers that never saw the key.
                     KeySelection::One(_) => return,
-                    KeySelection::AllPending => self.session.pending.iter().copied().collect(),
+                    KeySelection::AllPending => {
+                        let mut keys: Vec<FeedKey> = self.session.pending.iter().copied().collect();
+                        keys.sort_unstable();
+                        keys
+                    }
                 };
                 for k in &keys {
                     if let Err(e) = self.ctx.curator.decisions.remember(*k, approve) {

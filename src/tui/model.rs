@@ -8,8 +8,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use serde_json::Value;
-
 use crate::event::{Direction, Event, PeerId, StoppedBy, Wire};
 use crate::wire::FeedKey;
 
@@ -47,7 +45,7 @@ impl OfferState {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Offer {
     /// What the offerer said about it (display only).
-    pub meta: Value,
+    pub meta: crate::wire::FeedMeta,
     /// Decision state.
     pub state: OfferState,
 }
@@ -363,7 +361,7 @@ impl Model {
             Event::OfferReceived { peer, keys, meta } => {
                 if let Some(p) = self.peers.get_mut(peer) {
                     for k in keys {
-                        let m = meta.get(k).cloned().unwrap_or(Value::Null);
+                        let m = meta.get(k).cloned().unwrap_or_default();
                         p.remote_offer
                             .entry(*k)
                             .and_modify(|o| o.meta = m.clone())

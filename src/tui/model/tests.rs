@@ -31,7 +31,9 @@ fn connected() -> Model {
 #[test]
 fn offers_are_pending_until_requested_or_decided() {
     let mut m = connected();
-    let meta = [(key(1), json!({"name": "a"}))].into_iter().collect();
+    let meta = [(key(1), json!({"name": "a"}).into())]
+        .into_iter()
+        .collect();
     m.apply(
         &Event::OfferReceived {
             peer: 1,
@@ -42,7 +44,7 @@ fn offers_are_pending_until_requested_or_decided() {
     );
     let p = &m.peers[&1];
     assert_eq!(p.pending(), 2);
-    assert_eq!(p.remote_offer[&key(1)].meta, json!({"name": "a"}));
+    assert_eq!(*p.remote_offer[&key(1)].meta, json!({"name": "a"}));
     m.apply(
         &Event::Decision {
             peer: 1,
