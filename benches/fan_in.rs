@@ -253,7 +253,14 @@ fn run(dirs: &[PathBuf]) -> Figures {
     let mut fds_peak = 0;
     let deadline = began + Duration::from_secs(300);
     let (mut at, mut synced, mut errors) = (None, 0, Vec::new());
+    let mut told = began;
     while Instant::now() < deadline && at.is_none() {
+        if told.elapsed() >= Duration::from_secs(10) {
+            told = Instant::now();
+            let cpu = cpu_seconds(hub.id());
+            let t = began.elapsed().as_secs_f64();
+            eprintln!("{t:.0} s: {synced} of {expected} feeds synced, hub CPU {cpu:.1} s");
+        }
         match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(Heard::Synced(count, when)) => {
                 synced = count;
