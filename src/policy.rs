@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::event::DecidedBy;
-use crate::wire::FeedKey;
+use crate::wire::{FeedKey, FeedMeta};
 
 /// How remote offers are answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -121,17 +121,16 @@ impl Rules {
     pub fn decide(
         &self,
         key: &FeedKey,
-        meta: &serde_json::Value,
+        meta: &FeedMeta,
         remote_public_key: &str,
     ) -> Option<(bool, DecidedBy)> {
         let hex = key.to_hex();
         if let Some(p) = self.deny.iter().find(|p| hex.starts_with(p.as_str())) {
             return Some((false, DecidedBy::Rule(format!("deny {p}"))));
         }
-        if let (Some(max), Some(size)) = (
-            self.max_feed_bytes,
-            meta.get("byte_length").and_then(|v| v.as_u64()),
-        ) {
+        // The metadata is read only for a rule that needs it.
+        let size = || meta.get("byte_length").and_then(|v| v.as_u64());
+        if let Some((max, size)) = self.max_feed_bytes.and_then(|max| Some((max, size()?))) {
             if size > max {
                 return Some((
                     false,
@@ -255,7 +254,7 @@ impl Curator {
     pub fn decide(
         &self,
         key: &FeedKey,
-        meta: &serde_json::Value,
+        meta: &FeedMeta,
         remote_public_key: &str,
     ) -> Option<(bool, DecidedBy)> {
         // An observer decides nothing, not even by rule.
@@ -295,17 +294,24 @@ mod tests {
         r.add("allow", "ab").unwrap();
         r.add("deny", "abab").unwrap();
         r.add("max-feed-bytes", "1000").unwrap();
-        assert!(!r.decide(&key(0xab), &json!(null), "").unwrap().0);
+        assert!(!r.decide(&key(0xab), &json!(null).into(), "").unwrap().0);
         assert_eq!(
-            r.decide(&key(0xac), &json!({"byte_length": 5000}), ""),
+            r.decide(&key(0xac), &json!({"byte_length": 5000}).into(), ""),
             Some((
                 false,
                 DecidedBy::Rule("max-feed-bytes 1000 (offer states 5000)".into())
             ))
         );
-        assert_eq!(r.decide(&key(0xac), &json!({"byte_length": 5}), ""), None);
+        assert_eq!(
+            r.decide(&key(0xac), &json!({"byte_length": 5}).into(), ""),
+            None
+        );
         r.add("allow-peer", "ff00").unwrap();
-        assert!(r.decide(&key(0xac), &json!(null), "ff00aa").unwrap().0);
+        assert!(
+            r.decide(&key(0xac), &json!(null).into(), "ff00aa")
+                .unwrap()
+                .0
+        );
         assert!(r.add("allow", "xyz").is_err());
         assert!(r.add("permit", "ab").is_err());
     }
@@ -347,9 +353,9 @@ mod tests {
             rules: Rules::default(),
             decisions,
         };
-        assert!(c.decide(&key(1), &json!(null), "").unwrap().0);
+        assert!(c.decide(&key(1), &json!(null).into(), "").unwrap().0);
         c.policy = Policy::Manual;
-        assert!(!c.decide(&key(1), &json!(null), "").unwrap().0);
-        assert_eq!(c.decide(&key(2), &json!(null), ""), None);
+        assert!(!c.decide(&key(1), &json!(null).into(), "").unwrap().0);
+        assert_eq!(c.decide(&key(2), &json!(null).into(), ""), None);
     }
 }

@@ -881,7 +881,7 @@ const OFFERED_NAME_FILE: &str = "offered-name";
 fn read_offered_name(core_dir: &Path) -> Option<String> {
     let bytes = fs::read(core_dir.join(OFFERED_NAME_FILE)).ok()?;
     let text = String::from_utf8_lossy(&bytes[..bytes.len().min(1024)]).into_owned();
-    crate::wire::offered_name(&serde_json::json!({ "name": text }))
+    crate::wire::offered_name(&serde_json::json!({ "name": text }).into())
 }
 
 /// The largest block a feed takes: one wire frame, less room for its proof (62 levels of

@@ -131,8 +131,9 @@ pub const MAX_OFFERED_NAME: usize = 64;
 
 /// The `name` a peer's manifest metadata gives a feed, fit to show: control characters
 /// dropped, at most [`MAX_OFFERED_NAME`] characters; `None` when there is no usable name.
-pub fn offered_name(meta: &Value) -> Option<String> {
-    let raw = meta.get("name")?.as_str()?;
+pub fn offered_name(meta: &FeedMeta) -> Option<String> {
+    let name = meta.get("name")?;
+    let raw = name.as_str()?;
     let name: String = raw
         .chars()
         .filter(|c| !c.is_control())
@@ -239,7 +240,89 @@ impl Handshake {
 }
 
 /// What an offerer says about one offered feed, for display only.
-pub type FeedMeta = std::sync::Arc<Value>;
+#[derive(Clone)]
+pub struct FeedMeta(std::sync::Arc<serde_json::value::RawValue>);
+
+impl FeedMeta {
+    /// `null`: no metadata.
+    pub fn null() -> Self {
+        FeedMeta::from(Value::Null)
+    }
+
+    /// Kept as its JSON text: a hub offers each uploader thousands of feeds, and most offers'
+    /// metadata is only ever written out again. Text that spans lines is written again on
+    /// one, so that every event stays one line.
+    fn from_raw(raw: Box<serde_json::value::RawValue>) -> Self {
+        let text = raw.get();
+        if text.contains(['\n', '\r']) {
+            return FeedMeta::from(serde_json::from_str::<Value>(text).unwrap_or(Value::Null));
+        }
+        FeedMeta(std::sync::Arc::from(raw))
+    }
+
+    /// The metadata as a JSON value.
+    pub fn value(&self) -> Value {
+        serde_json::from_str(self.0.get()).unwrap_or(Value::Null)
+    }
+
+    /// One field of the metadata, when it is an object that has it.
+    pub fn get(&self, field: &str) -> Option<Value> {
+        match self.value() {
+            Value::Object(mut m) => m.remove(field),
+            _ => None,
+        }
+    }
+
+    /// Whether there is no metadata (`null`).
+    pub fn is_null(&self) -> bool {
+        self.0.get() == "null"
+    }
+}
+
+impl Default for FeedMeta {
+    fn default() -> Self {
+        FeedMeta::null()
+    }
+}
+
+impl From<Value> for FeedMeta {
+    fn from(v: Value) -> Self {
+        let raw = serde_json::value::to_raw_value(&v).expect("a JSON value serialises");
+        FeedMeta(std::sync::Arc::from(raw))
+    }
+}
+
+impl PartialEq for FeedMeta {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get() || self.value() == other.value()
+    }
+}
+
+impl fmt::Debug for FeedMeta {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.get())
+    }
+}
+
+impl fmt::Display for FeedMeta {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.get())
+    }
+}
+
+impl Serialize for FeedMeta {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for FeedMeta {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Through a value: events are internally tagged, which a raw value cannot be read
+        // from. Manifests, where speed counts, take their metadata raw (`MetaEntries`).
+        Value::deserialize(d).map(FeedMeta::from)
+    }
+}
 
 /// A decoded `MULTIFEED_MANIFEST`, or a key list of `REQUEST_FEEDS` / `REPLICATE_FEEDS`.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -326,7 +409,7 @@ impl<'a> RawManifest<'a> {
             for (k, v) in entries {
                 if let Ok(key) = FeedKey::parse(&k) {
                     if seen.contains(&key) {
-                        list.meta.insert(key, v.into());
+                        list.meta.insert(key, v);
                     }
                 }
             }
@@ -337,7 +420,7 @@ impl<'a> RawManifest<'a> {
 
 /// The entries of a manifest's `meta` object, in order, their names borrowed where they can
 /// be.
-struct MetaEntries<'a>(Vec<(std::borrow::Cow<'a, str>, Value)>);
+struct MetaEntries<'a>(Vec<(std::borrow::Cow<'a, str>, FeedMeta)>);
 
 impl<'de> Deserialize<'de> for MetaEntries<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -353,7 +436,8 @@ impl<'de> Deserialize<'de> for MetaEntries<'de> {
             ) -> Result<Self::Value, M::Error> {
                 let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0));
                 while let Some(Name(k)) = map.next_key()? {
-                    out.push((k, map.next_value()?));
+                    let raw: &'de serde_json::value::RawValue = map.next_value()?;
+                    out.push((k, FeedMeta::from_raw(raw.to_owned())));
                 }
                 Ok(MetaEntries(out))
             }
@@ -509,13 +593,13 @@ pub fn encode_manifests(keys: &[FeedKey], meta: &BTreeMap<FeedKey, FeedMeta>) ->
     struct Body<'a> {
         keys: &'a [FeedKey],
         #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-        meta: BTreeMap<&'a FeedKey, &'a Value>,
+        meta: BTreeMap<&'a FeedKey, &'a FeedMeta>,
     }
     keys.chunks(KEYS_PER_SENT_MANIFEST.max(1))
         .map(|chunk| {
             let meta = chunk
                 .iter()
-                .filter_map(|k| meta.get(k).map(|v| (k, &**v)))
+                .filter_map(|k| meta.get(k).map(|v| (k, v)))
                 .collect();
             serde_json::to_vec(&Body { keys: chunk, meta }).expect("a manifest always serialises")
         })

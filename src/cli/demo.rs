@@ -170,8 +170,8 @@ mod tests {
                 .unwrap();
             if let Event::OfferReceived { meta, .. } = &ev {
                 for m in meta.values() {
-                    if let Some(n) = m.get("name").and_then(|v| v.as_str()) {
-                        names.insert(n.to_string());
+                    if let Some(n) = m.get("name").and_then(|v| v.as_str().map(str::to_string)) {
+                        names.insert(n);
                     }
                 }
             }

@@ -1025,8 +1025,9 @@ impl<C: WireCore> Task<C> {
                 .session
                 .remote_offer
                 .get(&key)
-                .map_or(&serde_json::Value::Null, |m| &**m);
-            match self.ctx.curator.decide(&key, meta, &self.remote_pk) {
+                .cloned()
+                .unwrap_or_default();
+            match self.ctx.curator.decide(&key, &meta, &self.remote_pk) {
                 Some((approve, by)) => decided.push((key, approve, by)),
                 None => ask.push(key),
             }
@@ -1148,7 +1149,7 @@ impl<C: WireCore> Task<C> {
             .session
             .remote_offer
             .get(&key)
-            .and_then(|m| wire::offered_name(m));
+            .and_then(wire::offered_name);
         if self.ctx.store.get(&key).is_none() {
             // A new replica's files take a while on a busy disk, and a hub makes thousands:
             // the connection goes on (reading, keep-alives) while they are made, and the

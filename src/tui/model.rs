@@ -45,7 +45,7 @@ impl OfferState {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Offer {
     /// What the offerer said about it (display only).
-    pub meta: crate::wire::FeedMeta,
+    pub meta: serde_json::Value,
     /// Decision state.
     pub state: OfferState,
 }
@@ -361,7 +361,8 @@ impl Model {
             Event::OfferReceived { peer, keys, meta } => {
                 if let Some(p) = self.peers.get_mut(peer) {
                     for k in keys {
-                        let m = meta.get(k).cloned().unwrap_or_default();
+                        // Read once here, not at every frame that shows it.
+                        let m = meta.get(k).map_or(serde_json::Value::Null, |m| m.value());
                         p.remote_offer
                             .entry(*k)
                             .and_modify(|o| o.meta = m.clone())

@@ -44,7 +44,7 @@ fn offers_are_pending_until_requested_or_decided() {
     );
     let p = &m.peers[&1];
     assert_eq!(p.pending(), 2);
-    assert_eq!(*p.remote_offer[&key(1)].meta, json!({"name": "a"}));
+    assert_eq!(p.remote_offer[&key(1)].meta, json!({"name": "a"}));
     m.apply(
         &Event::Decision {
             peer: 1,
