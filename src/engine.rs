@@ -441,7 +441,17 @@ async fn run(
             }
             Some(_) = peer_tasks.join_next(), if !peer_tasks.is_empty() => {}
             _ = commit_tick.tick() => {
-                commit_staged(&shared, &mut failing, &mut open_feeds);
+                // On a blocking thread: with thousands of feeds the writes take a while, and
+                // a slow disk holds them up, while the runtime's threads keep the peers going.
+                let (s, mut f, mut o) = (shared.clone(), std::mem::take(&mut failing), open_feeds);
+                let committed = tokio::task::spawn_blocking(move || {
+                    commit_staged(&s, &mut f, &mut o);
+                    (f, o)
+                })
+                .await;
+                if let Ok((f, o)) = committed {
+                    (failing, open_feeds) = (f, o);
+                }
                 report_refusals(&shared, false);
             }
         }
