@@ -780,6 +780,19 @@ mod manifest_paths {
         ]
     }
 
+    #[test]
+    fn metadata_written_over_several_lines_is_reported_on_one() {
+        let key = FeedKey([7; 32]).to_hex();
+        let body = format!("{{\"keys\":[\"{key}\"],\"meta\":{{\"{key}\":{{\n\"name\": \"a\",\r\n\"length\": 2}}}}}}");
+        let list = decode_manifest(body.as_bytes(), &Limits::DEFAULT).unwrap();
+        let meta = &list.meta[&FeedKey([7; 32])];
+        assert_eq!(meta.to_string(), r#"{"length":2,"name":"a"}"#);
+        assert_eq!(meta.get("name"), Some(Value::from("a")));
+        let compact = format!("{{\"keys\":[\"{key}\"],\"meta\":{{\"{key}\":{{\"name\":\"a\"}}}}}}");
+        let list = decode_manifest(compact.as_bytes(), &Limits::DEFAULT).unwrap();
+        assert_eq!(list.meta[&FeedKey([7; 32])].to_string(), r#"{"name":"a"}"#);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
         #[test]

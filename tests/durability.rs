@@ -185,7 +185,7 @@ fn appends_acknowledged_before_a_kill_9_survive_it() {
 /// must still stop cleanly, each feed's files closed once it is synced, nothing lost.
 #[test]
 fn a_store_of_more_feeds_than_open_files_allowed_stops_cleanly_and_keeps_them_all() {
-    use std::io::{Read, Write};
+    use std::io::Write;
     use std::process::{Command, Stdio};
 
     const FEEDS: usize = 150;
@@ -213,21 +213,14 @@ fn a_store_of_more_feeds_than_open_files_allowed_stops_cleanly_and_keeps_them_al
         .unwrap()
         .write_all(b"{\"cmd\":\"quit\"}\n")
         .unwrap();
-    let (mut out, mut err) = (String::new(), String::new());
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    let status = child.wait().unwrap();
-    assert!(status.success(), "exit {status}: {err}\n{out}");
+    let output = child.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&output.stdout);
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "exit {}: {err}\n{out}",
+        output.status
+    );
     let problems: Vec<&str> = out
         .lines()
         .filter(|l| l.contains("\"warning\"") || l.contains("\"error\""))
