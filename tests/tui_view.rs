@@ -632,8 +632,15 @@ fn page_keys_move_the_offers_list() {
     assert_eq!(app.row, 59);
     let screen = draw(&app, 80, 24);
     assert!(screen.contains(&key(60).short()), "{screen}");
+    // Only the rows on screen are drawn: the first is out of view (the events pane names
+    // it too, so the row is looked for with its decision).
+    let row_of = |n: u8| format!("pending    {}", key(n).short());
+    assert!(!screen.contains(&row_of(1)), "{screen}");
     press(&mut app, KeyCode::Home);
     assert_eq!(app.row, 0);
+    let screen = draw(&app, 80, 24);
+    assert!(screen.contains(&row_of(1)), "{screen}");
+    assert!(!screen.contains(&row_of(60)), "{screen}");
 }
 
 // Sorting.

@@ -421,6 +421,17 @@ fn render_pane(f: &mut Frame, r: &Regions, app: &App, t: &Theme) {
             .map(|n| n.chars().take(24).collect::<String>())
             .unwrap_or_default()
     };
+    // Rows are made only for the part of the list on screen: a hub's peer offers thousands.
+    let len = match app.pane {
+        Pane::Offered => p.remote_offer.len(),
+        Pane::Requested => p.requested.len(),
+        Pane::Active => p.active.len(),
+        Pane::OurOffer => p.local_offer.len(),
+        Pane::Wire | Pane::Log => unreachable!("handled above"),
+    };
+    let row = app.selected_row(len);
+    let page = (r.rows.height as usize).max(1);
+    let top = visible_top(app.row_top, row, page);
     let (header, widths, rows): (Vec<&str>, Vec<Constraint>, Vec<Row>) = match app.pane {
         Pane::Offered => (
             vec!["decision", "key", "name", "blocks", "bytes"],
@@ -433,6 +444,8 @@ fn render_pane(f: &mut Frame, r: &Regions, app: &App, t: &Theme) {
             ],
             p.remote_offer
                 .iter()
+                .skip(top)
+                .take(page)
                 .map(|(k, o)| {
                     let style = match o.state {
                         // In observe mode nothing waits for a decision: an offer is seen.
@@ -466,6 +479,8 @@ fn render_pane(f: &mut Frame, r: &Regions, app: &App, t: &Theme) {
             vec![Constraint::Length(8), Constraint::Min(10)],
             p.requested
                 .iter()
+                .skip(top)
+                .take(page)
                 .map(|k| {
                     let state = if p.active.contains_key(k) {
                         "replicating"
@@ -512,6 +527,8 @@ fn render_pane(f: &mut Frame, r: &Regions, app: &App, t: &Theme) {
                     .zip(names)
                     .zip(lengths)
                     .zip(p.active.keys())
+                    .skip(top)
+                    .take(page)
                     .map(|(((a, n), len), k)| {
                         Row::new(vec![
                             Cell::from(k.short()),
@@ -538,6 +555,8 @@ fn render_pane(f: &mut Frame, r: &Regions, app: &App, t: &Theme) {
             ],
             p.local_offer
                 .iter()
+                .skip(top)
+                .take(page)
                 .map(|k| {
                     let served = if p.active.contains_key(k) {
                         "replicating"
@@ -554,11 +573,7 @@ fn render_pane(f: &mut Frame, r: &Regions, app: &App, t: &Theme) {
         ),
         Pane::Wire | Pane::Log => unreachable!("handled above"),
     };
-    let len = rows.len();
-    let row = app.selected_row(len);
-    let mut state = TableState::default()
-        .with_offset(visible_top(app.row_top, row, r.rows.height as usize))
-        .with_selected((len > 0).then_some(row));
+    let mut state = TableState::default().with_selected((len > 0).then_some(row - top));
     let table = Table::new(rows, widths)
         .header(Row::new(header).style(t.title()))
         .row_highlight_style(t.selected());
