@@ -244,9 +244,10 @@ impl Handshake {
 pub struct FeedMeta(std::sync::Arc<serde_json::value::RawValue>);
 
 impl FeedMeta {
-    /// `null`: no metadata.
+    /// `null`: no metadata (one shared text, since a bare offer has one per key).
     pub fn null() -> Self {
-        FeedMeta::from(Value::Null)
+        static NULL: std::sync::OnceLock<FeedMeta> = std::sync::OnceLock::new();
+        NULL.get_or_init(|| FeedMeta::from(Value::Null)).clone()
     }
 
     /// Kept as its JSON text: a hub offers each uploader thousands of feeds, and most offers'
