@@ -88,6 +88,69 @@ fn thread_cpu_ns() -> Option<u64> {
     s.split_whitespace().next()?.parse().ok()
 }
 
+/// The median wall time of a full frame of `app` at `w`×`h`, and the thread's CPU time per
+/// frame (from /proc), in milliseconds.
+fn time_frames(app: &mut App, w: u16, h: u16) -> (f64, Option<f64>) {
+    let mut term = Terminal::new(TestBackend::new(w, h)).unwrap();
+    let rounds = 300;
+    app.set_area(ratatui::layout::Rect::new(0, 0, w, h));
+    // One warm-up frame, then the measured ones.
+    term.draw(|f| view::render(f, app)).unwrap();
+    let mut walls = Vec::with_capacity(rounds);
+    let cpu = thread_cpu_ns();
+    for _ in 0..rounds {
+        let t = Instant::now();
+        term.draw(|f| view::render(f, app)).unwrap();
+        walls.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let cpu_ms = cpu
+        .zip(thread_cpu_ns())
+        .map(|(a, b)| (b - a) as f64 / 1e6 / rounds as f64);
+    walls.sort_by(f64::total_cmp);
+    (walls[rounds / 2], cpu_ms)
+}
+
+/// One peer, a hub, offering 10,000 feeds with their metadata; its offers on screen.
+fn hub_peer() -> App {
+    let mut app = App::new(Settings {
+        key: "bee80ff3".into(),
+        policy: "manual".into(),
+        ..Default::default()
+    });
+    app.on_event(
+        &Event::PeerConnected {
+            peer: 1,
+            addr: "127.0.0.1:10001".into(),
+            initiator: false,
+            remote_public_key: "ab".repeat(32),
+            wire: Wire::Hc10,
+        },
+        0.0,
+    );
+    let keys: Vec<FeedKey> = (0..10_000).map(|f| key(1, f)).collect();
+    let meta = keys
+        .iter()
+        .map(|k| {
+            let m = serde_json::json!({"name": "feed", "length": 100, "byte_length": 102400});
+            (*k, m.into())
+        })
+        .collect();
+    app.on_event(
+        &Event::OfferReceived {
+            peer: 1,
+            keys,
+            meta,
+        },
+        0.1,
+    );
+    // The peers list, then the peer's panes, whose first is its offers.
+    app.on_terminal(&TermEvent::Key(KeyEvent::new(
+        KeyCode::Char('l'),
+        KeyModifiers::NONE,
+    )));
+    app
+}
+
 fn model() -> App {
     let mut app = App::new(Settings {
         key: "bee80ff3".into(),
@@ -216,24 +279,15 @@ fn main() {
             )));
         }
         let pane = ["", "", ", Active pane", ", Log pane"][tabs.min(3)];
-        let mut term = Terminal::new(TestBackend::new(w, h)).unwrap();
-        let rounds = 300;
-        app.set_area(ratatui::layout::Rect::new(0, 0, w, h));
-        // One warm-up frame, then the measured ones.
-        term.draw(|f| view::render(f, &app)).unwrap();
-        let mut walls = Vec::with_capacity(rounds);
-        let cpu = thread_cpu_ns();
-        for _ in 0..rounds {
-            let t = Instant::now();
-            term.draw(|f| view::render(f, &app)).unwrap();
-            walls.push(t.elapsed().as_secs_f64() * 1000.0);
-        }
-        let cpu_ms = cpu
-            .zip(thread_cpu_ns())
-            .map(|(a, b)| (b - a) as f64 / 1e6 / rounds as f64);
-        walls.sort_by(f64::total_cmp);
-        frames.push((format!("{w}×{h}{pane}"), walls[rounds / 2], cpu_ms));
+        let (wall, cpu) = time_frames(&mut app, w, h);
+        frames.push((format!("{w}×{h}{pane}"), wall, cpu));
     }
+    let (wall, cpu) = time_frames(&mut hub_peer(), 240, 70);
+    frames.push((
+        "240×70, one peer offering 10,000 feeds".to_string(),
+        wall,
+        cpu,
+    ));
 
     println!("| UI, {PEERS} peers × {FEEDS} feeds in the model | feedscope | target |");
     println!("| --- | --- | --- |");
