@@ -372,38 +372,20 @@ impl<'a> RawManifest<'a> {
     fn decode(self, limits: &Limits) -> Option<Result<KeyList, WireError>> {
         let items: Vec<&'a serde_json::value::RawValue> =
             serde_json::from_str(self.keys?.get()).ok()?;
-        if items.len() > limits.max_keys_per_message {
-            return Some(Err(WireError::TooManyKeys {
-                count: items.len(),
-                limit: limits.max_keys_per_message,
-            }));
-        }
-        let mut list = KeyList::default();
-        let mut seen = std::collections::HashSet::with_capacity(items.len());
-        for item in items {
+        let keys = items.iter().map(|item| {
             let text = item.get();
             // `"` and 64 hex characters and `"`; a key written with escapes, or anything
-            // else, is read as a value.
-            let key = match text.len() == 66 && text.starts_with('"') && text.ends_with('"') {
-                true => FeedKey::parse(&text[1..65]).ok(),
-                false => None,
-            };
-            let key = match key {
+            // else, is read as a value (text a raw value holds is always JSON).
+            let quoted = text.len() == 66 && text.starts_with('"') && text.ends_with('"');
+            match quoted.then(|| FeedKey::parse(&text[1..65]).ok()).flatten() {
                 Some(key) => Ok(key),
-                None => match serde_json::from_str::<Value>(text).ok()? {
-                    Value::String(s) => FeedKey::parse(&s).map_err(|_| shorten(&s)),
-                    other => Err(shorten(&other.to_string())),
-                },
-            };
-            match key {
-                Ok(key) => {
-                    if seen.insert(key) {
-                        list.keys.push(key);
-                    }
-                }
-                Err(shown) => list.rejected.push(shown),
+                None => key_of(serde_json::from_str(text).unwrap_or(Value::Null)),
             }
-        }
+        });
+        let (mut list, seen) = match key_list_of(items.len(), keys, limits) {
+            Ok(found) => found,
+            Err(e) => return Some(Err(e)),
+        };
         let meta = self.meta.map(|m| m.get().trim_start());
         if let Some(meta) = meta.filter(|m| m.starts_with('{')) {
             let MetaEntries(entries) = serde_json::from_str(meta).ok()?;
@@ -487,10 +469,9 @@ fn decode_manifest_value(payload: &[u8], limits: &Limits) -> Result<KeyList, Wir
             reason: "missing \"keys\" array".into(),
         });
     };
-    let mut list = key_list(keys, limits)?;
+    let (mut list, offered) = key_list_of(keys.len(), keys.into_iter().map(key_of), limits)?;
     if let Some(Value::Object(meta)) = obj.remove("meta") {
         // A set, not the list: a manifest of 10,000 keys is searched 10,000 times.
-        let offered: std::collections::HashSet<FeedKey> = list.keys.iter().copied().collect();
         for (k, v) in meta {
             if let Ok(key) = FeedKey::parse(&k) {
                 if offered.contains(&key) {
@@ -554,28 +535,43 @@ fn check_size(payload: &[u8], limits: &Limits) -> Result<(), WireError> {
 }
 
 fn key_list(items: Vec<Value>, limits: &Limits) -> Result<KeyList, WireError> {
-    if items.len() > limits.max_keys_per_message {
+    key_list_of(items.len(), items.into_iter().map(key_of), limits).map(|(list, _)| list)
+}
+
+/// A list entry as a key, or as it is shown when rejected.
+fn key_of(item: Value) -> Result<FeedKey, String> {
+    match item {
+        Value::String(s) => FeedKey::parse(&s).map_err(|_| shorten(&s)),
+        other => Err(shorten(&other.to_string())),
+    }
+}
+
+/// The keys of a list of `count` entries, each once, with the rejected ones; and the set of
+/// the keys, to match metadata against.
+fn key_list_of(
+    count: usize,
+    items: impl Iterator<Item = Result<FeedKey, String>>,
+    limits: &Limits,
+) -> Result<(KeyList, std::collections::HashSet<FeedKey>), WireError> {
+    if count > limits.max_keys_per_message {
         return Err(WireError::TooManyKeys {
-            count: items.len(),
+            count,
             limit: limits.max_keys_per_message,
         });
     }
     let mut list = KeyList::default();
-    let mut seen = std::collections::HashSet::with_capacity(items.len());
+    let mut seen = std::collections::HashSet::with_capacity(count);
     for item in items {
         match item {
-            Value::String(s) => match FeedKey::parse(&s) {
-                Ok(key) => {
-                    if seen.insert(key) {
-                        list.keys.push(key);
-                    }
+            Ok(key) => {
+                if seen.insert(key) {
+                    list.keys.push(key);
                 }
-                Err(_) => list.rejected.push(shorten(&s)),
-            },
-            other => list.rejected.push(shorten(&other.to_string())),
+            }
+            Err(shown) => list.rejected.push(shown),
         }
     }
-    Ok(list)
+    Ok((list, seen))
 }
 
 /// Encodes a handshake body.
