@@ -309,31 +309,12 @@ fn decode_control(typ: u64, mut buf: &[u8]) -> Result<Item, FrameError> {
     }
 }
 
-fn decode_batch(mut buf: &[u8]) -> Result<Vec<Item>, FrameError> {
-    let mut channel = uint(&mut buf, "batch channel id")?;
-    let mut out = Vec::with_capacity(batch_len(buf).min(PRESIZED_ITEMS));
-    while !buf.is_empty() {
-        let len = uint(&mut buf, "batch message length")? as usize;
-        if len == 0 {
-            channel = uint(&mut buf, "batch channel id")?;
-            continue;
-        }
-        if buf.len() < len {
-            out.push(Item::Message(
-                channel,
-                Err(FrameError::Truncated("batched message")),
-            ));
-            break;
-        }
-        let (mut msg, rest) = buf.split_at(len);
-        buf = rest;
-        if channel == 0 {
-            // Channel 0 inside a batch carries control messages (a corked protomux sends them so).
-            let typ = uint(&mut msg, "control type")?;
-            out.push(decode_control(typ, msg)?);
-        } else {
-            out.push(Item::Message(channel, decode_msg(msg)));
-        }
+fn decode_batch(buf: &[u8]) -> Result<Vec<Item>, FrameError> {
+    let (count, start, channel) = check_batch(buf)?;
+    let mut out = Vec::with_capacity(count.min(PRESIZED_ITEMS));
+    let (mut pos, mut channel) = (start, channel);
+    while let Some(item) = batch_next(buf, &mut pos, &mut channel) {
+        out.push(item);
     }
     Ok(out)
 }
@@ -341,24 +322,138 @@ fn decode_batch(mut buf: &[u8]) -> Result<Vec<Item>, FrameError> {
 /// Items of a batch that its list is sized for at once; a longer batch grows it.
 const PRESIZED_ITEMS: usize = 1024;
 
-/// How many messages a batch's body holds, read from their lengths alone (so that the list
-/// of them is sized once); a body that does not parse counts what parsed before.
-fn batch_len(mut buf: &[u8]) -> usize {
+/// Reads a batch's body (after its type) through once without keeping anything: how many
+/// messages it holds, where the first starts and on which channel. A control message in it
+/// that does not decode fails the whole frame, as anywhere else; a body cut short counts
+/// what came before (the cut message is one `Err` item when read).
+fn check_batch(whole: &[u8]) -> Result<(usize, usize, u64), FrameError> {
+    let mut buf = whole;
+    let first = uint(&mut buf, "batch channel id")?;
+    let (start, mut channel) = (whole.len() - buf.len(), first);
     let mut n = 0;
-    while let Ok(len) = uint(&mut buf, "batch message length") {
+    while !buf.is_empty() {
+        let len = uint(&mut buf, "batch message length")? as usize;
         if len == 0 {
-            if uint(&mut buf, "batch channel id").is_err() {
-                break;
-            }
+            channel = uint(&mut buf, "batch channel id")?;
             continue;
         }
-        let Some(rest) = usize::try_from(len).ok().and_then(|l| buf.get(l..)) else {
-            break;
+        let Some(rest) = buf.get(len..) else {
+            return Ok((n + 1, start, first));
         };
+        if channel == 0 {
+            let mut msg = &buf[..len];
+            let typ = uint(&mut msg, "control type")?;
+            decode_control(typ, msg)?;
+        }
         buf = rest;
         n += 1;
     }
-    n + 1
+    Ok((n, start, first))
+}
+
+/// The batch item that starts at `pos` of `buf` (a body [`check_batch`] passed), moving `pos`
+/// and `channel` past it; `None` at the end. A message cut short is an `Err` item and ends
+/// the batch.
+fn batch_next(buf: &[u8], pos: &mut usize, channel: &mut u64) -> Option<Item> {
+    let mut rest = buf.get(*pos..)?;
+    loop {
+        if rest.is_empty() {
+            *pos = buf.len();
+            return None;
+        }
+        let Ok(len) = uint(&mut rest, "batch message length") else {
+            *pos = buf.len();
+            return None;
+        };
+        if len == 0 {
+            let Ok(c) = uint(&mut rest, "batch channel id") else {
+                *pos = buf.len();
+                return None;
+            };
+            *channel = c;
+            continue;
+        }
+        let Some(msg) = usize::try_from(len).ok().and_then(|l| rest.get(..l)) else {
+            *pos = buf.len();
+            return Some(Item::Message(
+                *channel,
+                Err(FrameError::Truncated("batched message")),
+            ));
+        };
+        *pos = buf.len() - rest.len() + msg.len();
+        return Some(if *channel == 0 {
+            // Channel 0 inside a batch carries control messages (a corked protomux sends
+            // them so); `check_batch` decoded each once already.
+            let mut msg = msg;
+            match uint(&mut msg, "control type").and_then(|typ| decode_control(typ, msg)) {
+                Ok(item) => item,
+                Err(e) => Item::Message(0, Err(e)),
+            }
+        } else {
+            Item::Message(*channel, decode_msg(msg))
+        });
+    }
+}
+
+/// A batch frame whose messages are decoded one at a time as they are taken, so that a frame
+/// of millions of tiny messages costs its own bytes, not a list of millions of items.
+#[derive(Debug)]
+pub struct Batch {
+    /// The whole frame; messages start at `pos`.
+    frame: Vec<u8>,
+    pos: usize,
+    channel: u64,
+}
+
+impl Batch {
+    /// The next message of the batch; `None` once all were taken.
+    pub fn next_item(&mut self) -> Option<Item> {
+        let item = batch_next(&self.frame, &mut self.pos, &mut self.channel);
+        if item.is_none() {
+            // Nothing more will be read from it.
+            self.frame = Vec::new();
+        }
+        item
+    }
+}
+
+/// What one decrypted frame holds, read by [`decode_owned`].
+#[derive(Debug)]
+pub enum Incoming {
+    /// Nothing (a keep-alive).
+    Empty,
+    /// One item.
+    One(Item),
+    /// A batch, read as it is taken.
+    Batch(Batch),
+}
+
+/// Reads one decrypted frame as [`decode`] does, except that a batch's messages are decoded
+/// when taken from the returned [`Batch`], not all at once.
+pub fn decode_owned(frame: Vec<u8>) -> Result<Incoming, FrameError> {
+    if frame.len() > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge(frame.len()));
+    }
+    if frame.is_empty() {
+        return Ok(Incoming::Empty);
+    }
+    if frame[0] == 0 {
+        let mut buf = &frame[1..];
+        let typ = uint(&mut buf, "control type")?;
+        if typ != 0 {
+            return Ok(Incoming::One(decode_control(typ, buf)?));
+        }
+        let (_, start, channel) = check_batch(buf)?;
+        let pos = frame.len() - buf.len() + start;
+        return Ok(Incoming::Batch(Batch {
+            frame,
+            pos,
+            channel,
+        }));
+    }
+    let mut buf = &frame[..];
+    let channel = uint(&mut buf, "channel id")?;
+    Ok(Incoming::One(Item::Message(channel, decode_msg(buf))))
 }
 
 /// Decodes a channel message (type and body) that spans exactly `buf`.

@@ -55,6 +55,10 @@ pub struct Limits {
     pub max_extension_bytes: usize,
     /// Keys in one multifeed message.
     pub max_keys_per_message: usize,
+    /// Messages of one connection that do not decode (unknown types, malformed bodies)
+    /// before the connection is closed: a peer that sends more is broken or hostile, and
+    /// each costs a decode and a warning.
+    pub max_malformed_messages: usize,
     /// Feeds the metrics endpoint shows one by one (labelled by key and name); the others are
     /// only counted, so that peers offering many feeds cannot make a scrape unbounded.
     pub max_labelled_feeds: usize,
@@ -80,6 +84,7 @@ impl Limits {
         max_active_feeds: 4_096,
         max_extension_bytes: 4 << 20,
         max_keys_per_message: 100_000,
+        max_malformed_messages: 1_000,
         max_labelled_feeds: 1_000,
     };
 }

@@ -611,6 +611,90 @@ fn thousands_of_channel_opens_are_rejected_past_the_limit_and_the_victim_stays_r
     assert_eq!(cat(honest_dir.path(), &served), catted(&lines));
 }
 
+/// Frames of the largest size, each a batch of millions of one-byte messages that do not
+/// decode: the victim reads them a message at a time (not as a list of millions), shows a
+/// few warnings and counts the rest, closes the connection past its limit with an error
+/// that says why, and goes on serving others.
+#[test]
+fn frames_of_millions_of_malformed_messages_are_cut_off_with_memory_bounded() {
+    let rt = runtime();
+    let victim_dir = tempfile::tempdir().unwrap();
+    let (mut victim, addr, mut evil, evil_peer) = victim_and_evil(&rt, victim_dir.path());
+    rt.block_on(evil.wait_ext(wire::EXT_MANIFEST, SOON))
+        .unwrap();
+    rt.block_on(evil.alive(SOON)).unwrap();
+    let pid = victim.child.id();
+    let hwm = || common::kit::memory(&pid.to_string(), "VmHWM").unwrap_or(0) / 1024;
+    let before = hwm();
+
+    // A batch on the root channel: `0, 0, channel`, then (length 1, type 0) to the brim. A
+    // `Synchronize` of no bytes does not decode.
+    const FRAMES: usize = 3;
+    let mut frame = vec![0u8, 0, ROOT as u8];
+    let messages = (MAX_FRAME_BYTES - 64 - frame.len()) / 2;
+    for _ in 0..messages {
+        frame.extend_from_slice(&[1, 0]);
+    }
+    for _ in 0..FRAMES {
+        evil.raw(frame.clone());
+    }
+    let closed = rt.block_on(evil.wait_closed(Duration::from_secs(60)));
+    let error = victim.wait_for("error", |v| v["peer"] == evil_peer);
+    victim.wait_for_within("peer_disconnected", SOON, |v| v["peer"] == evil_peer);
+    let grown = hwm().saturating_sub(before);
+    eprintln!("{FRAMES} frames of {messages} messages: peak grew by {grown} KiB; {error}");
+    assert!(
+        closed.is_ok(),
+        "the victim closes the connection: {closed:?}"
+    );
+    assert_eq!(error["kind"], "malformed_message", "{error}");
+    let most = L.max_malformed_messages;
+    assert!(
+        text(&error).contains(&format!(
+            "over {most} messages from the peer did not decode"
+        )),
+        "{error}"
+    );
+    // Each frame is 16 MiB; a list of one frame's messages alone would be gigabytes.
+    assert!(
+        grown < 256 * 1024,
+        "the victim's peak grew by {grown} KiB for {FRAMES} frames of {messages} messages"
+    );
+
+    // The warnings before: a burst shown, then one that counts the rest.
+    let malformed: Vec<Value> = victim
+        .seen
+        .iter()
+        .filter(|v| {
+            v["type"] == "warning" && v["peer"] == evil_peer && v["kind"] == "malformed_message"
+        })
+        .cloned()
+        .collect();
+    assert!(
+        (2..=64).contains(&malformed.len()),
+        "malformed messages are shown a few at a time: {} warnings",
+        malformed.len()
+    );
+    let shown = malformed.len() as u64 - 1;
+    let last = malformed.last().unwrap();
+    assert!(
+        text(last).contains(&format!(
+            "{} more malformed_message warnings about this peer were counted",
+            most as u64 - shown
+        )),
+        "the last warning counts what was not shown: {last}"
+    );
+
+    // Others are served as before.
+    let mut next = rt.block_on(Evil::connect(&addr)).unwrap();
+    next.hello();
+    rt.block_on(next.wait_ext(wire::EXT_MANIFEST, SOON))
+        .expect("a new peer gets the victim's manifest");
+    drop(next);
+    let events = victim.quit();
+    assert!(panics(&events).is_empty(), "{:#?}", panics(&events));
+}
+
 #[test]
 fn a_channel_opened_twice_and_closed_once_does_not_crash_the_connection() {
     let rt = runtime();

@@ -141,3 +141,89 @@ fn control_messages_inside_a_batch_are_understood() {
         ]
     );
 }
+
+/// Everything `decode_owned` hands out, a batch's items taken one by one.
+fn owned_items(frame: Vec<u8>) -> Result<Vec<Item>, FrameError> {
+    Ok(match decode_owned(frame)? {
+        Incoming::Empty => Vec::new(),
+        Incoming::One(item) => vec![item],
+        Incoming::Batch(mut b) => std::iter::from_fn(|| b.next_item()).collect(),
+    })
+}
+
+#[test]
+fn a_batch_read_as_taken_gives_what_decoding_it_whole_gives() {
+    let mut frame = vec![0, 0, 1];
+    for _ in 0..100_000 {
+        put_bytes(&mut frame, &[0]);
+    }
+    let Ok(Incoming::Batch(mut b)) = decode_owned(frame.clone()) else {
+        panic!("a batch");
+    };
+    assert!(matches!(b.next_item(), Some(Item::Message(1, Err(_)))));
+    assert_eq!(owned_items(frame.clone()), decode(&frame));
+    assert_eq!(decode(&frame).unwrap().len(), 100_000);
+}
+
+/// A batch decoded the plain way, all at once: the meaning the lazy reader must keep.
+fn reference(frame: &[u8]) -> Result<Vec<Item>, FrameError> {
+    let mut buf = frame.get(2..).unwrap_or_default();
+    if frame.get(..2) != Some(&[0, 0]) {
+        return decode(frame);
+    }
+    let mut channel = uint(&mut buf, "batch channel id")?;
+    let mut out = Vec::new();
+    while !buf.is_empty() {
+        let len = uint(&mut buf, "batch message length")? as usize;
+        if len == 0 {
+            channel = uint(&mut buf, "batch channel id")?;
+            continue;
+        }
+        if buf.len() < len {
+            out.push(Item::Message(
+                channel,
+                Err(FrameError::Truncated("batched message")),
+            ));
+            break;
+        }
+        let (mut msg, rest) = buf.split_at(len);
+        buf = rest;
+        if channel == 0 {
+            let typ = uint(&mut msg, "control type")?;
+            out.push(decode_control(typ, msg)?);
+        } else {
+            out.push(Item::Message(channel, decode_msg(msg)));
+        }
+    }
+    Ok(out)
+}
+
+proptest::proptest! {
+    /// Batches of random pieces (good and bad messages, channel switches, controls, a cut
+    /// tail) read the same either way, errors included.
+    #[test]
+    fn decode_owned_agrees_with_decode(
+        pieces in proptest::collection::vec((0u8..6, proptest::collection::vec(proptest::num::u8::ANY, 0..12)), 0..24),
+        cut in 0usize..8,
+    ) {
+        let mut frame = vec![0, 0, 1];
+        for (kind, bytes) in &pieces {
+            match kind {
+                0 => {
+                    let mut body = Vec::new();
+                    encode_msg_into(&mut body, &ext("A", bytes));
+                    put_bytes(&mut frame, &body);
+                }
+                1 => put_bytes(&mut frame, bytes),
+                2 => frame.extend_from_slice(&[0, bytes.first().copied().unwrap_or(0) & 0x7f]),
+                3 => put_bytes(&mut frame, &[3, bytes.first().copied().unwrap_or(0) & 0x7f]),
+                4 => put_bytes(&mut frame, &[1, bytes.first().copied().unwrap_or(0) & 0x7f]),
+                _ => frame.extend_from_slice(bytes),
+            }
+        }
+        frame.truncate(frame.len().saturating_sub(cut).max(3));
+        let expected = reference(&frame);
+        proptest::prop_assert_eq!(&decode(&frame), &expected);
+        proptest::prop_assert_eq!(&owned_items(frame), &expected);
+    }
+}

@@ -5,6 +5,7 @@
 pub mod framed;
 pub mod hc10;
 pub mod hc9;
+pub mod hush;
 pub mod output;
 pub mod peer;
 pub mod replicate;

@@ -25,6 +25,7 @@ use crate::frame::{core, Msg};
 use crate::limits::Limits;
 use crate::net::hc10;
 use crate::net::hc9;
+use crate::net::hush::{self, Hush};
 use crate::net::output::Output;
 use crate::net::replicate::hc9::Hc9Channel;
 use crate::net::replicate::{self, FeedChannel, Outcome};
@@ -258,7 +259,7 @@ pub trait WireCore: Send + 'static {
     /// What a feed channel carries: the feed's replicator.
     type Feed: FeedSide<In = Self::In, Out = Self::Out>;
     /// See `Conn::receive`.
-    fn receive(&mut self, frame: &[u8], now: Instant);
+    fn receive(&mut self, frame: Vec<u8>, now: Instant);
     /// See `Conn::poll`.
     fn poll(&mut self) -> Option<Output<Self::Feed, Self::In>>;
     /// See `Conn::handle_timeout`.
@@ -410,7 +411,7 @@ macro_rules! wire_core {
             type In = $in;
             type Out = $out;
             type Feed = $feed;
-            fn receive(&mut self, frame: &[u8], now: Instant) {
+            fn receive(&mut self, frame: Vec<u8>, now: Instant) {
                 <$conn>::receive(self, frame, now)
             }
             fn poll(&mut self) -> Option<Output<$feed, $in>> {
@@ -573,6 +574,8 @@ impl Peer {
 /// Longest our empty `REPLICATE_FEEDS` waits for the peer's feeds to open (see
 /// `Task::hold_replicate`).
 const REPLICATE_HOLD: Duration = Duration::from_secs(2);
+/// Outputs [`Task::drive`] acts on before it lets the runtime's other tasks run.
+const YIELD_EVERY: u32 = 4096;
 /// Feed messages at most that [`Task::drive`] takes at once, to hash their blocks together.
 const HASHED_TOGETHER: usize = 32;
 
@@ -607,6 +610,8 @@ struct Task<C: WireCore> {
     offering: Option<(Arc<NewFeeds>, usize)>,
     /// Where replicas made for this connection are handed back (see `start_feed`).
     made: mpsc::UnboundedSender<(FeedKey, Made)>,
+    /// How many warnings about this peer are shown (see [`Hush`]).
+    hush: std::sync::Mutex<Hush>,
 }
 
 /// A replica made (or found) for a feed agreed on, and whether it is new.
@@ -672,6 +677,7 @@ impl<C: WireCore> Task<C> {
             replicated,
             offering: None,
             made: made_tx,
+            hush: std::sync::Mutex::new(Hush::new(Instant::now())),
         };
         // When the backlog was last seen over its limit without a byte written since.
         let mut stalled_since: Option<(Instant, u64)> = None;
@@ -698,6 +704,7 @@ impl<C: WireCore> Task<C> {
                         }
                     }
                     peer.conn.handle_timeout(Instant::now());
+                    peer.tell_held_warnings(false);
                     if let Some(rtt) = peer.transport.round_trip_time() {
                         round_trip.set(rtt);
                     }
@@ -722,6 +729,7 @@ impl<C: WireCore> Task<C> {
             peer.count_active(peer.session.active.len());
         }
         peer.count_active(0);
+        peer.tell_held_warnings(true);
         let (_, reason) = peer.conn.end().cloned().unwrap_or_default();
         reason
     }
@@ -732,7 +740,7 @@ impl<C: WireCore> Task<C> {
             Ok(frames) => {
                 let now = Instant::now();
                 for f in frames {
-                    self.conn.receive(&f, now);
+                    self.conn.receive(f, now);
                 }
             }
             Err(TransportError::Closed) => self.conn.peer_closed(),
@@ -754,8 +762,14 @@ impl<C: WireCore> Task<C> {
     /// frames go to the transport at once, so that its backlog, not this task's memory, is
     /// what fills up when the peer reads slowly, and congestion is seen.
     async fn drive(&mut self) {
+        let mut taken = 0u32;
         loop {
             self.transmit();
+            taken += 1;
+            if taken.is_multiple_of(YIELD_EVERY) {
+                // A frame of millions of messages does not hold a runtime thread for seconds.
+                tokio::task::yield_now().await;
+            }
             let Some(o) = self.conn.poll() else {
                 return;
             };
@@ -804,8 +818,38 @@ impl<C: WireCore> Task<C> {
         }
     }
 
+    /// Publishes an event of this connection. Warnings past the budget are counted (in the
+    /// metrics too) and told later in one warning per kind.
     fn emit(&self, ev: Event) {
+        match &ev {
+            Event::Warning { kind, .. } => {
+                let mut hush = self.hush.lock().unwrap_or_else(|p| p.into_inner());
+                if !hush.admit(*kind, Instant::now()) {
+                    self.ctx.stats.observe(&ev);
+                    return;
+                }
+            }
+            // What was held back comes before the error that ends the connection.
+            Event::Error { .. } => self.tell_held_warnings(true),
+            _ => {}
+        }
         self.ctx.emit(ev);
+    }
+
+    /// Tells the warnings held back, when the budget allows (or at once: `all`).
+    fn tell_held_warnings(&self, all: bool) {
+        let held = {
+            let mut hush = self.hush.lock().unwrap_or_else(|p| p.into_inner());
+            hush.summaries(Instant::now(), all)
+        };
+        for (kind, n) in held {
+            // Each was counted when it happened; this one only tells them.
+            let _ = self.ctx.events.send(Event::Warning {
+                peer: Some(self.id),
+                kind,
+                message: hush::summary(kind, n),
+            });
+        }
     }
 
     async fn on_output(&mut self, o: Output<C::Feed, C::In>) {

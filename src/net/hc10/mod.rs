@@ -28,7 +28,7 @@ use hypercore_protocol::schema::{NoData, Synchronize};
 use hypercore_protocol::{discovery_key, Message};
 
 use crate::event::{Direction, Event, PeerId, ProblemKind, Wire};
-use crate::frame::{self, core, Item, Msg};
+use crate::frame::{self, core, Incoming, Item, Msg};
 use crate::limits::Limits;
 pub use crate::net::output::Output;
 use crate::stats::{self, ConnStats, Stats};
@@ -108,7 +108,7 @@ pub struct Conn<T> {
     root_local: u64,
     root_open: bool,
     /// Received items not looked at yet.
-    inbox: VecDeque<Item>,
+    inbox: VecDeque<Incoming>,
     holding: bool,
     held: VecDeque<Item>,
     held_bytes: usize,
@@ -127,6 +127,8 @@ pub struct Conn<T> {
     now: Instant,
     end: Option<(bool, String)>,
     counts: ConnStats,
+    /// Messages received that did not decode.
+    malformed: usize,
 }
 
 /// What a connection is set up with.
@@ -187,6 +189,7 @@ impl<T> Conn<T> {
             now,
             end: None,
             counts: ConnStats::new(setup.stats, Wire::Hc10),
+            malformed: 0,
         };
         conn.root_local = conn.open_channel(setup.root_key, None);
         conn
@@ -218,20 +221,43 @@ impl<T> Conn<T> {
             && self.held_bytes < self.limits.max_held_bytes
     }
 
-    /// A decrypted frame arrived.
-    pub fn receive(&mut self, bytes: &[u8], now: Instant) {
+    /// A decrypted frame arrived. A batch's messages are decoded as they are taken.
+    pub fn receive(&mut self, bytes: Vec<u8>, now: Instant) {
         self.now = now;
         self.last_heard = now;
-        match frame::decode(bytes) {
-            Ok(items) => {
-                for item in &items {
-                    if let Item::Message(_, Ok(m)) = item {
-                        self.count(Direction::In, m);
-                    }
+        match frame::decode_owned(bytes) {
+            Ok(Incoming::Empty) => {}
+            Ok(Incoming::One(item)) => {
+                if let Item::Message(_, Ok(m)) = &item {
+                    self.count(Direction::In, m);
                 }
-                self.inbox.extend(items)
+                self.inbox.push_back(Incoming::One(item));
             }
+            Ok(batch) => self.inbox.push_back(batch),
             Err(e) => self.warn(ProblemKind::MalformedFrame, format!("dropped a frame: {e}")),
+        }
+    }
+
+    /// The next received item, in order.
+    fn next_received(&mut self) -> Option<Item> {
+        loop {
+            match self.inbox.front_mut()? {
+                Incoming::Batch(b) => match b.next_item() {
+                    Some(item) => {
+                        if let Item::Message(_, Ok(m)) = &item {
+                            self.count(Direction::In, m);
+                        }
+                        return Some(item);
+                    }
+                    None => {
+                        self.inbox.pop_front();
+                    }
+                },
+                _ => match self.inbox.pop_front() {
+                    Some(Incoming::One(item)) => return Some(item),
+                    _ => continue,
+                },
+            }
         }
     }
 
@@ -257,7 +283,7 @@ impl<T> Conn<T> {
                 self.on_item(item);
                 continue;
             }
-            let item = self.inbox.pop_front()?;
+            let item = self.next_received()?;
             self.receive_item(item);
         }
     }
@@ -406,6 +432,24 @@ impl<T> Conn<T> {
             kind,
             message,
         });
+    }
+
+    /// A received message did not decode: a warning, and past
+    /// [`Limits::max_malformed_messages`] the end of the connection.
+    fn malformed(&mut self, e: frame::FrameError) {
+        self.malformed += 1;
+        let most = self.limits.max_malformed_messages;
+        if self.malformed > most {
+            self.fail(
+                ProblemKind::MalformedMessage,
+                format!("over {most} messages from the peer did not decode (the last: {e}); closing the connection"),
+            );
+        } else {
+            self.warn(
+                ProblemKind::MalformedMessage,
+                format!("dropped a message: {e}"),
+            );
+        }
     }
 
     /// Reports an error and ends the connection.
@@ -580,10 +624,7 @@ impl<T> Conn<T> {
                 let msg = match msg {
                     Ok(m) => m,
                     Err(e) => {
-                        self.warn(
-                            ProblemKind::MalformedMessage,
-                            format!("dropped a message: {e}"),
-                        );
+                        self.malformed(e);
                         return;
                     }
                 };

@@ -73,11 +73,11 @@ fn pump(a: &mut Conn<&'static str>, b: &mut Conn<&'static str>) -> (Vec<String>,
         b.seal(now);
         let mut moved = false;
         while let Some(f) = a.take_sealed() {
-            b.receive(&f, now);
+            b.receive(f, now);
             moved = true;
         }
         while let Some(f) = b.take_sealed() {
-            a.receive(&f, now);
+            a.receive(f, now);
             moved = true;
         }
         seen_a.extend(drain(a));
@@ -114,7 +114,7 @@ fn a_request_on_the_root_channel_gets_no_data() {
     let now = Instant::now();
     a.seal(now);
     while let Some(f) = a.take_sealed() {
-        b.receive(&f, now);
+        b.receive(f, now);
     }
     assert!(drain(&mut b).is_empty());
     b.seal(now);
@@ -330,10 +330,7 @@ fn unmatched_opens_are_bounded_and_the_rest_rejected_with_a_warning() {
         key[..8].copy_from_slice(&i.to_le_bytes());
         key[31] = 0xff;
         let cap = capability(true, &HASH, &key);
-        b.receive(
-            &frame::encode_open(100 + i, &discovery_key(&key), &cap),
-            now,
-        );
+        b.receive(frame::encode_open(100 + i, &discovery_key(&key), &cap), now);
     }
     assert_eq!(drain(&mut b), ["warning limit"]);
     assert!(b.end().is_none(), "a flood of opens is not fatal");
@@ -351,8 +348,8 @@ fn a_channel_opened_twice_by_the_peer_ends_the_connection() {
     let now = Instant::now();
     let cap = capability(true, &HASH, &FEED);
     let open = frame::encode_open(5, &discovery_key(&FEED), &cap);
-    b.receive(&open, now);
-    b.receive(&open, now);
+    b.receive(open.clone(), now);
+    b.receive(open, now);
     assert_eq!(drain(&mut b), ["error protocol"]);
 }
 
@@ -361,11 +358,11 @@ fn early_messages_are_bounded_per_channel() {
     let (_a, mut b) = pair();
     let now = Instant::now();
     let cap = capability(true, &HASH, &FEED);
-    b.receive(&frame::encode_open(5, &discovery_key(&FEED), &cap), now);
+    b.receive(frame::encode_open(5, &discovery_key(&FEED), &cap), now);
     let many: Vec<(u64, Msg)> = (0..L.max_early_messages + 10)
         .map(|_| (5, Msg::Core(sync())))
         .collect();
-    b.receive(&frame::encode_messages(&many), now);
+    b.receive(frame::encode_messages(&many), now);
     assert!(drain(&mut b).is_empty());
     b.open(FeedKey(FEED), "b's feed");
     let seen = drain(&mut b);

@@ -122,6 +122,8 @@ pub struct Conn<T> {
     now: Instant,
     end: Option<(bool, String)>,
     counts: ConnStats,
+    /// Messages received that did not decode.
+    malformed: usize,
 }
 
 fn weight(m: &Message) -> usize {
@@ -217,6 +219,7 @@ impl<T> Conn<T> {
             now,
             end: None,
             counts: ConnStats::new(setup.stats, Wire::Hc9),
+            malformed: 0,
         };
         conn.root_local = conn.open_channel(setup.root_key, None);
         if let Some(key) = setup.name {
@@ -264,19 +267,16 @@ impl<T> Conn<T> {
     }
 
     /// A decrypted frame's contents arrived (empty: a keep-alive).
-    pub fn receive(&mut self, bytes: &[u8], now: Instant) {
+    pub fn receive(&mut self, bytes: Vec<u8>, now: Instant) {
         self.now = now;
         self.last_heard = now;
-        match frame::decode_frame(bytes) {
+        match frame::decode_frame(&bytes) {
             Ok(Item::KeepAlive) => {}
             Ok(Item::Message { channel, message }) => {
                 self.count(Direction::In, &message);
                 self.inbox.push_back((channel, message))
             }
-            Err(e) => self.warn(
-                ProblemKind::MalformedMessage,
-                format!("dropped a message: {e}"),
-            ),
+            Err(e) => self.malformed(e),
         }
     }
 
@@ -420,6 +420,24 @@ impl<T> Conn<T> {
             kind,
             message,
         });
+    }
+
+    /// A received message did not decode: a warning, and past
+    /// [`Limits::max_malformed_messages`] the end of the connection.
+    fn malformed(&mut self, e: frame::FrameError) {
+        self.malformed += 1;
+        let most = self.limits.max_malformed_messages;
+        if self.malformed > most {
+            self.fail(
+                ProblemKind::MalformedMessage,
+                format!("over {most} messages from the peer did not decode (the last: {e}); closing the connection"),
+            );
+        } else {
+            self.warn(
+                ProblemKind::MalformedMessage,
+                format!("dropped a message: {e}"),
+            );
+        }
     }
 
     /// Reports an error and ends the connection.
