@@ -723,9 +723,18 @@ impl Store {
                 None => self.create_replica(key, offered_name, wire).await,
             }
         };
-        // Taken out once the feed is in `feeds` (or failed): whoever comes later finds it
-        // there, or tries again.
-        self.creating_replicas.lock().unwrap().remove(&key);
+        // Taken out once the feed is in `feeds`: whoever comes later finds it there. After a
+        // failure, only by the last caller holding the slot: were it taken out while another
+        // still waits on it, that caller and a newcomer on a new slot would both try to make
+        // the feed's files at once. Clones are made under the map's lock, so the count
+        // cannot grow while it is read.
+        let mut creating = self.creating_replicas.lock().unwrap();
+        if creating.get(&key).is_some_and(|s| {
+            Arc::ptr_eq(s, &slot) && (created.is_ok() || Arc::strong_count(&slot) == 2)
+        }) {
+            creating.remove(&key);
+        }
+        drop(creating);
         created
     }
 

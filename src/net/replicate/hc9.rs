@@ -386,7 +386,7 @@ impl Hc9Channel {
         let newly_synced = synced && self.reported_synced != Some(contiguous);
         if progress || newly_synced {
             // What an event reports is on disk before the event is out.
-            let committed = core.commit();
+            let committed = super::off_the_runtime(|| core.commit());
             self.feed.committed(core);
             if let Err(e) = committed {
                 out.events.push(storage_problem(
