@@ -13,7 +13,9 @@
 //! wait there and are never downloaded. The hub runs as its own process, so its figures are
 //! its own. The CPU column is the time the hub and the uploaders' processes used until the
 //! hub held everything. With `FAN_IN_LINES=1` the bench also tells how many JSON lines (and
-//! bytes) of each type the hub printed, and `FAN_IN_HUB=PATH` runs another build's hub.
+//! bytes) of each type the hub printed, `FAN_IN_HUB=PATH` runs another build's hub,
+//! `FAN_IN_HUB_LOG=FILE` keeps the hub's lines (all but the offers it sent) and
+//! `FAN_IN_SEEDS=DIR` keeps the uploaders' folders for the next run.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -106,6 +108,7 @@ fn worker(addr: &str, dirs: &[String]) {
         .enable_all()
         .build()
         .expect("a runtime");
+    let began = Instant::now();
     rt.block_on(async {
         let mut commands = Vec::new();
         let mut drains = Vec::new();
@@ -135,7 +138,8 @@ fn worker(addr: &str, dirs: &[String]) {
                     };
                     if told < 3 {
                         told += 1;
-                        eprintln!("uploader {dir}: {why}");
+                        let t = began.elapsed().as_secs_f64();
+                        eprintln!("uploader {dir} at {t:.0} s: {why}");
                     }
                 }
                 let _ = done.await;
@@ -169,11 +173,20 @@ enum Heard {
 fn read_hub(stdout: std::process::ChildStdout, tx: std::sync::mpsc::Sender<Heard>) {
     use std::io::BufRead;
     let mut synced = HashSet::new();
+    // FAN_IN_HUB_LOG=FILE keeps every line but the offers sent, for a run that goes wrong.
+    let mut log = std::env::var_os("FAN_IN_HUB_LOG")
+        .map(|f| std::io::BufWriter::new(std::fs::File::create(f).expect("the hub's log")));
     // Lines and bytes of each type, told at the end when FAN_IN_LINES is set.
     let mut kinds: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
     for line in std::io::BufReader::new(stdout).lines() {
         let Ok(line) = line else { break };
         let head = &line[..line.len().min(40)];
+        if let Some(log) = log.as_mut() {
+            if !head.contains("\"offer_sent\"") {
+                use std::io::Write;
+                let _ = writeln!(log, "{}", line.chars().take(1000).collect::<String>());
+            }
+        }
         if std::env::var_os("FAN_IN_LINES").is_some() {
             let t = head.split('"').nth(3).unwrap_or("?").to_string();
             if t == "warning" && kinds.get("warning").is_none_or(|w| w.0 < 3) {
@@ -326,9 +339,17 @@ fn main() {
         .enable_all()
         .build()
         .expect("a runtime");
-    let base = tempfile::tempdir().expect("a temporary folder");
+    // FAN_IN_SEEDS=DIR keeps the uploaders' folders there, for the next run to reuse.
+    let (_temporary, base) = match std::env::var_os("FAN_IN_SEEDS") {
+        Some(dir) => (None, PathBuf::from(dir)),
+        None => {
+            let t = tempfile::tempdir().expect("a temporary folder");
+            let path = t.path().to_path_buf();
+            (Some(t), path)
+        }
+    };
     let most = counts.iter().copied().max().unwrap_or(0);
-    let dirs = seed(&rt, base.path(), most);
+    let dirs = seed(&rt, &base, most);
     println!(
         "| peers × {FEEDS} feeds × {BLOCKS} blocks of 1 KiB → one hub, accept-all | connect → all synced | CPU: hub, uploaders | hub peak RSS | hub RSS after | hub peak fds |"
     );

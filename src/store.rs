@@ -182,6 +182,15 @@ impl FeedSize {
         *self.mark.lock().unwrap() = Some(mark_of(core));
     }
 
+    /// The length and byte length of the feed as last measured (after its last commit or
+    /// append).
+    fn offered(&self) -> (u64, u64) {
+        let mark = *self.mark.lock().unwrap();
+        mark.map_or((0, 0), |(length, _, byte_length, _, _)| {
+            (length, byte_length)
+        })
+    }
+
     /// [`FeedSize::measure`], if the core changed since the last time.
     fn measure_if_changed(&self, core: &Core) {
         if *self.mark.lock().unwrap() != Some(mark_of(core)) {
@@ -212,9 +221,11 @@ fn files_bytes(dir: &Path) -> u64 {
 
 impl Feed {
     /// What a manifest offers of this feed: its length, byte length and name.
-    pub async fn offer_meta(&self) -> FeedMeta {
-        let info = self.core.lock().await.info();
-        let mut m = serde_json::json!({ "length": info.length, "byte_length": info.byte_length });
+    pub fn offer_meta(&self) -> FeedMeta {
+        // From the last commit's mark, not the core: a hub offering thousands of feeds to
+        // a thousand peers must not wait on the lock of every feed being downloaded.
+        let (length, byte_length) = self.size.offered();
+        let mut m = serde_json::json!({ "length": length, "byte_length": byte_length });
         if let Some(name) = &self.entry.name {
             m["name"] = serde_json::json!(name);
         }
@@ -559,24 +570,6 @@ impl Store {
     /// Every open feed.
     pub fn feeds(&self) -> Vec<Feed> {
         self.feeds.lock().unwrap().values().cloned().collect()
-    }
-
-    /// The manifest metadata of every feed, by key.
-    pub async fn offer_meta(&self) -> BTreeMap<FeedKey, FeedMeta> {
-        let mut out = BTreeMap::new();
-        for feed in self.feeds() {
-            out.insert(feed.entry.key, feed.offer_meta().await);
-        }
-        out
-    }
-
-    /// The manifest metadata of every feed of one wire generation, by key.
-    pub async fn offer_meta_on(&self, wire: Wire) -> BTreeMap<FeedKey, FeedMeta> {
-        let mut out = BTreeMap::new();
-        for feed in self.feeds().into_iter().filter(|f| f.wire == wire) {
-            out.insert(feed.entry.key, feed.offer_meta().await);
-        }
-        out
     }
 
     /// The keys of every feed of one wire generation, without touching the feeds.

@@ -188,7 +188,7 @@ impl NewFeeds {
                 let mut meta = BTreeMap::new();
                 for k in self.keys_on(wire) {
                     if let Some(feed) = store.get(&k) {
-                        meta.insert(k, feed.offer_meta().await);
+                        meta.insert(k, feed.offer_meta());
                     }
                 }
                 Arc::new(meta)
@@ -1107,7 +1107,7 @@ impl<C: WireCore> Task<C> {
                         let mut meta: BTreeMap<FeedKey, FeedMeta> = BTreeMap::new();
                         for k in &keys {
                             if let Some(feed) = self.ctx.store.get(k) {
-                                meta.insert(*k, feed.offer_meta().await);
+                                meta.insert(*k, feed.offer_meta());
                             }
                         }
                         let bodies = wire::encode_manifests(&keys, &meta);
