@@ -435,9 +435,13 @@ impl<T> Conn<T> {
     }
 
     /// A received message did not decode: a warning, and past
-    /// [`Limits::max_malformed_messages`] the end of the connection.
+    /// [`Limits::max_malformed_messages`] (unknown types aside) the end of the connection.
     fn malformed(&mut self, e: frame::FrameError) {
-        self.malformed += 1;
+        // A type from a newer protocol is not counted against the peer: it may send one
+        // per feed for good.
+        if !matches!(e, frame::FrameError::UnknownType(_)) {
+            self.malformed += 1;
+        }
         let most = self.limits.max_malformed_messages;
         if self.malformed > most {
             self.fail(

@@ -372,3 +372,37 @@ fn early_messages_are_bounded_per_channel() {
         "opened, then the kept messages"
     );
 }
+
+#[test]
+fn malformed_messages_end_the_connection_past_the_limit_and_unknown_types_do_not_count() {
+    let (_, mut b) = pair();
+    let now = Instant::now();
+    let most = L.max_malformed_messages;
+    // Types from a newer protocol, many more than the limit: warnings only.
+    let mut unknown = vec![0u8, 0, 1];
+    for _ in 0..most * 3 {
+        unknown.extend_from_slice(&[1, 42]);
+    }
+    b.receive(unknown, now);
+    let seen = drain(&mut b);
+    assert_eq!(seen.len(), most * 3);
+    assert!(
+        seen.iter().all(|s| s == "warning malformed_message"),
+        "{seen:?}"
+    );
+    assert!(b.end().is_none());
+    // Messages that do not decode: the limit, then the end.
+    let mut bad = vec![0u8, 0, 1];
+    for _ in 0..most + 5 {
+        bad.extend_from_slice(&[1, 0]);
+    }
+    b.receive(bad, now);
+    let seen = drain(&mut b);
+    assert_eq!(seen.len(), most + 1, "the rest of the frame is not read");
+    assert_eq!(seen.last().unwrap(), "error malformed_message");
+    let (error, reason) = b.end().unwrap();
+    assert!(
+        *error && reason.contains(&format!("over {most} messages")),
+        "{reason}"
+    );
+}
