@@ -492,17 +492,21 @@ fn render_pane(f: &mut Frame, r: &Regions, app: &App, t: &Theme) {
                 .collect(),
         ),
         Pane::Active => {
-            // Fixed columns as wide as their content; the bar takes what is left.
-            let names: Vec<String> = p.active.keys().map(name_of).collect();
-            let lengths: Vec<String> = p
+            // Fixed columns as wide as their content in the whole list (so that they stay
+            // put while it scrolls), measured without making its strings; the bar takes what
+            // is left.
+            let digits = |n: u64| n.checked_ilog10().map_or(1, |d| d as usize + 1);
+            let have = p
                 .active
                 .values()
-                .map(|a| format!("{}/{}", a.local_length, a.remote_length))
-                .collect();
-            let have = lengths.iter().map(String::len).max().unwrap_or(0).max(9);
-            let mut name = names
-                .iter()
-                .map(|n| n.chars().count())
+                .map(|a| digits(a.local_length) + 1 + digits(a.remote_length))
+                .max()
+                .unwrap_or(0)
+                .max(9);
+            let mut name = p
+                .active
+                .keys()
+                .map(|k| model.feed_name(k).map_or(0, |n| n.chars().take(24).count()))
                 .max()
                 .unwrap_or(0)
                 .clamp(4, 16);
@@ -523,17 +527,14 @@ fn render_pane(f: &mut Frame, r: &Regions, app: &App, t: &Theme) {
                     Constraint::Length(1),
                 ],
                 p.active
-                    .values()
-                    .zip(names)
-                    .zip(lengths)
-                    .zip(p.active.keys())
+                    .iter()
                     .skip(top)
                     .take(page)
-                    .map(|(((a, n), len), k)| {
+                    .map(|(k, a)| {
                         Row::new(vec![
                             Cell::from(k.short()),
-                            Cell::from(n),
-                            Cell::from(len),
+                            Cell::from(name_of(k)),
+                            Cell::from(format!("{}/{}", a.local_length, a.remote_length)),
                             Cell::from(bar(a.local_length, a.remote_length, progress)),
                             if a.stopped_by_peer {
                                 Cell::from("stopped").style(t.pending())
