@@ -10,3 +10,20 @@ pub mod output;
 pub mod peer;
 pub mod replicate;
 pub mod transport;
+
+/// What a connection says of the `count`-th received message that did not decode, `e`: the
+/// warning, or past `most` the error that ends the connection (`true`).
+pub(crate) fn malformed_message(
+    count: usize,
+    most: usize,
+    e: &dyn std::fmt::Display,
+) -> (bool, String) {
+    if count > most {
+        (
+            true,
+            format!("over {most} messages from the peer did not decode (the last: {e}); closing the connection"),
+        )
+    } else {
+        (false, format!("dropped a message: {e}"))
+    }
+}

@@ -443,16 +443,9 @@ impl<T> Conn<T> {
             self.malformed += 1;
         }
         let most = self.limits.max_malformed_messages;
-        if self.malformed > most {
-            self.fail(
-                ProblemKind::MalformedMessage,
-                format!("over {most} messages from the peer did not decode (the last: {e}); closing the connection"),
-            );
-        } else {
-            self.warn(
-                ProblemKind::MalformedMessage,
-                format!("dropped a message: {e}"),
-            );
+        match crate::net::malformed_message(self.malformed, most, &e) {
+            (true, why) => self.fail(ProblemKind::MalformedMessage, why),
+            (false, why) => self.warn(ProblemKind::MalformedMessage, why),
         }
     }
 
