@@ -207,8 +207,13 @@ fn carry_out(
                 machine.on_applied(applied.map_err(failure), &*hc, now)
             }
             Effect::Commit => {
-                let committed = off_the_runtime(|| hc.commit()).map_err(|e| e.to_string());
-                feed.committed(hc);
+                // The store measures the feed's files after a commit: both off the thread.
+                let committed = off_the_runtime(|| {
+                    let committed = hc.commit();
+                    feed.committed(hc);
+                    committed
+                })
+                .map_err(|e| e.to_string());
                 machine.on_committed(committed, &*hc, now)
             }
         };
