@@ -386,12 +386,8 @@ impl Hc9Channel {
         let newly_synced = synced && self.reported_synced != Some(contiguous);
         if progress || newly_synced {
             // What an event reports is on disk before the event is out.
-            let feed = &self.feed;
-            let committed = super::off_the_runtime(|| {
-                let committed = core.commit();
-                feed.committed(core);
-                committed
-            });
+            let committed = core.commit();
+            self.feed.committed(core);
             if let Err(e) = committed {
                 out.events.push(storage_problem(
                     self.peer,

@@ -207,13 +207,8 @@ fn carry_out(
                 machine.on_applied(applied.map_err(failure), &*hc, now)
             }
             Effect::Commit => {
-                // The store measures the feed's files after a commit: both off the thread.
-                let committed = off_the_runtime(|| {
-                    let committed = hc.commit();
-                    feed.committed(hc);
-                    committed
-                })
-                .map_err(|e| e.to_string());
+                let committed = hc.commit().map_err(|e| e.to_string());
+                feed.committed(hc);
                 machine.on_committed(committed, &*hc, now)
             }
         };
@@ -222,17 +217,6 @@ fn carry_out(
         }
     }
     out
-}
-
-/// Runs `f`, a write to storage, so that the runtime's other tasks move to another thread
-/// meanwhile (on a multi-threaded runtime): a disk that holds writes back, as the kernel does
-/// when too much waits to be written, then stalls this peer's feed and not every socket.
-pub(crate) fn off_the_runtime<R>(f: impl FnOnce() -> R) -> R {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
-        _ => f(),
-    }
 }
 
 /// Our core as the machine sees it.
