@@ -55,9 +55,9 @@ pub struct Limits {
     pub max_extension_bytes: usize,
     /// Keys in one multifeed message.
     pub max_keys_per_message: usize,
-    /// Messages of one connection that do not decode (unknown types, malformed bodies)
-    /// before the connection is closed: a peer that sends more is broken or hostile, and
-    /// each costs a decode and a warning.
+    /// Messages of one connection that do not decode before the connection is closed: a
+    /// peer that sends more is broken or hostile, and each costs a decode and a warning.
+    /// Messages of a type newer than ours are not counted.
     pub max_malformed_messages: usize,
     /// Feeds the metrics endpoint shows one by one (labelled by key and name); the others are
     /// only counted, so that peers offering many feeds cannot make a scrape unbounded.
