@@ -662,14 +662,9 @@ fn frames_of_millions_of_malformed_messages_are_cut_off_with_memory_bounded() {
     );
 
     // The warnings before: a burst shown, then one that counts the rest.
-    let malformed: Vec<Value> = victim
-        .seen
-        .iter()
-        .filter(|v| {
-            v["type"] == "warning" && v["peer"] == evil_peer && v["kind"] == "malformed_message"
-        })
-        .cloned()
-        .collect();
+    let malformed = of(&victim.seen, "warning", |v| {
+        v["peer"] == evil_peer && v["kind"] == "malformed_message"
+    });
     assert!(
         (2..=64).contains(&malformed.len()),
         "malformed messages are shown a few at a time: {} warnings",

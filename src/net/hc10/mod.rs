@@ -227,38 +227,32 @@ impl<T> Conn<T> {
         self.last_heard = now;
         match frame::decode_owned(bytes) {
             Ok(Incoming::Empty) => {}
-            Ok(Incoming::One(item)) => {
-                if let Item::Message(_, Ok(m)) = &item {
-                    self.count(Direction::In, m);
-                }
-                self.inbox.push_back(Incoming::One(item));
-            }
-            Ok(batch) => self.inbox.push_back(batch),
+            Ok(incoming) => self.inbox.push_back(incoming),
             Err(e) => self.warn(ProblemKind::MalformedFrame, format!("dropped a frame: {e}")),
         }
     }
 
-    /// The next received item, in order.
+    /// The next received item, in order; a message is counted as it is taken.
     fn next_received(&mut self) -> Option<Item> {
-        loop {
+        let item = loop {
             match self.inbox.front_mut()? {
                 Incoming::Batch(b) => match b.next_item() {
-                    Some(item) => {
-                        if let Item::Message(_, Ok(m)) = &item {
-                            self.count(Direction::In, m);
-                        }
-                        return Some(item);
-                    }
+                    Some(item) => break item,
                     None => {
                         self.inbox.pop_front();
                     }
                 },
-                _ => match self.inbox.pop_front() {
-                    Some(Incoming::One(item)) => return Some(item),
-                    _ => continue,
-                },
+                _ => {
+                    if let Some(Incoming::One(item)) = self.inbox.pop_front() {
+                        break item;
+                    }
+                }
             }
+        };
+        if let Item::Message(_, Ok(m)) = &item {
+            self.count(Direction::In, m);
         }
+        Some(item)
     }
 
     /// The next thing to act on, looking at the next received item if nothing is queued;
