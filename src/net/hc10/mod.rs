@@ -36,8 +36,13 @@ use crate::wire::FeedKey;
 
 /// Bytes of a message shown in a `wire` event's hex dump.
 const TRACE_HEX_BYTES: usize = 512;
-/// Channel messages gathered before a frame is sealed.
+/// Channel messages gathered before a frame is sealed, in bytes.
 const FRAME_SOFT_LIMIT: usize = 1 << 20;
+/// Blocks gathered before a frame is sealed. A frame is acted on only once it has arrived
+/// whole, so an answer to a window of requests goes out in several frames: the downloader
+/// verifies the first while the uploader reads and seals the next, and asks for more while
+/// the rest is on its way. Sealed as one, the two sides would take turns.
+const FRAME_BLOCKS_SOFT_LIMIT: usize = 64;
 /// Messages whose room the outgoing list keeps between frames.
 const OUT_KEPT: usize = 256;
 
@@ -119,6 +124,8 @@ pub struct Conn<T> {
     outputs: VecDeque<Output<T>>,
     out: Vec<Out>,
     out_bytes: usize,
+    /// Blocks among them.
+    out_blocks: usize,
     sealed: VecDeque<Vec<u8>>,
     started: Instant,
     last_heard: Instant,
@@ -182,6 +189,7 @@ impl<T> Conn<T> {
             outputs: VecDeque::new(),
             out: Vec::new(),
             out_bytes: 0,
+            out_blocks: 0,
             sealed: VecDeque::new(),
             started: now,
             last_heard: now,
@@ -353,6 +361,7 @@ impl<T> Conn<T> {
             self.out = Vec::new();
         }
         self.out_bytes = 0;
+        self.out_blocks = 0;
         self.last_sent = now;
     }
 
@@ -486,13 +495,14 @@ impl<T> Conn<T> {
         self.out_bytes += match &o {
             Out::Control(b) => b.len(),
             Out::Msg(_, Msg::Core(Message::Data(d))) => {
+                self.out_blocks += 1;
                 d.block.as_ref().map_or(0, |b| b.value.len()) + 256
             }
             Out::Msg(_, Msg::Extension { payload, .. }) => payload.len() + 64,
             Out::Msg(..) => 32,
         };
         self.out.push(o);
-        if self.out_bytes >= FRAME_SOFT_LIMIT {
+        if self.out_bytes >= FRAME_SOFT_LIMIT || self.out_blocks >= FRAME_BLOCKS_SOFT_LIMIT {
             self.seal(self.now);
         }
     }

@@ -406,3 +406,50 @@ fn malformed_messages_end_the_connection_past_the_limit_and_unknown_types_do_not
         "{reason}"
     );
 }
+
+#[test]
+fn the_answer_to_a_window_of_requests_leaves_in_several_frames_that_arrive_in_order() {
+    let (mut a, mut b) = pair();
+    a.open(FeedKey(FEED), "a's feed");
+    b.open(FeedKey(FEED), "b's feed");
+    pump(&mut a, &mut b);
+    let a_local = a.open_channel_of(&FeedKey(FEED)).expect("open");
+    let b_local = b.open_channel_of(&FeedKey(FEED)).expect("open");
+    let window = 4 * FRAME_BLOCKS_SOFT_LIMIT + 3;
+    for i in 0..window as u64 {
+        a.send(
+            a_local,
+            core(Message::Data(hypercore_protocol::schema::Data {
+                request: i,
+                fork: 0,
+                block: Some(hypercore_schema::DataBlock {
+                    index: i,
+                    value: vec![i as u8; 1024],
+                    nodes: Vec::new(),
+                }),
+                hash: None,
+                seek: None,
+                upgrade: None,
+            })),
+        );
+    }
+    let now = Instant::now();
+    a.seal(now);
+    let mut frames = 0;
+    while let Some(f) = a.take_sealed() {
+        frames += 1;
+        b.receive(f, now);
+    }
+    // The downloader can act on the first blocks while the rest are still on their way.
+    assert_eq!(frames, 5, "64 blocks a frame, the rest in a last one");
+    let got: Vec<u64> = std::iter::from_fn(|| b.poll())
+        .filter_map(|o| match o {
+            Output::FeedMessage {
+                local,
+                msg: Message::Data(d),
+            } if local == b_local => Some(d.request),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, (0..window as u64).collect::<Vec<_>>());
+}

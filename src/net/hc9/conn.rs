@@ -32,6 +32,9 @@ use crate::wire::{self, FeedKey};
 const TRACE_HEX_BYTES: usize = 512;
 /// Framed bytes gathered before they are sealed.
 const SEAL_SOFT_LIMIT: usize = 1 << 20;
+/// Blocks gathered before they are sealed: the answer to a window of requests leaves in
+/// pieces, so that the downloader starts on the first while the rest is being read.
+const SEAL_BLOCKS_SOFT_LIMIT: usize = 64;
 /// hypercore-protocol 8 ends a stream that is silent for 20 s and pings every 10 s; a
 /// keep-alive at least this often keeps a JavaScript peer from timing out.
 const KEEPALIVE_AT_MOST: Duration = Duration::from_secs(10);
@@ -115,6 +118,8 @@ pub struct Conn<T> {
     breakpoints: BTreeSet<String>,
     outputs: VecDeque<Output<T, Message>>,
     out: Vec<u8>,
+    /// Blocks in `out`.
+    out_blocks: usize,
     sealed: VecDeque<Vec<u8>>,
     started: Instant,
     last_heard: Instant,
@@ -212,6 +217,7 @@ impl<T> Conn<T> {
             breakpoints: BTreeSet::new(),
             outputs: VecDeque::new(),
             out: Vec::new(),
+            out_blocks: 0,
             sealed: VecDeque::new(),
             started: now,
             last_heard: now,
@@ -351,6 +357,7 @@ impl<T> Conn<T> {
             return;
         }
         self.sealed.push_back(std::mem::take(&mut self.out));
+        self.out_blocks = 0;
         self.last_sent = now;
     }
 
@@ -553,7 +560,8 @@ impl<T> Conn<T> {
             self.traced(Direction::Out, channel, kind, local, &m);
         }
         frame::encode_into(&mut self.out, local, &m);
-        if self.out.len() >= SEAL_SOFT_LIMIT {
+        self.out_blocks += usize::from(matches!(m, Message::Data(_)));
+        if self.out.len() >= SEAL_SOFT_LIMIT || self.out_blocks >= SEAL_BLOCKS_SOFT_LIMIT {
             self.seal(self.now);
         }
     }
