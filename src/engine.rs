@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 use crate::event::{Command, Event, PeerId, ProblemKind, Wire};
 use crate::limits::Limits;
 use crate::metrics::MetricsServer;
-use crate::net::peer::{NewFeeds, Peer, PeerCmd, PeerContext, Report};
+use crate::net::peer::{EndReason, NewFeeds, Peer, PeerCmd, PeerContext, Report};
 use crate::net::transport::{Role, Transport};
 use crate::policy::{Curator, Decisions, Policy, Rules};
 use crate::stats::Stats;
@@ -33,8 +33,11 @@ use crate::wire::FeedKey;
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// First and largest delay between attempts to dial an address that is not up.
 pub const DIAL_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
-/// Attempts per dial before giving up.
+/// Attempts per dial before giving up; also the most connections in a row to one dialed
+/// address that may end within [`REDIAL_SETTLED`] before it is not dialed again.
 pub const DIAL_ATTEMPTS: u32 = 30;
+/// A dialed connection that lasted this long starts the delay before its next dial afresh.
+pub const REDIAL_SETTLED: Duration = Duration::from_secs(10);
 /// Longest time verified blocks stay staged in memory: they are committed this often (see
 /// `core::disk` for the commit protocol).
 pub const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
@@ -109,6 +112,35 @@ struct Shared {
     acks_in_flight: AtomicUsize,
     /// Connections refused at the peer limit and not yet reported.
     refusals: Mutex<Refusals>,
+    /// Addresses dialed with `--connect` or `connect`, with the peer connected there (`None`
+    /// while dialing or waiting to dial again). A dialed address is dialed again when its
+    /// connection ends, and never twice at once.
+    dialed: Mutex<HashMap<String, Option<PeerId>>>,
+}
+
+/// An address to dial and keep dialing: the wire to speak there, and how many of its
+/// connections in a row ended within [`REDIAL_SETTLED`].
+#[derive(Debug, Clone)]
+struct Dialed {
+    addr: String,
+    wire: Wire,
+    streak: u32,
+}
+
+/// A connection for the engine to take on: dialed (at that address) or accepted.
+type NewConn = (TcpStream, Role, Option<Dialed>);
+
+/// Whether a new connection could fare better after an error of this kind: after a timeout,
+/// a stall or a limit, yes; after the peer showed it is incompatible or misbehaves, no.
+fn redial_helps(kind: ProblemKind) -> bool {
+    matches!(
+        kind,
+        ProblemKind::Handshake
+            | ProblemKind::Idle
+            | ProblemKind::Stalled
+            | ProblemKind::Timeout
+            | ProblemKind::Limit
+    )
 }
 
 /// Connections refused at the peer limit: the first after a quiet second is reported at once
@@ -129,6 +161,80 @@ impl Shared {
     /// Publishes an event; a front end that went away is not an error.
     fn emit(&self, ev: Event) {
         self.ctx.emit(ev);
+    }
+
+    /// Takes `addr` on as a dialed address, unless it is dialed or connected already: then
+    /// says so and returns `None`.
+    fn dial_new(&self, addr: String, wire: Wire) -> Option<Dialed> {
+        let mut dialed = self.dialed.lock().unwrap();
+        if let Some(peer) = dialed.get(&addr) {
+            let state = match peer {
+                Some(id) => format!("connected to {addr} already (peer {id})"),
+                None => format!("dialing {addr} already"),
+            };
+            drop(dialed);
+            self.emit(Event::Warning {
+                peer: None,
+                kind: ProblemKind::Command,
+                message: format!("{state}; it is not dialed twice"),
+            });
+            return None;
+        }
+        dialed.insert(addr.clone(), None);
+        Some(Dialed {
+            addr,
+            wire,
+            streak: 0,
+        })
+    }
+
+    /// After a dialed connection ended (or failed before it began): asks the engine to dial
+    /// its address again, with a delay that grows while its connections keep ending within
+    /// [`REDIAL_SETTLED`]. Not when the engine is stopping, when the connection ended on an
+    /// error a new one would meet again, or after [`DIAL_ATTEMPTS`] short ones in a row.
+    fn redial(
+        &self,
+        dialed: Dialed,
+        lasted: Duration,
+        reason: &str,
+        error: Option<ProblemKind>,
+        redial: &mpsc::UnboundedSender<(Dialed, Duration)>,
+    ) {
+        let streak = if lasted >= REDIAL_SETTLED {
+            0
+        } else {
+            dialed.streak + 1
+        };
+        let stopping = self.shutting_down.load(Ordering::SeqCst);
+        if stopping || !error.is_none_or(redial_helps) || streak >= DIAL_ATTEMPTS {
+            self.dialed.lock().unwrap().remove(&dialed.addr);
+            if !stopping && streak >= DIAL_ATTEMPTS {
+                self.emit(Event::Error {
+                    peer: None,
+                    kind: ProblemKind::Connect,
+                    message: format!(
+                        "not dialing {} again: its last {streak} connections ended within {REDIAL_SETTLED:?} (the last: {reason})",
+                        dialed.addr
+                    ),
+                });
+            }
+            return;
+        }
+        self.dialed
+            .lock()
+            .unwrap()
+            .insert(dialed.addr.clone(), None);
+        let delay = DIAL_BACKOFF
+            .0
+            .saturating_mul(1 << streak.min(16))
+            .min(DIAL_BACKOFF.1);
+        self.emit(Event::ConnectRetry {
+            addr: dialed.addr.clone(),
+            attempt: streak.max(1),
+            retry_in_ms: delay.as_millis() as u64,
+            error: format!("the connection ended: {reason}"),
+        });
+        let _ = redial.send((Dialed { streak, ..dialed }, delay));
     }
 
     fn store(&self) -> &Store {
@@ -284,6 +390,7 @@ pub async fn start(config: Config) -> Result<Engine, StoreError> {
         acks_due: Mutex::new(HashSet::new()),
         acks_in_flight: AtomicUsize::new(0),
         refusals: Mutex::new(Refusals::default()),
+        dialed: Mutex::new(HashMap::new()),
     });
     for note in &shared.store().notes {
         shared.emit(Event::Warning {
@@ -349,7 +456,8 @@ async fn run(
     mut reports: mpsc::UnboundedReceiver<Report>,
 ) {
     let mut tasks = JoinSet::new();
-    let (conn_tx, mut conn_rx) = mpsc::unbounded_channel::<(TcpStream, Role)>();
+    let (conn_tx, mut conn_rx) = mpsc::unbounded_channel::<NewConn>();
+    let (redial_tx, mut redial_rx) = mpsc::unbounded_channel::<(Dialed, Duration)>();
     // Held until the engine has stopped: the endpoint answers to the end.
     let _metrics = match &config.metrics {
         Some(addr) => match MetricsServer::start(addr, config.stats.clone()) {
@@ -398,12 +506,9 @@ async fn run(
         }
     }
     for addr in &config.connect {
-        tasks.spawn(dial(
-            shared.clone(),
-            addr.clone(),
-            config.wire,
-            conn_tx.clone(),
-        ));
+        if let Some(dialed) = shared.dial_new(addr.clone(), config.wire) {
+            tasks.spawn(dial(shared.clone(), dialed, conn_tx.clone()));
+        }
     }
     let mut peer_tasks = JoinSet::new();
     let mut commit_tick = tokio::time::interval(COMMIT_INTERVAL);
@@ -420,13 +525,21 @@ async fn run(
                 None | Some(Command::Quit) => break,
                 Some(cmd) => {
                     if let Some((addr, wire)) = handle_command(&shared, cmd).await {
-                        let wire = wire.unwrap_or(config.wire);
-                        tasks.spawn(dial(shared.clone(), addr, wire, conn_tx.clone()));
+                        if let Some(dialed) = shared.dial_new(addr, wire.unwrap_or(config.wire)) {
+                            tasks.spawn(dial(shared.clone(), dialed, conn_tx.clone()));
+                        }
                     }
                 }
             },
-            Some((stream, role)) = conn_rx.recv() => {
-                spawn_peer(&shared, &mut peer_tasks, stream, role);
+            Some((stream, role, dialed)) = conn_rx.recv() => {
+                spawn_peer(&shared, &mut peer_tasks, stream, role, dialed, &redial_tx);
+            }
+            Some((dialed, delay)) = redial_rx.recv() => {
+                let (shared, conn_tx) = (shared.clone(), conn_tx.clone());
+                tasks.spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    dial(shared, dialed, conn_tx).await;
+                });
             }
             Some(report) = reports.recv() => {
                 shared.on_reports(report, &mut reports, &mut new_feeds);
@@ -480,13 +593,13 @@ const ACCEPT_RETRY: (Duration, Duration) = (Duration::from_millis(50), Duration:
 async fn accept_loop(
     shared: Arc<Shared>,
     listener: TcpListener,
-    tx: mpsc::UnboundedSender<(TcpStream, Role)>,
+    tx: mpsc::UnboundedSender<NewConn>,
 ) {
     let mut last_told: Option<std::time::Instant> = None;
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                if tx.send((stream, Role::Accept)).is_err() {
+                if tx.send((stream, Role::Accept, None)).is_err() {
                     return;
                 }
             }
@@ -589,8 +702,16 @@ async fn shut_down(shared: &Arc<Shared>, mut tasks: JoinSet<()>, mut peer_tasks:
     shared.emit(Event::Stopped);
 }
 
-fn spawn_peer(shared: &Arc<Shared>, peer_tasks: &mut JoinSet<()>, stream: TcpStream, role: Role) {
+fn spawn_peer(
+    shared: &Arc<Shared>,
+    peer_tasks: &mut JoinSet<()>,
+    stream: TcpStream,
+    role: Role,
+    target: Option<Dialed>,
+    redial: &mpsc::UnboundedSender<(Dialed, Duration)>,
+) {
     let dialed = matches!(role, Role::Dial(_));
+    let started = std::time::Instant::now();
     let addr = stream
         .peer_addr()
         .map(|a| a.to_string())
@@ -602,11 +723,16 @@ fn spawn_peer(shared: &Arc<Shared>, peer_tasks: &mut JoinSet<()>, stream: TcpStr
         // The socket closes here, before anything is read from it.
         drop(stream);
         refused(shared, &addr);
+        if let Some(target) = target {
+            let reason = format!("already {max} peers here");
+            shared.redial(target, Duration::ZERO, &reason, None, redial);
+        }
         return;
     }
     let id = shared.next_peer.fetch_add(1, Ordering::Relaxed);
     let shared = shared.clone();
     let counted = Counted(shared.clone());
+    let redial = redial.clone();
     peer_tasks.spawn(async move {
         let counted = counted;
         let (tx, rx) = mpsc::unbounded_channel();
@@ -618,6 +744,12 @@ fn spawn_peer(shared: &Arc<Shared>, peer_tasks: &mut JoinSet<()>, stream: TcpStr
                     kind: ProblemKind::Handshake,
                     message: format!("connection with {addr} failed during the handshake: {e}"),
                 });
+                drop(counted);
+                if let Some(target) = target {
+                    let reason = format!("the handshake failed: {e}");
+                    let kind = Some(ProblemKind::Handshake);
+                    shared.redial(target, started.elapsed(), &reason, kind, &redial);
+                }
                 return;
             }
         };
@@ -644,6 +776,13 @@ fn spawn_peer(shared: &Arc<Shared>, peer_tasks: &mut JoinSet<()>, stream: TcpStr
             }
             peers.insert(id, tx);
         }
+        if let Some(target) = &target {
+            shared
+                .dialed
+                .lock()
+                .unwrap()
+                .insert(target.addr.clone(), Some(id));
+        }
         // The peer runs in its own task so that a panic in it (or in a library under it) is
         // caught here and ends this peer only. The guard aborts it when this task is aborted.
         let inner = tokio::spawn(Peer::run(id, shared.ctx.clone(), transport, rx));
@@ -653,8 +792,8 @@ fn spawn_peer(shared: &Arc<Shared>, peer_tasks: &mut JoinSet<()>, stream: TcpStr
         shared.peers.lock().unwrap().remove(&id);
         // The slot is free before anyone hears the peer left, so a reconnect is never refused.
         drop(counted);
-        let reason = match result {
-            Ok(reason) => reason,
+        let end = match result {
+            Ok(end) => end,
             Err(e) => {
                 let reason = if e.is_panic() {
                     "the peer task panicked; other peers are unaffected".to_string()
@@ -666,10 +805,19 @@ fn spawn_peer(shared: &Arc<Shared>, peer_tasks: &mut JoinSet<()>, stream: TcpStr
                     kind: ProblemKind::Panic,
                     message: reason.clone(),
                 });
-                reason
+                EndReason {
+                    reason,
+                    error: Some(ProblemKind::Panic),
+                }
             }
         };
-        shared.emit(Event::PeerDisconnected { peer: id, reason });
+        shared.emit(Event::PeerDisconnected {
+            peer: id,
+            reason: end.reason.clone(),
+        });
+        if let Some(target) = target {
+            shared.redial(target, started.elapsed(), &end.reason, end.error, &redial);
+        }
     });
 }
 
@@ -745,12 +893,8 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn dial(
-    shared: Arc<Shared>,
-    addr: String,
-    wire: Wire,
-    conn_tx: mpsc::UnboundedSender<(TcpStream, Role)>,
-) {
+async fn dial(shared: Arc<Shared>, target: Dialed, conn_tx: mpsc::UnboundedSender<NewConn>) {
+    let (addr, wire) = (target.addr.clone(), target.wire);
     let mut delay = DIAL_BACKOFF.0;
     for attempt in 1..=DIAL_ATTEMPTS {
         shared.ctx.stats.dial_attempted();
@@ -760,11 +904,12 @@ async fn dial(
         };
         match result {
             Ok(stream) => {
-                let _ = conn_tx.send((stream, Role::Dial(wire)));
+                let _ = conn_tx.send((stream, Role::Dial(wire), Some(target)));
                 return;
             }
             Err(e) => {
                 if attempt == DIAL_ATTEMPTS {
+                    shared.dialed.lock().unwrap().remove(&addr);
                     shared.emit(Event::Error {
                         peer: None,
                         kind: ProblemKind::Connect,

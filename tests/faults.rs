@@ -336,3 +336,74 @@ fn a_listener_out_of_file_descriptors_accepts_again_once_they_are_free() {
     b.quit();
     a.quit();
 }
+
+#[test]
+fn a_dialed_peer_that_comes_back_is_dialed_again_and_replication_resumes_by_itself() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = blocks("back", 40, 100);
+    let key = append_lines(a_dir.path(), "back", &first);
+    let (a, addr) = Node::listen(a_dir.path(), &[]);
+    let mut b = Node::start(b_dir.path(), &["--connect", &addr]);
+    let gone = b.peer_from(&addr);
+    b.wait_synced(&key, 40);
+
+    // Asked to dial an address it is connected to, B says so and does not dial twice.
+    b.send(json!({"cmd": "connect", "addr": addr}));
+    let twice = b.wait_for("warning", |v| v["kind"] == "command");
+    assert!(
+        twice["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("connected to {addr} already")),
+        "{twice}"
+    );
+
+    // A stops cleanly, gains blocks while it is down, and comes back on the same address:
+    // B dials it again without being told to, and fetches what is new.
+    a.quit();
+    b.wait_for("peer_disconnected", |v| v["peer"] == gone);
+    let retry = b.wait_for("connect_retry", |v| v["addr"] == addr.as_str());
+    assert!(
+        retry["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("the connection ended"),
+        "{retry}"
+    );
+    let more = blocks("back-more", 25, 100);
+    append_batch(a_dir.path(), "back", &more);
+    let mut a2 = Node::start(a_dir.path(), &["--listen", &addr]);
+    a2.wait_for("listening", |_| true);
+    let again = b.wait_for("peer_connected", |v| v["peer"] != gone)["peer"].clone();
+    b.wait_synced(&key, 65);
+    let connections = b
+        .seen
+        .iter()
+        .filter(|v| v["type"] == "peer_connected")
+        .count();
+    assert_eq!(
+        connections, 2,
+        "one connection before, one after (the second {again})"
+    );
+    b.quit();
+    a2.quit();
+    let all: Vec<String> = first.into_iter().chain(more).collect();
+    assert_eq!(cat(b_dir.path(), &key), catted(&all));
+}
+
+#[test]
+fn a_dialed_peer_on_another_multifeed_key_is_not_dialed_again() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let other = "ab".repeat(32);
+    let (a, addr) = Node::listen(a_dir.path(), &["--key", &other]);
+    let mut b = Node::start(b_dir.path(), &["--connect", &addr]);
+    b.wait_for("error", |v| v["kind"] == "different_multifeed_key");
+    b.wait_for("peer_disconnected", |_| true);
+    let retried = b.wait_for_within("connect_retry", Duration::from_secs(2), |_| true);
+    assert!(retried.is_none(), "dialed again: {retried:?}");
+    // Told to, it dials again (and is told the same).
+    b.send(json!({"cmd": "connect", "addr": addr}));
+    b.wait_count("error", 2, WAIT, |v| v["kind"] == "different_multifeed_key");
+    b.quit();
+    a.quit();
+}

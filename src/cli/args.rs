@@ -61,7 +61,8 @@ pub(crate) struct NetArgs {
     /// Address to accept peers on, e.g. 127.0.0.1:0 for any free port
     #[arg(long)]
     pub(crate) listen: Option<String>,
-    /// Peer address to dial (repeatable); retried with backoff until it is up
+    /// Peer address to dial (repeatable); retried with backoff until it is up, and dialed
+    /// again when its connection ends
     #[arg(long)]
     pub(crate) connect: Vec<String>,
     /// Wire to speak when dialing: hc10 (hypercore 10) or hc9 (multifeed 6 and Cabal, on

@@ -244,7 +244,14 @@ pub enum PeerCmd {
 }
 
 /// Why a peer task ended.
-pub type EndReason = String;
+#[derive(Debug, Clone, Default)]
+pub struct EndReason {
+    /// In words, as `peer_disconnected` tells it.
+    pub reason: String,
+    /// The kind of the last error the connection reported, if any: whether dialing the
+    /// peer again could help.
+    pub error: Option<ProblemKind>,
+}
 
 /// A connection core, as the peer task drives it: one per wire generation.
 pub trait WireCore: Send + 'static {
@@ -612,6 +619,8 @@ struct Task<C: WireCore> {
     made: mpsc::UnboundedSender<(FeedKey, Made)>,
     /// How many warnings about this peer are shown (see [`Hush`]).
     hush: std::sync::Mutex<Hush>,
+    /// The kind of the last error told about this connection.
+    last_error: std::sync::Mutex<Option<ProblemKind>>,
 }
 
 /// A replica made (or found) for a feed agreed on, and whether it is new.
@@ -678,6 +687,7 @@ impl<C: WireCore> Task<C> {
             offering: None,
             made: made_tx,
             hush: std::sync::Mutex::new(Hush::new(Instant::now())),
+            last_error: std::sync::Mutex::new(None),
         };
         // When the backlog was last seen over its limit without a byte written since.
         let mut stalled_since: Option<(Instant, u64)> = None;
@@ -731,7 +741,8 @@ impl<C: WireCore> Task<C> {
         peer.count_active(0);
         peer.tell_held_warnings(true);
         let (_, reason) = peer.conn.end().cloned().unwrap_or_default();
-        reason
+        let error = *peer.last_error.lock().unwrap_or_else(|p| p.into_inner());
+        EndReason { reason, error }
     }
 
     /// Hands received frames to the connection core.
@@ -830,7 +841,10 @@ impl<C: WireCore> Task<C> {
                 }
             }
             // What was held back comes before the error that ends the connection.
-            Event::Error { .. } => self.tell_held_warnings(true),
+            Event::Error { kind, .. } => {
+                *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(*kind);
+                self.tell_held_warnings(true)
+            }
             _ => {}
         }
         self.ctx.emit(ev);

@@ -287,10 +287,14 @@ impl Model {
                 None,
                 "connect_retry",
                 false,
-                format!(
-                    "dial {addr} failed ({error}); try {} in {retry_in_ms} ms",
-                    attempt + 1
-                ),
+                if error.starts_with("the connection ended") {
+                    format!("{addr}: {error}; dialing again in {retry_in_ms} ms")
+                } else {
+                    format!(
+                        "dial {addr} failed ({error}); try {} in {retry_in_ms} ms",
+                        attempt + 1
+                    )
+                },
             ),
             Event::PeerConnected {
                 peer,
