@@ -515,6 +515,8 @@ async fn run(
     commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = HashSet::new();
     let mut open_feeds = 0;
+    // The tick's commits, while they run beside this loop.
+    let mut committing: Option<tokio::task::JoinHandle<(HashSet<FeedKey>, usize)>> = None;
     // New feeds not yet told to the peers, and when they will be.
     let mut new_feeds = Vec::new();
     let mut list_due: Option<tokio::time::Instant> = None;
@@ -554,20 +556,30 @@ async fn run(
             }
             Some(_) = peer_tasks.join_next(), if !peer_tasks.is_empty() => {}
             _ = commit_tick.tick() => {
-                // On a blocking thread: with thousands of feeds the writes take a while, and
-                // a slow disk holds them up, while the runtime's threads keep the peers going.
-                let (s, mut f, mut o) = (shared.clone(), std::mem::take(&mut failing), open_feeds);
-                let committed = tokio::task::spawn_blocking(move || {
-                    commit_staged(&s, &mut f, &mut o);
-                    (f, o)
-                })
-                .await;
-                if let Ok((f, o)) = committed {
-                    (failing, open_feeds) = (f, o);
+                // On a blocking thread, beside this loop: with thousands of feeds the writes
+                // take a while, and a slow disk holds them up, while connections, commands
+                // and reports go on being taken. A tick that finds the last one's commits
+                // still running leaves them be.
+                if committing.is_none() {
+                    let (s, mut f, mut o) = (shared.clone(), std::mem::take(&mut failing), open_feeds);
+                    committing = Some(tokio::task::spawn_blocking(move || {
+                        commit_staged(&s, &mut f, &mut o);
+                        (f, o)
+                    }));
                 }
                 report_refusals(&shared, false);
             }
+            committed = finished(&mut committing), if committing.is_some() => {
+                committing = None;
+                if let Ok((f, o)) = committed {
+                    (failing, open_feeds) = (f, o);
+                }
+            }
         }
+    }
+    // Storage is flushed once the tick's commits are done, not beside them.
+    if let Some(commits) = committing {
+        let _ = commits.await;
     }
     shut_down(&shared, tasks, peer_tasks).await;
 }
@@ -575,6 +587,16 @@ async fn run(
 /// The least time between two lists of new feeds for each connected peer, and the most.
 const LIST_GAP_PER_PEER: Duration = Duration::from_micros(250);
 const LIST_GAP_MOST: Duration = Duration::from_millis(250);
+
+/// Waits for the tick's commits (never called without them).
+async fn finished(
+    committing: &mut Option<tokio::task::JoinHandle<(HashSet<FeedKey>, usize)>>,
+) -> Result<(HashSet<FeedKey>, usize), tokio::task::JoinError> {
+    match committing {
+        Some(commits) => commits.await,
+        None => std::future::pending().await,
+    }
+}
 
 /// Waits until `due`, or forever.
 async fn sleep_until(due: Option<tokio::time::Instant>) {
