@@ -376,6 +376,16 @@ impl App {
                 },
                 _,
             ) => Some((format!("{}: {message}", a.what), true, true)),
+            // Nothing went wrong, but nothing more will happen either (an address dialed or
+            // connected already).
+            (
+                Event::Warning {
+                    kind: ProblemKind::Command,
+                    message,
+                    ..
+                },
+                _,
+            ) => Some((format!("{}: {message}", a.what), false, true)),
             (Event::Appended { name, length, .. }, Expect::Appended(n)) if name == n => Some((
                 format!("appended to {name}: it has {length} block(s)"),
                 false,

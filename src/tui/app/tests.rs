@@ -132,3 +132,32 @@ fn quitting_asks_while_transfers_run() {
     press(&mut app, KeyCode::Char('q'));
     assert!(app.quit);
 }
+
+#[test]
+fn connect_to_an_address_dialed_already_says_what_the_engine_said() {
+    let mut app = App::new(Settings::default());
+    assert_eq!(
+        app.run_line("connect 127.0.0.1:4000"),
+        vec![Command::Connect {
+            addr: "127.0.0.1:4000".into(),
+            wire: None
+        }]
+    );
+    assert!(app.status.as_ref().unwrap().text.contains("dialing"));
+    app.on_event(
+        &Event::Warning {
+            peer: None,
+            kind: ProblemKind::Command,
+            message: "connected to 127.0.0.1:4000 already (peer 3); it is not dialed twice".into(),
+        },
+        0.0,
+    );
+    let status = app.status.as_ref().unwrap();
+    assert!(
+        status.text.contains("it is not dialed twice"),
+        "{}",
+        status.text
+    );
+    assert!(!status.error);
+    assert!(app.awaiting.is_none());
+}
