@@ -555,6 +555,9 @@ async fn run(
                 list_due = None;
             }
             Some(_) = peer_tasks.join_next(), if !peer_tasks.is_empty() => {}
+            // Dials that ended (connected, or gave up) leave the set, however many a
+            // long-lived engine makes.
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             _ = commit_tick.tick() => {
                 // On a blocking thread, beside this loop: with thousands of feeds the writes
                 // take a while, and a slow disk holds them up, while connections, commands
