@@ -36,7 +36,10 @@ pub const DIAL_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Dura
 /// Attempts per dial before giving up; also the most connections in a row to one dialed
 /// address that may end within [`REDIAL_SETTLED`] before it is not dialed again.
 pub const DIAL_ATTEMPTS: u32 = 30;
-/// A dialed connection that lasted this long starts the delay before its next dial afresh.
+/// Longest wait for a dialed address to answer before the attempt counts as failed.
+pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// A dialed connection that lasted this long after its handshake starts the delay before its
+/// next dial afresh.
 pub const REDIAL_SETTLED: Duration = Duration::from_secs(10);
 /// Longest time verified blocks stay staged in memory: they are committed this often (see
 /// `core::disk` for the commit protocol).
@@ -230,7 +233,7 @@ impl Shared {
             .min(DIAL_BACKOFF.1);
         self.emit(Event::ConnectRetry {
             addr: dialed.addr.clone(),
-            attempt: streak.max(1),
+            attempt: streak + 1,
             retry_in_ms: delay.as_millis() as u64,
             error: format!("the connection ended: {reason}"),
         });
@@ -580,6 +583,8 @@ async fn run(
             }
         }
     }
+    // From here no connection that ends is dialed again.
+    shared.shutting_down.store(true, Ordering::SeqCst);
     // Storage is flushed once the tick's commits are done, not beside them.
     if let Some(commits) = committing {
         let _ = commits.await;
@@ -736,7 +741,6 @@ fn spawn_peer(
     redial: &mpsc::UnboundedSender<(Dialed, Duration)>,
 ) {
     let dialed = matches!(role, Role::Dial(_));
-    let started = std::time::Instant::now();
     let addr = stream
         .peer_addr()
         .map(|a| a.to_string())
@@ -771,13 +775,15 @@ fn spawn_peer(
                 });
                 drop(counted);
                 if let Some(target) = target {
+                    // Never a settled connection, however long the handshake waited.
                     let reason = format!("the handshake failed: {e}");
                     let kind = Some(ProblemKind::Handshake);
-                    shared.redial(target, started.elapsed(), &reason, kind, &redial);
+                    shared.redial(target, Duration::ZERO, &reason, kind, &redial);
                 }
                 return;
             }
         };
+        let connected_at = std::time::Instant::now();
         let stats = shared.ctx.stats.clone();
         stats.connection_opened(dialed);
         let _closed = Closed(stats, dialed);
@@ -841,7 +847,13 @@ fn spawn_peer(
             reason: end.reason.clone(),
         });
         if let Some(target) = target {
-            shared.redial(target, started.elapsed(), &end.reason, end.error, &redial);
+            shared.redial(
+                target,
+                connected_at.elapsed(),
+                &end.reason,
+                end.error,
+                &redial,
+            );
         }
     });
 }
@@ -923,9 +935,18 @@ async fn dial(shared: Arc<Shared>, target: Dialed, conn_tx: mpsc::UnboundedSende
     let mut delay = DIAL_BACKOFF.0;
     for attempt in 1..=DIAL_ATTEMPTS {
         shared.ctx.stats.dial_attempted();
-        let result = match addr.parse::<SocketAddr>() {
-            Ok(sa) => TcpStream::connect(sa).await,
-            Err(_) => TcpStream::connect(addr.as_str()).await,
+        let connecting = async {
+            match addr.parse::<SocketAddr>() {
+                Ok(sa) => TcpStream::connect(sa).await,
+                Err(_) => TcpStream::connect(addr.as_str()).await,
+            }
+        };
+        let result = match tokio::time::timeout(DIAL_TIMEOUT, connecting).await {
+            Ok(result) => result,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {DIAL_TIMEOUT:?}"),
+            )),
         };
         match result {
             Ok(stream) => {

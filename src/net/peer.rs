@@ -248,7 +248,7 @@ pub enum PeerCmd {
 pub struct EndReason {
     /// In words, as `peer_disconnected` tells it.
     pub reason: String,
-    /// The kind of the last error the connection reported, if any: whether dialing the
+    /// The kind of the error that ended the connection, if one did: whether dialing the
     /// peer again could help.
     pub error: Option<ProblemKind>,
 }
@@ -619,7 +619,7 @@ struct Task<C: WireCore> {
     made: mpsc::UnboundedSender<(FeedKey, Made)>,
     /// How many warnings about this peer are shown (see [`Hush`]).
     hush: std::sync::Mutex<Hush>,
-    /// The kind of the last error told about this connection.
+    /// The kind of the error that ended this connection, once told.
     last_error: std::sync::Mutex<Option<ProblemKind>>,
 }
 
@@ -842,7 +842,12 @@ impl<C: WireCore> Task<C> {
             }
             // What was held back comes before the error that ends the connection.
             Event::Error { kind, .. } => {
-                *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(*kind);
+                // The error that ended the connection, not one it went on after (a feed that
+                // could not be read, say): that is what decides whether to dial again.
+                if self.conn.end().is_some() {
+                    let mut ended_by = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+                    ended_by.get_or_insert(*kind);
+                }
                 self.tell_held_warnings(true)
             }
             _ => {}

@@ -364,18 +364,30 @@ impl App {
         }
     }
 
-    /// Replaces the awaited command's message with what the engine says happened.
+    /// Replaces the awaited command's message with what the engine says happened: about the
+    /// address dialed, for a `connect` (other addresses are dialed again on their own).
     fn hear_outcome(&mut self, ev: &Event) {
         let Some(a) = &self.awaiting else { return };
         let said = match (ev, &a.expect) {
             (
                 Event::Error {
-                    kind: ProblemKind::Command | ProblemKind::Storage | ProblemKind::Connect,
+                    kind: ProblemKind::Command | ProblemKind::Storage,
                     message,
                     ..
                 },
                 _,
             ) => Some((format!("{}: {message}", a.what), true, true)),
+            // Dialing errors of other addresses (kept ones, dialed again) are not this one's.
+            (
+                Event::Error {
+                    kind: ProblemKind::Connect,
+                    message,
+                    ..
+                },
+                Expect::Connected(want),
+            ) if message.contains(want.as_str()) => {
+                Some((format!("{}: {message}", a.what), true, true))
+            }
             // Nothing went wrong, but nothing more will happen either (an address dialed or
             // connected already).
             (
@@ -408,8 +420,10 @@ impl App {
                     initiator: true,
                     ..
                 },
-                Expect::Connected(_),
-            ) => Some((format!("connected to {addr} as peer #{peer}"), false, true)),
+                Expect::Connected(want),
+            ) if same_address(want, addr) => {
+                Some((format!("connected to {addr} as peer #{peer}"), false, true))
+            }
             (
                 Event::ConnectRetry {
                     addr,
@@ -417,8 +431,8 @@ impl App {
                     error,
                     ..
                 },
-                Expect::Connected(_),
-            ) => Some((
+                Expect::Connected(want),
+            ) if addr == want => Some((
                 format!("dialing {addr} failed ({error}); trying again in {retry_in_ms} ms"),
                 true,
                 false,
@@ -527,3 +541,13 @@ fn decide(approve: bool, peer: Option<PeerId>, key: KeySelection) -> Command {
 
 #[cfg(test)]
 mod tests;
+
+/// Whether a connection to `addr` (as the socket names it) is the one dialed at `want` (as
+/// typed). A name that is not an IP address and port cannot be told apart here, so any
+/// connection answers it, as before addresses were dialed again.
+fn same_address(want: &str, addr: &str) -> bool {
+    match want.parse::<std::net::SocketAddr>() {
+        Ok(w) => addr.parse::<std::net::SocketAddr>().ok() == Some(w),
+        Err(_) => true,
+    }
+}

@@ -161,3 +161,52 @@ fn connect_to_an_address_dialed_already_says_what_the_engine_said() {
     assert!(!status.error);
     assert!(app.awaiting.is_none());
 }
+
+#[test]
+fn connect_is_answered_by_its_own_address_not_by_others_dialed_again() {
+    let mut app = App::new(Settings::default());
+    app.run_line("connect 127.0.0.1:4000");
+    // Another kept address, dialed again meanwhile.
+    app.on_event(
+        &Event::ConnectRetry {
+            addr: "127.0.0.1:5000".into(),
+            attempt: 1,
+            retry_in_ms: 100,
+            error: "the connection ended: connection closed by the peer".into(),
+        },
+        0.0,
+    );
+    app.on_event(
+        &Event::PeerConnected {
+            peer: 2,
+            addr: "127.0.0.1:5000".into(),
+            initiator: true,
+            remote_public_key: "00".repeat(32),
+            wire: Wire::Hc10,
+        },
+        0.0,
+    );
+    app.on_event(
+        &Event::Error {
+            peer: None,
+            kind: ProblemKind::Connect,
+            message: "gave up dialing 127.0.0.1:5000 after 30 attempts: refused".into(),
+        },
+        0.0,
+    );
+    assert!(app.awaiting.is_some());
+    assert!(app.status.as_ref().unwrap().text.contains("dialing"));
+    app.on_event(
+        &Event::PeerConnected {
+            peer: 3,
+            addr: "127.0.0.1:4000".into(),
+            initiator: true,
+            remote_public_key: "00".repeat(32),
+            wire: Wire::Hc10,
+        },
+        0.0,
+    );
+    let status = app.status.as_ref().unwrap();
+    assert_eq!(status.text, "connected to 127.0.0.1:4000 as peer #3");
+    assert!(app.awaiting.is_none());
+}
