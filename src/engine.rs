@@ -34,13 +34,11 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// First and largest delay between attempts to dial an address that is not up.
 pub const DIAL_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 /// Attempts per dial before giving up; also the most connections in a row to one dialed
-/// address that may end within [`REDIAL_SETTLED`] before it is not dialed again.
+/// address that may fail or end within `Limits::redial_settled` before it is not dialed
+/// again.
 pub const DIAL_ATTEMPTS: u32 = 30;
 /// Longest wait for a dialed address to answer before the attempt counts as failed.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
-/// A dialed connection that lasted this long after its handshake starts the delay before its
-/// next dial afresh.
-pub const REDIAL_SETTLED: Duration = Duration::from_secs(10);
 /// Longest time verified blocks stay staged in memory: they are committed this often (see
 /// `core::disk` for the commit protocol).
 pub const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
@@ -122,7 +120,7 @@ struct Shared {
 }
 
 /// An address to dial and keep dialing: the wire to speak there, and how many of its
-/// connections in a row ended within [`REDIAL_SETTLED`].
+/// connections in a row ended within `Limits::redial_settled`.
 #[derive(Debug, Clone)]
 struct Dialed {
     addr: String,
@@ -193,7 +191,7 @@ impl Shared {
 
     /// After a dialed connection ended (or failed before it began): asks the engine to dial
     /// its address again, with a delay that grows while its connections keep ending within
-    /// [`REDIAL_SETTLED`]. Not when the engine is stopping, when the connection ended on an
+    /// `Limits::redial_settled`. Not when the engine is stopping, when the connection ended on an
     /// error a new one would meet again, or after [`DIAL_ATTEMPTS`] short ones in a row.
     fn redial(
         &self,
@@ -203,7 +201,8 @@ impl Shared {
         error: Option<ProblemKind>,
         redial: &mpsc::UnboundedSender<(Dialed, Duration)>,
     ) {
-        let streak = if lasted >= REDIAL_SETTLED {
+        let settled = self.ctx.limits.redial_settled;
+        let streak = if lasted >= settled {
             0
         } else {
             dialed.streak + 1
@@ -216,7 +215,7 @@ impl Shared {
                     peer: None,
                     kind: ProblemKind::Connect,
                     message: format!(
-                        "not dialing {} again: its last {streak} connections ended within {REDIAL_SETTLED:?} (the last: {reason})",
+                        "not dialing {} again: its last {streak} connections ended within {settled:?} (the last: {reason})",
                         dialed.addr
                     ),
                 });

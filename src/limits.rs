@@ -21,6 +21,10 @@ pub struct Limits {
     pub max_peers: usize,
     /// Time a Noise handshake may take.
     pub handshake_timeout: Duration,
+    /// A dialed connection that lasted this long after its handshake counts as lasting: the
+    /// wait before its address is dialed again starts afresh, and the count of connections
+    /// in a row that did not (at most `engine::DIAL_ATTEMPTS`) starts over.
+    pub redial_settled: Duration,
     /// Time allowed between the handshake and the root channel opening on both sides; past it,
     /// the peer is taken to use another multifeed key.
     pub root_open_timeout: Duration,
@@ -69,6 +73,7 @@ impl Limits {
     pub const DEFAULT: Limits = Limits {
         max_peers: 1024,
         handshake_timeout: Duration::from_secs(10),
+        redial_settled: Duration::from_secs(10),
         root_open_timeout: Duration::from_secs(5),
         keepalive_interval: Duration::from_secs(5),
         idle_timeout: Duration::from_secs(30),

@@ -407,3 +407,57 @@ fn a_dialed_peer_on_another_multifeed_key_is_not_dialed_again() {
     b.quit();
     a.quit();
 }
+
+/// An address whose listener accepts and never answers fails every handshake; those
+/// connections never count as lasting, however long the handshake waited, so the wait before
+/// each new dial grows.
+#[test]
+fn a_listener_that_never_answers_is_dialed_again_with_a_growing_wait() {
+    use common::engines::{launch_with, Side};
+    use feedscope::event::Event;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = silent.local_addr().unwrap().to_string();
+        // Holds every connection open, saying nothing.
+        let holder = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = silent.accept().await {
+                held.push(s);
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = common::kit::config(dir.path(), false, vec![addr.clone()]);
+        // A handshake fails after longer than a connection needs to count as lasting; it
+        // must not count.
+        config.limits.handshake_timeout = Duration::from_millis(300);
+        config.limits.redial_settled = Duration::from_millis(200);
+        let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+        let engine = launch_with(Side::A, dir, config, tx).await;
+        let mut waits = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while waits.len() < 3 {
+            let ev = tokio::time::timeout_at(deadline, events.recv())
+                .await
+                .expect("three dials again within 20 s")
+                .expect("events");
+            if let Event::ConnectRetry {
+                addr: a,
+                attempt,
+                retry_in_ms,
+                error,
+            } = ev.event
+            {
+                assert_eq!(a, addr);
+                assert!(
+                    error.starts_with("the connection ended: the handshake failed"),
+                    "{error}"
+                );
+                waits.push((attempt, retry_in_ms));
+            }
+        }
+        assert_eq!(waits, [(2, 200), (3, 400), (4, 800)]);
+        engine.stop().await;
+        holder.abort();
+    });
+}
