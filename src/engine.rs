@@ -190,9 +190,10 @@ impl Shared {
     }
 
     /// After a dialed connection ended (or failed before it began): asks the engine to dial
-    /// its address again, with a delay that grows while its connections keep ending within
-    /// `Limits::redial_settled`. Not when the engine is stopping, when the connection ended on an
-    /// error a new one would meet again, or after [`DIAL_ATTEMPTS`] short ones in a row.
+    /// its address again, with a delay that grows while its connections keep failing or
+    /// ending within `Limits::redial_settled`. Not when the engine is stopping, when the
+    /// connection ended on an error a new one would meet again, or after [`DIAL_ATTEMPTS`]
+    /// short ones in a row.
     fn redial(
         &self,
         dialed: Dialed,
@@ -215,7 +216,7 @@ impl Shared {
                     peer: None,
                     kind: ProblemKind::Connect,
                     message: format!(
-                        "not dialing {} again: its last {streak} connections ended within {settled:?} (the last: {reason})",
+                        "not dialing {} again: its last {streak} connections failed or ended within {settled:?} of their handshake (the last: {reason})",
                         dialed.addr
                     ),
                 });
