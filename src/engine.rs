@@ -117,6 +117,8 @@ struct Shared {
     /// while dialing or waiting to dial again). A dialed address is dialed again when its
     /// connection ends, and never twice at once.
     dialed: Mutex<HashMap<String, Option<PeerId>>>,
+    /// Addresses to dial again, and after how long: the engine's loop starts those dials.
+    redials: mpsc::UnboundedSender<(Dialed, Duration)>,
 }
 
 /// An address to dial and keep dialing: the wire to speak there, and how many of its
@@ -194,14 +196,7 @@ impl Shared {
     /// ending within `Limits::redial_settled`. Not when the engine is stopping, when the
     /// connection ended on an error a new one would meet again, or after [`DIAL_ATTEMPTS`]
     /// short ones in a row.
-    fn redial(
-        &self,
-        dialed: Dialed,
-        lasted: Duration,
-        reason: &str,
-        error: Option<ProblemKind>,
-        redial: &mpsc::UnboundedSender<(Dialed, Duration)>,
-    ) {
+    fn redial(&self, dialed: Dialed, lasted: Duration, reason: &str, error: Option<ProblemKind>) {
         let settled = self.ctx.limits.redial_settled;
         let streak = if lasted >= settled {
             0
@@ -237,7 +232,7 @@ impl Shared {
             retry_in_ms: delay.as_millis() as u64,
             error: format!("the connection ended: {reason}"),
         });
-        let _ = redial.send((Dialed { streak, ..dialed }, delay));
+        let _ = self.redials.send((Dialed { streak, ..dialed }, delay));
     }
 
     fn store(&self) -> &Store {
@@ -368,6 +363,7 @@ pub async fn start(config: Config) -> Result<Engine, StoreError> {
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let (report_tx, report_rx) = mpsc::unbounded_channel();
+    let (redial_tx, redial_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         ctx: Arc::new(PeerContext {
             store,
@@ -394,6 +390,7 @@ pub async fn start(config: Config) -> Result<Engine, StoreError> {
         acks_in_flight: AtomicUsize::new(0),
         refusals: Mutex::new(Refusals::default()),
         dialed: Mutex::new(HashMap::new()),
+        redials: redial_tx,
     });
     for note in &shared.store().notes {
         shared.emit(Event::Warning {
@@ -409,7 +406,7 @@ pub async fn start(config: Config) -> Result<Engine, StoreError> {
             message: e.to_string(),
         });
     }
-    let done = tokio::spawn(run(shared, config, cmd_rx, report_rx));
+    let done = tokio::spawn(run(shared, config, cmd_rx, report_rx, redial_rx));
     Ok(Engine {
         commands: cmd_tx,
         events: ev_rx,
@@ -457,10 +454,10 @@ async fn run(
     config: Config,
     mut commands: mpsc::UnboundedReceiver<Command>,
     mut reports: mpsc::UnboundedReceiver<Report>,
+    mut redial_rx: mpsc::UnboundedReceiver<(Dialed, Duration)>,
 ) {
     let mut tasks = JoinSet::new();
     let (conn_tx, mut conn_rx) = mpsc::unbounded_channel::<NewConn>();
-    let (redial_tx, mut redial_rx) = mpsc::unbounded_channel::<(Dialed, Duration)>();
     // Held until the engine has stopped: the endpoint answers to the end.
     let _metrics = match &config.metrics {
         Some(addr) => match MetricsServer::start(addr, config.stats.clone()) {
@@ -537,7 +534,7 @@ async fn run(
                 }
             },
             Some((stream, role, dialed)) = conn_rx.recv() => {
-                spawn_peer(&shared, &mut peer_tasks, stream, role, dialed, &redial_tx);
+                spawn_peer(&shared, &mut peer_tasks, stream, role, dialed);
             }
             Some((dialed, delay)) = redial_rx.recv() => {
                 let (shared, conn_tx) = (shared.clone(), conn_tx.clone());
@@ -738,7 +735,6 @@ fn spawn_peer(
     stream: TcpStream,
     role: Role,
     target: Option<Dialed>,
-    redial: &mpsc::UnboundedSender<(Dialed, Duration)>,
 ) {
     let dialed = matches!(role, Role::Dial(_));
     let addr = stream
@@ -754,14 +750,13 @@ fn spawn_peer(
         refused(shared, &addr);
         if let Some(target) = target {
             let reason = format!("already {max} peers here");
-            shared.redial(target, Duration::ZERO, &reason, None, redial);
+            shared.redial(target, Duration::ZERO, &reason, None);
         }
         return;
     }
     let id = shared.next_peer.fetch_add(1, Ordering::Relaxed);
     let shared = shared.clone();
     let counted = Counted(shared.clone());
-    let redial = redial.clone();
     peer_tasks.spawn(async move {
         let counted = counted;
         let (tx, rx) = mpsc::unbounded_channel();
@@ -778,7 +773,7 @@ fn spawn_peer(
                     // Never a settled connection, however long the handshake waited.
                     let reason = format!("the handshake failed: {e}");
                     let kind = Some(ProblemKind::Handshake);
-                    shared.redial(target, Duration::ZERO, &reason, kind, &redial);
+                    shared.redial(target, Duration::ZERO, &reason, kind);
                 }
                 return;
             }
@@ -847,13 +842,7 @@ fn spawn_peer(
             reason: end.reason.clone(),
         });
         if let Some(target) = target {
-            shared.redial(
-                target,
-                connected_at.elapsed(),
-                &end.reason,
-                end.error,
-                &redial,
-            );
+            shared.redial(target, connected_at.elapsed(), &end.reason, end.error);
         }
     });
 }
