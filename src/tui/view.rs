@@ -415,11 +415,18 @@ fn render_pane(f: &mut Frame, r: &Regions, app: &App, t: &Theme) {
     let model = app.model();
     let observing = app.observing();
     // Our own feeds have local names; replicas are named by what an offerer said.
+    // A feed's name as a row shows it, and how wide that is without making it.
+    const NAME_SHOWN: usize = 24;
     let name_of = |k: &FeedKey| {
         model
             .feed_name(k)
-            .map(|n| n.chars().take(24).collect::<String>())
+            .map(|n| n.chars().take(NAME_SHOWN).collect::<String>())
             .unwrap_or_default()
+    };
+    let name_width = |k: &FeedKey| {
+        model
+            .feed_name(k)
+            .map_or(0, |n| n.chars().take(NAME_SHOWN).count())
     };
     // Rows are made only for the part of the list on screen: a hub's peer offers thousands.
     let len = match app.pane {
@@ -506,7 +513,7 @@ fn render_pane(f: &mut Frame, r: &Regions, app: &App, t: &Theme) {
             let mut name = p
                 .active
                 .keys()
-                .map(|k| model.feed_name(k).map_or(0, |n| n.chars().take(24).count()))
+                .map(name_width)
                 .max()
                 .unwrap_or(0)
                 .clamp(4, 16);
