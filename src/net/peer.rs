@@ -277,6 +277,8 @@ pub trait WireCore: Send + 'static {
     fn seal(&mut self, now: Instant);
     /// See `Conn::end`.
     fn end(&self) -> Option<&(bool, String)>;
+    /// See `Conn::ended_by`.
+    fn ended_by(&self) -> Option<ProblemKind>;
     /// See `Conn::finish`.
     fn finish(&mut self, error: bool, reason: String);
     /// See `Conn::may_read`.
@@ -435,6 +437,9 @@ macro_rules! wire_core {
             }
             fn end(&self) -> Option<&(bool, String)> {
                 <$conn>::end(self)
+            }
+            fn ended_by(&self) -> Option<ProblemKind> {
+                <$conn>::ended_by(self)
             }
             fn finish(&mut self, error: bool, reason: String) {
                 <$conn>::finish(self, error, reason)
@@ -619,8 +624,6 @@ struct Task<C: WireCore> {
     made: mpsc::UnboundedSender<(FeedKey, Made)>,
     /// How many warnings about this peer are shown (see [`Hush`]).
     hush: std::sync::Mutex<Hush>,
-    /// The kind of the error that ended this connection, once told.
-    last_error: std::sync::Mutex<Option<ProblemKind>>,
 }
 
 /// A replica made (or found) for a feed agreed on, and whether it is new.
@@ -687,7 +690,6 @@ impl<C: WireCore> Task<C> {
             offering: None,
             made: made_tx,
             hush: std::sync::Mutex::new(Hush::new(Instant::now())),
-            last_error: std::sync::Mutex::new(None),
         };
         // When the backlog was last seen over its limit without a byte written since.
         let mut stalled_since: Option<(Instant, u64)> = None;
@@ -741,8 +743,10 @@ impl<C: WireCore> Task<C> {
         peer.count_active(0);
         peer.tell_held_warnings(true);
         let (_, reason) = peer.conn.end().cloned().unwrap_or_default();
-        let error = *peer.last_error.lock().unwrap_or_else(|p| p.into_inner());
-        EndReason { reason, error }
+        EndReason {
+            reason,
+            error: peer.conn.ended_by(),
+        }
     }
 
     /// Hands received frames to the connection core.
@@ -841,15 +845,7 @@ impl<C: WireCore> Task<C> {
                 }
             }
             // What was held back comes before the error that ends the connection.
-            Event::Error { kind, .. } => {
-                // The error that ended the connection, not one it went on after (a feed that
-                // could not be read, say): that is what decides whether to dial again.
-                if self.conn.end().is_some() {
-                    let mut ended_by = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
-                    ended_by.get_or_insert(*kind);
-                }
-                self.tell_held_warnings(true)
-            }
+            Event::Error { .. } => self.tell_held_warnings(true),
             _ => {}
         }
         self.ctx.emit(ev);

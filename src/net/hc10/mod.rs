@@ -133,6 +133,8 @@ pub struct Conn<T> {
     /// The latest time an input brought.
     now: Instant,
     end: Option<(bool, String)>,
+    /// The kind of the error that ended the connection, if one did.
+    ended_by: Option<ProblemKind>,
     counts: ConnStats,
     /// Messages received that did not decode.
     malformed: usize,
@@ -196,6 +198,7 @@ impl<T> Conn<T> {
             last_sent: now,
             now,
             end: None,
+            ended_by: None,
             counts: ConnStats::new(setup.stats, Wire::Hc10),
             malformed: 0,
         };
@@ -459,7 +462,16 @@ impl<T> Conn<T> {
             kind,
             message: message.clone(),
         });
+        if self.end.is_none() {
+            self.ended_by = Some(kind);
+        }
         self.finish(true, message);
+    }
+
+    /// The kind of the error that ended the connection: `None` while it runs, and when it
+    /// ended without one (closed by the peer, a socket error).
+    pub fn ended_by(&self) -> Option<ProblemKind> {
+        self.ended_by
     }
 
     fn different_key(&mut self, detail: String) {

@@ -126,6 +126,8 @@ pub struct Conn<T> {
     last_sent: Instant,
     now: Instant,
     end: Option<(bool, String)>,
+    /// The kind of the error that ended the connection, if one did.
+    ended_by: Option<ProblemKind>,
     counts: ConnStats,
     /// Messages received that did not decode.
     malformed: usize,
@@ -224,6 +226,7 @@ impl<T> Conn<T> {
             last_sent: now,
             now,
             end: None,
+            ended_by: None,
             counts: ConnStats::new(setup.stats, Wire::Hc9),
             malformed: 0,
         };
@@ -447,7 +450,16 @@ impl<T> Conn<T> {
             kind,
             message: message.clone(),
         });
+        if self.end.is_none() {
+            self.ended_by = Some(kind);
+        }
         self.finish(true, message);
+    }
+
+    /// The kind of the error that ended the connection: `None` while it runs, and when it
+    /// ended without one (closed by the peer, a socket error).
+    pub fn ended_by(&self) -> Option<ProblemKind> {
+        self.ended_by
     }
 
     /// Starts holding received messages.
