@@ -25,8 +25,8 @@ use hypercore_protocol::Message;
 use hypercore_schema::{RequestBlock, RequestUpgrade};
 
 use super::remote::{bit_runs, RemoteHave};
-pub use super::shape::nodes_to_ask;
 use super::shape::{check_answer, MAX_LENGTH};
+pub use super::shape::{nodes_after, nodes_to_ask};
 use crate::event::{Event, PeerId, ProblemKind};
 use crate::wire::FeedKey;
 
@@ -618,8 +618,15 @@ impl Replicator {
                 } else {
                     contiguous
                 };
-                let nodes = nodes_to_ask(index, length, held_below);
-                if before_first && !before_held {
+                let counted = nodes_to_ask(index, length, held_below);
+                // Answers in order also store the right halves beside the block before's
+                // path (see `nodes_after`): about one node a block instead of two.
+                let nodes = if self.in_order && (before_held || before_first) {
+                    nodes_after(index, length).min(counted)
+                } else {
+                    counted
+                };
+                if (before_first && !before_held) || nodes < counted {
                     self.counted_short.insert(index);
                 }
                 let id = self.take_id();

@@ -28,7 +28,7 @@ use crate::frame::{core, Msg};
 use crate::store::Feed;
 use crate::wire::FeedKey;
 
-pub use machine::{nodes_to_ask, PROGRESS_INTERVAL, WINDOW};
+pub use machine::{nodes_after, nodes_to_ask, PROGRESS_INTERVAL, WINDOW};
 use machine::{Effect, Effects, Failure, Replicator, View};
 pub use remote::MAX_REMOTE_SPANS;
 

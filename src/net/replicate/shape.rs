@@ -36,6 +36,31 @@ pub fn nodes_to_ask(index: u64, length: u64, contiguous: u64) -> u64 {
     u64::from(level)
 }
 
+/// How many tree nodes to ask for with block `index` (above 0) of a replica whose tree has
+/// `length` blocks, when block `index - 1` is held or its answer is applied first.
+///
+/// Every proof a replica takes stores its path with the sibling of each node on it, so the
+/// nodes it stores come in pairs, and the whole path of a held block up to its root is
+/// stored. Going up from block `index`'s leaf, the first node that is a right child (bit
+/// `level` of `index` set) starts at `index`; its left sibling ends at `index` and lies on
+/// the path of block `index - 1`, so it is stored, and so is the node. A root is stored too.
+/// So the count is the number of trailing zero bits of `index`, or fewer below a root: half
+/// the blocks need none (their leaf came with the block before), and one on average.
+pub fn nodes_after(index: u64, length: u64) -> u64 {
+    if index >= length {
+        return 0;
+    }
+    let mut level = 0u32;
+    while level < 63 && index >> level & 1 == 0 {
+        let parent_end = (index >> (level + 1) << (level + 1)) + (2 << level);
+        if parent_end > length {
+            break;
+        }
+        level += 1;
+    }
+    u64::from(level)
+}
+
 /// Checks that a Data message answers what its request asked, in a shape the proof code can
 /// take: that code trusts the shape of a proof and can panic on a malformed one (and a panic
 /// there leaves the core's locks poisoned for good).
@@ -93,5 +118,27 @@ mod tests {
         assert_eq!(nodes_to_ask(6, 7, 0), 0);
         assert_eq!(nodes_to_ask(5, 7, 0), 1);
         assert_eq!(nodes_to_ask(9, 7, 0), 0, "past the end");
+    }
+
+    #[test]
+    fn after_the_block_before_an_odd_block_needs_no_node_and_an_even_one_its_low_zeros() {
+        assert_eq!(nodes_after(5, 8), 0, "leaf 5 came with block 4");
+        assert_eq!(
+            nodes_after(6, 8),
+            1,
+            "leaf 7; the node over 6..8 beside 4..6"
+        );
+        assert_eq!(nodes_after(4, 8), 2, "leaf 5 and the node over 6..8");
+        assert_eq!(nodes_after(8, 16), 3);
+        // Roots stop the count: in 7 blocks, block 6 is a root, and 4..6 is one.
+        assert_eq!(nodes_after(6, 7), 0);
+        assert_eq!(nodes_after(4, 6), 1);
+        assert_eq!(nodes_after(4, 7), 1);
+        assert_eq!(nodes_after(9, 7), 0, "past the end");
+        for i in 1..64 {
+            for length in i + 1..80 {
+                assert!(nodes_after(i, length) <= nodes_to_ask(i, length, i));
+            }
+        }
     }
 }
