@@ -97,18 +97,54 @@ impl Flavour {
 
     /// The leaf hashes of several blocks at once: the SIMD lanes hash them side by side,
     /// about twice as fast as one after another. Hash `k` is `leaf(_, blocks[k]).hash`.
+    ///
+    /// Small blocks are copied end to end, each after its prefix, into one buffer, so that
+    /// every compression of every leaf, the first and last too, runs four lanes at a time: a
+    /// 1 KiB leaf takes nine compressions, two of them one lane at a time otherwise. Larger
+    /// blocks are hashed where they lie, since the copy would then cost more than it saves.
     pub fn leaf_hashes(self, blocks: &[&[u8]]) -> Vec<Hash> {
-        let mut states: Vec<blake2b_simd::State> = blocks
+        const PREFIX: usize = 1 + 8;
+        const COPIED_UP_TO: usize = 8 * 1024;
+        if blocks.iter().any(|b| b.len() > COPIED_UP_TO) {
+            let mut states: Vec<blake2b_simd::State> = blocks
+                .iter()
+                .map(|data| {
+                    let mut h = hasher();
+                    h.update(&[0]);
+                    h.update(&self.number(data.len() as u64));
+                    h
+                })
+                .collect();
+            blake2b_simd::many::update_many(states.iter_mut().zip(blocks.iter().copied()));
+            return states.iter().map(digest).collect();
+        }
+        let total = blocks.iter().map(|b| PREFIX + b.len()).sum();
+        let mut bytes = Vec::with_capacity(total);
+        for data in blocks {
+            bytes.push(0);
+            bytes.extend_from_slice(&self.number(data.len() as u64));
+            bytes.extend_from_slice(data);
+        }
+        let mut params = blake2b_simd::Params::new();
+        params.hash_length(32);
+        let mut rest = &bytes[..];
+        let mut jobs: Vec<blake2b_simd::many::HashManyJob> = blocks
             .iter()
             .map(|data| {
-                let mut h = hasher();
-                h.update(&[0]);
-                h.update(&self.number(data.len() as u64));
-                h
+                let (input, after) = rest.split_at(PREFIX + data.len());
+                rest = after;
+                blake2b_simd::many::HashManyJob::new(&params, input)
             })
             .collect();
-        blake2b_simd::many::update_many(states.iter_mut().zip(blocks.iter().copied()));
-        states.iter().map(digest).collect()
+        blake2b_simd::many::hash_many(jobs.iter_mut());
+        jobs.iter()
+            .map(|job| {
+                job.to_hash()
+                    .as_bytes()
+                    .try_into()
+                    .expect("a 32-byte BLAKE2b digest")
+            })
+            .collect()
     }
 
     /// The parent at `index` over `a` and `b`, in either order; `None` if their sizes
@@ -193,7 +229,10 @@ mod tests {
         /// Hashed together or one by one, every block gets the same leaf.
         #[test]
         fn leaves_hashed_together_match_leaves_hashed_alone(
-            sizes in proptest::collection::vec(0usize..3000, 0..12),
+            sizes in proptest::collection::vec(
+                proptest::prop_oneof![0usize..3000, 8000usize..9000],
+                0..12,
+            ),
             hc9 in proptest::bool::ANY,
         ) {
             let flavour = if hc9 { Flavour::Hc9 } else { Flavour::Hc10 };
