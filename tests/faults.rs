@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 
-const BLOCKS: usize = 4_000;
+/// Large enough that the transfer is still going when a test reacts to its first progress:
+/// progress is told after a commit, and the first one comes after 4 MiB at the latest.
+const BLOCKS: usize = 40_000;
 const SIZE: usize = 1_024;
 
 #[test]
@@ -77,6 +79,11 @@ fn feedscope_killed_mid_transfer_reopens_its_storage_and_resumes() {
     // The storage opens again: intact, or rolled back to its last checkpoint with a warning.
     let listed = feeds(b_dir.path());
     assert_eq!(listed.len(), 1, "{listed:?}");
+    let held = listed[0]["held"].as_u64().unwrap();
+    assert!(
+        (held as usize) < BLOCKS,
+        "the transfer was not cut (held {held})"
+    );
     let mut b = Node::start(b_dir.path(), &["--connect", &addr]);
     b.wait_synced(&key, BLOCKS as u64);
     assert!(
