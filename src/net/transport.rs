@@ -100,9 +100,13 @@ pub fn sniff(first: &[u8]) -> Option<Result<Wire, String>> {
 }
 
 /// What an hc9 connection reads per system call at first (tokio-util's default buffer), and
-/// once its traffic is bulk.
+/// once its traffic is bulk: four 64 KiB blocks, so that their leaf hashes can be computed
+/// side by side (one block a read left the downloader hashing one lane at a time).
 const HC9_READ_BYTES: usize = 8 << 10;
-const HC9_BULK_READ_BYTES: usize = 64 << 10;
+const HC9_BULK_READ_BYTES: usize = 256 << 10;
+/// Reads in a row that fill less than [`HC9_READ_BYTES`] after which a bulk buffer is given
+/// back: a connection whose transfer is over does not keep 256 KiB.
+const HC9_SMALL_READS_TO_SHRINK: u32 = 64;
 
 /// An encrypted connection: the plaintext frames that a reading task decrypts, the sending
 /// half of the cipher, and the writer's queue.
@@ -628,6 +632,7 @@ async fn read_loop_hc9(
     rtt: Arc<AtomicU64>,
 ) {
     let mut sampled = None;
+    let mut small_reads = 0u32;
     loop {
         let mut got = Vec::new();
         let unframed = loop {
@@ -649,16 +654,14 @@ async fn read_loop_hc9(
                         rx.apply(&mut chunk);
                         frames.push(&chunk);
                         sample_rtt(bytes.get_ref().as_ref(), &rtt, &mut sampled);
-                        // A read that filled the first 8 KiB is bulk traffic: read up to 64 KiB
-                        // per call from then on (a whole 64 KiB block per system call), while
-                        // connections that only exchange small messages keep the 8 KiB buffer.
-                        // Dropping the chunk first lets the buffer take its space back instead
-                        // of allocating anew.
-                        let bulk = chunk.len() >= HC9_READ_BYTES;
+                        // A read that filled the first 8 KiB is bulk traffic: read up to 256
+                        // KiB per call from then on, while connections that only exchange
+                        // small messages keep the 8 KiB buffer, and go back to it once their
+                        // bulk traffic is over. Dropping the chunk first lets the buffer take
+                        // its space back instead of allocating anew.
+                        let read = chunk.len();
                         drop(chunk);
-                        if bulk {
-                            bytes.read_buffer_mut().reserve(HC9_BULK_READ_BYTES);
-                        }
+                        size_hc9_buffer(bytes.read_buffer_mut(), read, &mut small_reads);
                     }
                     Some(Err(e)) => {
                         let _ = out.send(Err(TransportError::Io(e))).await;
@@ -676,6 +679,21 @@ async fn read_loop_hc9(
         let end = got.is_err();
         if out.send(got).await.is_err() || end {
             return;
+        }
+    }
+}
+
+/// Sizes an hc9 connection's read buffer after a read of `read` bytes (see
+/// [`HC9_BULK_READ_BYTES`]); `small_reads` counts the small reads in a row.
+fn size_hc9_buffer(buffer: &mut bytes::BytesMut, read: usize, small_reads: &mut u32) {
+    if read >= HC9_READ_BYTES {
+        *small_reads = 0;
+        buffer.reserve(HC9_BULK_READ_BYTES);
+    } else if buffer.capacity() > HC9_READ_BYTES {
+        *small_reads += 1;
+        if *small_reads >= HC9_SMALL_READS_TO_SHRINK && buffer.is_empty() {
+            *buffer = bytes::BytesMut::with_capacity(HC9_READ_BYTES);
+            *small_reads = 0;
         }
     }
 }
@@ -731,4 +749,33 @@ fn tcp_rtt(stream: &TcpStream) -> Option<Duration> {
 #[cfg(not(target_os = "linux"))]
 fn tcp_rtt(_: &TcpStream) -> Option<Duration> {
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_hc9_read_buffer_grows_for_bulk_traffic_and_shrinks_once_it_is_over() {
+        let mut buffer = bytes::BytesMut::with_capacity(HC9_READ_BYTES);
+        let mut small = 0;
+        size_hc9_buffer(&mut buffer, 100, &mut small);
+        assert_eq!(
+            buffer.capacity(),
+            HC9_READ_BYTES,
+            "small messages keep 8 KiB"
+        );
+        size_hc9_buffer(&mut buffer, HC9_READ_BYTES, &mut small);
+        assert!(buffer.capacity() >= HC9_BULK_READ_BYTES);
+        // A few small reads in the middle of a transfer keep the bulk buffer.
+        for _ in 1..HC9_SMALL_READS_TO_SHRINK {
+            size_hc9_buffer(&mut buffer, 10, &mut small);
+        }
+        size_hc9_buffer(&mut buffer, HC9_BULK_READ_BYTES, &mut small);
+        assert!(buffer.capacity() >= HC9_BULK_READ_BYTES);
+        for _ in 0..HC9_SMALL_READS_TO_SHRINK {
+            size_hc9_buffer(&mut buffer, 10, &mut small);
+        }
+        assert_eq!(buffer.capacity(), HC9_READ_BYTES, "the transfer is over");
+    }
 }
