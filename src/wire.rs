@@ -546,13 +546,18 @@ fn key_of(item: Value) -> Result<FeedKey, String> {
     }
 }
 
+/// A set of keys a peer sent. Hashed with foldhash, seeded per process like the session's
+/// sets of offered keys, rather than std's slower SipHash: a peer offered ten thousand feeds
+/// by a hub checks each of them here.
+type KeySeen = std::collections::HashSet<FeedKey, foldhash::fast::RandomState>;
+
 /// The keys of a list of `count` entries, each once, with the rejected ones; and the set of
 /// the keys, to match metadata against.
 fn key_list_of(
     count: usize,
     items: impl Iterator<Item = Result<FeedKey, String>>,
     limits: &Limits,
-) -> Result<(KeyList, std::collections::HashSet<FeedKey>), WireError> {
+) -> Result<(KeyList, KeySeen), WireError> {
     if count > limits.max_keys_per_message {
         return Err(WireError::TooManyKeys {
             count,
@@ -560,7 +565,7 @@ fn key_list_of(
         });
     }
     let mut list = KeyList::default();
-    let mut seen = std::collections::HashSet::with_capacity(count);
+    let mut seen = KeySeen::with_capacity_and_hasher(count, Default::default());
     for item in items {
         match item {
             Ok(key) => {
