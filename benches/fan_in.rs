@@ -76,19 +76,10 @@ struct Figures {
     fds_peak: usize,
 }
 
-/// CPU seconds (user and system) of a process so far.
+/// CPU seconds (user and system together) of a process so far.
 fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // After the command name, which may hold spaces: utime and stime are fields 14 and 15.
-    let rest = stat.rsplit(')').next().unwrap_or_default();
-    let ticks: Vec<f64> = rest
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|t| t.parse().ok())
-        .collect();
-    // In clock ticks, which Linux reports at 100 a second.
-    ticks.iter().sum::<f64>() / 100.0
+    let (user, system) = common::engines::cpu_seconds(&pid.to_string());
+    user + system
 }
 
 fn fds(pid: &str) -> usize {

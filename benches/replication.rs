@@ -39,8 +39,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::engines::{
-    expected_digest, held_digest, launch, launch_with, listening, peak_rss, reset_peak_rss, seeded,
-    wait_events, FeedSpec, Pair, Side, Stamped, SyncTracker,
+    cpu_seconds, expected_digest, held_digest, launch, launch_with, listening, peak_rss,
+    reset_peak_rss, seeded, wait_events, FeedSpec, Pair, Side, Stamped, SyncTracker,
 };
 use common::js::{self, JsPeer};
 use common::js_cabal;
@@ -183,7 +183,8 @@ async fn million(blocks: usize) -> Vec<Row> {
     let (a_dir, keys) = seeded(&[FeedSpec::new("million", blocks, KIB)]).await;
     reset_peak_rss();
     let b_dir = tempfile::tempdir().expect("temporary storage");
-    let cpu0 = process_cpu_seconds();
+    // Both engines of the pair run in this process; the bench only waits for their events.
+    let cpu0 = cpu_seconds("self");
     let mut pair = Pair::start(a_dir, b_dir).await;
     let t0 = pair.t0;
     let mut sync = SyncTracker::new([(Side::B, keys[0])], blocks as u64);
@@ -191,7 +192,7 @@ async fn million(blocks: usize) -> Vec<Row> {
         .wait(t0 + 2 * BUDGET, |ev| sync.observe(ev))
         .await
         .ok_or_else(|| timeout_text(&sync.describe()));
-    let cpu1 = process_cpu_seconds();
+    let cpu1 = cpu_seconds("self");
     let (user, system) = (cpu1.0 - cpu0.0, cpu1.1 - cpu0.1);
     let cpu = user + system;
     let rss = peak_rss();
@@ -263,18 +264,6 @@ async fn million(blocks: usize) -> Vec<Row> {
             Target::AtMost(200.0),
         ),
     ]
-}
-
-/// User and system CPU seconds of this process so far: both engines of a [`Pair`] run in it,
-/// and the bench itself only waits for their events meanwhile.
-fn process_cpu_seconds() -> (f64, f64) {
-    // SAFETY: getrusage only writes the struct it is given.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
-        return (f64::NAN, f64::NAN);
-    }
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    (secs(usage.ru_utime), secs(usage.ru_stime))
 }
 
 /// How long a JS peer may take to start and create its feed.

@@ -341,6 +341,21 @@ impl SyncTracker {
     }
 }
 
+/// User and system CPU seconds of process `pid` (`"self"` for this one) so far, from
+/// `/proc/PID/stat`; zeros if it cannot be read.
+pub fn cpu_seconds(pid: &str) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the command name, which may hold spaces: utime and stime are fields 14 and 15.
+    let rest = stat.rsplit(')').next().unwrap_or_default();
+    let mut ticks = rest
+        .split_whitespace()
+        .skip(11)
+        .map(|t| t.parse::<f64>().unwrap_or(0.0));
+    // In clock ticks, which Linux reports at 100 a second.
+    let (user, system) = (ticks.next().unwrap_or(0.0), ticks.next().unwrap_or(0.0));
+    (user / 100.0, system / 100.0)
+}
+
 /// The process's peak resident set size (VmHWM) in bytes.
 pub fn peak_rss() -> Option<u64> {
     kit::memory("self", "VmHWM")
