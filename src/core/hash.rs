@@ -44,16 +44,26 @@ fn blake2b(parts: &[&[u8]]) -> Hash {
 
 /// BLAKE2b-256, from the SIMD implementation that picks AVX2 at run time: the leaf hash of
 /// every block received is on the replication path.
+fn params() -> blake2b_simd::Params {
+    let mut p = blake2b_simd::Params::new();
+    p.hash_length(32);
+    p
+}
+
 fn hasher() -> blake2b_simd::State {
-    blake2b_simd::Params::new().hash_length(32).to_state()
+    params().to_state()
 }
 
 fn digest(h: &blake2b_simd::State) -> Hash {
-    h.finalize()
-        .as_bytes()
-        .try_into()
-        .expect("a 32-byte BLAKE2b digest")
+    hash32(&h.finalize())
 }
+
+fn hash32(h: &blake2b_simd::Hash) -> Hash {
+    h.as_bytes().try_into().expect("a 32-byte BLAKE2b digest")
+}
+
+/// Bytes a leaf's hash covers before the block: its type (0) and the block's size.
+const LEAF_PREFIX: usize = 1 + 8;
 
 /// hypercore 10's tree namespace: BLAKE2b-256 of BLAKE2b-256("hypercore") and a zero byte.
 pub static NS_TREE: LazyLock<Hash> = LazyLock::new(|| {
@@ -69,13 +79,19 @@ impl Flavour {
         }
     }
 
+    /// What a leaf's hash covers before the block's bytes: the leaf type and the size.
+    fn leaf_prefix(self, data: &[u8]) -> [u8; LEAF_PREFIX] {
+        let mut prefix = [0; LEAF_PREFIX];
+        prefix[1..].copy_from_slice(&self.number(data.len() as u64));
+        prefix
+    }
+
     /// The leaf of block `index` holding `data`.
     pub fn leaf(self, index: u64, data: &[u8]) -> Node {
-        let size = data.len() as u64;
         Node {
             index: 2 * index,
-            size,
-            hash: blake2b(&[&[0], &self.number(size), data]),
+            size: data.len() as u64,
+            hash: blake2b(&[&self.leaf_prefix(data), data]),
         }
     }
 
@@ -103,48 +119,37 @@ impl Flavour {
     /// 1 KiB leaf takes nine compressions, two of them one lane at a time otherwise. Larger
     /// blocks are hashed where they lie, since the copy would then cost more than it saves.
     pub fn leaf_hashes(self, blocks: &[&[u8]]) -> Vec<Hash> {
-        const PREFIX: usize = 1 + 8;
         const COPIED_UP_TO: usize = 8 * 1024;
         if blocks.iter().any(|b| b.len() > COPIED_UP_TO) {
             let mut states: Vec<blake2b_simd::State> = blocks
                 .iter()
                 .map(|data| {
                     let mut h = hasher();
-                    h.update(&[0]);
-                    h.update(&self.number(data.len() as u64));
+                    h.update(&self.leaf_prefix(data));
                     h
                 })
                 .collect();
             blake2b_simd::many::update_many(states.iter_mut().zip(blocks.iter().copied()));
             return states.iter().map(digest).collect();
         }
-        let total = blocks.iter().map(|b| PREFIX + b.len()).sum();
+        let total = blocks.iter().map(|b| LEAF_PREFIX + b.len()).sum();
         let mut bytes = Vec::with_capacity(total);
         for data in blocks {
-            bytes.push(0);
-            bytes.extend_from_slice(&self.number(data.len() as u64));
+            bytes.extend_from_slice(&self.leaf_prefix(data));
             bytes.extend_from_slice(data);
         }
-        let mut params = blake2b_simd::Params::new();
-        params.hash_length(32);
+        let params = params();
         let mut rest = &bytes[..];
         let mut jobs: Vec<blake2b_simd::many::HashManyJob> = blocks
             .iter()
             .map(|data| {
-                let (input, after) = rest.split_at(PREFIX + data.len());
+                let (input, after) = rest.split_at(LEAF_PREFIX + data.len());
                 rest = after;
                 blake2b_simd::many::HashManyJob::new(&params, input)
             })
             .collect();
         blake2b_simd::many::hash_many(jobs.iter_mut());
-        jobs.iter()
-            .map(|job| {
-                job.to_hash()
-                    .as_bytes()
-                    .try_into()
-                    .expect("a 32-byte BLAKE2b digest")
-            })
-            .collect()
+        jobs.iter().map(|job| hash32(&job.to_hash())).collect()
     }
 
     /// The parent at `index` over `a` and `b`, in either order; `None` if their sizes
