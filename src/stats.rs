@@ -178,9 +178,6 @@ struct Folded {
     unlabelled: HashSet<FeedKey, Fast>,
     /// Bytes a connection last reported for a feed, to add only what is new.
     received: HashMap<(PeerId, FeedKey), u64, Fast>,
-    /// Every offer waiting for a decision: a peer offered ten thousand feeds holds ten
-    /// thousand, each folded in as it arrives.
-    pending: HashSet<(PeerId, FeedKey), Fast>,
 }
 
 /// foldhash, seeded per process, as for the session's sets of offered keys: faster than
@@ -194,7 +191,6 @@ impl Default for Folded {
             feeds: BTreeMap::new(),
             unlabelled: HashSet::default(),
             received: HashMap::default(),
-            pending: HashSet::default(),
         }
     }
 }
@@ -226,6 +222,9 @@ pub struct Stats {
     rtt_sum_us: AtomicI64,
     rtt_connections: AtomicI64,
     feeds_active: AtomicI64,
+    /// Offers waiting for a person, summed over the connections (see
+    /// [`Stats::offers_pending_changed`]).
+    offers_pending: AtomicI64,
     offers_received: AtomicU64,
     refused_observing: AtomicU64,
     decisions: [[AtomicU64; DECIDERS.len()]; 2],
@@ -306,6 +305,12 @@ impl Stats {
         add(&self.feeds_active, by);
     }
 
+    /// Offers waiting for a person changed by `by`: a connection tells what its session
+    /// holds, and gives it all back when it ends.
+    pub fn offers_pending_changed(&self, by: i64) {
+        add(&self.offers_pending, by);
+    }
+
     /// Folds an event into the totals it moves; called for every event the engine emits.
     pub fn observe(&self, ev: &Event) {
         match ev {
@@ -318,13 +323,6 @@ impl Stats {
             }
             Event::Warning { kind, .. } => self.problem(0, *kind),
             Event::Error { kind, .. } => self.problem(1, *kind),
-            Event::OfferPending { peer, keys } => {
-                let mut f = self.fold();
-                f.pending.extend(keys.iter().map(|k| (*peer, *k)));
-            }
-            Event::Decision { peer, key, .. } => {
-                self.fold().pending.remove(&(*peer, *key));
-            }
             Event::FeedAdded { key, name, .. } => {
                 if let Some(row) = self.fold().row(*key) {
                     if name.is_some() {
@@ -359,9 +357,7 @@ impl Stats {
                 }
             }
             Event::PeerDisconnected { peer, .. } => {
-                let mut f = self.fold();
-                f.pending.retain(|(p, _)| p != peer);
-                f.received.retain(|(p, _), _| p != peer);
+                self.fold().received.retain(|(p, _), _| p != peer);
             }
             _ => {}
         }
@@ -408,7 +404,7 @@ impl Stats {
             feeds_active: gauge(&self.feeds_active),
             offers_received: load(&self.offers_received),
             refused_observing: load(&self.refused_observing),
-            offers_pending: f.pending.len() as u64,
+            offers_pending: gauge(&self.offers_pending),
             decisions: self
                 .decisions
                 .iter()

@@ -386,3 +386,44 @@ fn a_metrics_port_in_use_is_a_clear_error_and_a_failed_exit() {
         "it stops before listening or dialing"
     );
 }
+
+/// Reads the pending-offers gauge until it is `want`; panics with the last value after `WAIT`.
+fn pending_settles(addr: &str, want: u64) {
+    let began = std::time::Instant::now();
+    loop {
+        let now = Metrics::read(addr).gauge("feedscope_offers_pending", &[]);
+        if now == want {
+            return;
+        }
+        assert!(began.elapsed() < WAIT, "offers pending: {now}, not {want}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn offers_pending_count_what_waits_for_a_person() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let keys: Vec<String> = ["one", "two", "three"]
+        .iter()
+        .map(|name| append_lines(a_dir.path(), name, &blocks(name, 3, 10)))
+        .collect();
+    let (mut a, addr) = Node::listen(a_dir.path(), &[]);
+    let (mut b, b_metrics) =
+        with_metrics(b_dir.path(), &["--connect", &addr, "--policy", "manual"]);
+    let peer = b.wait_for("offer_pending", |_| true)["peer"].clone();
+    pending_settles(&b_metrics, 3);
+    b.send(serde_json::json!({"cmd": "approve", "peer": peer, "key": keys[0]}));
+    b.wait_synced(&keys[0], 3);
+    pending_settles(&b_metrics, 2);
+    b.send(serde_json::json!({"cmd": "decline", "peer": peer, "key": keys[1]}));
+    pending_settles(&b_metrics, 1);
+    // The peer goes away: what it offered no longer waits.
+    a.send(serde_json::json!({"cmd": "quit"}));
+    b.wait_for("peer_disconnected", |_| true);
+    pending_settles(&b_metrics, 0);
+    assert_eq!(
+        Metrics::read(&b_metrics).counter("feedscope_offers_received", &[]),
+        3,
+        "offered keys"
+    );
+}

@@ -607,8 +607,9 @@ struct Task<C: WireCore> {
     observing: bool,
     /// The session requests every offer itself: its requests are accept-all's decisions.
     classic: bool,
-    /// Active feeds of this connection as last added to the shared total.
-    active_counted: usize,
+    /// Active feeds and offers waiting for a person on this connection, as last added to the
+    /// shared totals.
+    counted: Counted,
     /// Where our empty answer to the peer's request stands (see `hold_replicate`).
     empty_answer: EmptyAnswer,
     /// The peer's `REPLICATE_FEEDS` arrived.
@@ -624,6 +625,13 @@ struct Task<C: WireCore> {
     made: mpsc::UnboundedSender<(FeedKey, Made)>,
     /// How many warnings about this peer are shown (see [`Hush`]).
     hush: std::sync::Mutex<Hush>,
+}
+
+/// What a connection last added to the process's gauges.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counted {
+    active: usize,
+    pending: usize,
 }
 
 /// A replica made (or found) for a feed agreed on, and whether it is new.
@@ -682,7 +690,7 @@ impl<C: WireCore> Task<C> {
             peer_not_live: false,
             observing,
             classic: policy == Policy::AcceptAll,
-            active_counted: 0,
+            counted: Counted::default(),
             empty_answer: EmptyAnswer::Free,
             peer_replicated: false,
             peer_offered: false,
@@ -738,9 +746,12 @@ impl<C: WireCore> Task<C> {
             peer.transmit();
             // Sealing may trace what it sealed.
             peer.drive().await;
-            peer.count_active(peer.session.active.len());
+            peer.count(Counted {
+                active: peer.session.active.len(),
+                pending: peer.session.pending.len(),
+            });
         }
-        peer.count_active(0);
+        peer.count(Counted::default());
         peer.tell_held_warnings(true);
         let (_, reason) = peer.conn.end().cloned().unwrap_or_default();
         EndReason {
@@ -763,14 +774,21 @@ impl<C: WireCore> Task<C> {
         }
     }
 
-    /// Keeps the shared count of active feeds in step with this connection's.
-    fn count_active(&mut self, now: usize) {
-        if now != self.active_counted {
-            self.ctx
-                .stats
-                .feeds_active_changed(now as i64 - self.active_counted as i64);
-            self.active_counted = now;
+    /// Keeps the shared counts of active feeds and pending offers in step with this
+    /// connection's. The session's own sets are the truth: a process's gauge is the sum of
+    /// its connections', with no set of its own to keep (a hub offers each of a thousand
+    /// uploaders ten thousand feeds).
+    fn count(&mut self, now: Counted) {
+        let by = |now: usize, before: usize| now as i64 - before as i64;
+        if now.active != self.counted.active {
+            let by = by(now.active, self.counted.active);
+            self.ctx.stats.feeds_active_changed(by);
         }
+        if now.pending != self.counted.pending {
+            let by = by(now.pending, self.counted.pending);
+            self.ctx.stats.offers_pending_changed(by);
+        }
+        self.counted = now;
     }
 
     /// Acts on everything the core has to say, sending frames as they are sealed. Sealed
