@@ -2,7 +2,6 @@
 //! how long a full frame takes to render, and whether the UI's intake keeps up with an engine
 //! that sends what 1,000 peers × 10 feeds make. `cargo bench --locked --bench tui`.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use feedscope::event::{Direction, Event, Wire};
@@ -35,7 +34,7 @@ fn setup_events() -> Vec<Event> {
             wire: Wire::Hc10,
         });
         let keys: Vec<FeedKey> = (0..FEEDS).map(|f| key(p, f)).collect();
-        let meta: BTreeMap<FeedKey, feedscope::wire::FeedMeta> = keys
+        let meta: feedscope::wire::OfferMeta = keys
             .iter()
             .map(|k| {
                 (

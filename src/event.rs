@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::wire::{FeedKey, FeedMeta};
+use crate::wire::{FeedKey, FeedMeta, OfferMeta};
 
 /// A connection id; never reused within one process.
 pub type PeerId = u64;
@@ -393,7 +393,7 @@ pub enum Event {
         /// Offered keys (valid ones).
         keys: Vec<FeedKey>,
         /// Metadata the peer attached, for display only.
-        meta: BTreeMap<FeedKey, FeedMeta>,
+        meta: OfferMeta,
     },
     /// Offers that wait for a decision (manual policy).
     OfferPending {

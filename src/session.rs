@@ -9,13 +9,13 @@
 //! - no feed is replicated twice on one connection; declined feeds are never requested;
 //! - an incompatible handshake ends the session; nothing is offered before a compatible one.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::event::{DecidedBy, ProblemKind};
 use crate::limits::Limits;
 use crate::policy::Policy;
-use crate::wire::{self, FeedKey, FeedMeta, Handshake, KeyList, WireError};
+use crate::wire::{self, FeedKey, Handshake, KeyList, OfferMeta, WireError};
 
 /// A multifeed message to send on the root channel.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,7 +44,7 @@ pub enum Action {
         /// Offered keys, new and old.
         keys: Vec<FeedKey>,
         /// Offer metadata, for display only.
-        meta: BTreeMap<FeedKey, FeedMeta>,
+        meta: OfferMeta,
     },
     /// The peer asked for these feeds (before filtering).
     RequestReceived(Vec<FeedKey>),
@@ -93,14 +93,13 @@ pub struct Session {
     local_feeds: KeySet,
     /// Keys we offered to this peer.
     pub local_offer: KeySet,
-    /// Keys this peer offered us, with their metadata.
-    pub remote_offer: HashMap<FeedKey, FeedMeta, foldhash::fast::RandomState>,
+    /// Keys this peer offered us, with their metadata, each marked while it waits for a
+    /// decision.
+    pub remote_offer: RemoteOffer,
     /// Keys we requested from this peer.
     pub requested: BTreeSet<FeedKey>,
     /// Keys replicating on this connection.
     pub active: BTreeSet<FeedKey>,
-    /// Offers waiting for a decision.
-    pub pending: HashSet<FeedKey, foldhash::fast::RandomState>,
     /// Offers declined on this connection.
     pub declined: BTreeSet<FeedKey>,
     limits: Limits,
@@ -137,10 +136,9 @@ impl Session {
             local_feeds: feeds,
             limits: limits.clone(),
             local_offer: KeySet::new(numbers),
-            remote_offer: HashMap::default(),
+            remote_offer: RemoteOffer::default(),
             requested: BTreeSet::new(),
             active: BTreeSet::new(),
-            pending: HashSet::default(),
             declined: BTreeSet::new(),
             remote_handshake: None,
             failed: false,
@@ -289,8 +287,7 @@ impl Session {
                 continue;
             }
             let meta = list.meta.get(&key).cloned().unwrap_or_default();
-            let known = self.remote_offer.insert(key, meta).is_some();
-            if !known
+            if self.remote_offer.offer(key, meta)
                 && !self.requested.contains(&key)
                 && !self.active.contains(&key)
                 && !self.declined.contains(&key)
@@ -317,7 +314,7 @@ impl Session {
             // Offers are reported (above) and left unanswered.
             Policy::Observe => {}
             Policy::Manual => {
-                fresh.retain(|k| self.pending.insert(*k));
+                fresh.retain(|k| self.remote_offer.mark_pending(k));
                 if !fresh.is_empty() {
                     out.push(Action::Pending(fresh));
                 }
@@ -450,7 +447,7 @@ impl Session {
                 ));
                 continue;
             }
-            self.pending.remove(&key);
+            self.remote_offer.unmark_pending(&key);
             out.push(Action::Decided {
                 key,
                 approved: approve,
@@ -566,7 +563,9 @@ fn short_list(keys: &[FeedKey]) -> String {
 }
 
 mod offer;
+mod remote;
 pub use offer::{FeedNumbers, KeySet};
+pub use remote::RemoteOffer;
 
 #[cfg(test)]
 mod tests;

@@ -62,13 +62,18 @@ pub struct FeedKey(pub [u8; 32]);
 impl FeedKey {
     /// Parses 64 hex characters (either case); anything else is an error naming the input.
     pub fn parse(text: &str) -> Result<Self, WireError> {
+        FeedKey::from_hex(text.as_bytes()).ok_or_else(|| WireError::BadKey(shorten(text)))
+    }
+
+    /// The key that 64 hex characters (either case) write, or `None`.
+    fn from_hex(text: &[u8]) -> Option<Self> {
         if text.len() != 64 {
-            return Err(WireError::BadKey(shorten(text)));
+            return None;
         }
         let mut out = [0u8; 32];
         // By table: keys are parsed by the ten thousand from a hub's manifests.
         let mut bad = 0;
-        for (byte, pair) in out.iter_mut().zip(text.as_bytes().chunks_exact(2)) {
+        for (byte, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
             let (hi, lo) = (
                 HEX_DIGITS[usize::from(pair[0])],
                 HEX_DIGITS[usize::from(pair[1])],
@@ -76,10 +81,7 @@ impl FeedKey {
             bad |= (hi | lo) & 0x10;
             *byte = (hi << 4) | (lo & 0x0f);
         }
-        if bad != 0 {
-            return Err(WireError::BadKey(shorten(text)));
-        }
-        Ok(FeedKey(out))
+        (bad == 0).then_some(FeedKey(out))
     }
 
     /// The key as 64 lowercase hex characters.
@@ -325,13 +327,94 @@ impl<'de> Deserialize<'de> for FeedMeta {
     }
 }
 
+/// What a manifest said of its feeds: metadata per key, kept sorted by key in one vector.
+/// A peer offered ten thousand feeds by a hub reads them in lists of a hundred or so, whose
+/// metadata comes already in key order (as feedscope writes it); a tree map of each list
+/// cost more than reading it. Written and read as a JSON object, in key order.
+#[derive(Clone, Default, PartialEq)]
+pub struct OfferMeta(Vec<(FeedKey, FeedMeta)>);
+
+impl OfferMeta {
+    /// From entries in any order; a key given twice keeps its last metadata, as a JSON
+    /// object read into a map does.
+    pub fn from_entries(mut entries: Vec<(FeedKey, FeedMeta)>) -> Self {
+        if entries.is_sorted_by(|a, b| a.0 < b.0) {
+            return OfferMeta(entries);
+        }
+        // Stable, so that of equal keys the last given stays last.
+        entries.sort_by_key(|e| e.0);
+        let mut out: Vec<(FeedKey, FeedMeta)> = Vec::with_capacity(entries.len());
+        for e in entries {
+            match out.last_mut() {
+                Some(last) if last.0 == e.0 => *last = e,
+                _ => out.push(e),
+            }
+        }
+        OfferMeta(out)
+    }
+
+    /// The metadata of `key`.
+    pub fn get(&self, key: &FeedKey) -> Option<&FeedMeta> {
+        self.0
+            .binary_search_by(|(k, _)| k.cmp(key))
+            .ok()
+            .map(|i| &self.0[i].1)
+    }
+
+    /// How many keys have metadata.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no key has metadata.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The keys and their metadata, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&FeedKey, &FeedMeta)> {
+        self.0.iter().map(|(k, m)| (k, m))
+    }
+}
+
+impl FromIterator<(FeedKey, FeedMeta)> for OfferMeta {
+    fn from_iter<I: IntoIterator<Item = (FeedKey, FeedMeta)>>(iter: I) -> Self {
+        OfferMeta::from_entries(iter.into_iter().collect())
+    }
+}
+
+impl std::ops::Index<&FeedKey> for OfferMeta {
+    type Output = FeedMeta;
+    fn index(&self, key: &FeedKey) -> &FeedMeta {
+        self.get(key).expect("metadata for the key")
+    }
+}
+
+impl fmt::Debug for OfferMeta {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for OfferMeta {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for OfferMeta {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        BTreeMap::<FeedKey, FeedMeta>::deserialize(d).map(|m| OfferMeta(m.into_iter().collect()))
+    }
+}
+
 /// A decoded `MULTIFEED_MANIFEST`, or a key list of `REQUEST_FEEDS` / `REPLICATE_FEEDS`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct KeyList {
     /// Valid keys in the order received, duplicates removed.
     pub keys: Vec<FeedKey>,
     /// Offer metadata per valid key (manifests only).
-    pub meta: BTreeMap<FeedKey, FeedMeta>,
+    pub meta: OfferMeta,
     /// Entries that were not valid keys, shortened for display.
     pub rejected: Vec<String>,
 }
@@ -349,13 +432,124 @@ pub fn decode_handshake(payload: &[u8], limits: &Limits) -> Result<Handshake, Wi
 pub fn decode_manifest(payload: &[u8], limits: &Limits) -> Result<KeyList, WireError> {
     check_size(payload, limits)?;
     // A hub's manifests carry thousands of keys: they are read in place, without a `String`
-    // for every key, and anything unusual takes the general path below.
+    // for every key, and anything unusual takes the general paths below.
+    if let Some(list) = decode_compact(payload, limits) {
+        return list;
+    }
     if let Ok(raw) = serde_json::from_slice::<RawManifest<'_>>(payload) {
         if let Some(list) = raw.decode(limits) {
             return list;
         }
     }
     decode_manifest_value(payload, limits)
+}
+
+/// A manifest as compact JSON writes it (feedscope's own, and `JSON.stringify`'s):
+/// `{"keys":["<64 hex>",…]}` or `{"keys":[…],"meta":{"<64 hex>":<value>,…}}`, with no space
+/// outside the values. Read in one pass: a peer offered ten thousand feeds by a hub reads
+/// every key and every metadata value once, where the general path reads the text three
+/// times. `None` for anything else (spaces, escapes, other members, a name that is not a
+/// key), which the general paths read, reporting what they reject.
+fn decode_compact(payload: &[u8], limits: &Limits) -> Option<Result<KeyList, WireError>> {
+    let mut text = Compact(payload);
+    text.literal(b"{\"keys\":[")?;
+    let mut count = 0;
+    let mut keys = Vec::new();
+    let mut seen = KeySeen::default();
+    if !text.eat(b']') {
+        loop {
+            let key = text.quoted_key()?;
+            count += 1;
+            if seen.insert(key) {
+                keys.push(key);
+            }
+            if !text.eat(b',') {
+                text.literal(b"]")?;
+                break;
+            }
+        }
+    }
+    let mut entries = Vec::new();
+    if text.eat(b',') {
+        text.literal(b"\"meta\":{")?;
+        if !text.eat(b'}') {
+            entries.reserve(keys.len());
+            loop {
+                let key = text.quoted_key()?;
+                text.literal(b":")?;
+                let value = text.raw_value()?;
+                if seen.contains(&key) {
+                    entries.push((key, FeedMeta::from_raw(value.to_owned())));
+                }
+                if !text.eat(b',') {
+                    text.literal(b"}")?;
+                    break;
+                }
+            }
+        }
+    }
+    text.literal(b"}")?;
+    if !text.0.is_empty() {
+        return None;
+    }
+    // Only for a whole manifest: a broken one is malformed, whatever it holds.
+    if count > limits.max_keys_per_message {
+        return Some(Err(WireError::TooManyKeys {
+            count,
+            limit: limits.max_keys_per_message,
+        }));
+    }
+    Some(Ok(KeyList {
+        keys,
+        meta: OfferMeta::from_entries(entries),
+        rejected: Vec::new(),
+    }))
+}
+
+/// What is left of a compact manifest to read.
+struct Compact<'a>(&'a [u8]);
+
+impl<'a> Compact<'a> {
+    /// Takes `b` if it comes next.
+    fn eat(&mut self, b: u8) -> bool {
+        match self.0.split_first() {
+            Some((&first, rest)) if first == b => {
+                self.0 = rest;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Takes `bytes` if they come next.
+    fn literal(&mut self, bytes: &[u8]) -> Option<()> {
+        self.0 = self.0.strip_prefix(bytes)?;
+        Some(())
+    }
+
+    /// Takes `"<64 hex>"`.
+    fn quoted_key(&mut self) -> Option<FeedKey> {
+        let quoted = self.0.get(..66)?;
+        if quoted[0] != b'"' || quoted[65] != b'"' {
+            return None;
+        }
+        let key = FeedKey::from_hex(&quoted[1..65])?;
+        self.0 = &self.0[66..];
+        Some(key)
+    }
+
+    /// Takes one JSON value, as its text.
+    fn raw_value(&mut self) -> Option<&'a serde_json::value::RawValue> {
+        let mut de = serde_json::Deserializer::from_slice(self.0);
+        let value = <&serde_json::value::RawValue>::deserialize(&mut de).ok()?;
+        // The value is borrowed from the input, where it begins (no space before it).
+        let text = value.get();
+        if text.as_ptr() != self.0.as_ptr() {
+            return None;
+        }
+        self.0 = &self.0[text.len()..];
+        Some(value)
+    }
 }
 
 /// A manifest's parts as JSON text inside the payload.
@@ -389,13 +583,11 @@ impl<'a> RawManifest<'a> {
         let meta = self.meta.map(|m| m.get().trim_start());
         if let Some(meta) = meta.filter(|m| m.starts_with('{')) {
             let MetaEntries(entries) = serde_json::from_str(meta).ok()?;
-            for (k, v) in entries {
-                if let Ok(key) = FeedKey::parse(&k) {
-                    if seen.contains(&key) {
-                        list.meta.insert(key, v);
-                    }
-                }
-            }
+            list.meta = entries
+                .into_iter()
+                .filter_map(|(k, v)| FeedKey::parse(&k).ok().map(|key| (key, v)))
+                .filter(|(key, _)| seen.contains(key))
+                .collect();
         }
         Some(Ok(list))
     }
@@ -472,13 +664,11 @@ fn decode_manifest_value(payload: &[u8], limits: &Limits) -> Result<KeyList, Wir
     let (mut list, offered) = key_list_of(keys.len(), keys.into_iter().map(key_of), limits)?;
     if let Some(Value::Object(meta)) = obj.remove("meta") {
         // A set, not the list: a manifest of 10,000 keys is searched 10,000 times.
-        for (k, v) in meta {
-            if let Ok(key) = FeedKey::parse(&k) {
-                if offered.contains(&key) {
-                    list.meta.insert(key, v.into());
-                }
-            }
-        }
+        list.meta = meta
+            .into_iter()
+            .filter_map(|(k, v)| FeedKey::parse(&k).ok().map(|key| (key, v.into())))
+            .filter(|(key, _)| offered.contains(key))
+            .collect();
     }
     Ok(list)
 }
@@ -767,6 +957,14 @@ mod manifest_paths {
         ]
     }
 
+    /// A key of a `keys` array, from a small set so that some repeat, as JSON text.
+    fn key_item() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (0u8..6).prop_map(|n| format!("\"{}\"", FeedKey([n; 32]).to_hex())),
+            (0u8..6).prop_map(|n| format!("\"{}\"", FeedKey([n; 32]).to_hex().to_uppercase())),
+        ]
+    }
+
     /// A `meta` member, or nothing.
     fn meta() -> impl Strategy<Value = String> {
         let entry = (0u8..8, 0u32..3).prop_map(|(n, v)| {
@@ -835,5 +1033,84 @@ mod manifest_paths {
                 decode_manifest_value(body.as_bytes(), &limits)
             );
         }
+
+        /// Compact text, as feedscope and `JSON.stringify` write it, read in one pass: the
+        /// same as the general path, whatever it holds, and with a byte cut or changed
+        /// anywhere.
+        #[test]
+        fn a_compact_manifest_reads_as_the_general_path_reads_it(
+            items in prop_oneof![
+                proptest::collection::vec(key_item(), 0..12),
+                proptest::collection::vec(item(), 0..12),
+            ],
+            meta in meta(),
+            most in 0usize..14,
+            cut in any::<prop::sample::Index>(),
+            change in prop_oneof![Just(None), any::<u8>().prop_map(Some)],
+        ) {
+            let meta = meta.replace(": ", ":");
+            let mut body = format!("{{\"keys\":[{}]{meta}}}", items.join(",")).into_bytes();
+            match change {
+                Some(b) if !body.is_empty() => {
+                    let at = cut.index(body.len());
+                    body[at] = b;
+                }
+                Some(_) => {}
+                None if items.len() % 3 == 2 => body.truncate(cut.index(body.len() + 1)),
+                None => {}
+            }
+            let limits = Limits { max_keys_per_message: most, ..Limits::DEFAULT };
+            let general = || decode_manifest_value(&body, &limits);
+            prop_assert_eq!(decode_manifest(&body, &limits), general());
+            if let Some(compact) = decode_compact(&body, &limits) {
+                prop_assert_eq!(compact, general());
+            }
+        }
+    }
+
+    #[test]
+    fn compact_manifests_take_the_one_pass_path() {
+        let (a, b) = (FeedKey([1; 32]).to_hex(), FeedKey([2; 32]).to_hex());
+        let limits = Limits::DEFAULT;
+        let body = format!(
+            "{{\"keys\":[\"{b}\",\"{a}\",\"{b}\"],\"meta\":{{\"{b}\":{{\"name\":\"x\"}},\"{a}\":1,\"{}\":2,\"{a}\":[3]}}}}",
+            FeedKey([9; 32]).to_hex()
+        );
+        let list = decode_compact(body.as_bytes(), &limits).unwrap().unwrap();
+        assert_eq!(list.keys, vec![FeedKey([2; 32]), FeedKey([1; 32])]);
+        assert_eq!(list.meta.len(), 2, "metadata of offered keys only");
+        assert_eq!(
+            list.meta[&FeedKey([1; 32])].to_string(),
+            "[3]",
+            "the last wins"
+        );
+        assert_eq!(list.meta[&FeedKey([2; 32])].to_string(), r#"{"name":"x"}"#);
+        assert_eq!(
+            Some(Ok(list)),
+            Some(decode_manifest_value(body.as_bytes(), &limits))
+        );
+        let bare = format!("{{\"keys\":[\"{a}\"]}}");
+        assert!(decode_compact(bare.as_bytes(), &limits).is_some());
+        for other in [
+            format!("{{\"keys\": [\"{a}\"]}}"),
+            format!("{{\"keys\":[\"{a}\"]}} "),
+            format!("{{\"meta\":{{}},\"keys\":[\"{a}\"]}}"),
+            format!("{{\"keys\":[\"{}\"]}}", &a[1..]),
+            format!("{{\"keys\":[\"{a}\"],\"meta\":{{\"{a}\": 1}}}}"),
+        ] {
+            assert!(
+                decode_compact(other.as_bytes(), &limits).is_none(),
+                "{other}"
+            );
+        }
+        let over = Limits {
+            max_keys_per_message: 1,
+            ..Limits::DEFAULT
+        };
+        let two = format!("{{\"keys\":[\"{a}\",\"{a}\"]}}");
+        assert!(matches!(
+            decode_compact(two.as_bytes(), &over),
+            Some(Err(WireError::TooManyKeys { count: 2, limit: 1 }))
+        ));
     }
 }

@@ -91,7 +91,7 @@ fn events() -> Vec<Event> {
         Event::OfferReceived {
             peer: 1,
             keys: vec![A, B],
-            meta,
+            meta: meta.into_iter().collect(),
         },
         Event::OfferPending {
             peer: 1,

@@ -1,8 +1,6 @@
 //! The UI with a thousand peers: the `/` search on the peers list, what it hides, and the
 //! intake of a busy engine's events (coalesced, bounded, its drops shown).
 
-use std::collections::BTreeMap;
-
 use feedscope::event::{Direction, Event, Wire};
 use feedscope::tui::app::{App, Focus, Settings};
 use feedscope::tui::inbox::{Inbox, CAPACITY};
@@ -266,7 +264,9 @@ fn wire_lines_beyond_the_bound_are_dropped_counted_and_shown_but_no_offer_is() {
     tx.send(Event::OfferReceived {
         peer: 2,
         keys: vec![offered],
-        meta: BTreeMap::from([(offered, serde_json::json!({"name": "kept"}).into())]),
+        meta: [(offered, serde_json::json!({"name": "kept"}).into())]
+            .into_iter()
+            .collect(),
     })
     .unwrap();
     tx.send(Event::PeerDisconnected {

@@ -1,7 +1,5 @@
 //! The screens, rendered into a test backend from a scripted session, as snapshots.
 
-use std::collections::BTreeMap;
-
 use std::time::{Duration, Instant};
 
 use feedscope::event::{
@@ -620,7 +618,7 @@ fn page_keys_move_the_offers_list() {
         &Event::OfferReceived {
             peer: 1,
             keys: (1..=60).map(key).collect(),
-            meta: BTreeMap::new(),
+            meta: Default::default(),
         },
         1.0,
     );
@@ -653,7 +651,7 @@ fn three_peers() -> App {
             &Event::OfferReceived {
                 peer: id,
                 keys: (0..n).map(|i| key(10 * id as u8 + i)).collect(),
-                meta: BTreeMap::new(),
+                meta: Default::default(),
             },
             4.0,
         );

@@ -169,7 +169,7 @@ mod tests {
                 .expect("demo activity within 30 s")
                 .unwrap();
             if let Event::OfferReceived { meta, .. } = &ev {
-                for m in meta.values() {
+                for (_, m) in meta.iter() {
                     if let Some(n) = m.get("name").and_then(|v| v.as_str().map(str::to_string)) {
                         names.insert(n);
                     }

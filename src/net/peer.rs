@@ -748,7 +748,7 @@ impl<C: WireCore> Task<C> {
             peer.drive().await;
             peer.count(Counted {
                 active: peer.session.active.len(),
-                pending: peer.session.pending.len(),
+                pending: peer.session.remote_offer.pending_len(),
             });
         }
         peer.count(Counted::default());
@@ -1097,14 +1097,10 @@ impl<C: WireCore> Task<C> {
     fn curate(&self, keys: Vec<FeedKey>) -> (Vec<(FeedKey, bool, DecidedBy)>, Vec<FeedKey>) {
         let mut decided = Vec::new();
         let mut ask = Vec::new();
+        let null = FeedMeta::null();
         for key in keys {
-            let meta = self
-                .session
-                .remote_offer
-                .get(&key)
-                .cloned()
-                .unwrap_or_default();
-            match self.ctx.curator.decide(&key, &meta, &self.remote_pk) {
+            let meta = self.session.remote_offer.get(&key).unwrap_or(&null);
+            match self.ctx.curator.decide(&key, meta, &self.remote_pk) {
                 Some((approve, by)) => decided.push((key, approve, by)),
                 None => ask.push(key),
             }
@@ -1308,11 +1304,7 @@ impl<C: WireCore> Task<C> {
                     KeySelection::One(k) if self.session.remote_offer.contains_key(&k) => vec![k],
                     // A decision for every peer reaches peers that never saw the key.
                     KeySelection::One(_) => return,
-                    KeySelection::AllPending => {
-                        let mut keys: Vec<FeedKey> = self.session.pending.iter().copied().collect();
-                        keys.sort_unstable();
-                        keys
-                    }
+                    KeySelection::AllPending => self.session.remote_offer.pending_keys(),
                 };
                 for k in &keys {
                     if let Err(e) = self.ctx.curator.decisions.remember(*k, approve) {

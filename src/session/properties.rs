@@ -1,7 +1,7 @@
 use super::*;
 use crate::wire::{encode_handshake, encode_keys, encode_manifests};
 use proptest::prelude::*;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone)]
 enum Op {

@@ -1,5 +1,6 @@
 use super::*;
 use crate::wire::{encode_handshake, encode_keys, encode_manifests};
+use std::collections::BTreeMap;
 
 fn key(n: u8) -> FeedKey {
     FeedKey([n; 32])
@@ -319,7 +320,7 @@ fn batched_decisions_send_one_request() {
         (key(3), true, DecidedBy::Person),
     ]);
     assert_eq!(sent(&out), vec![Outgoing::Request(vec![key(1), key(3)])]);
-    assert!(s.pending.is_empty());
+    assert_eq!(s.remote_offer.pending_len(), 0);
 }
 
 #[test]

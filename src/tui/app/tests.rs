@@ -1,7 +1,6 @@
 use super::*;
 use crate::event::Wire;
 use ratatui::crossterm::event::{KeyCode, KeyModifiers};
-use std::collections::BTreeMap;
 
 fn key(n: u8) -> FeedKey {
     FeedKey([n; 32])
@@ -28,7 +27,7 @@ fn with_offers() -> App {
         &Event::OfferReceived {
             peer: 7,
             keys: vec![key(1), key(2)],
-            meta: BTreeMap::new(),
+            meta: Default::default(),
         },
         0.0,
     );
