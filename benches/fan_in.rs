@@ -7,8 +7,8 @@
 //! cargo bench --locked --bench fan_in -- 1000      # one count
 //! ```
 //!
-//! The peers are engines in worker processes (this bench, started again), 100 to a process.
-//! They are uploaders: their
+//! The peers are engines in worker processes (this bench, started again), 100 to a process,
+//! each process on one thread. They are uploaders: their
 //! policy is manual and nobody approves, so the hub's offers (every feed of every other peer)
 //! wait there and are never downloaded. The hub runs as its own process, so its figures are
 //! its own. The CPU column is the time the hub and the uploaders' processes used until the
@@ -95,7 +95,9 @@ const PEERS_PER_WORKER: usize = 100;
 /// A worker process: starts a peer engine on each folder named on the command line, dialing
 /// `addr`, and quits them all when its stdin ends.
 fn worker(addr: &str, dirs: &[String]) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // One thread: ten worker processes share the two cores with the hub, and a second
+    // thread in each only adds wake-ups and switches between them.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a runtime");
