@@ -241,7 +241,7 @@ impl Shared {
 
     /// Offers new local feeds to every peer, in one list they share.
     fn local_feeds(&self, keys: Vec<FeedKey>) {
-        let new = Arc::new(NewFeeds::new(keys, self.store()));
+        let new = Arc::new(NewFeeds::new(keys, self.store(), &self.ctx.feed_numbers));
         for tx in self.peers.lock().unwrap().values() {
             let _ = tx.send(PeerCmd::LocalFeeds(new.clone()));
         }

@@ -415,12 +415,30 @@ impl Session {
 
     /// Feeds appeared locally: offer, in one manifest, those the peer does not know yet.
     pub fn on_local_feeds(&mut self, keys: impl IntoIterator<Item = FeedKey>) -> Vec<Action> {
+        self.on_numbered_local_feeds(keys.into_iter().map(|k| (k, None)), None)
+    }
+
+    /// [`Session::on_local_feeds`] for keys numbered by `numbers`
+    /// ([`FeedNumbers::numbers`]): the list a hub tells all its peers is numbered once.
+    pub fn on_numbered_local_feeds(
+        &mut self,
+        keys: impl IntoIterator<Item = (FeedKey, Option<usize>)>,
+        numbers: Option<&Arc<FeedNumbers>>,
+    ) -> Vec<Action> {
         let ready = self.is_ready();
         let mut fresh = Vec::new();
-        for key in keys {
+        for (key, n) in keys {
             if !ready {
                 self.local_feeds.insert(key);
-            } else if !self.remote_offer.contains_key(&key) && self.local_offer.insert(key) {
+                continue;
+            }
+            if self.remote_offer.contains_key(&key) {
+                continue;
+            }
+            let numbered = numbers
+                .zip(n)
+                .and_then(|(numbers, n)| self.local_offer.insert_numbered(numbers, n));
+            if numbered.unwrap_or_else(|| self.local_offer.insert(key)) {
                 fresh.push(key);
             }
         }

@@ -152,6 +152,9 @@ impl PeerContext {
 pub struct NewFeeds {
     /// The keys, with the wire of each feed (`None`: not in storage, offered on both).
     feeds: Vec<(FeedKey, Option<Wire>)>,
+    /// The keys' numbers in the sessions' shared numbering, in the same order.
+    numbers: Vec<usize>,
+    numbering: Arc<FeedNumbers>,
     /// The metadata of the list's feeds on hypercore 10's wire and on 9's, shared by every
     /// peer's `offer_sent` report.
     meta: [tokio::sync::OnceCell<Arc<BTreeMap<FeedKey, FeedMeta>>>; 2],
@@ -160,9 +163,11 @@ pub struct NewFeeds {
 }
 
 impl NewFeeds {
-    /// The list of these feeds, their wires read from `store`.
-    pub fn new(keys: Vec<FeedKey>, store: &Store) -> NewFeeds {
+    /// The list of these feeds, their wires read from `store`, numbered by `numbering`.
+    pub fn new(keys: Vec<FeedKey>, store: &Store, numbering: &Arc<FeedNumbers>) -> NewFeeds {
         NewFeeds {
+            numbers: numbering.numbers(keys.iter().copied()),
+            numbering: numbering.clone(),
             feeds: keys
                 .into_iter()
                 .map(|k| (k, store.get(&k).map(|f| f.wire)))
@@ -172,13 +177,18 @@ impl NewFeeds {
         }
     }
 
-    /// The keys offered on `wire`, in order.
-    fn keys_on(&self, wire: Wire) -> Vec<FeedKey> {
+    /// The feeds offered on `wire`, in order, with their numbers.
+    fn numbered_on(&self, wire: Wire) -> impl Iterator<Item = (FeedKey, usize)> + '_ {
         self.feeds
             .iter()
-            .filter(|(_, w)| w.is_none_or(|w| w == wire))
-            .map(|(k, _)| *k)
-            .collect()
+            .zip(&self.numbers)
+            .filter(move |((_, w), _)| w.is_none_or(|w| w == wire))
+            .map(|((k, _), n)| (*k, *n))
+    }
+
+    /// The keys offered on `wire`, in order.
+    fn keys_on(&self, wire: Wire) -> Vec<FeedKey> {
+        self.numbered_on(wire).map(|(k, _)| k).collect()
     }
 
     /// The metadata of the list's feeds on `wire`, read the first time it is asked for.
@@ -1281,10 +1291,13 @@ impl<C: WireCore> Task<C> {
             PeerCmd::LocalFeeds(..) if self.observing => {}
             PeerCmd::LocalFeeds(new) => {
                 // A connection offers only feeds of its own wire generation.
-                let keys = new.keys_on(C::WIRE);
-                let actions = self.session.on_local_feeds(keys.iter().copied());
+                let all = new.numbered_on(C::WIRE).count();
+                let keys = new.numbered_on(C::WIRE).map(|(k, n)| (k, Some(n)));
+                let actions = self
+                    .session
+                    .on_numbered_local_feeds(keys, Some(&new.numbering));
                 // The manifest these lead to shares what the list has read and encoded.
-                self.offering = Some((new, keys.len()));
+                self.offering = Some((new, all));
                 self.perform(actions).await;
                 self.offering = None;
             }

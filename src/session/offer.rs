@@ -41,6 +41,23 @@ impl FeedNumbers {
         n as usize
     }
 
+    /// The numbers of `keys`, given now to those that have none, under one lock: a list
+    /// of new feeds told to a thousand peers is numbered once, not once for each of them.
+    pub fn numbers(&self, keys: impl IntoIterator<Item = FeedKey>) -> Vec<usize> {
+        let mut numbers = self.0.write().unwrap();
+        let numbers = &mut *numbers;
+        keys.into_iter()
+            .map(|key| {
+                let next = numbers.keys.len() as u32;
+                let n = *numbers.by_key.entry(key).or_insert(next);
+                if n == next {
+                    numbers.keys.push(key);
+                }
+                n as usize
+            })
+            .collect()
+    }
+
     /// The number of `key`, if it has one.
     fn get(&self, key: &FeedKey) -> Option<usize> {
         self.0.read().unwrap().by_key.get(key).map(|n| *n as usize)
@@ -74,6 +91,17 @@ impl KeySet {
     /// Adds `key`; `true` if it was not in the set.
     pub fn insert(&mut self, key: FeedKey) -> bool {
         let n = self.numbers.number(key);
+        self.insert_number(n)
+    }
+
+    /// Adds the key numbered `n` by `numbers` ([`FeedNumbers::numbers`]), without a look
+    /// at the numbering; `true` if it was not in the set. `None` when the set is kept over
+    /// another numbering.
+    pub fn insert_numbered(&mut self, numbers: &Arc<FeedNumbers>, n: usize) -> Option<bool> {
+        Arc::ptr_eq(&self.numbers, numbers).then(|| self.insert_number(n))
+    }
+
+    fn insert_number(&mut self, n: usize) -> bool {
         let (word, bit) = (n / 64, 1u64 << (n % 64));
         if self.bits.len() <= word {
             self.bits.resize(word + 1, 0);
@@ -162,5 +190,24 @@ mod tests {
         a.take_from(&mut b);
         assert_eq!((a.len(), b.len()), (100, 0));
         assert!(a.contains(&key(99)) && !b.contains(&key(99)));
+    }
+
+    #[test]
+    fn a_list_numbered_once_fills_sets_as_keys_do() {
+        let numbers = FeedNumbers::new();
+        KeySet::new(numbers.clone()).insert(key(5));
+        let mut by_key = KeySet::new(numbers.clone());
+        let list = [key(7), key(5), key(9), key(7)];
+        let given = numbers.numbers(list);
+        assert_eq!(given, vec![1, 0, 2, 1], "known keys keep their numbers");
+        let mut by_number = KeySet::new(numbers.clone());
+        for (k, n) in list.iter().zip(&given) {
+            let fresh = by_number.insert_numbered(&numbers, *n);
+            assert_eq!(fresh, Some(by_key.insert(*k)));
+        }
+        assert_eq!(by_number.keys(), by_key.keys());
+        assert_eq!(by_number.len(), 3);
+        // Another numbering's numbers mean nothing here.
+        assert_eq!(by_number.insert_numbered(&FeedNumbers::new(), 0), None);
     }
 }
