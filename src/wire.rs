@@ -286,7 +286,7 @@ impl FeedMeta {
     fn from_raw(raw: Box<serde_json::value::RawValue>) -> Self {
         let text = raw.get();
         // Searched many bytes at a time: a pattern of two chars decoded each character, a
-        // tenth of the time of reading a hub's manifest.
+        // sixth of the instructions of reading a hub's manifest.
         if memchr::memchr2(b'\n', b'\r', text.as_bytes()).is_some() {
             return FeedMeta::from(serde_json::from_str::<Value>(text).unwrap_or(Value::Null));
         }
