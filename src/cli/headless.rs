@@ -125,7 +125,7 @@ where
             }
             printer.add(&ev);
             taken += 1;
-            if !stopped && taken < EVENTS_PER_WRITE {
+            if !stopped && taken < EVENTS_PER_WRITE && printer.gathered() < BYTES_PER_WRITE {
                 next = engine.events.try_recv().ok();
             }
         }
@@ -143,6 +143,16 @@ where
 
 /// Events written out together at most, so that a steady stream still reaches the reader.
 const EVENTS_PER_WRITE: usize = 256;
+
+/// Bytes of lines after which they are written out, fewer events or not: a hub's
+/// `offer_sent` lines are tens of kilobytes each (a thousand peers told of the same new
+/// feeds), and gathering 256 of them grew the buffer by megabytes, in fresh pages the kernel
+/// had to fault in and clear, at every write (a tenth of a hub's CPU at fan-in).
+const BYTES_PER_WRITE: usize = 1 << 20;
+
+/// The most the line buffer keeps between writes: a gathering past [`BYTES_PER_WRITE`] by
+/// one event, even a first manifest of ten thousand keys, stays within it.
+const LINES_KEPT: usize = 4 << 20;
 
 /// Lines of events gathered for one write.
 struct Printer {
@@ -199,9 +209,14 @@ impl Printer {
         let _ = out.write_all(&self.lines);
         let _ = out.flush();
         self.lines.clear();
-        if self.lines.capacity() > 1 << 20 {
-            self.lines.shrink_to(1 << 20);
+        if self.lines.capacity() > LINES_KEPT {
+            self.lines.shrink_to(LINES_KEPT);
         }
+    }
+
+    /// Bytes of lines gathered and not yet written.
+    fn gathered(&self) -> usize {
+        self.lines.len()
     }
 }
 
