@@ -269,9 +269,10 @@ impl Handshake {
     }
 }
 
-/// What an offerer says about one offered feed, for display only.
+/// What an offerer says about one offered feed, for display only. Behind one thin pointer:
+/// a peer offered ten thousand feeds by a hub keeps each one's in its table of offers.
 #[derive(Clone)]
-pub struct FeedMeta(std::sync::Arc<serde_json::value::RawValue>);
+pub struct FeedMeta(std::sync::Arc<Box<serde_json::value::RawValue>>);
 
 impl FeedMeta {
     /// `null`: no metadata (one shared text, since a bare offer has one per key).
@@ -290,7 +291,7 @@ impl FeedMeta {
         if memchr::memchr2(b'\n', b'\r', text.as_bytes()).is_some() {
             return FeedMeta::from(serde_json::from_str::<Value>(text).unwrap_or(Value::Null));
         }
-        FeedMeta(std::sync::Arc::from(raw))
+        FeedMeta(std::sync::Arc::new(raw))
     }
 
     /// The metadata as a JSON value.
@@ -321,7 +322,7 @@ impl Default for FeedMeta {
 impl From<Value> for FeedMeta {
     fn from(v: Value) -> Self {
         let raw = serde_json::value::to_raw_value(&v).expect("a JSON value serialises");
-        FeedMeta(std::sync::Arc::from(raw))
+        FeedMeta(std::sync::Arc::new(raw))
     }
 }
 
