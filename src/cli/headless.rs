@@ -147,7 +147,8 @@ const EVENTS_PER_WRITE: usize = 256;
 /// Bytes of lines after which they are written out, fewer events or not: a hub's
 /// `offer_sent` lines are tens of kilobytes each (a thousand peers told of the same new
 /// feeds), and gathering 256 of them grew the buffer by megabytes, in fresh pages the kernel
-/// had to fault in and clear, at every write (a tenth of a hub's CPU at fan-in).
+/// had to fault in and clear, at every write (most of the tenth of a hub's CPU that its
+/// printer took at fan-in).
 const BYTES_PER_WRITE: usize = 1 << 20;
 
 /// The most the line buffer keeps between writes: a gathering past [`BYTES_PER_WRITE`] by
