@@ -21,6 +21,18 @@ struct Numbers {
     keys: Vec<FeedKey>,
 }
 
+impl Numbers {
+    /// The number of `key`, the next one if it has none yet.
+    fn give(&mut self, key: FeedKey) -> usize {
+        let next = self.keys.len() as u32;
+        let n = *self.by_key.entry(key).or_insert(next);
+        if n == next {
+            self.keys.push(key);
+        }
+        n as usize
+    }
+}
+
 impl FeedNumbers {
     /// A new, empty numbering, to share.
     pub fn new() -> Arc<FeedNumbers> {
@@ -32,30 +44,14 @@ impl FeedNumbers {
         if let Some(n) = self.get(&key) {
             return n;
         }
-        let mut numbers = self.0.write().unwrap();
-        let next = numbers.keys.len() as u32;
-        let n = *numbers.by_key.entry(key).or_insert(next);
-        if n == next {
-            numbers.keys.push(key);
-        }
-        n as usize
+        self.0.write().unwrap().give(key)
     }
 
     /// The numbers of `keys`, given now to those that have none, under one lock: a list
     /// of new feeds told to a thousand peers is numbered once, not once for each of them.
     pub fn numbers(&self, keys: impl IntoIterator<Item = FeedKey>) -> Vec<usize> {
         let mut numbers = self.0.write().unwrap();
-        let numbers = &mut *numbers;
-        keys.into_iter()
-            .map(|key| {
-                let next = numbers.keys.len() as u32;
-                let n = *numbers.by_key.entry(key).or_insert(next);
-                if n == next {
-                    numbers.keys.push(key);
-                }
-                n as usize
-            })
-            .collect()
+        keys.into_iter().map(|key| numbers.give(key)).collect()
     }
 
     /// The number of `key`, if it has one.
