@@ -5,7 +5,7 @@
 //! each offered key is one entry of one table, its pending mark in the entry: every key
 //! offered is looked up once, not once in each of several sets.
 
-use std::collections::HashMap;
+use std::collections::hash_map::{Entry, HashMap};
 
 use crate::wire::{FeedKey, FeedMeta};
 
@@ -31,11 +31,11 @@ impl RemoteOffer {
     /// it is new.
     pub fn offer(&mut self, key: FeedKey, meta: FeedMeta) -> bool {
         match self.offered.entry(key) {
-            std::collections::hash_map::Entry::Occupied(mut e) => {
+            Entry::Occupied(mut e) => {
                 e.get_mut().meta = meta;
                 false
             }
-            std::collections::hash_map::Entry::Vacant(e) => {
+            Entry::Vacant(e) => {
                 e.insert(Offered {
                     meta,
                     pending: false,
@@ -88,11 +88,6 @@ impl RemoteOffer {
         self.offered.get(key).map(|o| &o.meta)
     }
 
-    /// Whether `key` waits for a decision.
-    pub fn is_pending(&self, key: &FeedKey) -> bool {
-        self.offered.get(key).is_some_and(|o| o.pending)
-    }
-
     /// How many offered keys wait for a decision.
     pub fn pending_len(&self) -> usize {
         self.pending
@@ -108,36 +103,5 @@ impl RemoteOffer {
             .collect();
         keys.sort_unstable();
         keys
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn key(n: u8) -> FeedKey {
-        FeedKey([n; 32])
-    }
-
-    #[test]
-    fn pending_marks_are_counted_once_and_only_on_offered_keys() {
-        let mut r = RemoteOffer::default();
-        assert!(r.offer(key(1), FeedMeta::null()));
-        assert!(r.offer(key(2), FeedMeta::null()));
-        assert!(!r.offer(key(1), serde_json::json!({"name": "a"}).into()));
-        assert_eq!(r.len(), 2);
-        assert_eq!(r.get(&key(1)).unwrap().to_string(), r#"{"name":"a"}"#);
-        assert!(!r.mark_pending(&key(3)), "never offered");
-        assert!(r.mark_pending(&key(2)));
-        assert!(r.mark_pending(&key(1)));
-        assert!(!r.mark_pending(&key(1)), "already pending");
-        assert_eq!(r.pending_len(), 2);
-        assert_eq!(r.pending_keys(), vec![key(1), key(2)]);
-        r.unmark_pending(&key(1));
-        r.unmark_pending(&key(1));
-        r.unmark_pending(&key(3));
-        assert_eq!(r.pending_len(), 1);
-        assert!(r.is_pending(&key(2)) && !r.is_pending(&key(1)));
-        assert_eq!(r.pending_keys(), vec![key(2)]);
     }
 }

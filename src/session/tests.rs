@@ -1,5 +1,5 @@
 use super::*;
-use crate::wire::{encode_handshake, encode_keys, encode_manifests};
+use crate::wire::{encode_handshake, encode_keys, encode_manifests, FeedMeta};
 use std::collections::BTreeMap;
 
 fn key(n: u8) -> FeedKey {
@@ -383,4 +383,25 @@ fn named_by(s: &mut Session, n: u8) -> Vec<Action> {
         wire::EXT_CABAL_PEER_ID,
         format!(r#"{{"id":"{id}"}}"#).as_bytes(),
     )
+}
+
+#[test]
+fn remote_offers_count_pending_marks_once_and_only_on_offered_keys() {
+    let mut r = RemoteOffer::default();
+    assert!(r.offer(key(1), FeedMeta::null()));
+    assert!(r.offer(key(2), FeedMeta::null()));
+    assert!(!r.offer(key(1), serde_json::json!({"name": "a"}).into()));
+    assert_eq!(r.len(), 2);
+    assert_eq!(r.get(&key(1)).unwrap().to_string(), r#"{"name":"a"}"#);
+    assert!(!r.mark_pending(&key(3)), "never offered");
+    assert!(r.mark_pending(&key(2)));
+    assert!(r.mark_pending(&key(1)));
+    assert!(!r.mark_pending(&key(1)), "already pending");
+    assert_eq!(r.pending_len(), 2);
+    assert_eq!(r.pending_keys(), vec![key(1), key(2)]);
+    r.unmark_pending(&key(1));
+    r.unmark_pending(&key(1));
+    r.unmark_pending(&key(3));
+    assert_eq!(r.pending_len(), 1);
+    assert_eq!(r.pending_keys(), vec![key(2)]);
 }
