@@ -614,11 +614,7 @@ impl<'a> RawManifest<'a> {
         let meta = self.meta.map(|m| m.get().trim_start());
         if let Some(meta) = meta.filter(|m| m.starts_with('{')) {
             let MetaEntries(entries) = serde_json::from_str(meta).ok()?;
-            list.meta = entries
-                .into_iter()
-                .filter_map(|(k, v)| FeedKey::parse(&k).ok().map(|key| (key, v)))
-                .filter(|(key, _)| seen.contains(key))
-                .collect();
+            list.meta = offered_meta(entries, &seen);
         }
         Some(Ok(list))
     }
@@ -694,14 +690,24 @@ fn decode_manifest_value(payload: &[u8], limits: &Limits) -> Result<KeyList, Wir
     };
     let (mut list, offered) = key_list_of(keys.len(), keys.into_iter().map(key_of), limits)?;
     if let Some(Value::Object(meta)) = obj.remove("meta") {
-        // A set, not the list: a manifest of 10,000 keys is searched 10,000 times.
-        list.meta = meta
-            .into_iter()
-            .filter_map(|(k, v)| FeedKey::parse(&k).ok().map(|key| (key, v.into())))
-            .filter(|(key, _)| offered.contains(key))
-            .collect();
+        list.meta = offered_meta(meta, &offered);
     }
     Ok(list)
+}
+
+/// The metadata entries named by keys of the list (`offered`, a set: a manifest of 10,000
+/// keys is searched 10,000 times); names that are not keys, and keys not offered, are left
+/// out.
+fn offered_meta<N: AsRef<str>, V: Into<FeedMeta>>(
+    entries: impl IntoIterator<Item = (N, V)>,
+    offered: &KeySeen,
+) -> OfferMeta {
+    entries
+        .into_iter()
+        .filter_map(|(name, v)| FeedKey::parse(name.as_ref()).ok().map(|key| (key, v)))
+        .filter(|(key, _)| offered.contains(key))
+        .map(|(key, v)| (key, v.into()))
+        .collect()
 }
 
 /// Decodes Cabal's `peer-id` body `{"id":"<64 hex>"}` into the key it names. Cabal itself
