@@ -155,6 +155,8 @@ pub struct NewFeeds {
     /// The keys' numbers in the sessions' shared numbering, in the same order.
     numbers: Vec<usize>,
     numbering: Arc<FeedNumbers>,
+    /// How many of the feeds are offered on hypercore 10's wire and on 9's.
+    on_wire: [usize; 2],
     /// The metadata of the list's feeds on hypercore 10's wire and on 9's, shared by every
     /// peer's `offer_sent` report.
     meta: [tokio::sync::OnceCell<Arc<BTreeMap<FeedKey, FeedMeta>>>; 2],
@@ -165,16 +167,24 @@ pub struct NewFeeds {
 impl NewFeeds {
     /// The list of these feeds, their wires read from `store`, numbered by `numbering`.
     pub fn new(keys: Vec<FeedKey>, store: &Store, numbering: &Arc<FeedNumbers>) -> NewFeeds {
-        NewFeeds {
+        let mut new = NewFeeds {
             numbers: numbering.numbers(keys.iter().copied()),
             numbering: numbering.clone(),
             feeds: keys
                 .into_iter()
                 .map(|k| (k, store.get(&k).map(|f| f.wire)))
                 .collect(),
+            on_wire: [0; 2],
             meta: Default::default(),
             bodies: Default::default(),
-        }
+        };
+        new.on_wire = [Wire::Hc10, Wire::Hc9].map(|w| new.numbered_on(w).count());
+        new
+    }
+
+    /// How many of the feeds are offered on `wire`.
+    fn count_on(&self, wire: Wire) -> usize {
+        self.on_wire[usize::from(wire == Wire::Hc9)]
     }
 
     /// The feeds offered on `wire`, in order, with their numbers.
@@ -1291,7 +1301,7 @@ impl<C: WireCore> Task<C> {
             PeerCmd::LocalFeeds(..) if self.observing => {}
             PeerCmd::LocalFeeds(new) => {
                 // A connection offers only feeds of its own wire generation.
-                let all = new.numbered_on(C::WIRE).count();
+                let all = new.count_on(C::WIRE);
                 let keys = new.numbered_on(C::WIRE).map(|(k, n)| (k, Some(n)));
                 let actions = self
                     .session
