@@ -20,3 +20,8 @@ pub mod stats;
 pub mod store;
 pub mod tui;
 pub mod wire;
+
+/// The hasher of the process's hot tables: foldhash, seeded per process, so that keys a peer
+/// chooses cannot be aimed at one bucket. Faster than std's SipHash for the 32-byte feed keys
+/// and the integer positions these tables hold.
+pub(crate) type FastHash = foldhash::fast::RandomState;

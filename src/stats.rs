@@ -15,6 +15,7 @@ use hypercore_protocol::Message;
 
 use crate::event::{DecidedBy, Direction, Event, PeerId, ProblemKind, Wire};
 use crate::wire::FeedKey;
+use crate::FastHash as Fast;
 
 /// Most feeds shown one by one (labelled by key and name) until the engine sets its
 /// `Limits::max_labelled_feeds`; the others are only counted, so that a store of a million
@@ -179,10 +180,6 @@ struct Folded {
     /// Bytes a connection last reported for a feed, to add only what is new.
     received: HashMap<(PeerId, FeedKey), u64, Fast>,
 }
-
-/// foldhash, seeded per process, as for the session's sets of offered keys: faster than
-/// std's SipHash for these 32-byte keys.
-type Fast = foldhash::fast::RandomState;
 
 impl Default for Folded {
     fn default() -> Self {

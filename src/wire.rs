@@ -773,10 +773,9 @@ fn key_of(item: Value) -> Result<FeedKey, String> {
     }
 }
 
-/// A set of keys a peer sent. Hashed with foldhash, seeded per process like the session's
-/// sets of offered keys, rather than std's slower SipHash: a peer offered ten thousand feeds
-/// by a hub checks each of them here.
-type KeySeen = std::collections::HashSet<FeedKey, foldhash::fast::RandomState>;
+/// A set of keys a peer sent: a peer offered ten thousand feeds by a hub checks each of them
+/// here.
+type KeySeen = std::collections::HashSet<FeedKey, crate::FastHash>;
 
 /// The keys of a list of `count` entries, each once, with the rejected ones; and the set of
 /// the keys, to match metadata against.

@@ -21,7 +21,7 @@ pub struct Bitfield {
     full: BTreeMap<u64, u64>,
     /// Pages with some bits set and some clear, with how many are set.
     /// Looked up for every block, so hashed fast (with a per-process seed).
-    partial: HashMap<u64, (Page, u32), foldhash::fast::RandomState>,
+    partial: HashMap<u64, (Page, u32), crate::FastHash>,
     /// Pages changed since [`Bitfield::take_dirty`].
     dirty: BTreeSet<u64>,
 }

@@ -20,8 +20,7 @@ struct Offered {
 /// The keys a peer offered, with their metadata and pending marks.
 #[derive(Debug, Clone, Default)]
 pub struct RemoteOffer {
-    /// foldhash, seeded per process: faster than std's SipHash for 32-byte keys.
-    offered: HashMap<FeedKey, Offered, foldhash::fast::RandomState>,
+    offered: HashMap<FeedKey, Offered, crate::FastHash>,
     /// How many entries are marked pending.
     pending: usize,
 }

@@ -56,7 +56,7 @@ pub enum Lookup {
 /// enough; the per-process seed keeps it from being steered.
 #[derive(Default)]
 pub struct NodeRuns {
-    runs: HashMap<u64, Run, foldhash::fast::RandomState>,
+    runs: HashMap<u64, Run, crate::FastHash>,
     /// Runs that hold nodes (each holds a box of [`RUN`] of them).
     filled: usize,
 }

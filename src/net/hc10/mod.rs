@@ -101,8 +101,8 @@ pub struct Conn<T> {
     handshake_hash: Vec<u8>,
     trace: bool,
     /// Looked up for every message (ids are few and bounded: a fast hash is enough).
-    chans: HashMap<u64, Chan<T>, foldhash::fast::RandomState>,
-    by_remote: HashMap<u64, u64, foldhash::fast::RandomState>,
+    chans: HashMap<u64, Chan<T>, crate::FastHash>,
+    by_remote: HashMap<u64, u64, crate::FastHash>,
     by_dkey: HashMap<[u8; 32], u64>,
     pending: HashMap<[u8; 32], PendingOpen>,
     pending_by_remote: HashMap<u64, [u8; 32]>,

@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use foldhash::fast::RandomState as Fast;
+use crate::FastHash as Fast;
 use std::time::{Duration, Instant};
 
 use hypercore_protocol::schema::{Data, NoData, Range, Request, Synchronize};
