@@ -9,6 +9,7 @@ pub mod hush;
 pub mod output;
 pub mod peer;
 pub mod replicate;
+pub mod secret_stream;
 pub mod transport;
 
 /// What a connection says of the `count`-th received message that did not decode, `e`: the

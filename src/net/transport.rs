@@ -1,10 +1,9 @@
 //! The encrypted connection under a peer, in either wire generation:
 //!
-//! - hypercore 10: TCP with 3-byte little-endian length framing and a Noise XX handshake, as
-//!   JavaScript `Hypercore.createProtocolStream` speaks it. The cipher is the handshake
-//!   crate's, driven without I/O: this module owns the socket, so end of stream, I/O errors
-//!   and decryption failures all surface as errors here (the crate's own I/O wrapper swallows
-//!   end of stream and panics on some errors);
+//! - hypercore 10: TCP with 3-byte little-endian length framing, a Noise XX handshake and a
+//!   secret stream per direction, as JavaScript `Hypercore.createProtocolStream` speaks it
+//!   ([`crate::net::secret_stream`], without I/O): this module owns the socket, so end of
+//!   stream, I/O errors and decryption failures all surface as errors here;
 //! - hypercore 9 (hypercore-protocol 8, multifeed 6 and Cabal): varint-framed Noise XX
 //!   messages, then one XSalsa20 keystream per direction over varint-framed messages
 //!   ([`crate::net::hc9`]).
@@ -14,12 +13,11 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use hypercore_handshake::{Cipher, CipherEvent, HandshakePattern};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -31,6 +29,7 @@ use crate::frame::MAX_FRAME_BYTES;
 use crate::limits::Limits;
 use crate::net::framed::FrameReader;
 use crate::net::hc9;
+use crate::net::secret_stream::{self, Handshake, Pull, PullKey, Push, Step, StreamError};
 
 /// Why a connection failed.
 #[derive(Debug, thiserror::Error)]
@@ -119,7 +118,7 @@ pub struct Transport {
     incoming: mpsc::Receiver<Result<Vec<Vec<u8>>, TransportError>>,
     reading: tokio::task::AbortHandle,
     sealer: Sealer,
-    writer: mpsc::UnboundedSender<Bytes>,
+    writer: mpsc::UnboundedSender<Outbound>,
     backlog: Arc<Backlog>,
     initiator: bool,
     remote_public_key: [u8; 32],
@@ -131,9 +130,8 @@ pub struct Transport {
 
 /// How frames are encrypted for sending, per wire.
 enum Sealer {
-    /// hypercore 10: the handshake crate's cipher, one state for both directions, shared
-    /// with the reading task (each holds it only to encrypt or decrypt one frame).
-    Hc10(Arc<Mutex<Cipher>>),
+    /// hypercore 10: the sending secret stream (the receiving one is the reading task's).
+    Hc10(Push),
     /// hypercore 9: the outgoing XSalsa20 keystream (the incoming one is the reading task's).
     Hc9(Box<hc9::Keystream>),
 }
@@ -149,6 +147,28 @@ impl std::fmt::Debug for Transport {
         f.debug_struct("Transport")
             .field("initiator", &self.initiator)
             .finish()
+    }
+}
+
+/// What the writer sends: a frame's bytes, and on hypercore 10 the secret stream's encrypted
+/// tag byte, which goes between the frame's length and these bytes (so that sealing a frame
+/// never moves it).
+#[derive(Debug)]
+struct Outbound {
+    lead: Option<u8>,
+    body: Bytes,
+}
+
+impl Outbound {
+    fn plain(body: Vec<u8>) -> Self {
+        Outbound {
+            lead: None,
+            body: Bytes::from(body),
+        }
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.lead.is_some()) + self.body.len()
     }
 }
 
@@ -189,7 +209,7 @@ impl Backlog {
 /// little-endian length; hc9 frames carry their own framing.
 async fn write_loop(
     mut socket: OwnedWriteHalf,
-    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    mut rx: mpsc::UnboundedReceiver<Outbound>,
     backlog: Arc<Backlog>,
     length_prefix: bool,
 ) {
@@ -268,21 +288,29 @@ const WRITE_GATHER_PIECES: usize = 256;
 fn queue(
     pieces: &mut VecDeque<(Bytes, usize)>,
     queued: &mut usize,
-    frame: Bytes,
+    frame: Outbound,
     prefix: bool,
 ) -> bool {
     let len = frame.len();
+    let mut head = [0u8; 4];
+    let mut head_len = 0;
     if prefix {
         if len > MAX_FRAME_BYTES {
             tracing::warn!("a frame of {len} bytes is over the {MAX_FRAME_BYTES}-byte limit");
             return false;
         }
-        let header = (len as u32).to_le_bytes();
-        pieces.push_back((Bytes::copy_from_slice(&header[..3]), 0));
-        *queued += 3;
+        head[..3].copy_from_slice(&(len as u32).to_le_bytes()[..3]);
+        head_len = 3;
     }
-    *queued += len;
-    pieces.push_back((frame, len));
+    if let Some(lead) = frame.lead {
+        head[head_len] = lead;
+        head_len += 1;
+    }
+    if head_len > 0 {
+        pieces.push_back((Bytes::copy_from_slice(&head[..head_len]), 0));
+    }
+    *queued += head_len + frame.body.len();
+    pieces.push_back((frame.body, len));
     true
 }
 
@@ -329,51 +357,48 @@ impl Transport {
         let backlog = Self::backlog_for(limits);
         tokio::spawn(write_loop(write, rx, backlog.clone(), true));
 
-        let mut cipher = if initiator {
-            Cipher::new_dht_init_with_pattern(None, HandshakePattern::XX, None, &[])
-        } else {
-            let keypair = hypercore_handshake::state_machine::hc_specific::generate_keypair()
-                .map_err(|e| TransportError::Crypto(e.to_string()))?;
-            Cipher::resp_from_private_with_pattern(None, &keypair, HandshakePattern::XX, &[])
+        let send = |frame: Vec<u8>| send_plain(&writer, &backlog, frame);
+        let (mut hs, first) = Handshake::start(initiator).map_err(crypto)?;
+        if let Some(first) = first {
+            send(first)?;
         }
-        .map_err(|e| TransportError::Crypto(e.to_string()))?;
         let mut frames = FrameReader::new(read, MAX_FRAME_BYTES);
-        let (handshake_hash, remote_public_key) = loop {
-            flush_cipher(&mut cipher, &writer, &backlog)?;
-            if let (Some(hash), Some(remote)) =
-                (cipher.handshake_hash(), cipher.get_remote_static())
+        let keys = loop {
+            match hs
+                .receive(&read_frame(&mut frames).await?)
+                .map_err(crypto)?
             {
-                break (hash.to_vec(), remote);
-            }
-            cipher.receive_next(read_frame(&mut frames).await?);
-            while let Some(ev) = decrypt_next(&mut cipher)? {
-                // Handshake payloads carry nothing for hypercore; a message this early cannot
-                // happen because the remote has no keys yet.
-                let _ = ev;
+                Step::Send(next, msg) => {
+                    send(msg)?;
+                    hs = next;
+                }
+                Step::Done { last, keys } => {
+                    if let Some(last) = last {
+                        send(last)?;
+                    }
+                    break keys;
+                }
             }
         };
-        let cipher = Arc::new(Mutex::new(cipher));
+        let secret_stream::Keys {
+            push,
+            setup,
+            pull,
+            handshake_hash,
+            remote_static,
+        } = keys;
+        send(setup)?;
         let rtt = Arc::new(AtomicU64::new(rtt_micros(frames.get_ref().as_ref())));
         let (out, incoming) = mpsc::channel(1);
-        let reading = tokio::spawn(read_loop_hc10(
-            frames,
-            cipher.clone(),
-            Outgoing {
-                writer: writer.clone(),
-                backlog: backlog.clone(),
-            },
-            out,
-            rtt.clone(),
-        ))
-        .abort_handle();
+        let reading = tokio::spawn(read_loop_hc10(frames, pull, out, rtt.clone())).abort_handle();
         Ok(Transport {
             incoming,
             reading,
-            sealer: Sealer::Hc10(cipher),
+            sealer: Sealer::Hc10(push),
             writer,
             backlog,
             initiator,
-            remote_public_key,
+            remote_public_key: remote_static,
             handshake_hash,
             split: None,
             rtt,
@@ -395,10 +420,7 @@ impl Transport {
         let mut hs = hc9::Handshake::new(initiator).map_err(noise)?;
         let send = |out: Vec<u8>| -> Result<(), TransportError> {
             if !out.is_empty() {
-                backlog.bytes.fetch_add(out.len(), Ordering::AcqRel);
-                writer
-                    .send(Bytes::from(out))
-                    .map_err(|_| TransportError::Closed)?;
+                send_plain(&writer, &backlog, out)?;
             }
             Ok(())
         };
@@ -489,22 +511,21 @@ impl Transport {
     /// empty one is a keep-alive), framed bytes on hc9.
     pub fn send(&mut self, mut plaintext: Vec<u8>) -> Result<(), TransportError> {
         match &mut self.sealer {
-            Sealer::Hc10(cipher) => {
-                let mut cipher = lock(cipher);
-                cipher.queue_msg(plaintext);
-                flush_cipher(&mut cipher, &self.writer, &self.backlog)
+            Sealer::Hc10(push) => {
+                let lead = push.seal(&mut plaintext);
+                let frame = Outbound {
+                    lead: Some(lead),
+                    body: Bytes::from(plaintext),
+                };
+                self.backlog.bytes.fetch_add(frame.len(), Ordering::AcqRel);
+                self.writer.send(frame).map_err(|_| TransportError::Closed)
             }
             Sealer::Hc9(tx) => {
                 if plaintext.is_empty() {
                     return Ok(());
                 }
                 tx.apply(&mut plaintext);
-                self.backlog
-                    .bytes
-                    .fetch_add(plaintext.len(), Ordering::AcqRel);
-                self.writer
-                    .send(Bytes::from(plaintext))
-                    .map_err(|_| TransportError::Closed)
+                send_plain(&self.writer, &self.backlog, plaintext)
             }
         }
     }
@@ -520,38 +541,25 @@ impl Transport {
     }
 }
 
-/// The writer's queue and its count, for what the cipher has to send.
-struct Outgoing {
-    writer: mpsc::UnboundedSender<Bytes>,
-    backlog: Arc<Backlog>,
-}
-
-fn lock(cipher: &Mutex<Cipher>) -> std::sync::MutexGuard<'_, Cipher> {
-    // A panic while holding it leaves a cipher that may be mid-frame; the connection ends
-    // with that panic, so whatever is read from it after is never trusted.
-    cipher.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Moves what the cipher has encrypted to the writer.
-fn flush_cipher(
-    cipher: &mut Cipher,
-    writer: &mpsc::UnboundedSender<Bytes>,
+/// Queues bytes that need no sealing (handshake messages, the setup frame, hc9's already
+/// encrypted bytes) for the writer.
+fn send_plain(
+    writer: &mpsc::UnboundedSender<Outbound>,
     backlog: &Backlog,
+    bytes: Vec<u8>,
 ) -> Result<(), TransportError> {
-    while let Some(out) = cipher
-        .get_next_sendable_message()
-        .map_err(|e| TransportError::Crypto(e.to_string()))?
-    {
-        backlog.bytes.fetch_add(out.len(), Ordering::AcqRel);
-        writer
-            .send(Bytes::from(out))
-            .map_err(|_| TransportError::Closed)?;
-    }
-    Ok(())
+    backlog.bytes.fetch_add(bytes.len(), Ordering::AcqRel);
+    writer
+        .send(Outbound::plain(bytes))
+        .map_err(|_| TransportError::Closed)
 }
 
-/// The next non-empty length-framed frame (a zero-length frame carries nothing and would
-/// upset the cipher).
+fn crypto(e: StreamError) -> TransportError {
+    TransportError::Crypto(e.to_string())
+}
+
+/// The next non-empty length-framed frame (a zero-length frame carries nothing: JavaScript
+/// peers send them to keep the connection alive).
 async fn read_frame(frames: &mut FrameReader<OwnedReadHalf>) -> Result<Vec<u8>, TransportError> {
     loop {
         match frames.next().await {
@@ -580,40 +588,31 @@ fn rtt_micros(stream: &TcpStream) -> u64 {
 }
 
 /// Reads and decrypts hypercore 10 frames until the connection ends or the transport is
-/// dropped; the end is handed over as an error.
+/// dropped; the end is handed over as an error. The first frame is the peer's secret-stream
+/// setup.
 async fn read_loop_hc10(
     mut frames: FrameReader<OwnedReadHalf>,
-    cipher: Arc<Mutex<Cipher>>,
-    outgoing: Outgoing,
+    pull: PullKey,
     out: mpsc::Sender<Result<Vec<Vec<u8>>, TransportError>>,
     rtt: Arc<AtomicU64>,
 ) {
+    let opened = match read_frame(&mut frames).await {
+        Ok(setup) => pull.open(&setup).map_err(crypto),
+        Err(e) => Err(e),
+    };
+    let mut pull: Pull = match opened {
+        Ok(pull) => pull,
+        Err(e) => {
+            let _ = out.send(Err(e)).await;
+            return;
+        }
+    };
     let mut sampled = None;
     loop {
-        let got = match read_frame(&mut frames).await {
-            Ok(frame) => {
-                let mut cipher = lock(&cipher);
-                cipher.receive_next(frame);
-                let mut plain = Vec::new();
-                let mut got = Ok(());
-                loop {
-                    match decrypt_next(&mut cipher) {
-                        Ok(Some(CipherEvent::Message(m))) => plain.push(m),
-                        Ok(Some(_)) => {}
-                        Ok(None) => break,
-                        Err(e) => {
-                            got = Err(e);
-                            break;
-                        }
-                    }
-                }
-                // Decrypting can complete the handshake's last step, which has something
-                // to send.
-                got.and_then(|()| flush_cipher(&mut cipher, &outgoing.writer, &outgoing.backlog))
-                    .map(|()| plain)
-            }
-            Err(e) => Err(e),
-        };
+        let got = read_frame(&mut frames).await.and_then(|mut frame| {
+            pull.open(&mut frame).map_err(crypto)?;
+            Ok(vec![frame])
+        });
         sample_rtt(frames.get_ref().as_ref(), &rtt, &mut sampled);
         let end = got.is_err();
         if out.send(got).await.is_err() || end {
@@ -696,12 +695,6 @@ fn size_hc9_buffer(buffer: &mut bytes::BytesMut, read: usize, small_reads: &mut 
             *small_reads = 0;
         }
     }
-}
-
-fn decrypt_next(cipher: &mut Cipher) -> Result<Option<CipherEvent>, TransportError> {
-    cipher
-        .next_decrypted_message()
-        .map_err(|e| TransportError::Crypto(e.to_string()))
 }
 
 /// Waits until the dialing side's first bytes tell its wire, without taking them.
