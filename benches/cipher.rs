@@ -1,5 +1,11 @@
-//! The XSalsa20 keystream of Cabal's wire: MB/s of feedscope's own (each backend this CPU
-//! runs) beside the `salsa20` crate's, applied in pieces the size of the wire's messages.
+//! The ciphers of both wires: MB/s of feedscope's own (each backend this CPU runs) beside the
+//! crates', in pieces the size of the wires' messages.
+//!
+//! - Cabal's wire: the XSalsa20 keystream, against the `salsa20` crate's;
+//! - hypercore 10: ChaCha20 (each piece a message's keystream, from its first block) against
+//!   the `chacha20` crate's, and whole secret-stream messages (ChaCha20, Poly1305, the tag
+//!   byte) sealed by feedscope's and by `crypto_secretstream`, which `hypercore_handshake`
+//!   drives.
 //!
 //! ```sh
 //! cargo bench --locked --bench cipher
@@ -12,7 +18,8 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use feedscope::net::hc9::salsa::{Backend, XSalsa20};
+use feedscope::net::arx::{Backend, ChaCha20, XSalsa20};
+use feedscope::net::secret_stream::Push;
 use salsa20::cipher::{KeyIvInit, StreamCipher};
 
 const TOTAL: usize = 64 << 20;
@@ -58,5 +65,56 @@ fn main() {
             print!(" {r:.0} MB/s |");
         }
         println!(" {:.1}× |", best / base);
+    }
+
+    println!();
+    print!("| piece | chacha20 0.9 |");
+    for b in &backends {
+        print!(" feedscope, {b:?} |");
+    }
+    println!(" best / chacha20 |");
+    println!("|---|---|{}---|", "---|".repeat(backends.len()));
+    let nonce = [9u8; 12];
+    for piece in [64, 1024, 16 << 10, 64 << 10] {
+        let base = rate(piece, |d| {
+            chacha20::ChaCha20::new(&key.into(), &nonce.into()).apply_keystream(d)
+        });
+        print!("| {} B | {base:.0} MB/s |", piece);
+        let mut best: f64 = 0.0;
+        for &b in &backends {
+            let r = rate(piece, |d| {
+                ChaCha20::with_backend(&key, &nonce, b)
+                    .expect("available")
+                    .apply_from(0, d)
+            });
+            best = best.max(r);
+            print!(" {r:.0} MB/s |");
+        }
+        println!(" {:.1}× |", best / base);
+    }
+
+    println!();
+    println!("| message | crypto_secretstream 0.2 | feedscope | feedscope / crate |");
+    println!("|---|---|---|---|");
+    let header = [3u8; 24];
+    for piece in [64, 1024, 2048, 4096, 8192, 16 << 10, 64 << 10] {
+        let mut message = Vec::with_capacity(piece + 17);
+        let (_, mut push) = crypto_secretstream::PushStream::init(rand::rngs::OsRng, &key.into());
+        let base = rate(piece, |d| {
+            message.clear();
+            message.extend_from_slice(d);
+            push.push(&mut message, &[], crypto_secretstream::Tag::Message)
+                .expect("a message seals");
+        });
+        let mut ours = Push::new(&key, &header);
+        let r = rate(piece, |d| {
+            message.clear();
+            message.extend_from_slice(d);
+            black_box(ours.seal(&mut message));
+        });
+        println!(
+            "| {piece} B | {base:.0} MB/s | {r:.0} MB/s | {:.1}× |",
+            r / base
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! itself, several blocks at a time. Whatever the pieces a connection applies it in, the bytes
 //! must be those of the `salsa20` crate's XSalsa20 applied to the whole stream at once.
 
-use feedscope::net::hc9::salsa::{Backend, XSalsa20, BATCH_BYTES};
+use feedscope::net::arx::{Backend, XSalsa20, BATCH_BYTES};
 use feedscope::net::hc9::Keystream;
 use proptest::prelude::*;
 use salsa20::cipher::{KeyIvInit, StreamCipher};

@@ -2,12 +2,14 @@
 //! replication. Nothing here knows the engine: peers report upward through
 //! [`peer::PeerContext`].
 
+pub mod arx;
 pub mod framed;
 pub mod hc10;
 pub mod hc9;
 pub mod hush;
 pub mod output;
 pub mod peer;
+pub mod poly1305;
 pub mod replicate;
 pub mod secret_stream;
 pub mod transport;

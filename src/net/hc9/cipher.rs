@@ -7,7 +7,7 @@
 //! notice.
 
 use super::noise::{Established, NONCE_BYTES};
-use super::salsa::XSalsa20;
+use crate::net::arx::XSalsa20;
 
 /// One direction's keystream; encrypting and decrypting are the same operation.
 pub struct Keystream {

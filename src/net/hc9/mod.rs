@@ -5,8 +5,8 @@
 //! - [`message`]: the protobuf messages (Open, Options, Status, Have, …, Data, Close) and
 //!   extension frames;
 //! - [`noise`]: the Noise XX handshake with its nonce payload, as a state machine;
-//! - [`cipher`]: the XSalsa20 keystreams that carry everything after the handshake;
-//! - [`salsa`]: XSalsa20 itself, computing eight blocks of keystream at once;
+//! - [`cipher`]: the XSalsa20 keystreams ([`crate::net::arx`]) that carry everything after
+//!   the handshake;
 //! - [`caps`]: discovery keys, and the capabilities that prove a peer knows a feed's key;
 //! - [`rle`]: the run-length encoded bitfields of `Have` messages;
 //! - [`extensions`]: stream-level extension ids, as indexes into each side's sorted list;
@@ -27,7 +27,6 @@ pub mod frame;
 pub mod message;
 pub mod noise;
 pub mod rle;
-pub mod salsa;
 
 pub use caps::discovery_key;
 pub use cipher::Keystream;

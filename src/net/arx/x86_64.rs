@@ -1,14 +1,13 @@
-//! The x86-64 kernels: Salsa20's rounds on SSE2's four lanes, AVX2's eight and AVX-512's
-//! sixteen, written with
-//! the vector instructions themselves (the compiler does not find them
-//! in the portable lane arrays on its own), and the keystream turned from lanes back into
-//! blocks with shuffles.
+//! The x86-64 kernels: Salsa20's and ChaCha20's rounds on SSE2's four lanes, AVX2's eight
+//! and AVX-512's sixteen, written with the vector instructions themselves (the compiler does
+//! not find them in the portable lane arrays on its own), and the keystream turned from
+//! lanes back into blocks with shuffles.
 
 use std::arch::x86_64::*;
 
-use super::counters;
+use super::{counters, Core};
 
-/// `step`, `quarter` and `rounds` for one vector type, as `super` has them for lane arrays.
+/// Salsa20's and ChaCha20's rounds for one vector type, as `super` has them for lane arrays.
 /// The module supplies `rotl::<LEFT, RIGHT>`, a rotation left by `LEFT` (`RIGHT = 32 - LEFT`).
 macro_rules! rounds {
     ($feature:literal, $v:ty, $add:ident, $xor:ident) => {
@@ -28,20 +27,51 @@ macro_rules! rounds {
             x[a] = step::<18, 14>(x[a], x[d], x[c]);
         }
 
-        /// The twenty rounds, then the input added back: the keystream, one word a vector.
+        /// ChaCha20's quarter round.
         #[inline]
         #[target_feature(enable = $feature)]
-        fn keystream(start: &[$v; 16]) -> [$v; 16] {
+        fn chacha_quarter(x: &mut [$v; 16], a: usize, b: usize, c: usize, d: usize) {
+            x[a] = $add(x[a], x[b]);
+            x[d] = rotl::<16, 16>($xor(x[d], x[a]));
+            x[c] = $add(x[c], x[d]);
+            x[b] = rotl::<12, 20>($xor(x[b], x[c]));
+            x[a] = $add(x[a], x[b]);
+            x[d] = rotl::<8, 24>($xor(x[d], x[a]));
+            x[c] = $add(x[c], x[d]);
+            x[b] = rotl::<7, 25>($xor(x[b], x[c]));
+        }
+
+        /// The twenty rounds of `core`, then the input added back: the keystream, one word a
+        /// vector.
+        #[inline]
+        #[target_feature(enable = $feature)]
+        fn keystream(core: Core, start: &[$v; 16]) -> [$v; 16] {
             let mut x = *start;
-            for _ in 0..10 {
-                quarter(&mut x, 0, 4, 8, 12);
-                quarter(&mut x, 5, 9, 13, 1);
-                quarter(&mut x, 10, 14, 2, 6);
-                quarter(&mut x, 15, 3, 7, 11);
-                quarter(&mut x, 0, 1, 2, 3);
-                quarter(&mut x, 5, 6, 7, 4);
-                quarter(&mut x, 10, 11, 8, 9);
-                quarter(&mut x, 15, 12, 13, 14);
+            match core {
+                Core::Salsa => {
+                    for _ in 0..10 {
+                        quarter(&mut x, 0, 4, 8, 12);
+                        quarter(&mut x, 5, 9, 13, 1);
+                        quarter(&mut x, 10, 14, 2, 6);
+                        quarter(&mut x, 15, 3, 7, 11);
+                        quarter(&mut x, 0, 1, 2, 3);
+                        quarter(&mut x, 5, 6, 7, 4);
+                        quarter(&mut x, 10, 11, 8, 9);
+                        quarter(&mut x, 15, 12, 13, 14);
+                    }
+                }
+                Core::ChaCha => {
+                    for _ in 0..10 {
+                        chacha_quarter(&mut x, 0, 4, 8, 12);
+                        chacha_quarter(&mut x, 1, 5, 9, 13);
+                        chacha_quarter(&mut x, 2, 6, 10, 14);
+                        chacha_quarter(&mut x, 3, 7, 11, 15);
+                        chacha_quarter(&mut x, 0, 5, 10, 15);
+                        chacha_quarter(&mut x, 1, 6, 11, 12);
+                        chacha_quarter(&mut x, 2, 7, 8, 13);
+                        chacha_quarter(&mut x, 3, 4, 9, 14);
+                    }
+                }
             }
             for (x, s) in x.iter_mut().zip(start) {
                 *x = $add(*x, *s);
@@ -72,18 +102,19 @@ pub mod sse2 {
         unsafe { _mm_storeu_si128(p, _mm_xor_si128(_mm_loadu_si128(p), v)) };
     }
 
-    /// XORs Salsa20 blocks `counter .. counter + 4` of `input` into `out`.
+    /// XORs `core`'s blocks `counter .. counter + 4` of `input` into `out`.
     #[target_feature(enable = "sse2")]
-    pub fn xor_blocks(input: &[u32; 16], counter: u64, out: &mut [[u8; 64]; 4]) {
+    pub fn xor_blocks(core: Core, input: &[u32; 16], counter: u64, out: &mut [[u8; 64]; 4]) {
         let mut start = [_mm_setzero_si128(); 16];
         for (v, w) in start.iter_mut().zip(input) {
             *v = _mm_set1_epi32(*w as i32);
         }
-        for (v, words) in start[8..10].iter_mut().zip(counters::<4>(counter)) {
+        let at = core.counter_words();
+        for (v, words) in start[at].iter_mut().zip(counters::<4>(counter)) {
             let [a, b, c, d] = words.map(|w| w as i32);
             *v = _mm_setr_epi32(a, b, c, d);
         }
-        let x = keystream(&start);
+        let x = keystream(core, &start);
         // Words 4g..4g+4 of the four blocks, transposed into four rows of one block each.
         for g in 0..4 {
             let [a, b, c, d] = [x[4 * g], x[4 * g + 1], x[4 * g + 2], x[4 * g + 3]];
@@ -108,10 +139,27 @@ pub mod avx2 {
 
     rounds!("avx2", __m256i, _mm256_add_epi32, _mm256_xor_si256);
 
+    /// Rotations by whole bytes (ChaCha20's 16 and 8) are one byte shuffle.
     #[inline]
     #[target_feature(enable = "avx2")]
     fn rotl<const LEFT: i32, const RIGHT: i32>(s: __m256i) -> __m256i {
-        _mm256_or_si256(_mm256_slli_epi32::<LEFT>(s), _mm256_srli_epi32::<RIGHT>(s))
+        match LEFT {
+            16 => _mm256_shuffle_epi8(
+                s,
+                _mm256_setr_epi8(
+                    2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13, 2, 3, 0, 1, 6, 7, 4, 5,
+                    10, 11, 8, 9, 14, 15, 12, 13,
+                ),
+            ),
+            8 => _mm256_shuffle_epi8(
+                s,
+                _mm256_setr_epi8(
+                    3, 0, 1, 2, 7, 4, 5, 6, 11, 8, 9, 10, 15, 12, 13, 14, 3, 0, 1, 2, 7, 4, 5, 6,
+                    11, 8, 9, 10, 15, 12, 13, 14,
+                ),
+            ),
+            _ => _mm256_or_si256(_mm256_slli_epi32::<LEFT>(s), _mm256_srli_epi32::<RIGHT>(s)),
+        }
     }
 
     #[inline]
@@ -123,18 +171,19 @@ pub mod avx2 {
         unsafe { _mm256_storeu_si256(p, _mm256_xor_si256(_mm256_loadu_si256(p), v)) };
     }
 
-    /// XORs Salsa20 blocks `counter .. counter + 8` of `input` into `out`.
+    /// XORs `core`'s blocks `counter .. counter + 8` of `input` into `out`.
     #[target_feature(enable = "avx2")]
-    pub fn xor_blocks(input: &[u32; 16], counter: u64, out: &mut [[u8; 64]; 8]) {
+    pub fn xor_blocks(core: Core, input: &[u32; 16], counter: u64, out: &mut [[u8; 64]; 8]) {
         let mut start = [_mm256_setzero_si256(); 16];
         for (v, w) in start.iter_mut().zip(input) {
             *v = _mm256_set1_epi32(*w as i32);
         }
-        for (v, words) in start[8..10].iter_mut().zip(counters::<8>(counter)) {
+        let at = core.counter_words();
+        for (v, words) in start[at].iter_mut().zip(counters::<8>(counter)) {
             let [a, b, c, d, e, f, g, h] = words.map(|w| w as i32);
             *v = _mm256_setr_epi32(a, b, c, d, e, f, g, h);
         }
-        let x = keystream(&start);
+        let x = keystream(core, &start);
         // As in SSE2, within each 128-bit half: `rows[g][k]` holds words 4g..4g+4 of block
         // k in its low half and of block k + 4 in its high half.
         let mut rows = [[_mm256_setzero_si256(); 4]; 4];
@@ -184,21 +233,22 @@ pub mod avx512 {
         unsafe { _mm512_storeu_si512(p, _mm512_xor_si512(_mm512_loadu_si512(p), v)) };
     }
 
-    /// XORs Salsa20 blocks `counter .. counter + 16` of `input` into `out`.
+    /// XORs `core`'s blocks `counter .. counter + 16` of `input` into `out`.
     #[target_feature(enable = "avx512f")]
-    pub fn xor_blocks(input: &[u32; 16], counter: u64, out: &mut [[u8; 64]; 16]) {
+    pub fn xor_blocks(core: Core, input: &[u32; 16], counter: u64, out: &mut [[u8; 64]; 16]) {
         let mut start = [_mm512_setzero_si512(); 16];
         for (v, w) in start.iter_mut().zip(input) {
             *v = _mm512_set1_epi32(*w as i32);
         }
-        for (v, words) in start[8..10].iter_mut().zip(counters::<16>(counter)) {
+        let at = core.counter_words();
+        for (v, words) in start[at].iter_mut().zip(counters::<16>(counter)) {
             let w = words.map(|w| w as i32);
             *v = _mm512_setr_epi32(
                 w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8], w[9], w[10], w[11], w[12],
                 w[13], w[14], w[15],
             );
         }
-        let x = keystream(&start);
+        let x = keystream(core, &start);
         // As in SSE2, within each 128-bit quarter: `rows[g][k]` holds words 4g..4g+4 of
         // blocks k, k + 4, k + 8 and k + 12, one in each quarter.
         let mut rows = [[_mm512_setzero_si512(); 4]; 4];
