@@ -82,10 +82,15 @@ fn cpu_seconds(pid: u32) -> f64 {
     user + system
 }
 
+/// The hub's open descriptors. Linux 6.2 and later give the count as the size of
+/// `/proc/PID/fd`; listing thousands of entries (older kernels) costs the cores the run
+/// shares.
 fn fds(pid: &str) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
+    let dir = format!("/proc/{pid}/fd");
+    match std::fs::metadata(&dir).map(|m| m.len()) {
+        Ok(n) if n > 0 => n as usize,
+        _ => std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0),
+    }
 }
 
 /// Peers per worker process: each peer's engine holds its feeds' files, and one process may
@@ -175,7 +180,22 @@ fn read_hub(stdout: std::process::ChildStdout, tx: std::sync::mpsc::Sender<Heard
     let mut kinds: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
     let mut reader = std::io::BufReader::with_capacity(1 << 20, stdout);
     let mut bytes = Vec::new();
+    let keep_all = log.is_some() || count_lines;
     loop {
+        // Most lines are offers sent, which nothing here looks at: skipped in the reader's
+        // buffer, not copied out.
+        if !keep_all {
+            match reader.fill_buf() {
+                Ok([]) | Err(_) => break,
+                Ok(buf) if buf.len() >= 40 && is_offer_sent(&buf[..40]) => {
+                    match reader.skip_until(b'\n') {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => continue,
+                    }
+                }
+                Ok(_) => {}
+            }
+        }
         bytes.clear();
         match reader.read_until(b'\n', &mut bytes) {
             Ok(0) | Err(_) => break,
@@ -184,7 +204,7 @@ fn read_hub(stdout: std::process::ChildStdout, tx: std::sync::mpsc::Sender<Heard
         let head = String::from_utf8_lossy(&bytes[..bytes.len().min(40)]);
         let whole = || String::from_utf8_lossy(&bytes).trim_end().to_string();
         if let Some(log) = log.as_mut() {
-            if !head.contains("\"offer_sent\"") {
+            if !is_offer_sent(head.as_bytes()) {
                 use std::io::Write;
                 let _ = writeln!(log, "{}", whole().chars().take(1000).collect::<String>());
             }
@@ -219,6 +239,11 @@ fn read_hub(stdout: std::process::ChildStdout, tx: std::sync::mpsc::Sender<Heard
     for (k, (n, b)) in kinds {
         eprintln!("hub lines {k}: {n} lines, {b} bytes");
     }
+}
+
+/// Whether the start of a hub line is an `offer_sent` event's.
+fn is_offer_sent(head: &[u8]) -> bool {
+    head.windows(12).any(|w| w == b"\"offer_sent\"")
 }
 
 fn run(dirs: &[PathBuf]) -> Figures {
