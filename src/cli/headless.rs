@@ -23,6 +23,7 @@ use super::signals::QuitSignals;
 pub(crate) async fn run(config: Config, json: bool, recorder: Option<Recorder>) -> Result<()> {
     let mut signals = QuitSignals::catch()?;
     let engine = engine::start(config).await?;
+    grow_pipe(&std::io::stdout());
     let input = std::io::BufReader::new(std::io::stdin());
     serve(
         engine,
@@ -33,6 +34,20 @@ pub(crate) async fn run(config: Config, json: bool, recorder: Option<Recorder>) 
         signals.recv(),
     )
     .await
+}
+
+/// Where `out` is a pipe, asks the kernel for a 1 MiB one (the most an unprivileged process
+/// gets by default) rather than 64 KiB: a busy hub prints gigabytes of lines, and each time the
+/// pipe is full the printer and the reader on the other end take turns sleeping.
+fn grow_pipe(out: &impl std::os::fd::AsRawFd) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: fcntl with F_SETPIPE_SZ takes an int and touches no memory of ours; on a
+    // descriptor that is not a pipe it fails with EBADF, which changes nothing.
+    unsafe {
+        libc::fcntl(out.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = out;
 }
 
 /// Runs `engine` until it stops: each line of `input` is a command, each event a line of
