@@ -216,10 +216,10 @@ impl Push {
     }
 
     fn seal_tagged(&mut self, text: &mut Vec<u8>, tag: u8) -> u8 {
-        let (mac, mut block, stream) = self.0.begin(text.len());
+        let (poly_key, mut block, stream) = self.0.begin(text.len());
         block[0] ^= tag;
         stream.apply(text);
-        let mac = State::mac(&mac, &block, text);
+        let mac = State::mac(&poly_key, &block, text);
         text.extend_from_slice(&mac);
         self.0.advance(&mac, tag);
         block[0]
@@ -233,8 +233,8 @@ impl Pull {
     }
 
     /// Checks and decrypts one received message (tag byte, ciphertext, MAC) in place; on
-    /// success `message` holds the text. A message that fails leaves the stream where it
-    /// was, and the connection cannot go on.
+    /// success `message` holds the text. A message that fails changes neither the stream nor
+    /// `message`.
     pub fn open(&mut self, message: &mut Vec<u8>) -> Result<(), StreamError> {
         self.open_tagged(message).map(|_| ())
     }
@@ -244,11 +244,11 @@ impl Pull {
         if len < ABYTES {
             return Err(StreamError::Short(len));
         }
-        let (mac, mut block, stream) = self.0.begin(len - ABYTES);
+        let (poly_key, mut block, stream) = self.0.begin(len - ABYTES);
         let tag = block[0] ^ message[0];
         block[0] = message[0];
         let end = len - MAC_BYTES;
-        let expected = State::mac(&mac, &block, &message[1..end]);
+        let expected = State::mac(&poly_key, &block, &message[1..end]);
         if !bool::from(expected[..].ct_eq(&message[end..])) {
             return Err(StreamError::Forged);
         }
