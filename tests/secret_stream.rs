@@ -1,0 +1,149 @@
+//! Peers that break hypercore 10's secret stream, against a real feedscope process: a setup
+//! frame with the wrong stream id, one of the wrong size, and a message changed on the way.
+//! Each ends only its own connection with an error that says why, and the process goes on
+//! serving honest peers.
+
+mod common;
+
+use std::time::Duration;
+
+use common::evil::runtime;
+use common::*;
+use feedscope::net::secret_stream::{Handshake, Keys, Step};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const SOON: Duration = Duration::from_secs(15);
+
+async fn write_frame(tcp: &mut TcpStream, body: &[u8]) {
+    let len = (body.len() as u32).to_le_bytes();
+    tcp.write_all(&len[..3]).await.unwrap();
+    tcp.write_all(body).await.unwrap();
+}
+
+async fn read_frame(tcp: &mut TcpStream) -> Vec<u8> {
+    let mut len = [0u8; 4];
+    tcp.read_exact(&mut len[..3]).await.unwrap();
+    let mut body = vec![0; u32::from_le_bytes(len) as usize];
+    tcp.read_exact(&mut body).await.unwrap();
+    body
+}
+
+/// Dials `addr` and runs the Noise handshake as the initiator, by hand; returns the socket
+/// and the keys, with nothing sent after the handshake's last message.
+async fn handshake(addr: &str) -> (TcpStream, Keys) {
+    let mut tcp = tokio::time::timeout(SOON, TcpStream::connect(addr))
+        .await
+        .unwrap()
+        .unwrap();
+    let (mut hs, first) = Handshake::start(true).unwrap();
+    write_frame(&mut tcp, &first.expect("the initiator speaks first")).await;
+    loop {
+        let msg = tokio::time::timeout(SOON, read_frame(&mut tcp))
+            .await
+            .unwrap();
+        match hs.receive(&msg).unwrap() {
+            Step::Send(next, msg) => {
+                write_frame(&mut tcp, &msg).await;
+                hs = next;
+            }
+            Step::Done { last, keys } => {
+                if let Some(last) = last {
+                    write_frame(&mut tcp, &last).await;
+                }
+                return (tcp, keys);
+            }
+        }
+    }
+}
+
+/// Waits for the end of the connection from `peer` and gives every event about it, as text.
+fn story(victim: &mut Node, peer: &Value) -> String {
+    victim.wait_for("peer_disconnected", |v| v["peer"] == *peer);
+    let told: Vec<String> = victim
+        .seen
+        .iter()
+        .filter(|v| v["peer"] == *peer)
+        .map(|v| v.to_string())
+        .collect();
+    told.join("\n")
+}
+
+/// The process still takes an honest peer, and quits cleanly with no panic.
+fn still_serves(mut victim: Node, addr: &str, bad: &Value) {
+    let other = tempfile::tempdir().unwrap();
+    let honest = Node::start(other.path(), &["--connect", addr]);
+    victim.wait_for("handshake_received", |v| v["peer"] != *bad);
+    honest.quit();
+    let events = victim.quit();
+    assert!(
+        !events
+            .iter()
+            .any(|v| v["type"] == "error" && v["kind"] == "panic"),
+        "a panic"
+    );
+}
+
+#[test]
+fn a_setup_frame_with_the_wrong_stream_id_ends_the_connection_with_a_reason() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut victim, addr) = Node::listen(dir.path(), &[]);
+    let (mut tcp, keys) = rt.block_on(handshake(&addr));
+    let peer = victim.peer_from(&tcp.local_addr().unwrap().to_string());
+    let mut setup = keys.setup.clone();
+    setup[3] ^= 0x40;
+    rt.block_on(write_frame(&mut tcp, &setup));
+    let story = story(&mut victim, &peer);
+    assert!(story.contains("secret-stream id does not match"), "{story}");
+    still_serves(victim, &addr, &peer);
+}
+
+#[test]
+fn a_setup_frame_of_the_wrong_size_ends_the_connection_with_a_reason() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut victim, addr) = Node::listen(dir.path(), &[]);
+    let (mut tcp, keys) = rt.block_on(handshake(&addr));
+    let peer = victim.peer_from(&tcp.local_addr().unwrap().to_string());
+    rt.block_on(write_frame(&mut tcp, &keys.setup[..40]));
+    let story = story(&mut victim, &peer);
+    assert!(story.contains("setup is 40 bytes, not 56"), "{story}");
+    still_serves(victim, &addr, &peer);
+}
+
+#[test]
+fn a_message_changed_on_the_way_ends_the_connection_and_the_victims_own_stream_is_sound() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut victim, addr) = Node::listen(dir.path(), &[]);
+    let (mut tcp, mut keys) = rt.block_on(handshake(&addr));
+    let peer = victim.peer_from(&tcp.local_addr().unwrap().to_string());
+    rt.block_on(write_frame(&mut tcp, &keys.setup.clone()));
+    // The victim's setup frame opens our receiving stream, and its first message (the root
+    // channel's open) decrypts under it.
+    let theirs = rt.block_on(async {
+        tokio::time::timeout(SOON, read_frame(&mut tcp))
+            .await
+            .unwrap()
+    });
+    let mut pull = keys.pull.open(&theirs).expect("the victim's setup frame");
+    let mut first = rt.block_on(async {
+        tokio::time::timeout(SOON, read_frame(&mut tcp))
+            .await
+            .unwrap()
+    });
+    pull.open(&mut first)
+        .expect("the victim's first message authenticates");
+    assert!(!first.is_empty());
+
+    let mut message = b"anything at all".to_vec();
+    let lead = keys.push.seal(&mut message);
+    message.insert(0, lead);
+    message[5] ^= 1;
+    rt.block_on(write_frame(&mut tcp, &message));
+    let story = story(&mut victim, &peer);
+    assert!(story.contains("failed authentication"), "{story}");
+    still_serves(victim, &addr, &peer);
+}
