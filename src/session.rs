@@ -287,11 +287,13 @@ impl Session {
                 continue;
             }
             let meta = list.meta.get(&key).cloned().unwrap_or_default();
-            if self.remote_offer.offer(key, meta)
-                && !self.requested.contains(&key)
+            // Not asked for, replicating or declined already (checked first, so that a
+            // manual session marks a new key pending as it records it).
+            let eligible = !self.requested.contains(&key)
                 && !self.active.contains(&key)
-                && !self.declined.contains(&key)
-            {
+                && !self.declined.contains(&key);
+            let pending = eligible && self.policy == Policy::Manual;
+            if self.remote_offer.offer(key, meta, pending) && eligible {
                 fresh.push(key);
             }
         }
@@ -314,7 +316,7 @@ impl Session {
             // Offers are reported (above) and left unanswered.
             Policy::Observe => {}
             Policy::Manual => {
-                fresh.retain(|k| self.remote_offer.mark_pending(k));
+                // Marked pending as they were recorded.
                 if !fresh.is_empty() {
                     out.push(Action::Pending(fresh));
                 }

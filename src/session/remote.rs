@@ -46,8 +46,9 @@ impl RemoteOffer {
     }
 
     /// Records an offer of `key`, or its new metadata if it was offered before; `true` when
-    /// it is new.
-    pub fn offer(&mut self, key: FeedKey, meta: FeedMeta) -> bool {
+    /// it is new. A new key is marked as waiting for a decision at once when `pending`: the
+    /// same lookup, for each of the thousands of keys a hub offers.
+    pub fn offer(&mut self, key: FeedKey, meta: FeedMeta, pending: bool) -> bool {
         let hash = self.hasher.hash_one(key);
         let (entries, hasher) = (&mut self.entries, &self.hasher);
         let found = self.index.entry(
@@ -63,26 +64,10 @@ impl RemoteOffer {
             hashbrown::hash_table::Entry::Vacant(e) => {
                 let at = u32::try_from(entries.len()).expect("fewer than 2^32 offered keys");
                 e.insert(at);
-                entries.push(Offered {
-                    key,
-                    meta,
-                    pending: false,
-                });
+                entries.push(Offered { key, meta, pending });
+                self.pending += usize::from(pending);
                 true
             }
-        }
-    }
-
-    /// Marks an offered key as waiting for a decision; `false` if it is not offered or
-    /// waits already.
-    pub fn mark_pending(&mut self, key: &FeedKey) -> bool {
-        match self.find(key).map(|i| &mut self.entries[i]) {
-            Some(o) if !o.pending => {
-                o.pending = true;
-                self.pending += 1;
-                true
-            }
-            _ => false,
         }
     }
 

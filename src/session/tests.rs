@@ -388,20 +388,25 @@ fn named_by(s: &mut Session, n: u8) -> Vec<Action> {
 #[test]
 fn remote_offers_count_pending_marks_once_and_only_on_offered_keys() {
     let mut r = RemoteOffer::default();
-    assert!(r.offer(key(1), FeedMeta::null()));
-    assert!(r.offer(key(2), FeedMeta::null()));
-    assert!(!r.offer(key(1), serde_json::json!({"name": "a"}).into()));
-    assert_eq!(r.len(), 2);
+    assert!(r.offer(key(1), FeedMeta::null(), true));
+    assert!(r.offer(key(2), FeedMeta::null(), true));
+    assert!(r.offer(key(3), FeedMeta::null(), false));
+    assert!(
+        !r.offer(key(1), serde_json::json!({"name": "a"}).into(), true),
+        "offered again: new metadata, still one pending mark"
+    );
+    assert!(
+        !r.offer(key(3), FeedMeta::null(), true),
+        "offered again: not newly pending"
+    );
+    assert_eq!(r.len(), 3);
     assert_eq!(r.get(&key(1)).unwrap().to_string(), r#"{"name":"a"}"#);
-    assert!(!r.mark_pending(&key(3)), "never offered");
-    assert!(r.mark_pending(&key(2)));
-    assert!(r.mark_pending(&key(1)));
-    assert!(!r.mark_pending(&key(1)), "already pending");
     assert_eq!(r.pending_len(), 2);
     assert_eq!(r.pending_keys(), vec![key(1), key(2)]);
     r.unmark_pending(&key(1));
     r.unmark_pending(&key(1));
     r.unmark_pending(&key(3));
+    r.unmark_pending(&key(4));
     assert_eq!(r.pending_len(), 1);
     assert_eq!(r.pending_keys(), vec![key(2)]);
 }
