@@ -121,7 +121,7 @@ impl Rules {
     pub fn decide(
         &self,
         key: &FeedKey,
-        meta: &FeedMeta,
+        meta: impl FnOnce() -> FeedMeta,
         remote_public_key: &str,
     ) -> Option<(bool, DecidedBy)> {
         // Written out only for prefix rules: a manual peer may be offered ten thousand keys.
@@ -134,7 +134,7 @@ impl Rules {
             return Some((false, DecidedBy::Rule(format!("deny {p}"))));
         }
         // The metadata is read only for a rule that needs it.
-        let size = || meta.get("byte_length").and_then(|v| v.as_u64());
+        let size = || meta().get("byte_length").and_then(|v| v.as_u64());
         if let Some((max, size)) = self.max_feed_bytes.and_then(|max| Some((max, size()?))) {
             if size > max {
                 return Some((
@@ -255,12 +255,35 @@ pub struct Curator {
 }
 
 impl Curator {
-    /// `Some((approve, why))` when the offer is decided without asking.
-    pub fn decide(
+    /// What becomes of every key of an offered list without asking: those decided (with the
+    /// answer and why) and those to ask about. The remembered decisions are read under one lock, and a key's
+    /// metadata (from `meta`) only when a rule reads it: a peer may be offered a thousand
+    /// keys in one manifest.
+    pub fn decide_all<'m>(
+        &self,
+        keys: Vec<FeedKey>,
+        meta: impl Fn(&FeedKey) -> Option<&'m FeedMeta>,
+        remote_public_key: &str,
+    ) -> (Vec<(FeedKey, bool, DecidedBy)>, Vec<FeedKey>) {
+        let remembered = self.decisions.map.lock().unwrap();
+        let mut decided = Vec::new();
+        let mut ask = Vec::new();
+        for key in keys {
+            let meta_of = || meta(&key).cloned().unwrap_or_default();
+            match self.decide_with(&key, meta_of, remote_public_key, &remembered) {
+                Some((approve, by)) => decided.push((key, approve, by)),
+                None => ask.push(key),
+            }
+        }
+        (decided, ask)
+    }
+
+    fn decide_with(
         &self,
         key: &FeedKey,
-        meta: &FeedMeta,
+        meta: impl FnOnce() -> FeedMeta,
         remote_public_key: &str,
+        remembered: &BTreeMap<FeedKey, Remembered>,
     ) -> Option<(bool, DecidedBy)> {
         // An observer decides nothing, not even by rule.
         if self.policy == Policy::Observe {
@@ -272,7 +295,7 @@ impl Curator {
         match self.policy {
             Policy::AcceptAll => Some((true, DecidedBy::AcceptAll)),
             Policy::Observe => None,
-            Policy::Manual => self.decisions.get(key).map(|r| {
+            Policy::Manual => remembered.get(key).map(|r| {
                 (
                     r.approved,
                     DecidedBy::Memory {
@@ -299,21 +322,21 @@ mod tests {
         r.add("allow", "ab").unwrap();
         r.add("deny", "abab").unwrap();
         r.add("max-feed-bytes", "1000").unwrap();
-        assert!(!r.decide(&key(0xab), &json!(null).into(), "").unwrap().0);
+        assert!(!r.decide(&key(0xab), || json!(null).into(), "").unwrap().0);
         assert_eq!(
-            r.decide(&key(0xac), &json!({"byte_length": 5000}).into(), ""),
+            r.decide(&key(0xac), || json!({"byte_length": 5000}).into(), ""),
             Some((
                 false,
                 DecidedBy::Rule("max-feed-bytes 1000 (offer states 5000)".into())
             ))
         );
         assert_eq!(
-            r.decide(&key(0xac), &json!({"byte_length": 5}).into(), ""),
+            r.decide(&key(0xac), || json!({"byte_length": 5}).into(), ""),
             None
         );
         r.add("allow-peer", "ff00").unwrap();
         assert!(
-            r.decide(&key(0xac), &json!(null).into(), "ff00aa")
+            r.decide(&key(0xac), || json!(null).into(), "ff00aa")
                 .unwrap()
                 .0
         );
@@ -358,9 +381,38 @@ mod tests {
             rules: Rules::default(),
             decisions,
         };
-        assert!(c.decide(&key(1), &json!(null).into(), "").unwrap().0);
+        let keys = vec![key(1), key(2)];
+        let (decided, ask) = c.decide_all(keys.clone(), |_| None, "");
+        assert!(decided.iter().all(|d| d.1 && d.2 == DecidedBy::AcceptAll) && ask.is_empty());
         c.policy = Policy::Manual;
-        assert!(!c.decide(&key(1), &json!(null).into(), "").unwrap().0);
-        assert_eq!(c.decide(&key(2), &json!(null).into(), ""), None);
+        let (decided, ask) = c.decide_all(keys.clone(), |_| None, "");
+        assert_eq!(
+            decided,
+            vec![(key(1), false, DecidedBy::Memory { approved: false })]
+        );
+        assert_eq!(ask, vec![key(2)]);
+        c.policy = Policy::Observe;
+        assert_eq!(c.decide_all(keys.clone(), |_| None, ""), (vec![], keys));
+    }
+
+    #[test]
+    fn metadata_is_read_only_for_a_rule_that_reads_it() {
+        let big: FeedMeta = json!({"byte_length": 5000}).into();
+        let mut c = Curator {
+            policy: Policy::Manual,
+            rules: Rules::default(),
+            decisions: Decisions::load(tempfile::tempdir().unwrap().path()).unwrap(),
+        };
+        let read = std::cell::Cell::new(0);
+        let meta = |_: &FeedKey| {
+            read.set(read.get() + 1);
+            Some(&big)
+        };
+        assert_eq!(c.decide_all(vec![key(1)], meta, "").1, vec![key(1)]);
+        assert_eq!(read.get(), 0, "no rule reads metadata");
+        c.rules.add("max-feed-bytes", "100").unwrap();
+        let (decided, _) = c.decide_all(vec![key(1)], meta, "");
+        assert!(!decided[0].1, "over the limit");
+        assert_eq!(read.get(), 1);
     }
 }

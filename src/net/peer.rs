@@ -1115,17 +1115,10 @@ impl<C: WireCore> Task<C> {
     /// Splits offered keys into those the curator decides and those to ask a person about.
     #[allow(clippy::type_complexity)]
     fn curate(&self, keys: Vec<FeedKey>) -> (Vec<(FeedKey, bool, DecidedBy)>, Vec<FeedKey>) {
-        let mut decided = Vec::new();
-        let mut ask = Vec::new();
-        let null = FeedMeta::null();
-        for key in keys {
-            let meta = self.session.remote_offer.get(&key).unwrap_or(&null);
-            match self.ctx.curator.decide(&key, meta, &self.remote_pk) {
-                Some((approve, by)) => decided.push((key, approve, by)),
-                None => ask.push(key),
-            }
-        }
-        (decided, ask)
+        let offered = &self.session.remote_offer;
+        self.ctx
+            .curator
+            .decide_all(keys, |k| offered.get(k), &self.remote_pk)
     }
 
     async fn send_outgoing(&mut self, o: Outgoing) {
