@@ -46,7 +46,8 @@ mod files;
 mod open;
 mod runs;
 
-use files::{fsync_dir, read_secret, write_secret, Files, Header, FILE_NAMES, SLOT_BYTES};
+pub use files::FILE_NAMES;
+use files::{fsync_dir, read_secret, write_secret, Files, Header, SLOT_BYTES};
 pub use files::{private_dir, secret_readable_by_others};
 use runs::{Lookup, NodeRuns, RUN as NODE_RUN};
 
@@ -282,6 +283,16 @@ impl Core {
             writeable: self.secret.is_some(),
             flavour: self.tree.flavour,
         }
+    }
+
+    /// The bytes of the core's four files, read from the handles it holds (one `fstat`
+    /// each); `None` when one of them is closed (an idle feed's are).
+    pub fn file_bytes(&self) -> Option<u64> {
+        self.files
+            .handles
+            .iter()
+            .map(|h| h.get().and_then(|f| f.metadata().ok()).map(|m| m.len()))
+            .sum()
     }
 
     /// How many blocks are held (a count over the bitfield: not for every message).

@@ -15,7 +15,8 @@ pub(super) struct Files {
     pub(super) handles: [OnceLock<File>; 4],
 }
 
-pub(super) const FILE_NAMES: [&str; 4] = ["header", "tree", "data", "bitfield"];
+/// The files of a core, in its folder.
+pub const FILE_NAMES: [&str; 4] = ["header", "tree", "data", "bitfield"];
 
 impl Files {
     /// The files of a core in `dir`; with `create`, all four are created now.
