@@ -23,47 +23,68 @@ struct Offered {
 /// The keys a peer offered, with their metadata and pending marks.
 ///
 /// The entries are a vector in the order first offered, found through a table of their
-/// indexes. Keys are only ever added, so an index stays valid; growing moves four-byte
-/// indexes instead of 48-byte entries, and the vector grows in place (a large one is
+/// indexes. Keys are only ever added, so an index stays valid; growing moves eight-byte
+/// slots instead of 48-byte entries, and the vector grows in place (a large one is
 /// remapped, not copied) rather than into a fresh table the size of everything: in a
 /// process of a hundred sessions offered ten thousand keys each, growing the tables (moving
 /// entries, first touches of new memory) was 7% of its samples.
 #[derive(Debug, Clone, Default)]
 pub struct RemoteOffer {
     entries: Vec<Offered>,
-    index: HashTable<u32>,
+    /// Each entry's index, with 32 bits of its key's hash: growing the table rehashes from
+    /// these alone, without reading the entries (a miss each, scattered over megabytes).
+    index: HashTable<Slot>,
     hasher: crate::FastHash,
     /// How many entries are marked pending.
     pending: usize,
 }
 
+/// An entry's index and 32 bits of its key's hash.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    at: u32,
+    hash: u32,
+}
+
+/// The table's hash of a key's 32 bits: multiplied by an odd constant, so that the low bits
+/// (which place a slot) and the high ones (which the table compares first) all vary.
+fn spread(hash: u32) -> u64 {
+    u64::from(hash).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
 impl RemoteOffer {
+    fn hash32(&self, key: &FeedKey) -> u32 {
+        (self.hasher.hash_one(key) >> 32) as u32
+    }
+
     fn find(&self, key: &FeedKey) -> Option<usize> {
-        let hash = self.hasher.hash_one(key);
+        let hash = self.hash32(key);
         self.index
-            .find(hash, |&i| self.entries[i as usize].key == *key)
-            .map(|&i| i as usize)
+            .find(spread(hash), |s| {
+                s.hash == hash && self.entries[s.at as usize].key == *key
+            })
+            .map(|s| s.at as usize)
     }
 
     /// Records an offer of `key`, or its new metadata if it was offered before; `true` when
     /// it is new. A new key is marked as waiting for a decision at once when `pending`: the
     /// same lookup, for each of the thousands of keys a hub offers.
     pub fn offer(&mut self, key: FeedKey, meta: FeedMeta, pending: bool) -> bool {
-        let hash = self.hasher.hash_one(key);
-        let (entries, hasher) = (&mut self.entries, &self.hasher);
+        let hash = self.hash32(&key);
+        let entries = &mut self.entries;
         let found = self.index.entry(
-            hash,
-            |&i| entries[i as usize].key == key,
-            |&i| hasher.hash_one(entries[i as usize].key),
+            spread(hash),
+            |s| s.hash == hash && entries[s.at as usize].key == key,
+            |s| spread(s.hash),
         );
         match found {
             hashbrown::hash_table::Entry::Occupied(e) => {
-                entries[*e.get() as usize].meta = meta;
+                entries[e.get().at as usize].meta = meta;
                 false
             }
             hashbrown::hash_table::Entry::Vacant(e) => {
                 let at = u32::try_from(entries.len()).expect("fewer than 2^32 offered keys");
-                e.insert(at);
+                e.insert(Slot { at, hash });
                 entries.push(Offered { key, meta, pending });
                 self.pending += usize::from(pending);
                 true

@@ -410,3 +410,24 @@ fn remote_offers_count_pending_marks_once_and_only_on_offered_keys() {
     assert_eq!(r.pending_len(), 1);
     assert_eq!(r.pending_keys(), vec![key(2)]);
 }
+
+#[test]
+fn remote_offers_find_every_key_after_the_table_grows() {
+    let mut r = RemoteOffer::default();
+    let many = |i: u32| {
+        let mut k = [0u8; 32];
+        k[..4].copy_from_slice(&i.to_le_bytes());
+        k[31] = (i % 251) as u8;
+        FeedKey(k)
+    };
+    for i in 0..50_000 {
+        assert!(r.offer(many(i), FeedMeta::null(), i % 3 == 0));
+    }
+    for i in (0..50_000).step_by(7) {
+        assert!(!r.offer(many(i), FeedMeta::null(), true), "{i} again");
+    }
+    assert_eq!(r.len(), 50_000);
+    assert_eq!(r.pending_len(), (0..50_000).filter(|i| i % 3 == 0).count());
+    assert!((0..50_000).all(|i| r.contains_key(&many(i))));
+    assert!((50_000..50_100).all(|i| !r.contains_key(&many(i))));
+}
