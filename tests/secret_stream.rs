@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::evil::runtime;
 use common::*;
-use feedscope::net::secret_stream::{Handshake, Keys, Step};
+use feedscope::net::secret_stream::{Handshake, Keys, PullKey, Push, Step};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -85,65 +85,94 @@ fn still_serves(mut victim: Node, addr: &str, bad: &Value) {
     );
 }
 
+/// A listening victim, and a connection to it by hand up to the end of the handshake.
+struct Scene {
+    rt: tokio::runtime::Runtime,
+    _dir: tempfile::TempDir,
+    victim: Node,
+    addr: String,
+    tcp: TcpStream,
+    push: Push,
+    setup: Vec<u8>,
+    pull: Option<PullKey>,
+    /// The victim's id for this connection.
+    peer: Value,
+}
+
+impl Scene {
+    fn new() -> Scene {
+        let rt = runtime();
+        let dir = tempfile::tempdir().unwrap();
+        let (mut victim, addr) = Node::listen(dir.path(), &[]);
+        let (tcp, keys) = rt.block_on(handshake(&addr));
+        let peer = victim.peer_from(&tcp.local_addr().unwrap().to_string());
+        Scene {
+            rt,
+            _dir: dir,
+            victim,
+            addr,
+            tcp,
+            push: keys.push,
+            setup: keys.setup,
+            pull: Some(keys.pull),
+            peer,
+        }
+    }
+
+    fn send(&mut self, frame: &[u8]) {
+        self.rt.block_on(write_frame(&mut self.tcp, frame));
+    }
+
+    fn receive(&mut self) -> Vec<u8> {
+        let tcp = &mut self.tcp;
+        self.rt
+            .block_on(async { tokio::time::timeout(SOON, read_frame(tcp)).await.unwrap() })
+    }
+
+    /// The connection ends with an event that says `why`, and honest peers are served after.
+    fn ends_saying(mut self, why: &str) {
+        let story = story(&mut self.victim, &self.peer);
+        assert!(story.contains(why), "{story}");
+        still_serves(self.victim, &self.addr, &self.peer);
+    }
+}
+
 #[test]
 fn a_setup_frame_with_the_wrong_stream_id_ends_the_connection_with_a_reason() {
-    let rt = runtime();
-    let dir = tempfile::tempdir().unwrap();
-    let (mut victim, addr) = Node::listen(dir.path(), &[]);
-    let (mut tcp, keys) = rt.block_on(handshake(&addr));
-    let peer = victim.peer_from(&tcp.local_addr().unwrap().to_string());
-    let mut setup = keys.setup.clone();
+    let mut scene = Scene::new();
+    let mut setup = scene.setup.clone();
     setup[3] ^= 0x40;
-    rt.block_on(write_frame(&mut tcp, &setup));
-    let story = story(&mut victim, &peer);
-    assert!(story.contains("secret-stream id does not match"), "{story}");
-    still_serves(victim, &addr, &peer);
+    scene.send(&setup);
+    scene.ends_saying("secret-stream id does not match");
 }
 
 #[test]
 fn a_setup_frame_of_the_wrong_size_ends_the_connection_with_a_reason() {
-    let rt = runtime();
-    let dir = tempfile::tempdir().unwrap();
-    let (mut victim, addr) = Node::listen(dir.path(), &[]);
-    let (mut tcp, keys) = rt.block_on(handshake(&addr));
-    let peer = victim.peer_from(&tcp.local_addr().unwrap().to_string());
-    rt.block_on(write_frame(&mut tcp, &keys.setup[..40]));
-    let story = story(&mut victim, &peer);
-    assert!(story.contains("setup is 40 bytes, not 56"), "{story}");
-    still_serves(victim, &addr, &peer);
+    let mut scene = Scene::new();
+    let setup = scene.setup.clone();
+    scene.send(&setup[..40]);
+    scene.ends_saying("setup is 40 bytes, not 56");
 }
 
 #[test]
 fn a_message_changed_on_the_way_ends_the_connection_and_the_victims_own_stream_is_sound() {
-    let rt = runtime();
-    let dir = tempfile::tempdir().unwrap();
-    let (mut victim, addr) = Node::listen(dir.path(), &[]);
-    let (mut tcp, mut keys) = rt.block_on(handshake(&addr));
-    let peer = victim.peer_from(&tcp.local_addr().unwrap().to_string());
-    rt.block_on(write_frame(&mut tcp, &keys.setup.clone()));
+    let mut scene = Scene::new();
+    let setup = scene.setup.clone();
+    scene.send(&setup);
     // The victim's setup frame opens our receiving stream, and its first message (the root
     // channel's open) decrypts under it.
-    let theirs = rt.block_on(async {
-        tokio::time::timeout(SOON, read_frame(&mut tcp))
-            .await
-            .unwrap()
-    });
-    let mut pull = keys.pull.open(&theirs).expect("the victim's setup frame");
-    let mut first = rt.block_on(async {
-        tokio::time::timeout(SOON, read_frame(&mut tcp))
-            .await
-            .unwrap()
-    });
+    let theirs = scene.receive();
+    let pull_key = scene.pull.take().expect("not opened yet");
+    let mut pull = pull_key.open(&theirs).expect("the victim's setup frame");
+    let mut first = scene.receive();
     pull.open(&mut first)
         .expect("the victim's first message authenticates");
     assert!(!first.is_empty());
 
     let mut message = b"anything at all".to_vec();
-    let lead = keys.push.seal(&mut message);
+    let lead = scene.push.seal(&mut message);
     message.insert(0, lead);
     message[5] ^= 1;
-    rt.block_on(write_frame(&mut tcp, &message));
-    let story = story(&mut victim, &peer);
-    assert!(story.contains("failed authentication"), "{story}");
-    still_serves(victim, &addr, &peer);
+    scene.send(&message);
+    scene.ends_saying("failed authentication");
 }

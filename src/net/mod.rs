@@ -14,6 +14,18 @@ pub mod replicate;
 pub mod secret_stream;
 pub mod transport;
 
+/// BLAKE2b-256 keyed by `key` (at most 64 bytes) over `parts` in order: discovery keys,
+/// both wires' channel capabilities and hypercore 10's stream ids.
+pub(crate) fn keyed_hash(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    use blake2::digest::{consts::U32, FixedOutput, Mac};
+    let mut mac = <blake2::Blake2bMac<U32> as Mac>::new_from_slice(key)
+        .expect("a key of at most 64 bytes is a valid BLAKE2b key");
+    for p in parts {
+        Mac::update(&mut mac, p);
+    }
+    mac.finalize_fixed().into()
+}
+
 /// What a connection says of the `count`-th received message that did not decode, `e`: the
 /// warning, or past `most` the error that ends the connection (`true`).
 pub(crate) fn malformed_message(

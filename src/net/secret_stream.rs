@@ -17,8 +17,6 @@
 //! byte is handed back beside the message, for the writer to send before it. The two streams
 //! are held to the same bytes in both directions by this module's tests.
 
-use blake2::digest::{FixedOutput, Mac};
-use blake2::Blake2bMac;
 use hypercore_handshake::state_machine::{
     HsDone, HsMsgSent, Initiator, InitiatorXxFinalMsg, Responder, ResponderXxAwaitingFinal,
     SecStream, Start,
@@ -262,17 +260,12 @@ impl Pull {
 
 /// The stream id a side sends in its setup frame.
 fn stream_id(handshake_hash: &[u8], initiator: bool) -> [u8; 32] {
-    let mut mac = <Blake2bMac<blake2::digest::consts::U32> as Mac>::new_from_slice(handshake_hash)
-        .expect("a handshake hash is a valid BLAKE2b key");
-    Mac::update(
-        &mut mac,
-        if initiator {
-            &NS_INITIATOR
-        } else {
-            &NS_RESPONDER
-        },
-    );
-    mac.finalize_fixed().into()
+    let ns = if initiator {
+        &NS_INITIATOR
+    } else {
+        &NS_RESPONDER
+    };
+    crate::net::keyed_hash(handshake_hash, &[ns])
 }
 
 /// What a finished handshake gives: the sending stream and its setup frame, the key of the

@@ -22,8 +22,6 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Instant;
 
-use blake2::digest::{FixedOutput, Mac};
-use blake2::Blake2bMac;
 use hypercore_protocol::schema::{NoData, Synchronize};
 use hypercore_protocol::{discovery_key, Message};
 
@@ -58,18 +56,12 @@ const NS_RESPONDER: [u8; 32] = [
 /// The capability a side sends for `key`: BLAKE2b-256 keyed by the handshake hash over the
 /// side's namespace and the key.
 pub fn capability(initiator: bool, handshake_hash: &[u8], key: &[u8; 32]) -> [u8; 32] {
-    let mut mac = <Blake2bMac<blake2::digest::consts::U32> as Mac>::new_from_slice(handshake_hash)
-        .expect("a handshake hash is a valid BLAKE2b key");
-    Mac::update(
-        &mut mac,
-        if initiator {
-            &NS_INITIATOR
-        } else {
-            &NS_RESPONDER
-        },
-    );
-    Mac::update(&mut mac, key);
-    mac.finalize_fixed().into()
+    let ns = if initiator {
+        &NS_INITIATOR
+    } else {
+        &NS_RESPONDER
+    };
+    crate::net::keyed_hash(handshake_hash, &[ns, key])
 }
 
 struct Chan<T> {

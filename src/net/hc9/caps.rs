@@ -10,22 +10,10 @@
 //! that the sender knows the key, and is bound to this connection's split keys. Unlike
 //! hypercore 10, nothing but the split distinguishes the two sides.
 
-use blake2::digest::consts::U32;
-use blake2::digest::{FixedOutput, Mac};
-use blake2::Blake2bMac;
-
 use super::noise::Split;
+use crate::net::keyed_hash as keyed;
 
 const CAPABILITY: &[u8] = b"hypercore capability";
-
-fn keyed(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
-    let mut mac =
-        <Blake2bMac<U32> as Mac>::new_from_slice(key).expect("32 bytes are a valid BLAKE2b key");
-    for p in parts {
-        Mac::update(&mut mac, p);
-    }
-    mac.finalize_fixed().into()
-}
 
 /// The discovery key of a feed key: what an Open names instead of the key. The same formula
 /// as hypercore 10's.
