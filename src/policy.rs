@@ -196,11 +196,6 @@ impl Decisions {
         })
     }
 
-    /// The remembered decision on `key`.
-    pub fn get(&self, key: &FeedKey) -> Option<Remembered> {
-        self.map.lock().unwrap().get(key).cloned()
-    }
-
     /// Every remembered decision.
     pub fn all(&self) -> BTreeMap<FeedKey, Remembered> {
         self.map.lock().unwrap().clone()
@@ -256,9 +251,9 @@ pub struct Curator {
 
 impl Curator {
     /// What becomes of every key of an offered list without asking: those decided (with the
-    /// answer and why) and those to ask about. The remembered decisions are read under one lock, and a key's
-    /// metadata (from `meta`) only when a rule reads it: a peer may be offered a thousand
-    /// keys in one manifest.
+    /// answer and why) and those to ask about. The remembered decisions are read under one
+    /// lock, and a key's metadata (from `meta`) only when a rule reads it: a peer may be
+    /// offered a thousand keys in one manifest.
     pub fn decide_all<'m>(
         &self,
         keys: Vec<FeedKey>,
@@ -365,10 +360,12 @@ mod tests {
         d.remember(key(1), true).unwrap();
         d.remember(key(2), false).unwrap();
         let d = Decisions::load(dir.path()).unwrap();
-        assert!(d.get(&key(1)).unwrap().approved);
-        assert!(!d.get(&key(2)).unwrap().approved);
+        let all = d.all();
+        assert!(all[&key(1)].approved);
+        assert!(!all[&key(2)].approved);
         assert!(d.forget(&key(1)).unwrap());
-        assert!(Decisions::load(dir.path()).unwrap().get(&key(1)).is_none());
+        let all = Decisions::load(dir.path()).unwrap().all();
+        assert!(!all.contains_key(&key(1)) && all.contains_key(&key(2)));
     }
 
     #[test]
