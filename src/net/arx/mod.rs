@@ -39,7 +39,7 @@ pub const LANES: usize = 16;
 /// Keystream bytes computed together.
 pub const BATCH_BYTES: usize = 64 * LANES;
 
-/// One Salsa20 word across `L` blocks.
+/// One word of the state across `L` blocks.
 type Word<const L: usize> = [u32; L];
 
 /// The block counters `counter .. counter + L`: their low words, then their high words.
