@@ -187,7 +187,8 @@ fn read_hub(stdout: std::process::ChildStdout, tx: std::sync::mpsc::Sender<Heard
         if !keep_all {
             match reader.fill_buf() {
                 Ok([]) | Err(_) => break,
-                Ok(buf) if buf.len() >= 40 && is_offer_sent(&buf[..40]) => {
+                // The start of this line only: a short line may end within the 40 bytes.
+                Ok(buf) if buf.len() >= 40 && is_offer_sent(line_start(&buf[..40])) => {
                     match reader.skip_until(b'\n') {
                         Ok(0) | Err(_) => break,
                         Ok(_) => continue,
@@ -239,6 +240,11 @@ fn read_hub(stdout: std::process::ChildStdout, tx: std::sync::mpsc::Sender<Heard
     for (k, (n, b)) in kinds {
         eprintln!("hub lines {k}: {n} lines, {b} bytes");
     }
+}
+
+/// `bytes` up to the first line break.
+fn line_start(bytes: &[u8]) -> &[u8] {
+    bytes.split(|&b| b == b'\n').next().unwrap_or(bytes)
 }
 
 /// Whether the start of a hub line is an `offer_sent` event's.
