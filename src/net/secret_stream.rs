@@ -13,9 +13,10 @@
 //! The `crypto_secretstream` crate that `hypercore_handshake` drives feeds Poly1305 one
 //! 16-byte block per call, computes ChaCha20 four blocks at a time, and shifts each message
 //! by a byte to put the tag in front. Here ChaCha20 ([`crate::net::arx`], up to sixteen
-//! blocks at a time) and Poly1305 ([`crate::net::poly1305`]) are feedscope's own, and the tag
-//! byte is handed back beside the message, for the writer to send before it. The two streams
-//! are held to the same bytes in both directions by this module's tests.
+//! blocks at a time) is feedscope's own, Poly1305 too for messages under 6 KiB
+//! ([`crate::net::poly1305`]; longer ones take the `poly1305` crate whole), and the tag byte
+//! is handed back beside the message, for the writer to send before it. The two streams are
+//! held to the same bytes in both directions by this module's tests.
 
 use hypercore_handshake::state_machine::{
     HsDone, HsMsgSent, Initiator, InitiatorXxFinalMsg, Responder, ResponderXxAwaitingFinal,
