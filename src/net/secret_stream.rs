@@ -25,7 +25,7 @@ use hypercore_handshake::state_machine::{
 use hypercore_handshake::XX;
 use subtle::ConstantTimeEq;
 
-use crate::net::arx::{hchacha20, ChaCha20};
+use crate::net::arx::{hchacha20, xor_into, ChaCha20};
 use crate::net::poly1305::Poly1305;
 
 /// What a message grows by: the tag byte and the MAC.
@@ -175,11 +175,9 @@ struct Text {
 impl Text {
     /// XORs the text's keystream into `text`.
     fn apply(&self, text: &mut [u8]) {
-        let first = &self.first[2..self.width].as_flattened();
+        let first = self.first[2..self.width].as_flattened();
         let n = first.len().min(text.len());
-        for (t, k) in text[..n].iter_mut().zip(&first[..n]) {
-            *t ^= k;
-        }
+        xor_into(&mut text[..n], first);
         self.cipher.apply_from(self.width as u64, &mut text[n..]);
     }
 }

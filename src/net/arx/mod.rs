@@ -343,9 +343,7 @@ impl XSalsa20 {
         // one more batch for the rest, kept for the next call.
         let n = (BATCH_BYTES - self.used).min(data.len());
         let (now, data) = data.split_at_mut(n);
-        for (d, k) in now.iter_mut().zip(&self.batch.as_flattened()[self.used..]) {
-            *d ^= k;
-        }
+        xor_into(now, &self.batch.as_flattened()[self.used..]);
         self.used += n;
         let mut batches = data.chunks_exact_mut(BATCH_BYTES);
         for batch in &mut batches {
@@ -356,9 +354,7 @@ impl XSalsa20 {
         if !rest.is_empty() {
             let mut batch = [[0; 64]; LANES];
             self.xor_batch(&mut batch);
-            for (d, k) in rest.iter_mut().zip(batch.as_flattened()) {
-                *d ^= k;
-            }
+            xor_into(rest, batch.as_flattened());
             self.batch = batch;
             self.used = rest.len();
         }
@@ -450,8 +446,8 @@ pub fn hchacha20(key: &[u8; 32], nonce: &[u8; 16]) -> [u8; 32] {
     out
 }
 
-/// `data ^= stream`, byte for byte (the compiler vectorises it).
-fn xor_into(data: &mut [u8], stream: &[u8]) {
+/// `data ^= stream`, byte for byte, as far as the shorter goes (the compiler vectorises it).
+pub(crate) fn xor_into(data: &mut [u8], stream: &[u8]) {
     for (d, k) in data.iter_mut().zip(stream) {
         *d ^= k;
     }
