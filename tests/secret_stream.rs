@@ -9,50 +9,72 @@ use std::time::Duration;
 
 use common::evil::runtime;
 use common::*;
+use feedscope::frame::MAX_FRAME_BYTES;
+use feedscope::net::framed::FrameReader;
 use feedscope::net::secret_stream::{Handshake, Keys, PullKey, Push, Step};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 const SOON: Duration = Duration::from_secs(15);
 
-async fn write_frame(tcp: &mut TcpStream, body: &[u8]) {
-    let len = (body.len() as u32).to_le_bytes();
-    tcp.write_all(&len[..3]).await.unwrap();
-    tcp.write_all(body).await.unwrap();
+/// A connection made by hand: frames read with feedscope's own reader, written by hand.
+struct Conn {
+    frames: FrameReader<OwnedReadHalf>,
+    write: OwnedWriteHalf,
 }
 
-async fn read_frame(tcp: &mut TcpStream) -> Vec<u8> {
-    let mut len = [0u8; 4];
-    tcp.read_exact(&mut len[..3]).await.unwrap();
-    let mut body = vec![0; u32::from_le_bytes(len) as usize];
-    tcp.read_exact(&mut body).await.unwrap();
-    body
+impl Conn {
+    async fn send(&mut self, body: &[u8]) {
+        let len = (body.len() as u32).to_le_bytes();
+        self.write.write_all(&len[..3]).await.unwrap();
+        self.write.write_all(body).await.unwrap();
+    }
+
+    /// The next frame that is not a keep-alive, within `SOON`.
+    async fn receive(&mut self) -> Vec<u8> {
+        let next = async {
+            loop {
+                match self.frames.next().await.unwrap() {
+                    Some(frame) if frame.is_empty() => continue,
+                    Some(frame) => return frame,
+                    None => panic!("the victim closed the connection"),
+                }
+            }
+        };
+        tokio::time::timeout(SOON, next).await.unwrap()
+    }
 }
 
-/// Dials `addr` and runs the Noise handshake as the initiator, by hand; returns the socket
-/// and the keys, with nothing sent after the handshake's last message.
-async fn handshake(addr: &str) -> (TcpStream, Keys) {
-    let mut tcp = tokio::time::timeout(SOON, TcpStream::connect(addr))
+/// Dials `addr` and runs the Noise handshake as the initiator, by hand; returns the
+/// connection, our address on it and the keys, with nothing sent after the handshake's last
+/// message.
+async fn handshake(addr: &str) -> (Conn, String, Keys) {
+    let tcp = tokio::time::timeout(SOON, TcpStream::connect(addr))
         .await
         .unwrap()
         .unwrap();
+    let local = tcp.local_addr().unwrap().to_string();
+    let (read, write) = tcp.into_split();
+    let mut conn = Conn {
+        frames: FrameReader::new(read, MAX_FRAME_BYTES),
+        write,
+    };
     let (mut hs, first) = Handshake::start(true).unwrap();
-    write_frame(&mut tcp, &first.expect("the initiator speaks first")).await;
+    conn.send(&first.expect("the initiator speaks first")).await;
     loop {
-        let msg = tokio::time::timeout(SOON, read_frame(&mut tcp))
-            .await
-            .unwrap();
+        let msg = conn.receive().await;
         match hs.receive(&msg).unwrap() {
             Step::Send(next, msg) => {
-                write_frame(&mut tcp, &msg).await;
+                conn.send(&msg).await;
                 hs = next;
             }
             Step::Done { last, keys } => {
                 if let Some(last) = last {
-                    write_frame(&mut tcp, &last).await;
+                    conn.send(&last).await;
                 }
-                return (tcp, keys);
+                return (conn, local, keys);
             }
         }
     }
@@ -91,7 +113,7 @@ struct Scene {
     _dir: tempfile::TempDir,
     victim: Node,
     addr: String,
-    tcp: TcpStream,
+    conn: Conn,
     push: Push,
     setup: Vec<u8>,
     pull: Option<PullKey>,
@@ -104,14 +126,14 @@ impl Scene {
         let rt = runtime();
         let dir = tempfile::tempdir().unwrap();
         let (mut victim, addr) = Node::listen(dir.path(), &[]);
-        let (tcp, keys) = rt.block_on(handshake(&addr));
-        let peer = victim.peer_from(&tcp.local_addr().unwrap().to_string());
+        let (conn, local, keys) = rt.block_on(handshake(&addr));
+        let peer = victim.peer_from(&local);
         Scene {
             rt,
             _dir: dir,
             victim,
             addr,
-            tcp,
+            conn,
             push: keys.push,
             setup: keys.setup,
             pull: Some(keys.pull),
@@ -120,13 +142,11 @@ impl Scene {
     }
 
     fn send(&mut self, frame: &[u8]) {
-        self.rt.block_on(write_frame(&mut self.tcp, frame));
+        self.rt.block_on(self.conn.send(frame));
     }
 
     fn receive(&mut self) -> Vec<u8> {
-        let tcp = &mut self.tcp;
-        self.rt
-            .block_on(async { tokio::time::timeout(SOON, read_frame(tcp)).await.unwrap() })
+        self.rt.block_on(self.conn.receive())
     }
 
     /// The connection ends with an event that says `why`, and honest peers are served after.
