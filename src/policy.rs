@@ -254,17 +254,17 @@ impl Curator {
     /// answer and why) and those to ask about. The remembered decisions are read under one
     /// lock, and a key's metadata (from `meta`) only when a rule reads it: a peer may be
     /// offered a thousand keys in one manifest.
-    pub fn decide_all<'m>(
+    pub fn decide_all(
         &self,
         keys: Vec<FeedKey>,
-        meta: impl Fn(&FeedKey) -> Option<&'m FeedMeta>,
+        meta: impl Fn(&FeedKey) -> Option<FeedMeta>,
         remote_public_key: &str,
     ) -> (Vec<(FeedKey, bool, DecidedBy)>, Vec<FeedKey>) {
         let remembered = self.decisions.map.lock().unwrap();
         let mut decided = Vec::new();
         let mut ask = Vec::new();
         for key in keys {
-            let meta_of = || meta(&key).cloned().unwrap_or_default();
+            let meta_of = || meta(&key).unwrap_or_default();
             match self.decide_with(&key, meta_of, remote_public_key, &remembered) {
                 Some((approve, by)) => decided.push((key, approve, by)),
                 None => ask.push(key),
@@ -403,7 +403,7 @@ mod tests {
         let read = std::cell::Cell::new(0);
         let meta = |_: &FeedKey| {
             read.set(read.get() + 1);
-            Some(&big)
+            Some(big.clone())
         };
         assert_eq!(c.decide_all(vec![key(1)], meta, "").1, vec![key(1)]);
         assert_eq!(read.get(), 0, "no rule reads metadata");

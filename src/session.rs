@@ -286,7 +286,7 @@ impl Session {
                 ignored += 1;
                 continue;
             }
-            let meta = list.meta.get(&key).cloned().unwrap_or_default();
+            let meta = list.meta.find(&key);
             // Not asked for, replicating or declined already (checked first, so that a
             // manual session marks a new key pending as it records it).
             let eligible = !self.requested.contains(&key)

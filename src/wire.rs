@@ -6,11 +6,14 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::limits::Limits;
+
+mod json;
 
 /// Extension name of the handshake message.
 pub const EXT_HANDSHAKE: &str = "MULTIFEED_HANDSHAKE";
@@ -74,10 +77,15 @@ impl std::hash::Hash for FeedKey {
 /// each comparison cost more than the search.
 impl Ord for FeedKey {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        let first = |k: &FeedKey| u64::from_be_bytes(k.0[..8].try_into().expect("8 bytes"));
-        first(self)
-            .cmp(&first(other))
-            .then_with(|| self.0[8..].cmp(&other.0[8..]))
+        // As four big-endian words: a byte slice's order calls `memcmp`, which for keys that
+        // are equal (the last step of every search that finds one) was a tenth of the
+        // offers bench's samples.
+        let words = |k: &FeedKey| -> [u64; 4] {
+            std::array::from_fn(|i| {
+                u64::from_be_bytes(k.0[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
+            })
+        };
+        words(self).cmp(&words(other))
     }
 }
 
@@ -269,34 +277,84 @@ impl Handshake {
     }
 }
 
-/// What an offerer says about one offered feed, for display only. Behind one thin pointer:
-/// a peer offered ten thousand feeds by a hub keeps each one's in its table of offers.
+/// What an offerer says about one offered feed, for display only: its JSON text, on one
+/// line.
+///
+/// The text sits in a buffer shared with the other feeds the same manifest described: a
+/// peer offered ten thousand feeds by a hub keeps each one's in its table of offers, and a
+/// buffer and a count of its own for each (two allocations, and an atomic count touched on
+/// every copy) were about a tenth of the CPU of a 1,000-peer fan-in's uploaders.
 #[derive(Clone)]
-pub struct FeedMeta(std::sync::Arc<Box<serde_json::value::RawValue>>);
+pub struct FeedMeta {
+    /// JSON texts one after another.
+    texts: Arc<str>,
+    /// This one's place among them.
+    span: Span,
+}
+
+/// Where one JSON text sits among others in a shared buffer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Span {
+    at: u32,
+    len: u32,
+}
+
+impl Span {
+    /// The text at this span of `texts`.
+    fn of(self, texts: &str) -> &str {
+        let at = self.at as usize;
+        &texts[at..at + self.len as usize]
+    }
+}
 
 impl FeedMeta {
     /// `null`: no metadata (one shared text, since a bare offer has one per key).
     pub fn null() -> Self {
         static NULL: std::sync::OnceLock<FeedMeta> = std::sync::OnceLock::new();
-        NULL.get_or_init(|| FeedMeta::from(Value::Null)).clone()
+        NULL.get_or_init(|| FeedMeta::alone("null")).clone()
     }
 
-    /// Kept as its JSON text: a hub offers each uploader thousands of feeds, and most offers'
-    /// metadata is only ever written out again. Text that spans lines is written again on
-    /// one, so that every event stays one line.
-    fn from_raw(raw: Box<serde_json::value::RawValue>) -> Self {
+    /// `text`, valid JSON on one line, in a buffer of its own.
+    fn alone(text: &str) -> Self {
+        let len = u32::try_from(text.len()).expect("metadata within an extension's size");
+        FeedMeta {
+            texts: Arc::from(text),
+            span: Span { at: 0, len },
+        }
+    }
+
+    /// Kept as its JSON text: most offers' metadata is only ever written out again. Text
+    /// that spans lines is written again on one, so that every event stays one line.
+    fn from_raw(raw: &serde_json::value::RawValue) -> Self {
         let text = raw.get();
-        // Searched many bytes at a time: a pattern of two chars decoded each character, a
-        // sixth of the instructions of reading a hub's manifest.
+        // Searched many bytes at a time: a pattern of two chars decoded each character.
         if memchr::memchr2(b'\n', b'\r', text.as_bytes()).is_some() {
             return FeedMeta::from(serde_json::from_str::<Value>(text).unwrap_or(Value::Null));
         }
-        FeedMeta(std::sync::Arc::new(raw))
+        FeedMeta::alone(text)
+    }
+
+    /// The metadata's JSON text.
+    fn text(&self) -> &str {
+        self.span.of(&self.texts)
+    }
+
+    /// The same text's span if it were at `at` of another buffer.
+    fn span_at(&self, at: u32) -> Span {
+        Span { at, ..self.span }
+    }
+
+    /// The metadata at `span` of `texts` (which a [`MetaRef`] holds).
+    pub fn shared(texts: &Arc<str>, span: Span) -> Self {
+        FeedMeta {
+            texts: Arc::clone(texts),
+            span,
+        }
     }
 
     /// The metadata as a JSON value.
     pub fn value(&self) -> Value {
-        serde_json::from_str(self.0.get()).unwrap_or(Value::Null)
+        serde_json::from_str(self.text()).unwrap_or(Value::Null)
     }
 
     /// One field of the metadata, when it is an object that has it.
@@ -309,7 +367,38 @@ impl FeedMeta {
 
     /// Whether there is no metadata (`null`).
     pub fn is_null(&self) -> bool {
-        self.0.get() == "null"
+        self.text() == "null"
+    }
+}
+
+/// The metadata texts of one manifest's feeds, gathered into one buffer.
+#[derive(Default)]
+struct MetaTexts {
+    texts: Vec<u8>,
+    /// Each feed's key, and where its text is.
+    spans: Vec<(FeedKey, Span)>,
+}
+
+impl MetaTexts {
+    /// Adds `key`'s metadata: `text`, a JSON value (its UTF-8 checked in [`MetaTexts::done`])
+    /// that breaks lines when `multiline`.
+    fn push(&mut self, key: FeedKey, text: &[u8], multiline: bool) -> Option<()> {
+        let at = u32::try_from(self.texts.len()).ok()?;
+        if multiline {
+            let value: Value = serde_json::from_slice(text).ok()?;
+            serde_json::to_writer(&mut self.texts, &value).ok()?;
+        } else {
+            self.texts.extend_from_slice(text);
+        }
+        let len = u32::try_from(self.texts.len()).ok()? - at;
+        self.spans.push((key, Span { at, len }));
+        Some(())
+    }
+
+    /// The metadata of the manifest; `None` if the texts are not UTF-8.
+    fn done(self) -> Option<OfferMeta> {
+        let texts: Arc<str> = Arc::from(String::from_utf8(self.texts).ok()?);
+        Some(OfferMeta::from_spans(texts, self.spans))
     }
 }
 
@@ -321,32 +410,35 @@ impl Default for FeedMeta {
 
 impl From<Value> for FeedMeta {
     fn from(v: Value) -> Self {
-        let raw = serde_json::value::to_raw_value(&v).expect("a JSON value serialises");
-        FeedMeta(std::sync::Arc::new(raw))
+        FeedMeta::alone(&v.to_string())
     }
 }
 
 impl PartialEq for FeedMeta {
     fn eq(&self, other: &Self) -> bool {
-        self.0.get() == other.0.get() || self.value() == other.value()
+        self.text() == other.text() || self.value() == other.value()
     }
 }
 
 impl fmt::Debug for FeedMeta {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0.get())
+        f.write_str(self.text())
     }
 }
 
 impl fmt::Display for FeedMeta {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0.get())
+        f.write_str(self.text())
     }
 }
 
 impl Serialize for FeedMeta {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
+        // Written as the text it is. The text is JSON (read by this module's checks or
+        // written by serde_json), and serde_json makes a raw value only by reading it.
+        let raw: &serde_json::value::RawValue =
+            serde_json::from_str(self.text()).map_err(serde::ser::Error::custom)?;
+        raw.serialize(s)
     }
 }
 
@@ -358,53 +450,112 @@ impl<'de> Deserialize<'de> for FeedMeta {
     }
 }
 
-/// What a manifest said of its feeds: metadata per key, kept sorted by key in one vector.
-/// A peer offered ten thousand feeds by a hub reads them in lists of a hundred or so, whose
-/// metadata comes already in key order (as feedscope writes it); a tree map of each list
-/// cost more than reading it. Written and read as a JSON object, in key order.
-#[derive(Clone, Default, PartialEq)]
-pub struct OfferMeta(Vec<(FeedKey, FeedMeta)>);
+/// What a manifest said of its feeds: metadata per key, kept sorted by key in one vector,
+/// the texts in one buffer. A peer offered ten thousand feeds by a hub reads them in lists
+/// of a hundred or so, whose metadata comes already in key order (as feedscope writes it);
+/// a tree map of each list cost more than reading it. Written and read as a JSON object,
+/// in key order.
+#[derive(Clone)]
+pub struct OfferMeta {
+    texts: Arc<str>,
+    entries: Vec<(FeedKey, Span)>,
+}
+
+/// One key's metadata inside an [`OfferMeta`], borrowed: what a table that keeps it takes
+/// without a copy of the buffer's count for every key ([`MetaRef::texts`] to share it once).
+#[derive(Clone, Copy)]
+pub struct MetaRef<'a> {
+    /// The buffer the text is in, shared by the manifest's keys.
+    pub texts: &'a Arc<str>,
+    /// The text's place in it.
+    pub span: Span,
+}
+
+impl MetaRef<'_> {
+    /// The metadata, owned.
+    pub fn to_meta(self) -> FeedMeta {
+        FeedMeta::shared(self.texts, self.span)
+    }
+}
+
+impl Default for OfferMeta {
+    fn default() -> Self {
+        OfferMeta::from_spans(Arc::from(""), Vec::new())
+    }
+}
 
 impl OfferMeta {
     /// From entries in any order; a key given twice keeps its last metadata, as a JSON
     /// object read into a map does.
     pub fn from_entries(mut entries: Vec<(FeedKey, FeedMeta)>) -> Self {
-        if entries.is_sorted_by(|a, b| a.0 < b.0) {
-            return OfferMeta(entries);
-        }
-        // Stable, so that of equal keys the last given stays last.
-        entries.sort_by_key(|e| e.0);
-        let mut out: Vec<(FeedKey, FeedMeta)> = Vec::with_capacity(entries.len());
-        for e in entries {
-            match out.last_mut() {
-                Some(last) if last.0 == e.0 => *last = e,
-                _ => out.push(e),
+        if !entries.is_sorted_by(|a, b| a.0 < b.0) {
+            // Stable, so that of equal keys the last given stays last.
+            entries.sort_by_key(|e| e.0);
+            let mut out: Vec<(FeedKey, FeedMeta)> = Vec::with_capacity(entries.len());
+            for e in entries {
+                match out.last_mut() {
+                    Some(last) if last.0 == e.0 => *last = e,
+                    _ => out.push(e),
+                }
             }
+            entries = out;
         }
-        OfferMeta(out)
+        let mut texts = String::with_capacity(entries.iter().map(|(_, m)| m.text().len()).sum());
+        let spans = entries
+            .iter()
+            .map(|(key, meta)| {
+                let at = u32::try_from(texts.len()).expect("metadata within an extension's size");
+                texts.push_str(meta.text());
+                (*key, meta.span_at(at))
+            })
+            .collect();
+        OfferMeta::from_spans(Arc::from(texts), spans)
+    }
+
+    /// From texts and the spans of each key's, in any order (a key given twice keeps its
+    /// last).
+    fn from_spans(texts: Arc<str>, mut entries: Vec<(FeedKey, Span)>) -> Self {
+        if !entries.is_sorted_by(|a, b| a.0 < b.0) {
+            entries.sort_by_key(|e| e.0);
+            // Of equal keys the last given stays: kept by a reversed scan.
+            entries.reverse();
+            entries.dedup_by_key(|e| e.0);
+            entries.reverse();
+        }
+        OfferMeta { texts, entries }
+    }
+
+    /// The metadata of `key`, borrowed.
+    pub fn find(&self, key: &FeedKey) -> Option<MetaRef<'_>> {
+        self.entries
+            .binary_search_by(|(k, _)| k.cmp(key))
+            .ok()
+            .map(|i| MetaRef {
+                texts: &self.texts,
+                span: self.entries[i].1,
+            })
     }
 
     /// The metadata of `key`.
-    pub fn get(&self, key: &FeedKey) -> Option<&FeedMeta> {
-        self.0
-            .binary_search_by(|(k, _)| k.cmp(key))
-            .ok()
-            .map(|i| &self.0[i].1)
+    pub fn get(&self, key: &FeedKey) -> Option<FeedMeta> {
+        self.find(key).map(MetaRef::to_meta)
     }
 
     /// How many keys have metadata.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.entries.len()
     }
 
     /// Whether no key has metadata.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.entries.is_empty()
     }
 
     /// The keys and their metadata, in key order.
-    pub fn iter(&self) -> impl Iterator<Item = (&FeedKey, &FeedMeta)> {
-        self.0.iter().map(|(k, m)| (k, m))
+    pub fn iter(&self) -> impl Iterator<Item = (&FeedKey, FeedMeta)> {
+        self.entries
+            .iter()
+            .map(|(k, span)| (k, FeedMeta::shared(&self.texts, *span)))
     }
 }
 
@@ -414,10 +565,9 @@ impl FromIterator<(FeedKey, FeedMeta)> for OfferMeta {
     }
 }
 
-impl std::ops::Index<&FeedKey> for OfferMeta {
-    type Output = FeedMeta;
-    fn index(&self, key: &FeedKey) -> &FeedMeta {
-        self.get(key).expect("metadata for the key")
+impl PartialEq for OfferMeta {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
     }
 }
 
@@ -435,7 +585,7 @@ impl Serialize for OfferMeta {
 
 impl<'de> Deserialize<'de> for OfferMeta {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        BTreeMap::<FeedKey, FeedMeta>::deserialize(d).map(|m| OfferMeta(m.into_iter().collect()))
+        BTreeMap::<FeedKey, FeedMeta>::deserialize(d).map(|m| m.into_iter().collect())
     }
 }
 
@@ -486,7 +636,10 @@ fn decode_compact(payload: &[u8], limits: &Limits) -> Option<Result<KeyList, Wir
     text.literal(b"{\"keys\":[")?;
     let mut count = 0;
     let mut keys = Vec::new();
-    let mut seen = KeySeen::default();
+    // Room for as many keys as the text could hold: grown as it filled, the set of a list
+    // of a hundred keys was rehashed six times.
+    let room = (payload.len() / 67).min(limits.max_keys_per_message);
+    let mut seen = KeySeen::with_capacity_and_hasher(room, Default::default());
     if !text.eat(b']') {
         loop {
             let key = text.quoted_key()?;
@@ -500,17 +653,21 @@ fn decode_compact(payload: &[u8], limits: &Limits) -> Option<Result<KeyList, Wir
             }
         }
     }
-    let mut entries = Vec::new();
+    let mut meta = MetaTexts::default();
     if text.eat(b',') {
         text.literal(b"\"meta\":{")?;
         if !text.eat(b'}') {
-            entries.reserve(keys.len());
+            meta.texts.reserve(text.0.len());
+            meta.spans.reserve(keys.len());
             loop {
                 let key = text.quoted_key()?;
                 text.literal(b":")?;
-                let value = text.raw_value()?;
+                let (value, multiline) = text.value()?;
                 if seen.contains(&key) {
-                    entries.push((key, FeedMeta::from_raw(value.to_owned())));
+                    meta.push(key, value, multiline)?;
+                } else {
+                    // Not kept, but the text must still be JSON.
+                    std::str::from_utf8(value).ok()?;
                 }
                 if !text.eat(b',') {
                     text.literal(b"}")?;
@@ -523,6 +680,7 @@ fn decode_compact(payload: &[u8], limits: &Limits) -> Option<Result<KeyList, Wir
     if !text.0.is_empty() {
         return None;
     }
+    let meta = meta.done()?;
     // Only for a whole manifest: a broken one is malformed, whatever it holds.
     if count > limits.max_keys_per_message {
         return Some(Err(WireError::TooManyKeys {
@@ -532,7 +690,7 @@ fn decode_compact(payload: &[u8], limits: &Limits) -> Option<Result<KeyList, Wir
     }
     Some(Ok(KeyList {
         keys,
-        meta: OfferMeta::from_entries(entries),
+        meta,
         rejected: Vec::new(),
     }))
 }
@@ -569,17 +727,12 @@ impl<'a> Compact<'a> {
         Some(key)
     }
 
-    /// Takes one JSON value, as its text.
-    fn raw_value(&mut self) -> Option<&'a serde_json::value::RawValue> {
-        let mut de = serde_json::Deserializer::from_slice(self.0);
-        let value = <&serde_json::value::RawValue>::deserialize(&mut de).ok()?;
-        // The value is borrowed from the input, where it begins (no space before it).
-        let text = value.get();
-        if text.as_ptr() != self.0.as_ptr() {
-            return None;
-        }
-        self.0 = &self.0[text.len()..];
-        Some(value)
+    /// Takes one JSON value, as its text, and whether it breaks lines.
+    fn value(&mut self) -> Option<(&'a [u8], bool)> {
+        let found = json::value(self.0)?;
+        let (value, rest) = self.0.split_at(found.len);
+        self.0 = rest;
+        Some((value, found.multiline))
     }
 }
 
@@ -639,7 +792,7 @@ impl<'de> Deserialize<'de> for MetaEntries<'de> {
                 let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0));
                 while let Some(Name(k)) = map.next_key()? {
                     let raw: &'de serde_json::value::RawValue = map.next_value()?;
-                    out.push((k, FeedMeta::from_raw(raw.to_owned())));
+                    out.push((k, FeedMeta::from_raw(raw)));
                 }
                 Ok(MetaEntries(out))
             }
@@ -1021,12 +1174,15 @@ mod manifest_paths {
         let key = FeedKey([7; 32]).to_hex();
         let body = format!("{{\"keys\":[\"{key}\"],\"meta\":{{\"{key}\":{{\n\"name\": \"a\",\r\n\"length\": 2}}}}}}");
         let list = decode_manifest(body.as_bytes(), &Limits::DEFAULT).unwrap();
-        let meta = &list.meta[&FeedKey([7; 32])];
+        let meta = list.meta.get(&FeedKey([7; 32])).unwrap();
         assert_eq!(meta.to_string(), r#"{"length":2,"name":"a"}"#);
         assert_eq!(meta.get("name"), Some(Value::from("a")));
         let compact = format!("{{\"keys\":[\"{key}\"],\"meta\":{{\"{key}\":{{\"name\":\"a\"}}}}}}");
         let list = decode_manifest(compact.as_bytes(), &Limits::DEFAULT).unwrap();
-        assert_eq!(list.meta[&FeedKey([7; 32])].to_string(), r#"{"name":"a"}"#);
+        assert_eq!(
+            list.meta.get(&FeedKey([7; 32])).unwrap().to_string(),
+            r#"{"name":"a"}"#
+        );
     }
 
     proptest! {
@@ -1129,11 +1285,14 @@ mod manifest_paths {
         assert_eq!(list.keys, vec![FeedKey([2; 32]), FeedKey([1; 32])]);
         assert_eq!(list.meta.len(), 2, "metadata of offered keys only");
         assert_eq!(
-            list.meta[&FeedKey([1; 32])].to_string(),
+            list.meta.get(&FeedKey([1; 32])).unwrap().to_string(),
             "[3]",
             "the last wins"
         );
-        assert_eq!(list.meta[&FeedKey([2; 32])].to_string(), r#"{"name":"x"}"#);
+        assert_eq!(
+            list.meta.get(&FeedKey([2; 32])).unwrap().to_string(),
+            r#"{"name":"x"}"#
+        );
         assert_eq!(
             Some(Ok(list)),
             Some(decode_manifest_value(body.as_bytes(), &limits))

@@ -1235,7 +1235,7 @@ impl<C: WireCore> Task<C> {
             .session
             .remote_offer
             .get(&key)
-            .and_then(wire::offered_name);
+            .and_then(|m| wire::offered_name(&m));
         if self.ctx.store.get(&key).is_none() {
             // A new replica's files take a while on a busy disk, and a hub makes thousands:
             // the connection goes on (reading, keep-alives) while they are made, and the

@@ -6,18 +6,31 @@
 //! offered is looked up once, not once in each of several sets.
 
 use std::hash::BuildHasher;
+use std::sync::Arc;
 
 use hashbrown::HashTable;
 
-use crate::wire::{FeedKey, FeedMeta};
+use crate::wire::{FeedKey, FeedMeta, MetaRef, Span};
 
 /// One offered key's entry.
 #[derive(Debug, Clone)]
 struct Offered {
     key: FeedKey,
-    meta: FeedMeta,
+    /// Its metadata's buffer among [`RemoteOffer::held`] ([`NO_META`]: none), and where in it.
+    texts: u32,
+    span: Span,
     /// Waits for a decision (manual policy).
     pending: bool,
+}
+
+/// An entry without metadata.
+const NO_META: u32 = u32::MAX;
+
+/// A buffer of metadata texts that entries point into, and how many do.
+#[derive(Debug, Clone)]
+struct Held {
+    texts: Option<Arc<str>>,
+    users: u32,
 }
 
 /// The keys a peer offered, with their metadata and pending marks.
@@ -37,6 +50,15 @@ pub struct RemoteOffer {
     hasher: crate::FastHash,
     /// How many entries are marked pending.
     pending: usize,
+    /// The metadata buffers of the manifests that offered the entries: one shared count
+    /// taken per manifest, not one per key (an atomic count for each of a hub's ten thousand
+    /// offers held up the table's writes around it). A buffer no entry points into any
+    /// more is let go and its place reused, so at most one is kept per entry.
+    held: Vec<Held>,
+    /// Places in `held` let go.
+    free: Vec<u32>,
+    /// The place in `held` taken last.
+    last_held: Option<u32>,
 }
 
 /// An entry's index and 32 bits of its key's hash.
@@ -69,7 +91,11 @@ impl RemoteOffer {
     /// Records an offer of `key`, or its new metadata if it was offered before; `true` when
     /// it is new. A new key is marked as waiting for a decision at once when `pending`: the
     /// same lookup, for each of the thousands of keys a hub offers.
-    pub fn offer(&mut self, key: FeedKey, meta: FeedMeta, pending: bool) -> bool {
+    pub fn offer(&mut self, key: FeedKey, meta: Option<MetaRef<'_>>, pending: bool) -> bool {
+        let (texts, span) = match meta {
+            Some(m) => (self.hold(m.texts), m.span),
+            None => (NO_META, Span::default()),
+        };
         let hash = self.hash32(&key);
         let entries = &mut self.entries;
         let found = self.index.entry(
@@ -79,15 +105,68 @@ impl RemoteOffer {
         );
         match found {
             hashbrown::hash_table::Entry::Occupied(e) => {
-                entries[e.get().at as usize].meta = meta;
+                let o = &mut entries[e.get().at as usize];
+                let before = std::mem::replace(&mut o.texts, texts);
+                o.span = span;
+                self.let_go(before);
                 false
             }
             hashbrown::hash_table::Entry::Vacant(e) => {
                 let at = u32::try_from(entries.len()).expect("fewer than 2^32 offered keys");
                 e.insert(Slot { at, hash });
-                entries.push(Offered { key, meta, pending });
+                entries.push(Offered {
+                    key,
+                    texts,
+                    span,
+                    pending,
+                });
                 self.pending += usize::from(pending);
                 true
+            }
+        }
+    }
+
+    /// The place of `texts` in `held`, counted once more: the last one held if it is the
+    /// same buffer (a manifest's keys come one after another), or a new place.
+    fn hold(&mut self, texts: &Arc<str>) -> u32 {
+        let same = self.last_held.filter(|&at| {
+            let held = &self.held[at as usize].texts;
+            held.as_ref().is_some_and(|t| Arc::ptr_eq(t, texts))
+        });
+        let at = same.unwrap_or_else(|| {
+            let held = Held {
+                texts: Some(Arc::clone(texts)),
+                users: 0,
+            };
+            let at = match self.free.pop() {
+                Some(at) => {
+                    self.held[at as usize] = held;
+                    at
+                }
+                None => {
+                    self.held.push(held);
+                    u32::try_from(self.held.len() - 1).expect("fewer than 2^32 buffers")
+                }
+            };
+            self.last_held = Some(at);
+            at
+        });
+        self.held[at as usize].users += 1;
+        at
+    }
+
+    /// One entry less points into `held[at]`; the buffer goes with the last.
+    fn let_go(&mut self, at: u32) {
+        if at == NO_META {
+            return;
+        }
+        let held = &mut self.held[at as usize];
+        held.users -= 1;
+        if held.users == 0 {
+            held.texts = None;
+            self.free.push(at);
+            if self.last_held == Some(at) {
+                self.last_held = None;
             }
         }
     }
@@ -118,8 +197,13 @@ impl RemoteOffer {
     }
 
     /// The metadata offered with `key`.
-    pub fn get(&self, key: &FeedKey) -> Option<&FeedMeta> {
-        self.find(key).map(|i| &self.entries[i].meta)
+    pub fn get(&self, key: &FeedKey) -> Option<FeedMeta> {
+        let o = &self.entries[self.find(key)?];
+        let texts = self
+            .held
+            .get(o.texts as usize)
+            .and_then(|h| h.texts.as_ref());
+        Some(texts.map_or_else(FeedMeta::null, |t| FeedMeta::shared(t, o.span)))
     }
 
     /// How many offered keys wait for a decision.

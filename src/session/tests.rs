@@ -1,5 +1,5 @@
 use super::*;
-use crate::wire::{encode_handshake, encode_keys, encode_manifests, FeedMeta};
+use crate::wire::{encode_handshake, encode_keys, encode_manifests, OfferMeta};
 use std::collections::BTreeMap;
 
 fn key(n: u8) -> FeedKey {
@@ -388,15 +388,16 @@ fn named_by(s: &mut Session, n: u8) -> Vec<Action> {
 #[test]
 fn remote_offers_count_pending_marks_once_and_only_on_offered_keys() {
     let mut r = RemoteOffer::default();
-    assert!(r.offer(key(1), FeedMeta::null(), true));
-    assert!(r.offer(key(2), FeedMeta::null(), true));
-    assert!(r.offer(key(3), FeedMeta::null(), false));
+    assert!(r.offer(key(1), None, true));
+    assert!(r.offer(key(2), None, true));
+    assert!(r.offer(key(3), None, false));
+    let named = OfferMeta::from_entries(vec![(key(1), serde_json::json!({"name": "a"}).into())]);
     assert!(
-        !r.offer(key(1), serde_json::json!({"name": "a"}).into(), true),
+        !r.offer(key(1), named.find(&key(1)), true),
         "offered again: new metadata, still one pending mark"
     );
     assert!(
-        !r.offer(key(3), FeedMeta::null(), true),
+        !r.offer(key(3), None, true),
         "offered again: not newly pending"
     );
     assert_eq!(r.len(), 3);
@@ -412,6 +413,44 @@ fn remote_offers_count_pending_marks_once_and_only_on_offered_keys() {
 }
 
 #[test]
+fn remote_offers_keep_a_manifests_metadata_while_a_key_points_into_it() {
+    let meta = |keys: &[u8], name: &str| {
+        let entries = keys
+            .iter()
+            .map(|&n| {
+                (
+                    key(n),
+                    serde_json::json!({ "name": format!("{name}{n}") }).into(),
+                )
+            })
+            .collect();
+        OfferMeta::from_entries(entries)
+    };
+    let (first, second) = (meta(&[1, 2], "a"), meta(&[2, 3], "b"));
+    let count = |m: &OfferMeta| std::sync::Arc::strong_count(m.find(&key(2)).unwrap().texts);
+    let mut r = RemoteOffer::default();
+    for k in [1, 2] {
+        r.offer(key(k), first.find(&key(k)), true);
+    }
+    assert_eq!(count(&first), 2, "held once for both keys");
+    for k in [2, 3] {
+        r.offer(key(k), second.find(&key(k)), true);
+    }
+    assert_eq!(count(&first), 2, "key 1 still points into the first");
+    assert_eq!(r.get(&key(1)).unwrap().to_string(), r#"{"name":"a1"}"#);
+    assert_eq!(r.get(&key(2)).unwrap().to_string(), r#"{"name":"b2"}"#);
+    r.offer(key(1), None, true);
+    assert_eq!(count(&first), 1, "let go with its last key");
+    assert!(r.get(&key(1)).unwrap().is_null());
+    // Its place is taken by the next manifest's buffer.
+    let third = meta(&[1], "c");
+    r.offer(key(1), third.find(&key(1)), true);
+    assert_eq!(r.get(&key(1)).unwrap().to_string(), r#"{"name":"c1"}"#);
+    assert_eq!(r.get(&key(3)).unwrap().to_string(), r#"{"name":"b3"}"#);
+    assert_eq!(count(&second), 2);
+}
+
+#[test]
 fn remote_offers_find_every_key_after_the_table_grows() {
     let mut r = RemoteOffer::default();
     let many = |i: u32| {
@@ -421,10 +460,10 @@ fn remote_offers_find_every_key_after_the_table_grows() {
         FeedKey(k)
     };
     for i in 0..50_000 {
-        assert!(r.offer(many(i), FeedMeta::null(), i % 3 == 0));
+        assert!(r.offer(many(i), None, i % 3 == 0));
     }
     for i in (0..50_000).step_by(7) {
-        assert!(!r.offer(many(i), FeedMeta::null(), true), "{i} again");
+        assert!(!r.offer(many(i), None, true), "{i} again");
     }
     assert_eq!(r.len(), 50_000);
     assert_eq!(r.pending_len(), (0..50_000).filter(|i| i % 3 == 0).count());
