@@ -47,9 +47,10 @@ const NS_RESPONDER: [u8; 32] = [
 ];
 
 /// Messages of this many bytes and more are authenticated by the `poly1305` crate
-/// (`State::mac`). Below, feedscope's own is faster (a whole 4 KiB message sealed at 1.7
-/// against 1.6 GB/s), above, the crate's (8 KiB: 2.0 against 1.8 GB/s), as
-/// `cargo bench --locked --bench cipher` measures them.
+/// (`State::mac`) on a CPU without AVX-512 IFMA. Below, feedscope's own is faster (a whole
+/// 4 KiB message sealed at 1.7 against 1.6 GB/s), above, the crate's (8 KiB: 2.0 against
+/// 1.8 GB/s), as `cargo bench --locked --bench cipher` measures them. With IFMA,
+/// feedscope's own takes every message.
 const LONG_MESSAGE: usize = 6 << 10;
 
 /// libsodium's tags: a plain message, and the bit after which both sides rekey.
@@ -113,13 +114,13 @@ impl State {
 
     /// The MAC of a message with no associated data: its 64-byte tag block, the ciphertext,
     /// as many zero bytes as the ciphertext is past a multiple of 16 (libsodium's padding,
-    /// kept for compatibility), and the two lengths. Long messages go to the `poly1305`
-    /// crate, whose AVX2 backend is faster once its setup is paid for.
+    /// kept for compatibility), and the two lengths. Without AVX-512 IFMA, long messages go
+    /// to the `poly1305` crate, whose AVX2 backend is faster once its setup is paid for.
     fn mac(key: &[u8; 32], block: &[u8; 64], text: &[u8]) -> [u8; MAC_BYTES] {
         let mut sizes = [0u8; 16];
         sizes[8..].copy_from_slice(&(64 + text.len() as u64).to_le_bytes());
         let pad = &[0; 16][..text.len() % 16];
-        if text.len() < LONG_MESSAGE {
+        if text.len() < LONG_MESSAGE || crate::net::poly1305::vectored() {
             let mut mac = Poly1305::new(key);
             for part in [&block[..], text, pad, &sizes] {
                 mac.update(part);
