@@ -635,18 +635,15 @@ fn decode_compact(payload: &[u8], limits: &Limits) -> Option<Result<KeyList, Wir
     let mut text = Compact(payload);
     text.literal(b"{\"keys\":[")?;
     let mut count = 0;
-    let mut keys = Vec::new();
-    // Room for as many keys as the text could hold: grown as it filled, the set of a list
-    // of a hundred keys was rehashed six times.
+    // Room for as many keys as the text could hold.
     let room = (payload.len() / 67).min(limits.max_keys_per_message);
-    let mut seen = KeySeen::with_capacity_and_hasher(room, Default::default());
+    let mut keys = OfferedKeys::with_capacity(room);
     if !text.eat(b']') {
         loop {
+            let at = payload.len() - text.0.len() + 1;
             let key = text.quoted_key()?;
             count += 1;
-            if seen.insert(key) {
-                keys.push(key);
-            }
+            keys.add(key, at);
             if !text.eat(b',') {
                 text.literal(b"]")?;
                 break;
@@ -658,13 +655,26 @@ fn decode_compact(payload: &[u8], limits: &Limits) -> Option<Result<KeyList, Wir
         text.literal(b"\"meta\":{")?;
         if !text.eat(b'}') {
             meta.texts.reserve(text.0.len());
-            meta.spans.reserve(keys.len());
+            meta.spans.reserve(keys.keys.len());
+            // The key the next entry names when the entries follow the keys' order.
+            let mut next = 0;
             loop {
-                let key = text.quoted_key()?;
+                let quoted = text.0.get(..66)?;
+                let named = match keys.text(payload, next) {
+                    // The same 64 characters as that key: the same key, checked already.
+                    Some(hex)
+                        if quoted[0] == b'"' && quoted[65] == b'"' && quoted[1..65] == *hex =>
+                    {
+                        text.0 = &text.0[66..];
+                        Some(next)
+                    }
+                    _ => keys.find(&text.quoted_key()?),
+                };
                 text.literal(b":")?;
                 let (value, multiline) = text.value()?;
-                if seen.contains(&key) {
-                    meta.push(key, value, multiline)?;
+                if let Some(i) = named {
+                    meta.push(keys.keys[i], value, multiline)?;
+                    next = i + 1;
                 } else {
                     // Not kept, but the text must still be JSON.
                     std::str::from_utf8(value).ok()?;
@@ -689,10 +699,83 @@ fn decode_compact(payload: &[u8], limits: &Limits) -> Option<Result<KeyList, Wir
         }));
     }
     Some(Ok(KeyList {
-        keys,
+        keys: keys.keys,
         meta,
         rejected: Vec::new(),
     }))
+}
+
+type KeyPlaces = std::collections::HashMap<FeedKey, usize, crate::FastHash>;
+
+/// Adds `key` at `place` unless it is there; whether it was not.
+fn insert_new(places: &mut KeyPlaces, key: FeedKey, place: usize) -> bool {
+    match places.entry(key) {
+        std::collections::hash_map::Entry::Vacant(e) => {
+            e.insert(place);
+            true
+        }
+        std::collections::hash_map::Entry::Occupied(_) => false,
+    }
+}
+
+/// The keys of a manifest being read, each once, with where each one's text is.
+///
+/// feedscope writes a manifest's keys in order and its metadata in the same order, so keys
+/// that keep rising are known to differ without a set, and each metadata entry names the
+/// key after the last one's: its text is compared with that key's instead of being decoded
+/// and looked up. Anything else takes a set.
+struct OfferedKeys {
+    keys: Vec<FeedKey>,
+    /// Where each key's 64 characters begin in the manifest.
+    at: Vec<usize>,
+    /// Every key and its place, once the keys stopped rising.
+    seen: Option<KeyPlaces>,
+}
+
+impl OfferedKeys {
+    fn with_capacity(room: usize) -> Self {
+        OfferedKeys {
+            keys: Vec::with_capacity(room),
+            at: Vec::with_capacity(room),
+            seen: None,
+        }
+    }
+
+    /// Adds `key`, written at `at`, unless it came before.
+    fn add(&mut self, key: FeedKey, at: usize) {
+        let place = self.keys.len();
+        let fresh = match (&mut self.seen, self.keys.last()) {
+            (Some(seen), _) => insert_new(seen, key, place),
+            (None, Some(last)) if *last >= key => {
+                let mut seen =
+                    KeyPlaces::with_capacity_and_hasher(self.keys.capacity(), Default::default());
+                seen.extend(self.keys.iter().enumerate().map(|(i, k)| (*k, i)));
+                let fresh = insert_new(&mut seen, key, place);
+                self.seen = Some(seen);
+                fresh
+            }
+            (None, _) => true,
+        };
+        if fresh {
+            self.keys.push(key);
+            self.at.push(at);
+        }
+    }
+
+    /// The text of the `i`th key in `payload`, if there is one.
+    fn text<'a>(&self, payload: &'a [u8], i: usize) -> Option<&'a [u8]> {
+        let at = *self.at.get(i)?;
+        payload.get(at..at + 64)
+    }
+
+    /// Which key `key` is, if it was offered.
+    fn find(&self, key: &FeedKey) -> Option<usize> {
+        match &self.seen {
+            // Rising: a binary search.
+            None => self.keys.binary_search(key).ok(),
+            Some(seen) => seen.get(key).copied(),
+        }
+    }
 }
 
 /// What is left of a compact manifest to read.
@@ -964,11 +1047,15 @@ pub fn encode_handshake(h: &Handshake) -> Vec<u8> {
 }
 
 /// Encodes one or more manifest bodies for `keys`, at most [`KEYS_PER_SENT_MANIFEST`] keys each;
-/// an empty offer is one empty manifest, so the peer knows there is nothing.
+/// an empty offer is one empty manifest, so the peer knows there is nothing. The keys go in
+/// order, as their metadata does: a feedscope peer reads such a list without a set, and
+/// each entry of its metadata without decoding the key it names (`decode_compact`).
 pub fn encode_manifests(keys: &[FeedKey], meta: &BTreeMap<FeedKey, FeedMeta>) -> Vec<Vec<u8>> {
     if keys.is_empty() {
         return vec![br#"{"keys":[]}"#.to_vec()];
     }
+    let mut keys = keys.to_vec();
+    keys.sort_unstable();
     /// `{"keys":[…],"meta":{…}}`, the metadata in key order and left out when empty.
     #[derive(Serialize)]
     struct Body<'a> {
@@ -1237,6 +1324,32 @@ mod manifest_paths {
                 decode_manifest(body.as_bytes(), &limits),
                 decode_manifest_value(body.as_bytes(), &limits)
             );
+        }
+
+        /// What feedscope writes (keys in order, their metadata in the same order) reads
+        /// back whole, as the general path reads it.
+        #[test]
+        fn a_manifest_feedscope_writes_reads_back(
+            keys in proptest::collection::btree_set(0u8..40, 0..30),
+            named in proptest::collection::vec(any::<bool>(), 40),
+        ) {
+            // Given in another order than the one they are written in.
+            let keys: Vec<FeedKey> = keys.iter().rev().map(|&n| FeedKey([n; 32])).collect();
+            let meta: BTreeMap<FeedKey, FeedMeta> = keys
+                .iter()
+                .filter(|k| named[usize::from(k.0[0])])
+                .map(|k| (*k, serde_json::json!({ "name": k.0[0], "length": 100 }).into()))
+                .collect();
+            let body = encode_manifests(&keys, &meta).remove(0);
+            let list = decode_compact(&body, &Limits::DEFAULT).expect("compact").unwrap();
+            let mut sorted = keys.clone();
+            sorted.sort();
+            prop_assert_eq!(&list.keys, &sorted);
+            prop_assert_eq!(list.meta.len(), meta.len());
+            for (k, m) in &meta {
+                prop_assert_eq!(list.meta.get(k), Some(m.clone()));
+            }
+            prop_assert_eq!(Ok(list), decode_manifest_value(&body, &Limits::DEFAULT));
         }
 
         /// Compact text, as feedscope and `JSON.stringify` write it, read in one pass: the
