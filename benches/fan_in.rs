@@ -14,8 +14,10 @@
 //! its own. The CPU column is the time the hub and the uploaders' processes used until the
 //! hub held everything. With `FAN_IN_LINES=1` the bench also tells how many JSON lines (and
 //! bytes) of each type the hub printed, `FAN_IN_HUB=PATH` runs another build's hub,
-//! `FAN_IN_HUB_LOG=FILE` keeps the hub's lines (all but the offers it sent) and
-//! `FAN_IN_SEEDS=DIR` keeps the uploaders' folders for the next run.
+//! `FAN_IN_HUB_LOG=FILE` keeps the hub's lines (all but the offers it sent),
+//! `FAN_IN_HUB_SKIP=TYPES` has the hub leave those event types out of its lines (`run
+//! --skip`; `offer_sent` are most of its bytes) and `FAN_IN_SEEDS=DIR` keeps the uploaders'
+//! folders for the next run.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -269,6 +271,11 @@ fn run(dirs: &[PathBuf]) -> Figures {
         ])
         .arg("--storage")
         .arg(hub_dir.path())
+        .args(
+            std::env::var("FAN_IN_HUB_SKIP")
+                .map(|types| vec!["--skip".to_string(), types])
+                .unwrap_or_default(),
+        )
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()

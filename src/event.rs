@@ -309,6 +309,73 @@ impl<'de> Deserialize<'de> for KeySelection {
     }
 }
 
+impl Event {
+    /// Every event's `type`, as its JSON names it.
+    pub const TYPES: [&'static str; 27] = [
+        "listening",
+        "connect_retry",
+        "peer_connected",
+        "peer_named",
+        "handshake_received",
+        "offer_sent",
+        "offer_received",
+        "offer_pending",
+        "decision",
+        "feed_stopped",
+        "request_sent",
+        "request_received",
+        "replicate_sent",
+        "replicate_received",
+        "feed_added",
+        "appended",
+        "feed_progress",
+        "feed_synced",
+        "wire",
+        "held",
+        "released",
+        "peer_disconnected",
+        "warning",
+        "error",
+        "stopped",
+        "metrics_listening",
+        "observe_refused",
+    ];
+
+    /// This event's `type`, as its JSON names it (the match stops compiling when a variant
+    /// is added, and `tests/schema.rs` holds it to the JSON).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Event::Listening { .. } => "listening",
+            Event::ConnectRetry { .. } => "connect_retry",
+            Event::PeerConnected { .. } => "peer_connected",
+            Event::PeerNamed { .. } => "peer_named",
+            Event::HandshakeReceived { .. } => "handshake_received",
+            Event::OfferSent { .. } => "offer_sent",
+            Event::OfferReceived { .. } => "offer_received",
+            Event::OfferPending { .. } => "offer_pending",
+            Event::Decision { .. } => "decision",
+            Event::FeedStopped { .. } => "feed_stopped",
+            Event::RequestSent { .. } => "request_sent",
+            Event::RequestReceived { .. } => "request_received",
+            Event::ReplicateSent { .. } => "replicate_sent",
+            Event::ReplicateReceived { .. } => "replicate_received",
+            Event::FeedAdded { .. } => "feed_added",
+            Event::Appended { .. } => "appended",
+            Event::FeedProgress { .. } => "feed_progress",
+            Event::FeedSynced { .. } => "feed_synced",
+            Event::Wire { .. } => "wire",
+            Event::Held { .. } => "held",
+            Event::Released { .. } => "released",
+            Event::PeerDisconnected { .. } => "peer_disconnected",
+            Event::Warning { .. } => "warning",
+            Event::Error { .. } => "error",
+            Event::Stopped => "stopped",
+            Event::MetricsListening { .. } => "metrics_listening",
+            Event::ObserveRefused { .. } => "observe_refused",
+        }
+    }
+}
+
 /// Offer metadata per key, shared by the reports of every peer offered the same list.
 pub type SharedMeta = Arc<BTreeMap<FeedKey, FeedMeta>>;
 

@@ -212,3 +212,56 @@ fn a_breakpoint_on_a_kind_that_does_not_exist_is_refused_with_the_kinds_that_do(
 fn count_of(events: &[Value], ty: &str) -> usize {
     events.iter().filter(|v| v["type"] == ty).count()
 }
+
+/// `run --skip` leaves the named types out of what it prints and nothing else, the recording
+/// still holds every event, and a type that does not exist is refused with the list.
+#[test]
+fn skipped_event_types_are_not_printed_but_still_recorded() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let key = append_lines(a_dir.path(), "notes", &blocks("n", 20, 100));
+    let mine = append_lines(b_dir.path(), "mine", &blocks("m", 3, 100));
+    let file = b_dir.path().join("session.jsonl");
+    let (a, addr) = Node::listen(a_dir.path(), &[]);
+    let mut b = Node::start(
+        b_dir.path(),
+        &[
+            "--connect",
+            &addr,
+            "--skip",
+            "offer_sent,feed_progress",
+            "--record",
+            file.to_str().unwrap(),
+        ],
+    );
+    b.wait_synced(&key, 20);
+    let printed = b.quit();
+    a.quit();
+    let types = |events: &[Value]| -> Vec<String> {
+        events
+            .iter()
+            .map(|v| v["type"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let printed = types(&printed);
+    for skipped in ["offer_sent", "feed_progress"] {
+        assert!(!printed.iter().any(|t| t == skipped), "{skipped} printed");
+    }
+    for kept in ["offer_received", "request_sent", "feed_synced", "stopped"] {
+        assert!(printed.iter().any(|t| t == kept), "{kept} missing");
+    }
+    let (_, entries, _) = feedscope::record::read(&file).unwrap();
+    let recorded: Vec<&str> = entries.iter().map(|e| e.event.type_name()).collect();
+    let offered = entries.iter().any(|e| {
+        matches!(&e.event, Event::OfferSent { keys, .. } if keys.iter().any(|k| k.to_hex() == mine))
+    });
+    assert!(offered, "the recording has the offer of {mine}");
+    assert!(recorded.contains(&"feed_progress"));
+
+    let out = feedscope(&["run", "--skip", "offer_sent,offers"], None);
+    assert_eq!(out.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("no event is of type \"offers\"") && said.contains("offer_received"),
+        "{said}"
+    );
+}

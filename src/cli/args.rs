@@ -143,6 +143,11 @@ pub(crate) enum Cmd {
         /// One JSON event per line instead of text
         #[arg(long)]
         json: bool,
+        /// Event types not to print, comma-separated (say offer_sent,feed_progress): a hub
+        /// telling a thousand peers of every new feed prints gigabytes of offer_sent lines.
+        /// A recording (--record) keeps every event
+        #[arg(long, value_name = "TYPE,…", value_delimiter = ',', value_parser = event_type)]
+        skip: Vec<&'static str>,
     },
     /// Open the terminal UI on two sample peers running in this process, to see feedscope at work
     #[command(
@@ -306,6 +311,17 @@ pub(crate) struct SoakArgs {
 /// A wire generation by name.
 fn wire_arg(text: &str) -> Result<Wire, String> {
     text.parse()
+}
+
+/// One of the events' types.
+fn event_type(text: &str) -> Result<&'static str, String> {
+    let known = feedscope::event::Event::TYPES;
+    known.iter().find(|t| **t == text).copied().ok_or_else(|| {
+        format!(
+            "no event is of type {text:?}; the types are {}",
+            known.join(", ")
+        )
+    })
 }
 
 /// A count of one or more.

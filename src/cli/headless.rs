@@ -20,7 +20,12 @@ use super::signals::QuitSignals;
 
 /// Runs an engine on `config` with commands from stdin and events on stdout, until `quit`, the
 /// end of stdin or a quit signal.
-pub(crate) async fn run(config: Config, json: bool, recorder: Option<Recorder>) -> Result<()> {
+pub(crate) async fn run(
+    config: Config,
+    json: bool,
+    skip: Vec<&'static str>,
+    recorder: Option<Recorder>,
+) -> Result<()> {
     let mut signals = QuitSignals::catch()?;
     let engine = engine::start(config).await?;
     grow_pipe(&std::io::stdout());
@@ -30,6 +35,7 @@ pub(crate) async fn run(config: Config, json: bool, recorder: Option<Recorder>) 
         input,
         std::io::stdout(),
         json,
+        skip,
         recorder,
         signals.recv(),
     )
@@ -51,7 +57,7 @@ fn grow_pipe(out: &impl std::os::fd::AsRawFd) {
 }
 
 /// Runs `engine` until it stops: each line of `input` is a command, each event a line of
-/// `output` (and an entry of `recorder`). The end of `input` and `quit` (a signal, say) ask
+/// `output` unless its type is in `skip` (and an entry of `recorder`, whatever its type). The end of `input` and `quit` (a signal, say) ask
 /// for the same clean stop as `{"cmd":"quit"}`. Fails after the last event if the engine could
 /// not listen.
 pub(crate) async fn serve<R, W>(
@@ -59,6 +65,7 @@ pub(crate) async fn serve<R, W>(
     input: R,
     output: W,
     json: bool,
+    skip: Vec<&'static str>,
     mut recorder: Option<Recorder>,
     quit: impl Future<Output = ()>,
 ) -> Result<()>
@@ -101,7 +108,7 @@ where
     tokio::pin!(quit);
     let mut quitting = false;
     let mut listen_failure = None;
-    let mut printer = Printer::new(json);
+    let mut printer = Printer::new(json, skip);
     'events: loop {
         let first = tokio::select! {
             ev = engine.events.recv() => match ev {
@@ -173,6 +180,8 @@ const LINES_KEPT: usize = 4 << 20;
 /// Lines of events gathered for one write.
 struct Printer {
     json: bool,
+    /// Event types not printed.
+    skip: Vec<&'static str>,
     lines: Vec<u8>,
     /// The last offer list written, shared by the `offer_sent` of every peer offered it, and
     /// its JSON from `"keys"` on: a hub tells a thousand peers of the same new feeds.
@@ -180,9 +189,10 @@ struct Printer {
 }
 
 impl Printer {
-    fn new(json: bool) -> Self {
+    fn new(json: bool, skip: Vec<&'static str>) -> Self {
         Printer {
             json,
+            skip,
             lines: Vec::new(),
             offer: None,
         }
@@ -190,6 +200,9 @@ impl Printer {
 
     /// Adds the line of `ev`.
     fn add(&mut self, ev: &Event) {
+        if self.skip.contains(&ev.type_name()) {
+            return;
+        }
         if !self.json {
             self.lines.extend_from_slice(text_line(ev).as_bytes());
         } else if let Event::OfferSent { peer, keys, meta } = ev {
@@ -326,7 +339,7 @@ mod tests {
         json: bool,
         quit: impl Future<Output = ()>,
     ) {
-        let served = serve(engine, input, out.clone(), json, None, quit);
+        let served = serve(engine, input, out.clone(), json, Vec::new(), None, quit);
         tokio::time::timeout(Duration::from_secs(30), served)
             .await
             .expect("served and stopped within 30 s")
@@ -360,7 +373,7 @@ mod tests {
             offer(4, vec![key(1), key(2)], &Arc::new(BTreeMap::new())),
             offer(500, vec![], &shared),
         ];
-        let mut printer = Printer::new(true);
+        let mut printer = Printer::new(true, Vec::new());
         let mut want = String::new();
         for ev in &events {
             printer.add(ev);
@@ -443,6 +456,7 @@ mod tests {
             Cursor::new(Vec::new()),
             out.clone(),
             true,
+            Vec::new(),
             None,
             std::future::pending(),
         );

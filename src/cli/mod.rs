@@ -71,8 +71,14 @@ fn run(cli: Cli) -> Result<()> {
             Some(Cmd::Soak(_) | Cmd::SoakWorker(_)) => {
                 bail!("soak runs outside the main runtime")
             }
-            Some(Cmd::Run { net, json, record }) => {
-                headless::run(config(&net, Policy::AcceptAll)?, json, recorder(&record)?).await
+            Some(Cmd::Run {
+                net,
+                json,
+                skip,
+                record,
+            }) => {
+                let config = config(&net, Policy::AcceptAll)?;
+                headless::run(config, json, skip, recorder(&record)?).await
             }
             Some(Cmd::Replay {
                 file,
