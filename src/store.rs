@@ -162,14 +162,21 @@ fn mark_of(core: &Core) -> Mark {
 }
 
 impl FeedSize {
-    fn new(dir: PathBuf, total: Arc<AtomicU64>, core: &Core) -> FeedSize {
-        let four: u64 = FILE_NAMES
-            .iter()
-            .filter_map(|name| fs::metadata(dir.join(name)).ok())
-            .map(|m| m.len())
-            .sum();
+    /// The size of the feed in `dir`, counted into `total`; `others` is what its files
+    /// other than the core's four hold, when known (a replica just made: a hub makes
+    /// thousands, and listing each folder cost a dozen system calls), else the folder is
+    /// listed.
+    fn new(dir: PathBuf, total: Arc<AtomicU64>, core: &Core, others: Option<u64>) -> FeedSize {
+        let others = others.unwrap_or_else(|| {
+            let four: u64 = FILE_NAMES
+                .iter()
+                .filter_map(|name| fs::metadata(dir.join(name)).ok())
+                .map(|m| m.len())
+                .sum();
+            files_bytes(&dir).saturating_sub(four)
+        });
         let size = FeedSize {
-            others: files_bytes(&dir).saturating_sub(four),
+            others,
             dir,
             bytes: AtomicU64::new(0),
             mark: Mutex::new(None),
@@ -488,7 +495,7 @@ impl Store {
                         ));
                     }
                     let wire = wire_of(core.info().flavour);
-                    let size = Arc::new(FeedSize::new(path, bytes.clone(), &core));
+                    let size = Arc::new(FeedSize::new(path, bytes.clone(), &core, None));
                     feeds.insert(
                         entry.key,
                         Feed {
@@ -686,7 +693,7 @@ impl Store {
         let core = Core::open(&path)
             .map(|(core, _)| core)
             .map_err(|e| core_err(&entry, &path, e))?;
-        Ok((self.insert(entry, core)?, true))
+        Ok((self.insert(entry, core, None)?, true))
     }
 
     /// Returns the feed with `key`, creating an empty read-only replica if we do not hold it.
@@ -773,15 +780,14 @@ impl Store {
             let path = path.clone();
             tokio::task::spawn_blocking(move || {
                 let core = Core::create_unsynced(&path, flavour(wire), public, None)?;
-                if let Some(name) = name {
-                    // Shown only: a name that cannot be written is no reason to refuse it.
-                    let _ = fs::write(path.join(OFFERED_NAME_FILE), name);
-                }
-                Ok(core)
+                // Shown only: a name that cannot be written is no reason to refuse it. Its
+                // bytes are all the folder holds beside the core's files.
+                let named = name.filter(|n| fs::write(path.join(OFFERED_NAME_FILE), n).is_ok());
+                Ok((core, named.map_or(0, |n| n.len() as u64)))
             })
             .await
         };
-        let core = match made {
+        let (core, others) = match made {
             Ok(made) => made.map_err(|e| core_err(&entry, &path, e))?,
             Err(e) => {
                 return Err(StoreError::Core {
@@ -791,12 +797,19 @@ impl Store {
                 })
             }
         };
-        Ok((self.insert(entry, core)?, true))
+        Ok((self.insert(entry, core, Some(others))?, true))
     }
 
-    fn insert(&self, entry: FeedEntry, core: Core) -> Result<Feed, StoreError> {
+    /// Adds the open feed; `others` as [`FeedSize::new`] takes it.
+    fn insert(
+        &self,
+        entry: FeedEntry,
+        core: Core,
+        others: Option<u64>,
+    ) -> Result<Feed, StoreError> {
         let wire = wire_of(core.info().flavour);
-        let size = FeedSize::new(core_dir(&self.dir, &entry.key), self.bytes.clone(), &core);
+        let dir = core_dir(&self.dir, &entry.key);
+        let size = FeedSize::new(dir, self.bytes.clone(), &core, others);
         let feed = Feed {
             entry: entry.clone(),
             core: Arc::new(tokio::sync::Mutex::new(core)),
