@@ -25,3 +25,18 @@ pub mod wire;
 /// chooses cannot be aimed at one bucket. Faster than std's SipHash for the 32-byte feed keys
 /// and the integer positions these tables hold.
 pub(crate) type FastHash = foldhash::fast::RandomState;
+
+/// `len` bytes that look random and are the same on every run from `seed` (xorshift64), for
+/// tests that need many.
+#[cfg(test)]
+pub(crate) fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}

@@ -203,15 +203,7 @@ mod tests {
                 return Ok(());
             }
             let stride = len + gap;
-            let mut x = seed | 1;
-            let bytes: Vec<u8> = (0..(count - 1) * stride + len)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect();
+            let bytes = crate::noise(seed, (count - 1) * stride + len);
             // SAFETY: `available` found AVX-512F.
             let ours = unsafe { hash(&bytes, stride, len, count) };
             for (j, digest) in ours.iter().enumerate().take(count) {

@@ -17,7 +17,7 @@ use std::arch::x86_64::{
     _mm512_srli_epi64,
 };
 
-use super::{product, MASK42, MASK44};
+use super::{carried, product, MASK42, MASK44};
 
 /// Bytes of the eight blocks one step takes.
 pub(super) const STEP: usize = 128;
@@ -169,15 +169,7 @@ pub(super) unsafe fn blocks(h: &mut [u64; 3], powers: &Powers, data: &[u8]) {
         let p = multiply(acc, &step);
         acc = [0, 1, 2].map(|i| _mm512_add_epi64(p[i], m[i]));
     }
-    let [t0, t1, t2] = multiply(acc, &end).map(|v| _mm512_reduce_add_epi64(v));
-    let (mut h0, mut h1, mut h2) = (t0 as u64, t1 as u64, t2 as u64);
-    h1 += h0 >> 44;
-    h0 &= MASK44;
-    h2 += h1 >> 44;
-    h1 &= MASK44;
-    h0 += (h2 >> 42) * 5;
-    h2 &= MASK42;
-    h1 += h0 >> 44;
-    h0 &= MASK44;
-    *h = [h0, h1, h2];
+    // The lanes' sums, each limb under 2^47.
+    let sums = multiply(acc, &end).map(|v| _mm512_reduce_add_epi64(v) as u64);
+    *h = carried(sums);
 }

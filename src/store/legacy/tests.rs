@@ -230,15 +230,7 @@ async fn damaged_oplogs_are_errors_and_never_panics() {
     let err = read_legacy(dir.path()).unwrap_err();
     assert!(err.contains("empty"), "{err}");
 
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let garbage: Vec<u8> = (0..9000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let garbage = crate::noise(0x2545_f491_4f6c_dd1d, 9000);
     std::fs::write(dir.path().join("oplog"), &garbage).unwrap();
     let err = read_legacy(dir.path()).unwrap_err();
     assert!(err.contains("neither header slot"), "{err}");
