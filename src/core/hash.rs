@@ -157,16 +157,19 @@ impl Flavour {
         let mut jobs = Vec::new();
         let mut at = 0;
         for (run, chunk) in blocks.chunks(8).enumerate() {
-            let len = LEAF_PREFIX + chunk[0].len();
             let bytes_of_run = chunk.iter().map(|b| LEAF_PREFIX + b.len()).sum::<usize>();
             let input = &bytes[at..at + bytes_of_run];
             at += bytes_of_run;
             #[cfg(target_arch = "x86_64")]
-            if chunk.len() >= 4 && wide() && chunk.iter().all(|b| LEAF_PREFIX + b.len() == len) {
-                // SAFETY: `wide` found AVX-512F.
-                let eight = unsafe { blake2b8::hash(input, len, len, chunk.len()) };
-                hashes[run * 8..run * 8 + chunk.len()].copy_from_slice(&eight[..chunk.len()]);
-                continue;
+            {
+                let len = LEAF_PREFIX + chunk[0].len();
+                let one_size = chunk.iter().all(|b| LEAF_PREFIX + b.len() == len);
+                if chunk.len() >= 4 && one_size && wide() {
+                    // SAFETY: `wide` found AVX-512F.
+                    let eight = unsafe { blake2b8::hash(input, len, len, chunk.len()) };
+                    hashes[run * 8..run * 8 + chunk.len()].copy_from_slice(&eight[..chunk.len()]);
+                    continue;
+                }
             }
             let mut rest = input;
             for (i, data) in chunk.iter().enumerate() {

@@ -105,16 +105,18 @@ impl Poly1305 {
 
     /// Adds whole 16-byte blocks; `high` is 2^128 over the limbs (1 << 40 in the top one) for
     /// full blocks, 0 for the last, already padded, one.
-    fn blocks(&mut self, mut data: &[u8], high: u64) {
+    fn blocks(&mut self, data: &[u8], high: u64) {
         #[cfg(target_arch = "x86_64")]
-        if data.len() >= VECTOR_RUN && high != 0 && vectored() {
+        let data = if data.len() >= VECTOR_RUN && high != 0 && vectored() {
             let run = data.len() - data.len() % ifma::STEP;
             let r = self.r;
             let powers = self.powers.get_or_insert_with(|| ifma::Powers::of(r));
             // SAFETY: `vectored` found AVX-512F and IFMA; `run` is whole steps, at least two.
             unsafe { ifma::blocks(&mut self.h, powers, &data[..run]) };
-            data = &data[run..];
-        }
+            &data[run..]
+        } else {
+            data
+        };
         let r = self.r;
         let mut h = self.h;
         for block in data.chunks_exact(16) {
