@@ -487,19 +487,7 @@ impl Default for OfferMeta {
 impl OfferMeta {
     /// From entries in any order; a key given twice keeps its last metadata, as a JSON
     /// object read into a map does.
-    pub fn from_entries(mut entries: Vec<(FeedKey, FeedMeta)>) -> Self {
-        if !entries.is_sorted_by(|a, b| a.0 < b.0) {
-            // Stable, so that of equal keys the last given stays last.
-            entries.sort_by_key(|e| e.0);
-            let mut out: Vec<(FeedKey, FeedMeta)> = Vec::with_capacity(entries.len());
-            for e in entries {
-                match out.last_mut() {
-                    Some(last) if last.0 == e.0 => *last = e,
-                    _ => out.push(e),
-                }
-            }
-            entries = out;
-        }
+    pub fn from_entries(entries: Vec<(FeedKey, FeedMeta)>) -> Self {
         let mut texts = String::with_capacity(entries.iter().map(|(_, m)| m.text().len()).sum());
         let spans = entries
             .iter()
