@@ -11,13 +11,6 @@ use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
 #[cfg(target_arch = "x86_64")]
 mod blake2b8;
 
-/// Whether leaves are hashed eight at a time with AVX-512.
-#[cfg(target_arch = "x86_64")]
-fn wide() -> bool {
-    static WIDE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *WIDE.get_or_init(blake2b8::available)
-}
-
 /// A 32-byte BLAKE2b-256 digest.
 pub type Hash = [u8; 32];
 
@@ -164,8 +157,8 @@ impl Flavour {
             {
                 let len = LEAF_PREFIX + chunk[0].len();
                 let one_size = chunk.iter().all(|b| LEAF_PREFIX + b.len() == len);
-                if chunk.len() >= 4 && one_size && wide() {
-                    // SAFETY: `wide` found AVX-512F.
+                if chunk.len() >= 4 && one_size && blake2b8::available() {
+                    // SAFETY: `available` found AVX-512F.
                     let eight = unsafe { blake2b8::hash(input, len, len, chunk.len()) };
                     hashes[run * 8..run * 8 + chunk.len()].copy_from_slice(&eight[..chunk.len()]);
                     continue;

@@ -36,11 +36,9 @@ const VECTOR_RUN: usize = 256;
 
 /// Whether this CPU computes long runs eight blocks at a time.
 pub fn vectored() -> bool {
+    // The standard library caches what the CPU has.
     #[cfg(target_arch = "x86_64")]
-    {
-        static IFMA: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *IFMA.get_or_init(ifma::available)
-    }
+    return ifma::available();
     #[cfg(not(target_arch = "x86_64"))]
     false
 }
