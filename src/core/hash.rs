@@ -250,6 +250,19 @@ impl Flavour {
 mod tests {
     use super::*;
 
+    /// The leaf hashes of blocks of `sizes` (distinct bytes each), computed together and one
+    /// by one.
+    fn together_and_alone(flavour: Flavour, sizes: &[usize]) -> (Vec<Hash>, Vec<Hash>) {
+        let blocks: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (0..n).map(|j| (i * 131 + j * 7) as u8).collect())
+            .collect();
+        let slices: Vec<&[u8]> = blocks.iter().map(|b| &b[..]).collect();
+        let alone = blocks.iter().map(|b| flavour.leaf(0, b).hash).collect();
+        (flavour.leaf_hashes(&slices), alone)
+    }
+
     #[test]
     fn the_empty_tree_and_the_namespace_match_javascript() {
         assert!(hex::encode(Flavour::Hc10.tree(&[])).starts_with("bb30a42c"));
@@ -270,14 +283,7 @@ mod tests {
             hc9 in proptest::bool::ANY,
         ) {
             let flavour = if hc9 { Flavour::Hc9 } else { Flavour::Hc10 };
-            let blocks: Vec<Vec<u8>> = sizes
-                .iter()
-                .enumerate()
-                .map(|(i, &n)| (0..n).map(|j| (i * 31 + j * 7) as u8).collect())
-                .collect();
-            let slices: Vec<&[u8]> = blocks.iter().map(|b| &b[..]).collect();
-            let together = flavour.leaf_hashes(&slices);
-            let alone: Vec<Hash> = blocks.iter().map(|b| flavour.leaf(0, b).hash).collect();
+            let (together, alone) = together_and_alone(flavour, &sizes);
             proptest::prop_assert_eq!(together, alone);
         }
 
@@ -293,14 +299,7 @@ mod tests {
             if let Some((at, n)) = other {
                 sizes.insert(at.min(count), n);
             }
-            let blocks: Vec<Vec<u8>> = sizes
-                .iter()
-                .enumerate()
-                .map(|(i, &n)| (0..n).map(|j| (i * 131 + j * 7) as u8).collect())
-                .collect();
-            let slices: Vec<&[u8]> = blocks.iter().map(|b| &b[..]).collect();
-            let together = Flavour::Hc10.leaf_hashes(&slices);
-            let alone: Vec<Hash> = blocks.iter().map(|b| Flavour::Hc10.leaf(0, b).hash).collect();
+            let (together, alone) = together_and_alone(Flavour::Hc10, &sizes);
             proptest::prop_assert_eq!(together, alone);
         }
     }
